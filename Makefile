@@ -1,0 +1,58 @@
+# benefits-ledger developer tasks. Needs only python3 >= 3.11 on PATH; everything else goes into .venv.
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON_CANDIDATES := python3.13 python3.12 python3.11 python3
+PACKAGES := events processor projections replay
+
+MEMBERS ?= 2000
+MONTHS ?= 12
+SEED ?= 7
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo lint bench clean
+
+venv: $(STAMP)
+
+# Create the venv with the first candidate interpreter that actually runs and is >= 3.11
+# (pyenv shims exist for versions that are not active, so "on PATH" is not enough).
+$(PY):
+	@set -e; py=""; \
+	for cand in $(PYTHON_CANDIDATES); do \
+	  if command -v $$cand >/dev/null 2>&1 && \
+	     $$cand -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1; then \
+	    py=$$cand; break; \
+	  fi; \
+	done; \
+	if [ -z "$$py" ]; then echo "error: need python >= 3.11 (tried: $(PYTHON_CANDIDATES))" >&2; exit 1; fi; \
+	echo "creating $(VENV) with $$py ($$($$py -c 'import sys; print(sys.version.split()[0])'))"; \
+	if ! $$py -m venv $(VENV); then \
+	  rm -rf $(VENV); \
+	  echo "error: '$$py -m venv' failed (on Debian/Ubuntu install the python3-venv package)" >&2; exit 1; \
+	fi
+
+# Re-install only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+demo: venv
+	$(VENV)/bin/benefits-ledger demo --members $(MEMBERS) --months $(MONTHS) --seed $(SEED)
+
+lint: venv
+	$(VENV)/bin/ruff check $(PACKAGES)
+	$(VENV)/bin/mypy $(PACKAGES)
+
+bench: venv
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,75 @@
+"""Settings, read from the environment (prefix ``LEDGER_``) or passed in by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlanSettings(BaseModel):
+    """Billing and reconciliation rules that vary by plan and state."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    tolerance_cents: int = Field(default=100, ge=0, description="paid may differ from billed by this much")
+    grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
+    due_day_of_month: int = Field(default=1, ge=1, le=28, description="premium for a month is due on this day")
+
+
+class TopicSettings(BaseModel):
+    """Kafka topic names. Every input topic has the same partition count."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    enrollment: str = "ledger.enrollment"
+    rates: str = "ledger.rates"
+    billing: str = "ledger.billing"
+    payments: str = "ledger.payments"
+    control: str = "ledger.control"
+    discrepancies: str = "ledger.discrepancies"
+    dead_letter: str = "ledger.dead-letter"
+
+    def inputs(self) -> tuple[str, ...]:
+        return (self.enrollment, self.rates, self.billing, self.payments, self.control)
+
+
+class Settings(BaseSettings):
+    """Everything the composition root needs. Unset broker and database mean the embedded stack."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", env_nested_delimiter="__", extra="forbid")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port]; unset starts the embedded Tansu broker"
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset starts the embedded PostgreSQL in data_dir"
+    )
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("benefits-ledger")))
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    partitions: int = Field(default=4, ge=1, le=256)
+    consumer_group: str = "benefits-ledger-processor"
+    batch_events_max: int = Field(default=5000, ge=1, le=100_000)
+    batch_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    relay_batch_max: int = Field(default=1000, ge=1, le=100_000)
+    relay_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    account_cache_max: int = Field(default=200_000, ge=1, description="accounts kept in processor memory")
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    plan: PlanSettings = Field(default_factory=PlanSettings)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> Settings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
