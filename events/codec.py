@@ -1,0 +1,181 @@
+"""One codec for every event: JSON on the wire, canonical bytes in the archive, upcasters for old versions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from events.types import (
+    INPUT_TYPES,
+    OUTPUT_TYPES,
+    AnyEvent,
+    Event,
+    InputEvent,
+    OutputEvent,
+    tag_of,
+)
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+CURRENT_VERSION: dict[str, int] = {tag_of(t): t.SCHEMA_VERSION for t in (*INPUT_TYPES, *OUTPUT_TYPES)}
+EVENT_CLASSES: dict[str, type[Event]] = {tag_of(t): t for t in (*INPUT_TYPES, *OUTPUT_TYPES)}
+
+# (tag, from_version) -> function turning a version-N dict into a version-N+1 dict.
+# Register with @upcaster("tag", N); each must be tested on stored bytes of version N.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+_encoder = msgspec.json.Encoder()
+_input_decoder = msgspec.json.Decoder(InputEvent)
+_output_decoder = msgspec.json.Decoder(OutputEvent)
+_any_decoder = msgspec.json.Decoder(AnyEvent)
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class EventDecodeError(ValueError):
+    """A record that cannot become an event; ``reason`` says which field and why."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+def upcaster(tag: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    def register(fn: Upcaster) -> Upcaster:
+        key = (tag, from_version)
+        assert key not in UPCASTERS, f"two upcasters for {key}"
+        UPCASTERS[key] = fn
+        return fn
+
+    return register
+
+
+def encode(event: Event) -> bytes:
+    """Canonical JSON bytes: field order is the struct's, so equal events give equal bytes."""
+    return _encoder.encode(event)
+
+
+def body_hash(canonical: bytes) -> bytes:
+    return hashlib.sha256(canonical).digest()
+
+
+def _field_of(message: str) -> str | None:
+    missing = "missing required field `"
+    at = message.find(missing)
+    if at >= 0:
+        return message[at + len(missing) :].split("`", 1)[0] or None
+    marker = "at `$."
+    at = message.find(marker)
+    if at < 0:
+        return None
+    return message[at + len(marker) :].rstrip("`").split("[")[0] or None
+
+
+def _upcast(raw: bytes, decoder: msgspec.json.Decoder[Any], first_error: msgspec.ValidationError) -> Any:
+    try:
+        data = _dict_decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # pragma: no cover - typed decode would have failed the same way
+        raise EventDecodeError(f"not JSON: {exc}") from exc
+    tag = data.get("type")
+    version = data.get("schema_version", 1)
+    if not isinstance(tag, str) or tag not in CURRENT_VERSION or not isinstance(version, int):
+        raise EventDecodeError(str(first_error), field=_field_of(str(first_error))) from first_error
+    current = CURRENT_VERSION[tag]
+    if version > current:
+        raise EventDecodeError(
+            f"schema_version {version} of {tag} is newer than this ledger knows ({current})",
+            field="schema_version",
+        )
+    if version == current:
+        raise EventDecodeError(str(first_error), field=_field_of(str(first_error))) from first_error
+    while version < current:
+        step = UPCASTERS.get((tag, version))
+        if step is None:
+            raise EventDecodeError(f"no upcaster for {tag} v{version}", field="schema_version")
+        data = step(data)
+        version += 1
+        data["schema_version"] = version
+    try:
+        return msgspec.convert(data, type=decoder.type)
+    except msgspec.ValidationError as exc:
+        raise EventDecodeError(str(exc), field=_field_of(str(exc))) from exc
+
+
+def _decode(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    try:
+        event = decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return _upcast(raw, decoder, exc)
+    except msgspec.DecodeError as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from exc
+    if event.schema_version != type(event).SCHEMA_VERSION:
+        # The old shape happened to validate against the new one; upcast it all the same.
+        return _upcast(raw, decoder, msgspec.ValidationError("old schema_version"))
+    return event
+
+
+def decode_input(raw: bytes) -> InputEvent:
+    """Decode and validate an input-topic record, upcasting older versions."""
+    event: InputEvent = _decode(raw, _input_decoder)
+    _check_invariants(event)
+    return event
+
+
+def decode_output(raw: bytes) -> OutputEvent:
+    event: OutputEvent = _decode(raw, _output_decoder)
+    return event
+
+
+def decode_any(raw: bytes) -> AnyEvent:
+    event: AnyEvent = _decode(raw, _any_decoder)
+    return event
+
+
+def to_builtins(event: Event) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(event)
+    return out
+
+
+def _check_invariants(event: InputEvent) -> None:
+    """Rules the type system cannot say; each names its field."""
+    from events.types import (
+        BROADCAST_ACCOUNT,
+        EnrollmentChanged,
+        PaymentReceived,
+        PremiumBilled,
+        RatePublished,
+    )
+
+    if not event.event_id:
+        raise EventDecodeError("event_id is empty", field="event_id")
+    if not event.account_id:
+        raise EventDecodeError("account_id is empty", field="account_id")
+    if type(event).BROADCAST != (event.account_id == BROADCAST_ACCOUNT):
+        raise EventDecodeError(
+            f"account_id must be {BROADCAST_ACCOUNT!r} exactly for broadcast events", field="account_id"
+        )
+    if isinstance(event, RatePublished):
+        if event.employee_cents + event.employer_cents != event.total_cents:
+            raise EventDecodeError("employee_cents + employer_cents != total_cents", field="total_cents")
+        if min(event.total_cents, event.employee_cents, event.employer_cents) < 0:
+            raise EventDecodeError("rate amounts must not be negative", field="total_cents")
+        if event.month_from.day != 1:
+            raise EventDecodeError("month_from must be the first of a month", field="month_from")
+        if event.month_through is not None and event.month_through < event.month_from:
+            raise EventDecodeError("month_through is before month_from", field="month_through")
+    elif isinstance(event, PremiumBilled):
+        if event.coverage_month.day != 1:
+            raise EventDecodeError("coverage_month must be the first of a month", field="coverage_month")
+        if event.amount_cents < 0:
+            raise EventDecodeError("a bill amount must not be negative; post an adjustment", field="amount_cents")
+    elif isinstance(event, PaymentReceived):
+        if event.amount_cents <= 0:
+            raise EventDecodeError("a payment amount must be positive; reverse it instead", field="amount_cents")
+        if event.coverage_month is not None and event.coverage_month.day != 1:
+            raise EventDecodeError("coverage_month must be the first of a month", field="coverage_month")
+    elif isinstance(event, EnrollmentChanged):
+        if event.benefit_end is not None and event.benefit_end < event.benefit_begin:
+            raise EventDecodeError("benefit_end is before benefit_begin", field="benefit_end")

@@ -1,0 +1,177 @@
+"""The event language: frozen, tagged, versioned msgspec Structs. Money is integer cents."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import ClassVar, Literal
+
+import msgspec
+
+Cents = int
+
+# Broadcast events (rates, business days) carry this account id: they belong to no account and
+# are published once to every partition so each partition folds them in order with its accounts.
+BROADCAST_ACCOUNT = "*"
+
+CoverageLine = Literal["health", "dental", "vision", "life", "ltd", "std", "fsa", "dcap"]
+Relationship = Literal["self", "spouse", "child", "domestic_partner", "other"]
+EnrollmentAction = Literal["add", "change", "terminate", "reinstate"]
+CoverageStatus = Literal["active", "cobra", "retiree"]
+PaymentMethod = Literal["payroll", "ach", "eft", "check", "direct", "card"]
+Actor = Literal["agency_coordinator", "payroll", "member", "billing", "accounts_staff"]
+
+DISCREPANCY_KINDS: tuple[str, ...] = (
+    "underpaid",
+    "overpaid",
+    "billed_not_enrolled",
+    "enrolled_not_billed",
+    "wrong_rate",
+    "paid_after_termination",
+    "unmatched_payment",
+    "duplicate_payment",
+    "missing_payment",
+    "remittance_total_mismatch",
+    "retroactive_change",
+    "tax_treatment",
+    "cobra_shortfall",
+    "refund_due",
+)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries. ``event_id`` is the idempotency key."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    BROADCAST: ClassVar[bool] = False
+
+    event_id: str
+    account_id: str
+    effective_on: date
+    occurred_at: datetime
+    source: str = "unknown"
+    causation_id: str | None = None
+    schema_version: int = 1
+
+
+class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_changed"):
+    """A coverage of one member (subscriber or dependent) on the subscriber's account."""
+
+    member_id: str
+    relationship: Relationship = "self"
+    plan: str
+    coverage_line: CoverageLine
+    tier: str
+    action: EnrollmentAction
+    status: CoverageStatus = "active"
+    benefit_begin: date
+    benefit_end: date | None = None
+    agency_id: str
+
+
+class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):
+    """Monthly premium for a plan and tier over a range of coverage months (first days)."""
+
+    BROADCAST: ClassVar[bool] = True
+
+    rate_id: str
+    plan: str
+    tier: str
+    month_from: date
+    month_through: date | None = None
+    total_cents: Cents
+    employee_cents: Cents
+    employer_cents: Cents
+
+
+class PremiumBilled(Event, frozen=True, kw_only=True, tag="premium_billed"):
+    bill_id: str
+    coverage_month: date
+    plan: str
+    tier: str
+    amount_cents: Cents
+    due_on: date
+    agency_id: str | None = None
+
+
+class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
+    payment_id: str
+    coverage_month: date | None = None
+    amount_cents: Cents
+    method: PaymentMethod
+    payer_id: str
+    remittance_id: str | None = None
+    trace_number: str | None = None
+
+
+class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):
+    payment_id: str
+    reason: str
+
+
+class AdjustmentPosted(Event, frozen=True, kw_only=True, tag="adjustment_posted"):
+    """A correction to a month's billed amount (signed cents); never an edit of history."""
+
+    adjustment_id: str
+    coverage_month: date
+    amount_cents: Cents
+    reason: str
+    plan: str | None = None
+
+
+class DayClosed(Event, frozen=True, kw_only=True, tag="day_closed"):
+    """A business day has ended; time-driven rules are decided here, never from the wall clock."""
+
+    BROADCAST: ClassVar[bool] = True
+
+    business_date: date
+
+
+class DiscrepancyOpened(Event, frozen=True, kw_only=True, tag="discrepancy_opened"):
+    discrepancy_id: str
+    kind: str
+    coverage_month: date | None = None
+    payer_id: str | None = None
+    expected_cents: Cents
+    actual_cents: Cents
+    cause_event_ids: tuple[str, ...]
+    explanation: str
+    action: str
+    actor: Actor
+
+
+class DiscrepancyResolved(Event, frozen=True, kw_only=True, tag="discrepancy_resolved"):
+    discrepancy_id: str
+    kind: str
+    coverage_month: date | None = None
+    resolving_event_ids: tuple[str, ...]
+    explanation: str
+
+
+InputEvent = (
+    EnrollmentChanged
+    | RatePublished
+    | PremiumBilled
+    | PaymentReceived
+    | PaymentReversed
+    | AdjustmentPosted
+    | DayClosed
+)
+OutputEvent = DiscrepancyOpened | DiscrepancyResolved
+AnyEvent = InputEvent | OutputEvent
+
+INPUT_TYPES: tuple[type[Event], ...] = (
+    EnrollmentChanged,
+    RatePublished,
+    PremiumBilled,
+    PaymentReceived,
+    PaymentReversed,
+    AdjustmentPosted,
+    DayClosed,
+)
+OUTPUT_TYPES: tuple[type[Event], ...] = (DiscrepancyOpened, DiscrepancyResolved)
+
+
+def tag_of(cls: type[Event]) -> str:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
