@@ -1,0 +1,547 @@
+"""The pure fold: events in, state changes and discrepancy events out. No I/O, no clock, no logging.
+
+``apply_account_event`` mutates only the AccountState it is given and returns what changed; the
+processor and replay both call it, in archive order, so live and replayed books agree.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from events.types import (
+    AdjustmentPosted,
+    DayClosed,
+    DiscrepancyOpened,
+    DiscrepancyResolved,
+    EnrollmentChanged,
+    InputEvent,
+    PaymentReceived,
+    PaymentReversed,
+    PremiumBilled,
+    RatePublished,
+)
+from processor.settings import PlanSettings
+from processor.state import (
+    PAYMENT_AFTER_TERM,
+    PAYMENT_APPLIED,
+    PAYMENT_DUPLICATE,
+    PAYMENT_HELD,
+    PAYMENT_REVERSED,
+    AccountState,
+    AdjustmentLine,
+    BillLine,
+    CoverageSegment,
+    MonthState,
+    OpenDiscrepancy,
+    PartitionState,
+    PaymentLine,
+    RateEntry,
+    month_key,
+)
+
+LEDGER_SOURCE = "benefits-ledger"
+
+
+class Rejected(Exception):
+    """The event is valid but cannot be applied to this account; it goes to the dead-letter topic."""
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one event changed: months to re-project, payer cash deltas, discrepancy events."""
+
+    dirty_months: set[str] = field(default_factory=set)
+    coverage_changed: bool = False
+    payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
+    emitted: list[DiscrepancyOpened | DiscrepancyResolved] = field(default_factory=list)
+    changed_discrepancies: list[OpenDiscrepancy] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    key: str
+    month: date | None
+    payer_id: str | None
+    expected_cents: int
+    actual_cents: int
+    cause_event_ids: tuple[str, ...]
+    explanation: str
+    action: str
+    actor: str
+
+
+def last_day(month: date) -> date:
+    return month.replace(day=calendar.monthrange(month.year, month.month)[1])
+
+
+def first_of_month(day: date) -> date:
+    return day.replace(day=1)
+
+
+def cents(amount: int) -> str:
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${abs(amount) // 100:,}.{abs(amount) % 100:02d}"
+
+
+def discrepancy_id(account_id: str, key: str, opened_by: str) -> str:
+    """Deterministic: the same account, finding and opening event always give the same id."""
+    return hashlib.sha256(f"{account_id}|{key}|{opened_by}".encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------
+# Broadcast reference data
+
+
+def apply_partition_event(part: PartitionState, event: RatePublished | DayClosed) -> None:
+    if isinstance(event, RatePublished):
+        part.rates.setdefault(f"{event.plan}|{event.tier}", []).append(
+            RateEntry(
+                rate_id=event.rate_id,
+                month_from=event.month_from,
+                month_through=event.month_through,
+                total_cents=event.total_cents,
+                employee_cents=event.employee_cents,
+                employer_cents=event.employer_cents,
+                event_id=event.event_id,
+            )
+        )
+    else:
+        if part.business_date is not None and event.business_date < part.business_date:
+            raise Rejected(
+                f"business_date {event.business_date} is before the closed day {part.business_date}",
+                field="business_date",
+            )
+        part.business_date = event.business_date
+        part.business_date_event_id = event.event_id
+
+
+def close_day(
+    account: AccountState, part: PartitionState, event: DayClosed, plan: PlanSettings
+) -> Outcome:
+    """Re-evaluate an account's billed months after the partition's business date moved."""
+    out = Outcome()
+    for key, month in account.months.items():
+        if month.month is not None and month.bills:
+            _reconcile(account, part, plan, key, event, out)
+    return out
+
+
+def may_become_missing(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
+    """Cheap filter for DayClosed: could any month of this account turn missing on this date?"""
+    cutoff = business_date - timedelta(days=plan.grace_days)
+    for month in account.months.values():
+        due = month.due_on
+        if due is not None and due < cutoff and month.paid_cents == 0:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Account events
+
+
+def apply_account_event(
+    account: AccountState, part: PartitionState, event: InputEvent, plan: PlanSettings
+) -> Outcome:
+    """Fold one account event. Raises Rejected (before changing anything) if it cannot apply."""
+    assert event.account_id == account.account_id, "event routed to the wrong account"
+    out = Outcome()
+    if isinstance(event, EnrollmentChanged):
+        _apply_enrollment(account, event)
+        out.coverage_changed = True
+        for key, month in list(account.months.items()):
+            if month.month is not None:
+                _reconcile(account, part, plan, key, event, out)
+    elif isinstance(event, PremiumBilled):
+        key = month_key(event.coverage_month)
+        if any(b.bill_id == event.bill_id for m in account.months.values() for b in m.bills):
+            raise Rejected(f"bill {event.bill_id} is already posted under another event id", field="bill_id")
+        month = _month(account, event.coverage_month)
+        month.bills.append(
+            BillLine(
+                bill_id=event.bill_id,
+                plan=event.plan,
+                tier=event.tier,
+                amount_cents=event.amount_cents,
+                due_on=event.due_on,
+                agency_id=event.agency_id,
+                event_id=event.event_id,
+            )
+        )
+        # Cash that arrived before its bill is applied now.
+        for p in month.payments:
+            if p.status == PAYMENT_HELD:
+                p.status = PAYMENT_APPLIED
+                _delta(out, p.payer_id, -p.amount_cents)
+        _reconcile(account, part, plan, key, event, out)
+    elif isinstance(event, PaymentReceived):
+        _apply_payment(account, event, out)
+        _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
+    elif isinstance(event, PaymentReversed):
+        key = account.payment_months.get(event.payment_id)
+        if key is None:
+            raise Rejected(f"payment {event.payment_id} is unknown on account {account.account_id}",
+                           field="payment_id")
+        line = next(p for p in account.months[key].payments if p.payment_id == event.payment_id)
+        if line.status == PAYMENT_REVERSED:
+            raise Rejected(f"payment {event.payment_id} was already reversed by {line.reversal_event_id}",
+                           field="payment_id")
+        if line.status != PAYMENT_APPLIED:
+            _delta(out, line.payer_id, -line.amount_cents)
+        line.status = PAYMENT_REVERSED
+        line.reversal_event_id = event.event_id
+        _reconcile(account, part, plan, key, event, out)
+    elif isinstance(event, AdjustmentPosted):
+        if any(a.adjustment_id == event.adjustment_id for m in account.months.values() for a in m.adjustments):
+            raise Rejected(f"adjustment {event.adjustment_id} is already posted", field="adjustment_id")
+        month = _month(account, event.coverage_month)
+        month.adjustments.append(
+            AdjustmentLine(
+                adjustment_id=event.adjustment_id,
+                plan=event.plan,
+                amount_cents=event.amount_cents,
+                event_id=event.event_id,
+            )
+        )
+        _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
+    else:  # pragma: no cover - broadcast events never reach an account
+        raise AssertionError(f"not an account event: {type(event).__name__}")
+    account.events_applied += 1
+    return out
+
+
+def _month(account: AccountState, month: date | None) -> MonthState:
+    key = month_key(month)
+    state = account.months.get(key)
+    if state is None:
+        state = account.months[key] = MonthState(month=month)
+    return state
+
+
+def _delta(out: Outcome, payer: str, amount: int) -> None:
+    out.payer_unapplied_delta[payer] = out.payer_unapplied_delta.get(payer, 0) + amount
+
+
+def _segments(account: AccountState, member_id: str, line: str) -> list[CoverageSegment]:
+    return [s for s in account.coverages if s.member_id == member_id and s.coverage_line == line]
+
+
+def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
+    def segment(begin: date, end: date | None) -> CoverageSegment:
+        return CoverageSegment(
+            member_id=e.member_id,
+            relationship=e.relationship,
+            coverage_line=e.coverage_line,
+            plan=e.plan,
+            tier=e.tier,
+            status=e.status,
+            begin=begin,
+            end=end,
+            agency_id=e.agency_id,
+            event_id=e.event_id,
+        )
+
+    existing = _segments(account, e.member_id, e.coverage_line)
+    if e.action == "add":
+        account.coverages.append(segment(e.benefit_begin, e.benefit_end))
+    elif e.action == "change":
+        # Split the segment in force on the change date: old terms before, new terms from it on.
+        at = e.benefit_begin
+        current = next((s for s in existing if s.begin <= at and (s.end is None or s.end >= at)), None)
+        if current is None:
+            account.coverages.append(segment(at, e.benefit_end))
+        else:
+            old_end = current.end
+            if current.begin == at:
+                account.coverages.remove(current)
+            else:
+                current.end = at - timedelta(days=1)
+            account.coverages.append(segment(at, e.benefit_end if e.benefit_end is not None else old_end))
+    elif e.action == "terminate":
+        last = e.benefit_end if e.benefit_end is not None else e.benefit_begin
+        for s in existing:
+            if s.begin > last:
+                account.coverages.remove(s)
+            elif s.end is None or s.end > last:
+                s.end = last
+    elif e.action == "reinstate":
+        latest = max(existing, key=lambda s: s.begin, default=None)
+        if latest is None or (latest.end is not None and latest.end < e.benefit_begin - timedelta(days=1)):
+            account.coverages.append(segment(e.benefit_begin, e.benefit_end))
+        else:
+            latest.end = e.benefit_end
+    account.coverages.sort(key=lambda s: (s.member_id, s.coverage_line, s.begin))
+
+
+def _in_force(account: AccountState, month: date) -> list[CoverageSegment]:
+    last = last_day(month)
+    return [s for s in account.coverages if s.overlaps_month(month, last)]
+
+
+def _subscriber_in_force(account: AccountState, month: date) -> list[CoverageSegment]:
+    return [s for s in _in_force(account, month) if s.relationship == "self"]
+
+
+def _terminated_before(account: AccountState, month: date) -> CoverageSegment | None:
+    ended = [s for s in account.coverages if s.relationship == "self" and s.end is not None and s.end < month]
+    return max(ended, key=lambda s: s.end or s.begin, default=None)
+
+
+def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> None:
+    if e.payment_id in account.payment_months:
+        raise Rejected(f"payment {e.payment_id} is already posted under another event id", field="payment_id")
+    key = month_key(e.coverage_month)
+    month = _month(account, e.coverage_month)
+    status = PAYMENT_HELD
+    duplicate_of = None
+    if e.trace_number is not None and e.coverage_month is not None:
+        duplicate_of = next(
+            (p.payment_id for p in month.payments
+             if p.trace_number == e.trace_number and p.status != PAYMENT_REVERSED),
+            None,
+        )
+    if duplicate_of is not None:
+        status = PAYMENT_DUPLICATE
+    elif e.coverage_month is not None and month.bills:
+        status = PAYMENT_APPLIED
+    elif e.coverage_month is not None and not _subscriber_in_force(account, e.coverage_month) and (
+        _terminated_before(account, e.coverage_month)
+    ):
+        status = PAYMENT_AFTER_TERM
+    month.payments.append(
+        PaymentLine(
+            payment_id=e.payment_id,
+            amount_cents=e.amount_cents,
+            payer_id=e.payer_id,
+            method=e.method,
+            trace_number=e.trace_number,
+            remittance_id=e.remittance_id,
+            status=status,
+            event_id=e.event_id,
+            duplicate_of=duplicate_of,
+        )
+    )
+    account.payment_months[e.payment_id] = key
+    if status != PAYMENT_APPLIED:
+        _delta(out, e.payer_id, e.amount_cents)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+
+
+def expected_premium(account: AccountState, part: PartitionState, month: date) -> int | None:
+    """Premium the enrollment and rate tables call for; None when a rate is not known."""
+    total = 0
+    for seg in _in_force(account, month):
+        if seg.relationship != "self":
+            continue  # dependents are priced through the subscriber's tier
+        rate = part.rate_for(seg.plan, seg.tier, month)
+        if rate is None:
+            return None
+        total += rate.total_cents
+    return total
+
+
+def detect(
+    account: AccountState, part: PartitionState, plan: PlanSettings, key: str
+) -> dict[str, Finding]:
+    """Every discrepancy the month shows now. Pure: same state in, same findings out."""
+    month = account.months[key]
+    found: dict[str, Finding] = {}
+    m = month.month
+
+    def add(f: Finding) -> None:
+        found[f.key] = f
+
+    if m is not None:
+        in_force = [s for s in _in_force(account, m) if s.relationship == "self"]
+        by_plan: dict[str, list[BillLine]] = {}
+        for b in month.bills:
+            by_plan.setdefault(b.plan, []).append(b)
+        for plan_id, bills in sorted(by_plan.items()):
+            billed = sum(b.amount_cents for b in bills) + sum(
+                a.amount_cents for a in month.adjustments if a.plan == plan_id
+            )
+            causes = tuple(b.event_id for b in bills)
+            segs = [s for s in in_force if s.plan == plan_id]
+            if not segs:
+                if billed == 0:
+                    continue  # billed, then fully credited back: nothing is owed
+                ended = _terminated_before(account, m)
+                add(Finding(
+                    kind="billed_not_enrolled", key=f"billed_not_enrolled|{key}|{plan_id}", month=m,
+                    payer_id=bills[0].agency_id, expected_cents=0, actual_cents=billed,
+                    cause_event_ids=causes + ((ended.event_id,) if ended else ()),
+                    explanation=f"billed {cents(billed)} for {plan_id} in {m:%Y-%m} with no coverage in force"
+                    + (f" (coverage ended {ended.end})" if ended else ""),
+                    action="cancel the bill or process the missing enrollment", actor="billing",
+                ))
+                continue
+            seg = segs[0]
+            rate = part.rate_for(seg.plan, seg.tier, m)
+            if rate is not None and billed != rate.total_cents:
+                add(Finding(
+                    kind="wrong_rate", key=f"wrong_rate|{key}|{plan_id}", month=m,
+                    payer_id=bills[0].agency_id, expected_cents=rate.total_cents, actual_cents=billed,
+                    cause_event_ids=(*causes, seg.event_id, rate.event_id),
+                    explanation=f"billed {cents(billed)} for {plan_id}/{seg.tier} in {m:%Y-%m};"
+                    f" the rate is {cents(rate.total_cents)}",
+                    action="correct the bill with an adjustment or fix the rate table", actor="billing",
+                ))
+
+    net_billed = month.billed_cents + month.adjusted_cents
+    applied = [p for p in month.payments if p.status == PAYMENT_APPLIED]
+    paid = sum(p.amount_cents for p in applied)
+    if m is not None and applied and net_billed > 0:
+        gap = net_billed - paid
+        payer = applied[-1].payer_id
+        causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
+        who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
+        if gap > plan.tolerance_cents:
+            add(Finding(
+                kind="underpaid", key=f"underpaid|{key}", month=m, payer_id=payer,
+                expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
+                explanation=f"paid {cents(paid)} of {cents(net_billed)} billed for {m:%Y-%m};"
+                f" {cents(gap)} short",
+                action="collect the shortfall; check for a tier or plan change payroll did not follow",
+                actor=who,
+            ))
+        elif -gap > plan.tolerance_cents:
+            add(Finding(
+                kind="overpaid", key=f"overpaid|{key}", month=m, payer_id=payer,
+                expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
+                explanation=f"paid {cents(paid)} against {cents(net_billed)} billed for {m:%Y-%m};"
+                f" {cents(-gap)} over",
+                action="refund or credit the excess; check payroll deductions", actor=who,
+            ))
+
+    for p in month.payments:
+        if p.status == PAYMENT_HELD:
+            what = "names no coverage month" if m is None else f"is for {m:%Y-%m}, which was never billed"
+            add(Finding(
+                kind="unmatched_payment", key=f"unmatched_payment|{key}|{p.payment_id}", month=m,
+                payer_id=p.payer_id, expected_cents=0, actual_cents=p.amount_cents,
+                cause_event_ids=(p.event_id,),
+                explanation=f"payment {p.payment_id} of {cents(p.amount_cents)} from {p.payer_id} {what};"
+                " held as unapplied cash",
+                action="research the payment and apply or refund it", actor="accounts_staff",
+            ))
+        elif p.status == PAYMENT_DUPLICATE:
+            add(Finding(
+                kind="duplicate_payment", key=f"duplicate_payment|{key}|{p.payment_id}", month=m,
+                payer_id=p.payer_id, expected_cents=0, actual_cents=p.amount_cents,
+                cause_event_ids=(p.event_id,),
+                explanation=f"payment {p.payment_id} repeats trace {p.trace_number} of payment"
+                f" {p.duplicate_of} for {m:%Y-%m}" if m else f"payment {p.payment_id} repeats a trace",
+                action="return the duplicate or apply it as a credit", actor="accounts_staff",
+            ))
+    after = [p for p in month.payments if p.status == PAYMENT_AFTER_TERM]
+    if after and m is not None:
+        amount = sum(p.amount_cents for p in after)
+        ended = _terminated_before(account, m)
+        add(Finding(
+            kind="paid_after_termination", key=f"paid_after_termination|{key}", month=m,
+            payer_id=after[0].payer_id, expected_cents=0, actual_cents=amount,
+            cause_event_ids=tuple(p.event_id for p in after) + ((ended.event_id,) if ended else ()),
+            explanation=f"{cents(amount)} paid for {m:%Y-%m}, after coverage ended"
+            + (f" on {ended.end}" if ended else ""),
+            action=f"refund {cents(amount)} to {after[0].payer_id}", actor="accounts_staff",
+        ))
+
+    due = month.due_on
+    if (
+        m is not None and due is not None and part.business_date is not None
+        and paid == 0 and net_billed > plan.tolerance_cents
+        and part.business_date > due + timedelta(days=plan.grace_days)
+    ):
+        agency = month.bills[0].agency_id
+        add(Finding(
+            kind="missing_payment", key=f"missing_payment|{key}", month=m, payer_id=agency,
+            expected_cents=net_billed, actual_cents=0,
+            cause_event_ids=tuple(b.event_id for b in month.bills)
+            + ((part.business_date_event_id,) if part.business_date_event_id else ()),
+            explanation=f"{cents(net_billed)} billed for {m:%Y-%m} was due {due} and is unpaid"
+            f" {plan.grace_days} days later ({part.business_date})",
+            action="collect or start delinquency (COBRA: terminate for non-payment)",
+            actor="agency_coordinator" if agency else "member",
+        ))
+    return found
+
+
+def _reconcile(
+    account: AccountState, part: PartitionState, plan: PlanSettings, key: str,
+    trigger: InputEvent, out: Outcome,
+) -> None:
+    """Diff the month's findings against its open discrepancies and emit the difference."""
+    month = account.months[key]
+    if month.month is not None:
+        month.expected_cents = expected_premium(account, part, month.month)
+    out.dirty_months.add(key)
+    found = detect(account, part, plan, key)
+    for dkey, open_d in list(account.open.items()):
+        if _month_of_key(dkey) != key or dkey in found:
+            continue
+        del account.open[dkey]
+        out.emitted.append(DiscrepancyResolved(
+            event_id=f"{open_d.discrepancy_id}:resolved",
+            account_id=account.account_id,
+            effective_on=open_d.coverage_month or trigger.effective_on,
+            occurred_at=trigger.occurred_at,
+            source=LEDGER_SOURCE,
+            causation_id=trigger.event_id,
+            discrepancy_id=open_d.discrepancy_id,
+            kind=open_d.kind,
+            coverage_month=open_d.coverage_month,
+            resolving_event_ids=(trigger.event_id,),
+            explanation=f"{open_d.kind} closed by {type(trigger).__name__} {trigger.event_id}",
+        ))
+    for dkey, f in found.items():
+        current = account.open.get(dkey)
+        if current is not None:
+            if (current.expected_cents, current.actual_cents) != (f.expected_cents, f.actual_cents):
+                current.expected_cents = f.expected_cents
+                current.actual_cents = f.actual_cents
+                current.explanation = f.explanation
+                current.cause_event_ids = tuple(dict.fromkeys((*current.cause_event_ids, *f.cause_event_ids)))
+                out.changed_discrepancies.append(current)
+            continue
+        did = discrepancy_id(account.account_id, dkey, trigger.event_id)
+        opened = OpenDiscrepancy(
+            discrepancy_id=did, kind=f.kind, key=dkey, coverage_month=f.month, payer_id=f.payer_id,
+            expected_cents=f.expected_cents, actual_cents=f.actual_cents,
+            cause_event_ids=tuple(dict.fromkeys((*f.cause_event_ids, trigger.event_id))),
+            explanation=f.explanation, action=f.action, actor=f.actor, opened_by=trigger.event_id,
+        )
+        account.open[dkey] = opened
+        out.emitted.append(DiscrepancyOpened(
+            event_id=f"{did}:opened",
+            account_id=account.account_id,
+            effective_on=f.month or trigger.effective_on,
+            occurred_at=trigger.occurred_at,
+            source=LEDGER_SOURCE,
+            causation_id=trigger.event_id,
+            discrepancy_id=did,
+            kind=f.kind,
+            coverage_month=f.month,
+            payer_id=f.payer_id,
+            expected_cents=f.expected_cents,
+            actual_cents=f.actual_cents,
+            cause_event_ids=opened.cause_event_ids,
+            explanation=f.explanation,
+            action=f.action,
+            actor=f.actor,  # type: ignore[arg-type]
+        ))
+
+
+def _month_of_key(dkey: str) -> str:
+    return dkey.split("|", 2)[1]

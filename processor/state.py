@@ -1,0 +1,176 @@
+"""Fold state: what the ledger knows about one account, and about one partition's reference data.
+
+Mutable msgspec Structs so the hot path can update in place; they are snapshotted (msgspec bytes)
+with the projections in the same transaction, so a restarted worker resumes exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import msgspec
+
+from events.types import Cents
+
+
+class CoverageSegment(msgspec.Struct, kw_only=True):
+    member_id: str
+    relationship: str
+    coverage_line: str
+    plan: str
+    tier: str
+    status: str
+    begin: date
+    end: date | None
+    agency_id: str
+    event_id: str
+
+    def overlaps_month(self, month_first: date, month_last: date) -> bool:
+        return self.begin <= month_last and (self.end is None or self.end >= month_first)
+
+
+class BillLine(msgspec.Struct, kw_only=True):
+    bill_id: str
+    plan: str
+    tier: str
+    amount_cents: Cents
+    due_on: date
+    agency_id: str | None
+    event_id: str
+
+
+class AdjustmentLine(msgspec.Struct, kw_only=True):
+    adjustment_id: str
+    plan: str | None
+    amount_cents: Cents
+    event_id: str
+
+
+# How a payment line was placed. Only "applied" counts as paid on the member-month; the others sit as
+# unapplied cash on the payer's account until a later event places them.
+PAYMENT_APPLIED = "applied"
+PAYMENT_HELD = "held"  # unmatched: month never billed, or no month given
+PAYMENT_AFTER_TERM = "after_termination"
+PAYMENT_DUPLICATE = "duplicate"
+PAYMENT_REVERSED = "reversed"
+UNAPPLIED_STATUSES = frozenset({PAYMENT_HELD, PAYMENT_AFTER_TERM, PAYMENT_DUPLICATE})
+
+
+class PaymentLine(msgspec.Struct, kw_only=True):
+    payment_id: str
+    amount_cents: Cents
+    payer_id: str
+    method: str
+    trace_number: str | None
+    remittance_id: str | None
+    status: str
+    event_id: str
+    reversal_event_id: str | None = None
+    duplicate_of: str | None = None
+
+
+class OpenDiscrepancy(msgspec.Struct, kw_only=True):
+    discrepancy_id: str
+    kind: str
+    key: str
+    coverage_month: date | None
+    payer_id: str | None
+    expected_cents: Cents
+    actual_cents: Cents
+    cause_event_ids: tuple[str, ...]
+    explanation: str
+    action: str
+    actor: str
+    opened_by: str
+
+
+class MonthState(msgspec.Struct, kw_only=True):
+    """One coverage month of one account. ``month`` None holds payments that named no month."""
+
+    month: date | None
+    bills: list[BillLine] = msgspec.field(default_factory=list)
+    adjustments: list[AdjustmentLine] = msgspec.field(default_factory=list)
+    payments: list[PaymentLine] = msgspec.field(default_factory=list)
+    expected_cents: Cents | None = None
+
+    @property
+    def billed_cents(self) -> Cents:
+        return sum(b.amount_cents for b in self.bills)
+
+    @property
+    def adjusted_cents(self) -> Cents:
+        return sum(a.amount_cents for a in self.adjustments)
+
+    @property
+    def paid_cents(self) -> Cents:
+        return sum(p.amount_cents for p in self.payments if p.status == PAYMENT_APPLIED)
+
+    @property
+    def unapplied_cents(self) -> Cents:
+        return sum(p.amount_cents for p in self.payments if p.status in UNAPPLIED_STATUSES)
+
+    @property
+    def balance_cents(self) -> Cents:
+        """Balance due = billed + adjustments - paid; negative is a credit."""
+        return self.billed_cents + self.adjusted_cents - self.paid_cents
+
+    @property
+    def due_on(self) -> date | None:
+        return min((b.due_on for b in self.bills), default=None)
+
+
+class AccountState(msgspec.Struct, kw_only=True):
+    account_id: str
+    partition: int
+    coverages: list[CoverageSegment] = msgspec.field(default_factory=list)
+    months: dict[str, MonthState] = msgspec.field(default_factory=dict)  # "YYYY-MM-DD" or "-"
+    open: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)  # by key
+    payment_months: dict[str, str] = msgspec.field(default_factory=dict)  # payment_id -> month key
+    events_applied: int = 0
+
+
+class RateEntry(msgspec.Struct, kw_only=True):
+    rate_id: str
+    month_from: date
+    month_through: date | None
+    total_cents: Cents
+    employee_cents: Cents
+    employer_cents: Cents
+    event_id: str
+
+
+class PartitionState(msgspec.Struct, kw_only=True):
+    """Reference data every partition folds in its own order: rates and the business date."""
+
+    partition: int
+    rates: dict[str, list[RateEntry]] = msgspec.field(default_factory=dict)  # "plan|tier" -> in publish order
+    business_date: date | None = None
+    business_date_event_id: str | None = None
+
+    def rate_for(self, plan: str, tier: str, month: date) -> RateEntry | None:
+        """The latest-published rate covering the month: a later publication overrides an earlier one."""
+        for entry in reversed(self.rates.get(f"{plan}|{tier}", ())):
+            if entry.month_from <= month and (entry.month_through is None or month <= entry.month_through):
+                return entry
+        return None
+
+
+def month_key(month: date | None) -> str:
+    return "-" if month is None else month.isoformat()
+
+
+_account_encoder = msgspec.msgpack.Encoder()
+_account_decoder = msgspec.msgpack.Decoder(AccountState)
+_partition_decoder = msgspec.msgpack.Decoder(PartitionState)
+
+
+def encode_state(state: AccountState | PartitionState) -> bytes:
+    return _account_encoder.encode(state)
+
+
+def decode_account(raw: bytes) -> AccountState:
+    return _account_decoder.decode(raw)
+
+
+def decode_partition(raw: bytes) -> PartitionState:
+    return _partition_decoder.decode(raw)
