@@ -1,0 +1,325 @@
+"""One batch of input records to one store transaction. Knows nothing of Kafka's client API.
+
+decode and validate -> drop exact duplicates -> dead-letter conflicts, invalid and unappliable records
+-> fold with the pure functions -> BatchWrite (archive, projections, discrepancies, outbox, positions).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from kafka.partitioner.default import murmur2
+
+from events import codec
+from events.types import DayClosed, DiscrepancyOpened, DiscrepancyResolved, InputEvent, RatePublished, tag_of
+from processor.fold import Outcome, Rejected, apply_account_event, apply_partition_event, close_day, may_become_missing
+from processor.settings import PlanSettings, TopicSettings
+from processor.state import AccountState, PartitionState
+from projections.model import (
+    ArchiveRow,
+    BatchWrite,
+    DeadLetterRow,
+    DiscrepancyClose,
+    DiscrepancyRow,
+    LedgerStore,
+    OutboxRow,
+    PositionAdvance,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    write: BatchWrite
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    skipped_already_applied: int = 0
+    emitted: list[DiscrepancyOpened | DiscrepancyResolved] = field(default_factory=list)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so a record's partition can be checked against its key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
+    """Which event types belong on which input topic."""
+    from events.types import (
+        AdjustmentPosted,
+        EnrollmentChanged,
+        PaymentReceived,
+        PaymentReversed,
+        PremiumBilled,
+    )
+
+    return {
+        topics.enrollment: frozenset({tag_of(EnrollmentChanged)}),
+        topics.rates: frozenset({tag_of(RatePublished)}),
+        topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
+        topics.payments: frozenset({tag_of(PaymentReceived), tag_of(PaymentReversed)}),
+        topics.control: frozenset({tag_of(DayClosed)}),
+    }
+
+
+class BatchProcessor:
+    """Holds the fold state of the partitions this worker owns; the store holds the record."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        log_id: str,
+        plan: PlanSettings,
+        topics: TopicSettings,
+        partitions: int,
+        clock: Callable[[], datetime],
+        account_cache_max: int = 200_000,
+    ) -> None:
+        self.store = store
+        self.log_id = log_id
+        self.plan = plan
+        self.partitions = partitions
+        self.clock = clock
+        self.account_cache_max = account_cache_max
+        self._types = topic_types(topics)
+        self._accounts: OrderedDict[str, AccountState] = OrderedDict()
+        self._parts: dict[int, PartitionState] = {}
+        self._positions: dict[tuple[str, int], int] = {}
+        self._key_partition: dict[bytes, int] = {}
+        self.reset()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget cached state; the next batch reloads from the store (after a failed commit)."""
+        self._accounts.clear()
+        self._parts.clear()
+        self._positions = self.store.positions(self.log_id)
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        return dict(self._positions)
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        for account_id in [a for a, s in self._accounts.items() if s.partition in gone]:
+            del self._accounts[account_id]
+        for p in gone:
+            self._parts.pop(p, None)
+        self._positions = self.store.positions(self.log_id)
+
+    # -- the batch --------------------------------------------------------------------------------
+
+    def process(self, records: list[Record]) -> BatchResult:
+        """Fold a batch into a BatchWrite. The caller commits it, or calls reset() if that fails."""
+        now = self.clock()
+        write = BatchWrite()
+        result = BatchResult(write=write)
+        counts: dict[tuple[str, int], list[int]] = {}  # (topic, partition) -> [applied, dup, dead]
+        last_offset: dict[tuple[str, int], int] = {}
+        decoded: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
+
+        def dead(rec: Record, reason: str, field_name: str | None, event_id: str | None) -> None:
+            write.dead_letters.append(DeadLetterRow(
+                log_id=self.log_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                event_id=event_id, reason=reason, field=field_name, key=rec.key, raw=rec.value or b"",
+                recorded_at=now,
+            ))
+            counts[(rec.topic, rec.partition)][2] += 1
+
+        # 1. decode and validate, in record order
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            stored = self._positions.get(tp)
+            if stored is not None and rec.offset < stored:
+                result.skipped_already_applied += 1  # redelivered after a restart or rebalance
+                continue
+            assert rec.offset >= last_offset.get(tp, -1), f"{tp} delivered out of order"
+            last_offset[tp] = rec.offset
+            counts.setdefault(tp, [0, 0, 0])
+            result.received += 1
+            reason, field_name, event = self._validate(rec)
+            if event is None:
+                dead(rec, reason or "invalid", field_name, None)
+                continue
+            body = codec.encode(event)
+            dkey = f"{event.event_id}@p{rec.partition}" if type(event).BROADCAST else event.event_id
+            decoded.append((rec, event, body, codec.body_hash(body), dkey))
+
+        # 2. duplicates against the archive and within the batch
+        known = self.store.find_events([d[4] for d in decoded]) if decoded else {}
+        to_fold: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
+        for item in decoded:
+            rec, event, _body, digest, dkey = item
+            previous = known.get(dkey)
+            if previous is None:
+                known[dkey] = digest
+                to_fold.append(item)
+            elif previous == digest:
+                counts[(rec.topic, rec.partition)][1] += 1
+                result.duplicates += 1
+            else:
+                dead(rec, f"conflicting duplicate: event_id {event.event_id} was already accepted with a"
+                          f" different body (sha256 {previous.hex()[:16]}, this one {digest.hex()[:16]})",
+                     "event_id", event.event_id)
+
+        # 3. load what the fold needs
+        self._load([item[1] for item in to_fold], [item[0].partition for item in to_fold])
+
+        # 4. fold, in record order
+        for rec, event, body, digest, dkey in to_fold:
+            try:
+                outcomes = self._fold(rec.partition, event, write)
+            except Rejected as exc:
+                known.pop(dkey, None)
+                dead(rec, exc.reason, exc.field, event.event_id)
+                continue
+            counts[(rec.topic, rec.partition)][0] += 1
+            result.applied += 1
+            write.archive.append(ArchiveRow(
+                log_id=self.log_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                dedupe_key=dkey, event_id=event.event_id, event_type=tag_of(type(event)),
+                account_id=event.account_id, effective_on=event.effective_on, occurred_at=event.occurred_at,
+                recorded_at=now, body=body, body_hash=digest,
+            ))
+            for account_id, out in outcomes:
+                self._collect(account_id, out, write, result, now)
+
+        # 5. positions: every consumed offset moves the position, whatever became of the record
+        for tp, last in last_offset.items():
+            applied, dup, dl = counts[tp]
+            write.positions.append(PositionAdvance(
+                log_id=self.log_id, topic=tp[0], partition=tp[1], expected_next=self._positions.get(tp),
+                next_offset=last + 1, applied=applied, duplicates=dup, dead_lettered=dl,
+            ))
+        return result
+
+    def committed(self, result: BatchResult) -> None:
+        """The store accepted the batch: move positions and trim the cache."""
+        for adv in result.write.positions:
+            self._positions[(adv.topic, adv.partition)] = adv.next_offset
+        while len(self._accounts) > self.account_cache_max:
+            self._accounts.popitem(last=False)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _validate(self, rec: Record) -> tuple[str | None, str | None, InputEvent | None]:
+        if rec.value is None:
+            return "empty record (no value)", None, None
+        try:
+            event = codec.decode_input(rec.value)
+        except codec.EventDecodeError as exc:
+            return f"undecodable: {exc.reason}", exc.field, None
+        tag = tag_of(type(event))
+        allowed = self._types.get(rec.topic)
+        if allowed is not None and tag not in allowed:
+            return f"{tag} does not belong on topic {rec.topic}", "type", None
+        if not type(event).BROADCAST:
+            if rec.key != event.account_id.encode():
+                return f"record key {rec.key!r} is not the account_id {event.account_id!r}", "account_id", None
+            expected = self._key_partition.get(rec.key)
+            if expected is None:
+                expected = self._key_partition[rec.key] = partition_for(rec.key, self.partitions)
+            if expected != rec.partition:
+                return (f"account {event.account_id} belongs on partition {expected}, not {rec.partition}",
+                        "account_id", None)
+        return None, None, event
+
+    def _load(self, events: list[InputEvent], partitions: list[int]) -> None:
+        missing_parts = sorted({p for p in partitions if p not in self._parts})
+        if missing_parts:
+            loaded = self.store.load_partitions(missing_parts)
+            for p in missing_parts:
+                self._parts[p] = loaded.get(p) or PartitionState(partition=p)
+        wanted = {e.account_id for e in events if not type(e).BROADCAST}
+        for e, p in zip(events, partitions, strict=True):
+            if isinstance(e, DayClosed):
+                cutoff = e.business_date - timedelta(days=self.plan.grace_days)
+                wanted.update(self.store.due_accounts(p, cutoff))
+        self._ensure_accounts(wanted, dict(zip((e.account_id for e in events), partitions, strict=True)))
+
+    def _ensure_accounts(self, wanted: set[str], partition_of: dict[str, int]) -> None:
+        missing = [a for a in wanted if a not in self._accounts]
+        if not missing:
+            for a in wanted:
+                self._accounts.move_to_end(a)
+            return
+        loaded = self.store.load_accounts(missing)
+        for a in missing:
+            state = loaded.get(a)
+            if state is None:
+                state = AccountState(account_id=a, partition=partition_of[a])
+            self._accounts[a] = state
+        for a in wanted:
+            self._accounts.move_to_end(a)
+
+    def _fold(self, partition: int, event: InputEvent, write: BatchWrite) -> list[tuple[str, Outcome]]:
+        part = self._parts[partition]
+        if isinstance(event, RatePublished):
+            apply_partition_event(part, event)
+            write.partitions[partition] = part
+            return []
+        if isinstance(event, DayClosed):
+            apply_partition_event(part, event)
+            write.partitions[partition] = part
+            # Only accounts with an unpaid month past the grace period can change on a new day.
+            return [
+                (account.account_id, close_day(account, part, event, self.plan))
+                for account in list(self._accounts.values())
+                if account.partition == partition
+                and may_become_missing(account, event.business_date, self.plan)
+            ]
+        account = self._accounts[event.account_id]
+        if account.partition != partition:
+            raise AssertionError(f"account {account.account_id} cached for partition {account.partition}")
+        return [(account.account_id, apply_account_event(account, part, event, self.plan))]
+
+    def _collect(
+        self, account_id: str, out: Outcome, write: BatchWrite, result: BatchResult, now: datetime
+    ) -> None:
+        account = self._accounts[account_id]
+        write.accounts[account_id] = account
+        write.dirty_months.setdefault(account_id, set()).update(out.dirty_months)
+        if out.coverage_changed:
+            write.coverage_changed.add(account_id)
+        for payer, delta in out.payer_unapplied_delta.items():
+            write.payer_unapplied_delta[payer] = write.payer_unapplied_delta.get(payer, 0) + delta
+        opened_now = {d.discrepancy_id: d for d in write.discrepancies_opened}
+        for ev in out.emitted:
+            result.emitted.append(ev)
+            write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev)))
+            if isinstance(ev, DiscrepancyOpened):
+                row = DiscrepancyRow.from_open(account_id, account.open[_key_of(account, ev)], now)
+                write.discrepancies_opened.append(row)
+                opened_now[row.discrepancy_id] = row
+            else:
+                write.discrepancies_closed.append(
+                    DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",
+                                     recorded_at=now)
+                )
+        for d in out.changed_discrepancies:
+            row = DiscrepancyRow.from_open(account_id, d, now)
+            if d.discrepancy_id in opened_now:
+                fresh = opened_now[d.discrepancy_id]
+                fresh.expected_cents, fresh.actual_cents = d.expected_cents, d.actual_cents
+                fresh.explanation, fresh.cause_event_ids = d.explanation, d.cause_event_ids
+            else:
+                write.discrepancies_changed.append(row)
+
+
+def _key_of(account: AccountState, ev: DiscrepancyOpened) -> str:
+    for key, d in account.open.items():
+        if d.discrepancy_id == ev.discrepancy_id:
+            return key
+    raise AssertionError(f"opened discrepancy {ev.discrepancy_id} is not open on {account.account_id}")

@@ -1,0 +1,233 @@
+"""The side-effecting loop: Kafka in, one PostgreSQL transaction per batch, Kafka offsets after it.
+
+Positions live in PostgreSQL and are the truth: on assignment the consumer seeks to the stored
+position; Kafka's committed offsets are written afterwards only so that lag monitoring works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
+
+from processor.batch import BatchProcessor, BatchResult, Record
+from processor.settings import Settings
+from projections.model import LedgerStore, LogTruncated, PositionConflict
+
+log = logging.getLogger("benefits_ledger.processor")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ProcessorLoop) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.runner.processor.revoke(tp.partition for tp in revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        # No await before the seek: aiokafka's fetcher runs concurrently and would otherwise try to
+        # reset a partition that has no position yet.
+        self.runner.seek_to_stored(list(assigned))
+
+
+class ProcessorLoop:
+    """Consumes the input topics in batches and applies each batch in one store transaction."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        store: LedgerStore,
+        *,
+        log_id: str,
+        clock: Callable[[], datetime] = utcnow,
+        on_batch: Callable[[BatchResult], None] | None = None,
+        positions_store: LedgerStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.store = store
+        # The rebalance listener reads positions while a commit may be running on ``store``'s connection.
+        self.positions_store = positions_store or store
+        self.log_id = log_id
+        self.on_batch = on_batch
+        self.processor = BatchProcessor(
+            store, log_id=log_id, plan=settings.plan, topics=settings.topics,
+            partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
+        )
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self._stopping = asyncio.Event()
+        self.batches = 0
+
+    def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        """Positions in PostgreSQL are the truth; Kafka's committed offsets only feed monitoring."""
+        assert self.consumer is not None
+        stored = self.positions_store.positions(self.log_id)
+        for tp in assigned:
+            self.consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+        self.processor.revoke([])  # refresh positions
+
+    async def start(self) -> None:
+        s = self.settings
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=s.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="none",  # a position past the log end is an error, never a silent reset
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_records=s.batch_events_max,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        self.consumer.subscribe(list(s.topics.inputs()), listener=_Rebalance(self))
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until request_stop(); a failing batch raises (nothing of it is committed)."""
+        assert self.consumer is not None
+        while not self._stopping.is_set():
+            await self.run_once()
+
+    async def run_once(self) -> int:
+        assert self.consumer is not None and self.producer is not None
+        try:
+            fetched = await self.consumer.getmany(
+                timeout_ms=self.settings.batch_wait_ms or 1, max_records=self.settings.batch_events_max
+            )
+        except OffsetOutOfRangeError as exc:
+            raise LogTruncated(
+                f"the broker's log ends before a position this ledger already applied ({exc}); "
+                "was the broker restarted or the topic recreated? Refusing to skip or re-apply."
+            ) from exc
+        self._check_highwater(fetched)
+        records = [
+            Record(tp.topic, tp.partition, m.offset, m.key, m.value)
+            for tp, messages in fetched.items()
+            for m in messages
+        ]
+        if not records:
+            return 0
+        await self.apply(records)
+        return len(records)
+
+    def _check_highwater(self, fetched: dict[TopicPartition, Any]) -> None:
+        assert self.consumer is not None
+        stored = self.processor.positions()
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            position = stored.get((tp.topic, tp.partition))
+            if hw is not None and position is not None and hw < position:
+                raise LogTruncated(
+                    f"{tp.topic}[{tp.partition}] ends at offset {hw} but this ledger already applied up to"
+                    f" {position} on log {self.log_id}: the broker lost data (a restarted memory broker?)."
+                    " Refusing to skip or re-apply; point the ledger at the right broker or a new log."
+                )
+
+    async def apply(self, records: list[Record]) -> BatchResult:
+        assert self.producer is not None and self.consumer is not None
+        result = self.processor.process(records)
+        # Dead letters first: if we crash after publishing them but before the commit, the batch is
+        # redone and the dead letters are published again, carrying the same source position headers.
+        if result.write.dead_letters:
+            futures = []
+            for d in result.write.dead_letters:
+                headers = [
+                    ("reason", d.reason.encode()),
+                    ("source_topic", d.topic.encode()),
+                    ("source_partition", str(d.partition).encode()),
+                    ("source_offset", str(d.offset).encode()),
+                ]
+                if d.field:
+                    headers.append(("field", d.field.encode()))
+                if d.event_id:
+                    headers.append(("event_id", d.event_id.encode()))
+                futures.append(await self.producer.send(
+                    self.settings.topics.dead_letter, value=d.raw, key=d.key, headers=headers
+                ))
+            await asyncio.gather(*futures)
+        try:
+            await asyncio.to_thread(self.store.commit_batch, result.write)
+        except PositionConflict as exc:
+            # Another worker applied these offsets first (a rebalance overtook this batch): nothing of
+            # ours was written. Forget cached state and continue from the stored positions.
+            log.warning("batch not applied, positions moved underneath it: %s", exc)
+            self.processor.reset()
+            self.seek_to_stored(list(self.consumer.assignment()))
+            return result
+        except BaseException:
+            self.processor.reset()
+            raise
+        self.processor.committed(result)
+        offsets = {
+            TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions
+        }
+        if offsets:
+            await self.consumer.commit(offsets)
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(result)
+        return result
+
+
+class Relay:
+    """Publishes the outbox to the discrepancy topic; ids are deterministic, so a re-publish is visible."""
+
+    def __init__(self, settings: Settings, bootstrap: str, store: LedgerStore) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.store = store
+        self.producer: AIOKafkaProducer | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def publish_pending(self) -> int:
+        assert self.producer is not None
+        total = 0
+        while True:
+            pending = await asyncio.to_thread(self.store.outbox_pending, self.settings.relay_batch_max)
+            if not pending:
+                return total
+            futures = [
+                await self.producer.send(
+                    self.settings.topics.discrepancies, value=row.body, key=row.key.encode(),
+                    headers=[("event_id", row.event_id.encode())],
+                )
+                for _, row in pending
+            ]
+            await asyncio.gather(*futures)
+            await asyncio.to_thread(self.store.mark_published, [seq for seq, _ in pending])
+            total += len(pending)
+            self.published += len(pending)
