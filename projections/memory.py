@@ -1,0 +1,213 @@
+"""In-memory store: the same contract as the PostgreSQL store, for unit tests and replay."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import date
+
+from processor.state import AccountState, PartitionState, decode_account, decode_partition, encode_state
+from projections.model import (
+    AccountBalance,
+    ArchiveRow,
+    BatchWrite,
+    Counts,
+    CoverageRow,
+    DeadLetterRow,
+    DiscrepancyRow,
+    MonthRow,
+    OutboxRow,
+    PositionConflict,
+    Summary,
+    coverage_rows,
+    month_rows,
+)
+
+
+class MemoryStore:
+    """Keeps snapshots as bytes so callers never share mutable state with the store."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.archive: list[ArchiveRow] = []
+        self._dedupe: dict[str, bytes] = {}
+        self._archive_positions: set[tuple[str, str, int, int]] = set()
+        self._accounts: dict[str, bytes] = {}
+        self._account_partition: dict[str, int] = {}
+        self._partitions: dict[int, bytes] = {}
+        self._months: dict[tuple[str, date], MonthRow] = {}
+        self._coverage: dict[str, list[CoverageRow]] = {}
+        self._discrepancies: dict[str, DiscrepancyRow] = {}
+        self._outbox: list[tuple[int, OutboxRow, bool]] = []
+        self._payer_unapplied: dict[str, int] = {}
+        self._positions: dict[tuple[str, str, int], int] = {}
+        self._counts: dict[tuple[str, str, int], tuple[int, int, int]] = {}
+        self._dead: list[DeadLetterRow] = []
+        self._dead_positions: set[tuple[str, str, int, int]] = set()
+
+    def migrate(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    # -- processor side -----------------------------------------------------------------------
+
+    def positions(self, log_id: str) -> dict[tuple[str, int], int]:
+        return {(t, p): n for (lg, t, p), n in self._positions.items() if lg == log_id}
+
+    def load_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+        return {a: decode_account(self._accounts[a]) for a in account_ids if a in self._accounts}
+
+    def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:
+        return {p: decode_partition(self._partitions[p]) for p in partitions if p in self._partitions}
+
+    def due_accounts(self, partition: int, due_before: date) -> list[str]:
+        open_missing = {
+            (d.account_id, d.coverage_month) for d in self._discrepancies.values()
+            if d.kind == "missing_payment" and d.status == "open"
+        }
+        out = {
+            r.account_id for r in self._months.values()
+            if r.partition == partition and r.due_on is not None and r.due_on < due_before
+            and r.paid_cents == 0 and r.billed_cents + r.adjusted_cents > 0
+            and (r.account_id, r.coverage_month) not in open_missing
+        }
+        return sorted(out)
+
+    def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
+        return {k: self._dedupe[k] for k in dedupe_keys if k in self._dedupe}
+
+    def commit_batch(self, batch: BatchWrite) -> None:
+        with self._lock:
+            self._check(batch)
+            self._apply(batch)
+
+    def _check(self, batch: BatchWrite) -> None:
+        """Everything that can fail is checked before anything changes: all or nothing."""
+        for adv in batch.positions:
+            current = self._positions.get((adv.log_id, adv.topic, adv.partition))
+            if current != adv.expected_next:
+                raise PositionConflict(
+                    f"{adv.topic}[{adv.partition}] is at {current}, the batch expected {adv.expected_next}"
+                )
+        seen: set[str] = set()
+        for row in batch.archive:
+            pos = (row.log_id, row.topic, row.partition, row.offset)
+            if row.dedupe_key in self._dedupe or row.dedupe_key in seen or pos in self._archive_positions:
+                raise PositionConflict(f"event {row.dedupe_key} at {pos} is already archived")
+            seen.add(row.dedupe_key)
+        for d in batch.dead_letters:
+            if (d.log_id, d.topic, d.partition, d.offset) in self._dead_positions:
+                raise PositionConflict(f"dead letter at {d.topic}[{d.partition}]@{d.offset} already recorded")
+
+    def _apply(self, batch: BatchWrite) -> None:
+        for row in batch.archive:
+            self.archive.append(row)
+            self._dedupe[row.dedupe_key] = row.body_hash
+            self._archive_positions.add((row.log_id, row.topic, row.partition, row.offset))
+        for account_id, account in batch.accounts.items():
+            self._accounts[account_id] = encode_state(account)
+            self._account_partition[account_id] = account.partition
+            for r in month_rows(account, batch.dirty_months.get(account_id, set())):
+                self._months[(r.account_id, r.coverage_month)] = r
+            if account_id in batch.coverage_changed:
+                self._coverage[account_id] = coverage_rows(account)
+        for p, part in batch.partitions.items():
+            self._partitions[p] = encode_state(part)
+        for d in batch.discrepancies_opened:
+            self._discrepancies[d.discrepancy_id] = replace(d)  # a copy: the caller keeps its row
+        for d in batch.discrepancies_changed:
+            stored = self._discrepancies[d.discrepancy_id]
+            stored.expected_cents, stored.actual_cents = d.expected_cents, d.actual_cents
+            stored.explanation, stored.cause_event_ids = d.explanation, d.cause_event_ids
+        for c in batch.discrepancies_closed:
+            stored = self._discrepancies[c.discrepancy_id]
+            stored.status, stored.resolved_by = "resolved", c.resolved_by
+            stored.resolved_recorded_at = c.recorded_at
+        for o in batch.outbox:
+            self._outbox.append((len(self._outbox) + 1, o, False))
+        for payer, delta in batch.payer_unapplied_delta.items():
+            self._payer_unapplied[payer] = self._payer_unapplied.get(payer, 0) + delta
+        for adv in batch.positions:
+            key = (adv.log_id, adv.topic, adv.partition)
+            self._positions[key] = adv.next_offset
+            a, du, de = self._counts.get(key, (0, 0, 0))
+            self._counts[key] = (a + adv.applied, du + adv.duplicates, de + adv.dead_lettered)
+        for dead in batch.dead_letters:
+            self._dead.append(dead)
+            self._dead_positions.add((dead.log_id, dead.topic, dead.partition, dead.offset))
+
+    # -- relay side ---------------------------------------------------------------------------
+
+    def outbox_pending(self, limit: int) -> list[tuple[int, OutboxRow]]:
+        return [(seq, row) for seq, row, done in self._outbox if not done][:limit]
+
+    def mark_published(self, seqs: list[int]) -> None:
+        wanted = set(seqs)
+        self._outbox = [(s, r, done or s in wanted) for s, r, done in self._outbox]
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def balance(self, account_id: str) -> AccountBalance | None:
+        if account_id not in self._accounts:
+            return None
+        months = sorted((r for (a, _), r in self._months.items() if a == account_id),
+                        key=lambda r: r.coverage_month)
+        return AccountBalance(
+            account_id=account_id,
+            coverages=list(self._coverage.get(account_id, [])),
+            months=months,
+            open_discrepancies=self.discrepancies(open_only=True, account_id=account_id),
+        )
+
+    def discrepancies(
+        self, *, open_only: bool = False, kind: str | None = None, account_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[DiscrepancyRow]:
+        rows = [
+            d for d in self._discrepancies.values()
+            if (not open_only or d.status == "open") and (kind is None or d.kind == kind)
+            and (account_id is None or d.account_id == account_id)
+        ]
+        rows.sort(key=lambda d: (d.account_id, d.coverage_month or date.min, d.kind, d.discrepancy_id))
+        return [replace(d) for d in rows[:limit]]  # copies: callers never share mutable rows with the store
+
+    def counts(self) -> Counts:
+        applied = sum(c[0] for c in self._counts.values())
+        dup = sum(c[1] for c in self._counts.values())
+        dead = sum(c[2] for c in self._counts.values())
+        return Counts(received=applied + dup + dead, applied=applied, duplicates=dup, dead_lettered=dead)
+
+    def summary(self) -> Summary:
+        months = list(self._months.values())
+        opened: dict[str, int] = {}
+        still_open: dict[str, int] = {}
+        for d in self._discrepancies.values():
+            opened[d.kind] = opened.get(d.kind, 0) + 1
+            if d.status == "open":
+                still_open[d.kind] = still_open.get(d.kind, 0) + 1
+        members = {(c.account_id, c.member_id) for rows in self._coverage.values() for c in rows}
+        return Summary(
+            members=len(members),
+            accounts=sum(1 for rows in self._coverage.values() if rows),
+            coverage_months=sum(1 for r in months if r.expected_cents is not None or r.billed_cents),
+            billed_cents=sum(r.billed_cents for r in months),
+            adjusted_cents=sum(r.adjusted_cents for r in months),
+            paid_cents=sum(r.paid_cents for r in months),
+            outstanding_cents=sum(r.balance_cents for r in months if r.balance_cents > 0),
+            credits_cents=-sum(r.balance_cents for r in months if r.balance_cents < 0),
+            unapplied_cents=sum(self._payer_unapplied.values()),
+            discrepancies_opened_by_kind=dict(sorted(opened.items())),
+            discrepancies_open_by_kind=dict(sorted(still_open.items())),
+            counts=self.counts(),
+        )
+
+    def archive_count(self) -> int:
+        return len(self.archive)
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetterRow]:
+        return self._dead[:limit]
+
+    def payer_unapplied(self) -> dict[str, int]:
+        return {p: c for p, c in sorted(self._payer_unapplied.items()) if c}

@@ -1,0 +1,246 @@
+"""What the processor hands a store in one transaction, and the rows the query functions return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Protocol
+
+from processor.state import AccountState, OpenDiscrepancy, PartitionState
+
+
+class PositionConflict(RuntimeError):
+    """Another writer moved a partition's position: this batch was already applied or is stale."""
+
+
+class LogTruncated(RuntimeError):
+    """A known log now ends before a position already applied (for example a restarted memory broker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRow:
+    log_id: str
+    topic: str
+    partition: int
+    offset: int
+    dedupe_key: str  # event_id, or event_id@p<partition> for broadcast copies
+    event_id: str
+    event_type: str
+    account_id: str
+    effective_on: date
+    occurred_at: datetime
+    recorded_at: datetime
+    body: bytes  # canonical JSON
+    body_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    log_id: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str | None
+    reason: str
+    field: str | None
+    key: bytes | None
+    raw: bytes
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PositionAdvance:
+    """Move (log, topic, partition) from ``expected_next`` (None: never seen) to ``next_offset``."""
+
+    log_id: str
+    topic: str
+    partition: int
+    expected_next: int | None
+    next_offset: int
+    applied: int
+    duplicates: int
+    dead_lettered: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    event_id: str
+    key: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class DiscrepancyRow:
+    discrepancy_id: str
+    kind: str
+    account_id: str
+    coverage_month: date | None
+    payer_id: str | None
+    expected_cents: int
+    actual_cents: int
+    cause_event_ids: tuple[str, ...]
+    explanation: str
+    action: str
+    actor: str
+    status: str  # open | resolved
+    opened_by: str
+    resolved_by: str | None = None
+    opened_recorded_at: datetime | None = None
+    resolved_recorded_at: datetime | None = None
+
+    @staticmethod
+    def from_open(account_id: str, d: OpenDiscrepancy, recorded_at: datetime) -> DiscrepancyRow:
+        return DiscrepancyRow(
+            discrepancy_id=d.discrepancy_id, kind=d.kind, account_id=account_id,
+            coverage_month=d.coverage_month, payer_id=d.payer_id, expected_cents=d.expected_cents,
+            actual_cents=d.actual_cents, cause_event_ids=d.cause_event_ids, explanation=d.explanation,
+            action=d.action, actor=d.actor, status="open", opened_by=d.opened_by,
+            opened_recorded_at=recorded_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DiscrepancyClose:
+    discrepancy_id: str
+    resolved_by: str
+    recorded_at: datetime
+
+
+@dataclass(slots=True)
+class BatchWrite:
+    """Everything one processor batch changes; a store applies all of it or none of it."""
+
+    archive: list[ArchiveRow] = field(default_factory=list)
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    dirty_months: dict[str, set[str]] = field(default_factory=dict)
+    coverage_changed: set[str] = field(default_factory=set)
+    partitions: dict[int, PartitionState] = field(default_factory=dict)
+    discrepancies_opened: list[DiscrepancyRow] = field(default_factory=list)
+    discrepancies_changed: list[DiscrepancyRow] = field(default_factory=list)
+    discrepancies_closed: list[DiscrepancyClose] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
+    positions: list[PositionAdvance] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MonthRow:
+    account_id: str
+    coverage_month: date
+    partition: int
+    expected_cents: int | None
+    billed_cents: int
+    adjusted_cents: int
+    paid_cents: int
+    unapplied_cents: int
+    balance_cents: int
+    due_on: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRow:
+    account_id: str
+    member_id: str
+    relationship: str
+    coverage_line: str
+    plan: str
+    tier: str
+    status: str
+    begin_on: date
+    end_on: date | None
+    agency_id: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    account_id: str
+    coverages: list[CoverageRow]
+    months: list[MonthRow]
+    open_discrepancies: list[DiscrepancyRow]
+
+    @property
+    def balance_cents(self) -> int:
+        return sum(m.balance_cents for m in self.months)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    received: int
+    applied: int
+    duplicates: int
+    dead_lettered: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    members: int
+    accounts: int
+    coverage_months: int
+    billed_cents: int
+    adjusted_cents: int
+    paid_cents: int
+    outstanding_cents: int
+    credits_cents: int
+    unapplied_cents: int
+    discrepancies_opened_by_kind: dict[str, int]
+    discrepancies_open_by_kind: dict[str, int]
+    counts: Counts
+
+
+def month_rows(account: AccountState, keys: set[str] | None = None) -> list[MonthRow]:
+    """Projection rows of an account's coverage months (payments naming no month are payer cash only)."""
+    rows = []
+    for key, m in account.months.items():
+        if m.month is None or (keys is not None and key not in keys):
+            continue
+        rows.append(MonthRow(
+            account_id=account.account_id, coverage_month=m.month, partition=account.partition,
+            expected_cents=m.expected_cents, billed_cents=m.billed_cents, adjusted_cents=m.adjusted_cents,
+            paid_cents=m.paid_cents, unapplied_cents=m.unapplied_cents, balance_cents=m.balance_cents,
+            due_on=m.due_on,
+        ))
+    return rows
+
+
+def coverage_rows(account: AccountState) -> list[CoverageRow]:
+    return [
+        CoverageRow(
+            account_id=account.account_id, member_id=s.member_id, relationship=s.relationship,
+            coverage_line=s.coverage_line, plan=s.plan, tier=s.tier, status=s.status, begin_on=s.begin,
+            end_on=s.end, agency_id=s.agency_id, event_id=s.event_id,
+        )
+        for s in account.coverages
+    ]
+
+
+class LedgerStore(Protocol):
+    """The contract both stores keep; tests/contract runs the same tests against each."""
+
+    def migrate(self) -> None: ...
+    def close(self) -> None: ...
+
+    # processor side
+    def positions(self, log_id: str) -> dict[tuple[str, int], int]: ...
+    def load_accounts(self, account_ids: list[str]) -> dict[str, AccountState]: ...
+    def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]: ...
+    def due_accounts(self, partition: int, due_before: date) -> list[str]: ...
+    def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]: ...
+    def commit_batch(self, batch: BatchWrite) -> None: ...
+
+    # relay side
+    def outbox_pending(self, limit: int) -> list[tuple[int, OutboxRow]]: ...
+    def mark_published(self, seqs: list[int]) -> None: ...
+
+    # queries
+    def balance(self, account_id: str) -> AccountBalance | None: ...
+    def discrepancies(
+        self, *, open_only: bool = False, kind: str | None = None, account_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[DiscrepancyRow]: ...
+    def summary(self) -> Summary: ...
+    def counts(self) -> Counts: ...
+    def archive_count(self) -> int: ...
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetterRow]: ...
+    def payer_unapplied(self) -> dict[str, int]: ...
