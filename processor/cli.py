@@ -1,0 +1,325 @@
+"""The ``benefits-ledger`` command. Every command takes --json for plain, parseable output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from events.types import DISCREPANCY_KINDS
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1  # the command ran, and what it found is not clean (demo missed something, bad lines)
+EXIT_USAGE = 2
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=False) + "\n")
+
+
+def money(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+
+
+def _settings() -> Any:
+    from processor.settings import Settings
+
+    return Settings()
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from processor.demo import run_demo
+
+    console = Console(stderr=True)
+    settings = _settings()
+    progress = Progress(
+        TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=args.json or not console.is_terminal,
+    )
+    task = None
+
+    def on_start(program: Any) -> None:
+        nonlocal task
+        task = progress.add_task("publishing and folding", total=program.events)
+
+    def step(name: str, n: int) -> None:
+        if task is not None:
+            progress.update(task, advance=n, description=name)
+
+    with progress:
+        report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
+                          progress=step, on_start=on_start)
+    if args.json:
+        _print_json(asdict(report))
+    else:
+        out = Console()
+        table = Table(title=f"benefits-ledger demo: {args.members} subscribers, {args.months} months, seed {args.seed}")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        rows: list[tuple[str, str]] = [
+            ("members (subscribers and dependents)", f"{report.members:,}"),
+            ("accounts", f"{report.accounts:,}"),
+            ("coverage months", f"{report.coverage_months:,}"),
+            ("billed", money(report.billed_cents)),
+            ("paid", money(report.paid_cents)),
+            ("outstanding", money(report.outstanding_cents)),
+            ("credits", money(report.credits_cents)),
+            ("unapplied cash", money(report.unapplied_cents)),
+            ("records published", f"{report.events_published:,}"),
+            ("applied / duplicates / dead-lettered",
+             f"{report.events_applied:,} / {report.events_duplicate:,} / {report.events_dead_lettered:,}"),
+            ("discrepancies expected / detected", f"{report.discrepancies_expected} / {report.discrepancies_detected}"),
+            ("missed / spurious", f"{report.missed} / {report.spurious}"),
+            ("events per second", f"{report.events_per_second:,.0f}"),
+            ("elapsed", f"{report.elapsed_seconds:.1f} s"),
+        ]
+        for k, v in rows:
+            table.add_row(k, v)
+        out.print(table)
+        kinds = Table(title="discrepancies by kind")
+        kinds.add_column("kind")
+        kinds.add_column("count", justify="right")
+        for kind, n in report.discrepancies_by_kind.items():
+            kinds.add_row(kind, str(n))
+        out.print(kinds)
+        for m in report.missed_examples:
+            out.print(f"[red]missed[/red] {m}")
+        for s in report.spurious_examples:
+            out.print(f"[red]spurious[/red] {s}")
+        out.print(f"inspect it: benefits-ledger --database {report.database} discrepancies --open")
+    return EXIT_OK if report.ok() else EXIT_FINDINGS
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from processor.app import faust_app, open_ledger
+
+    settings = _settings()
+    process = args.role in ("all", "processor")
+    relay = args.role in ("all", "relay")
+    with open_ledger(settings) as ledger:
+        logging.getLogger("benefits_ledger").warning(
+            "ledger up: broker %s, log %s, role %s", ledger.bootstrap, ledger.log_id, args.role
+        )
+        app = faust_app(ledger, relay=relay, process=process)
+        from faust.worker import Worker
+
+        worker = Worker(app, loglevel=args.loglevel, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            return code
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from events import codec
+    from events.publisher import Publisher
+    from processor.app import running_embedded_broker
+
+    settings = _settings()
+    bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
+    if bootstrap is None:
+        print("error: no broker: set LEDGER_KAFKA_BOOTSTRAP_SERVERS or start `benefits-ledger up` first",
+              file=sys.stderr)
+        return EXIT_USAGE
+    path = Path(args.file)
+    errors: list[dict[str, Any]] = []
+    events = []
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                events.append(codec.decode_input(line))
+            except codec.EventDecodeError as exc:
+                errors.append({"file": str(path), "line": lineno, "field": exc.field, "reason": exc.reason})
+    with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
+        records = pub.publish(events)
+    result = {"file": str(path), "events": len(events), "records": records, "errors": errors}
+    if args.json:
+        _print_json(result)
+    else:
+        for e in errors:
+            print(f"{e['file']}:{e['line']}: {e['field'] or '-'}: {e['reason']}", file=sys.stderr)
+        print(f"published {len(events)} events ({records} records) from {path}; {len(errors)} lines rejected")
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from processor.app import open_store
+
+    with open_store(_settings(), database=args.database) as store:
+        bal = store.balance(args.account)
+    if bal is None:
+        if args.json:
+            _print_json({"account_id": args.account, "error": "unknown account"})
+        else:
+            print(f"unknown account {args.account}", file=sys.stderr)
+        return EXIT_FINDINGS
+    if args.json:
+        _print_json({"account_id": bal.account_id, "balance_cents": bal.balance_cents,
+                     "coverages": [asdict(c) for c in bal.coverages], "months": [asdict(m) for m in bal.months],
+                     "open_discrepancies": [asdict(d) for d in bal.open_discrepancies]})
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    cov = Table(title=f"coverage of {bal.account_id}")
+    for col in ("member", "relationship", "line", "plan", "tier", "status", "begin", "end", "agency"):
+        cov.add_column(col)
+    for c in bal.coverages:
+        cov.add_row(c.member_id, c.relationship, c.coverage_line, c.plan, c.tier, c.status, str(c.begin_on),
+                    str(c.end_on or ""), c.agency_id)
+    out.print(cov)
+    months = Table(title="months")
+    for col in ("month", "expected", "billed", "adjusted", "paid", "unapplied", "balance", "due"):
+        months.add_column(col, justify="right")
+    for m in bal.months:
+        months.add_row(f"{m.coverage_month:%Y-%m}", money(m.expected_cents) if m.expected_cents is not None else "?",
+                       money(m.billed_cents), money(m.adjusted_cents), money(m.paid_cents),
+                       money(m.unapplied_cents), money(m.balance_cents), str(m.due_on or ""))
+    out.print(months)
+    out.print(f"balance due: {money(bal.balance_cents)}")
+    for d in bal.open_discrepancies:
+        out.print(f"open {d.kind} [{d.discrepancy_id}]: {d.explanation} -> {d.actor}: {d.action}")
+    return EXIT_OK
+
+
+def cmd_discrepancies(args: argparse.Namespace) -> int:
+    from processor.app import open_store
+
+    with open_store(_settings(), database=args.database) as store:
+        rows = store.discrepancies(open_only=args.open, kind=args.kind, account_id=args.account, limit=args.limit)
+    if args.json:
+        _print_json([asdict(r) for r in rows])
+        return EXIT_OK
+    for r in rows:
+        month = f"{r.coverage_month:%Y-%m}" if r.coverage_month else "-"
+        print(f"{r.status:8} {r.kind:24} {r.account_id:14} {month:7} expected {money(r.expected_cents):>12}"
+              f" actual {money(r.actual_cents):>12}  {r.actor}: {r.explanation}")
+    print(f"{len(rows)} discrepancies", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from processor.app import open_store
+
+    with open_store(_settings(), database=args.database) as store:
+        summary = store.summary()
+    data = asdict(summary)
+    if args.json:
+        _print_json(data)
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_deadletter_list(args: argparse.Namespace) -> int:
+    from processor.app import open_store
+
+    with open_store(_settings(), database=args.database) as store:
+        rows = store.dead_letters(limit=args.limit)
+    if args.json:
+        _print_json([asdict(r) for r in rows])
+        return EXIT_OK
+    for r in rows:
+        print(f"{r.topic}[{r.partition}]@{r.offset} {r.event_id or '-'} {r.field or '-'}: {r.reason}")
+    print(f"{len(rows)} dead letters", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    common.add_argument("--database", default=None,
+                        help="database name on the configured server (e.g. benefits_ledger_demo)")
+
+    parser = argparse.ArgumentParser(
+        prog="benefits-ledger", parents=[common],
+        description="Premium and benefit accounts: an event-sourced ledger on Kafka and PostgreSQL.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="run the processor and the relay (Faust worker)")
+    up.add_argument("--role", choices=["all", "processor", "relay"], default="all")
+    up.add_argument("--loglevel", default="warning")
+    up.set_defaults(fn=cmd_up)
+
+    demo = sub.add_parser("demo", parents=[common], help="generate a program with known errors and check them")
+    demo.add_argument("--members", type=int, default=2000, help="subscribers")
+    demo.add_argument("--months", type=int, default=12)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(fn=cmd_demo)
+
+    pub = sub.add_parser("publish", parents=[common], help="publish events from a JSON lines file")
+    pub.add_argument("file")
+    pub.set_defaults(fn=cmd_publish)
+
+    bal = sub.add_parser("balance", parents=[common], help="an account's coverage, months and balance")
+    bal.add_argument("account")
+    bal.set_defaults(fn=cmd_balance)
+
+    dis = sub.add_parser("discrepancies", parents=[common], help="list discrepancies")
+    dis.add_argument("--open", action="store_true", help="only those still open")
+    dis.add_argument("--kind", choices=DISCREPANCY_KINDS)
+    dis.add_argument("--account")
+    dis.add_argument("--limit", type=int, default=1000)
+    dis.set_defaults(fn=cmd_discrepancies)
+
+    summ = sub.add_parser("summary", parents=[common], help="totals and counts")
+    summ.set_defaults(fn=cmd_summary)
+
+    dl = sub.add_parser("deadletter", parents=[common], help="records that could not be applied")
+    dl_sub = dl.add_subparsers(dest="dl_command", required=True)
+    dl_list = dl_sub.add_parser("list", parents=[common])
+    dl_list.add_argument("--limit", type=int, default=1000)
+    dl_list.set_defaults(fn=cmd_deadletter_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        print("interrupted; everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
