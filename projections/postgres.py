@@ -1,0 +1,563 @@
+"""PostgreSQL store: the LedgerStore contract on psycopg 3, one batch = one transaction.
+
+One long-lived connection (autocommit off). Every method runs in its own short transaction, so no
+transaction is left idle between calls; a lock serialises callers from different threads (the
+processor and the outbox relay share the store through ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from processor.state import AccountState, PartitionState, decode_account, decode_partition, encode_state
+from projections.model import (
+    AccountBalance,
+    BatchWrite,
+    Counts,
+    CoverageRow,
+    DeadLetterRow,
+    DiscrepancyRow,
+    MonthRow,
+    OutboxRow,
+    PositionConflict,
+    Summary,
+    coverage_rows,
+    month_rows,
+)
+
+# Key of the transaction-scoped advisory lock taken while migrating ("ledger-migrate").
+MIGRATION_LOCK_KEY = 0x6C65_6467_6D69_67
+
+# Unique constraints whose violation means "this batch (or part of it) was already applied".
+_POSITION_CONSTRAINTS = frozenset({
+    "archive_dedupe_key_key", "archive_position_key", "dead_letter_position_key", "positions_pkey",
+})
+
+_ARCHIVE_COLUMNS = (
+    'log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
+    " occurred_at, recorded_at, body, body_hash"
+)
+_ARCHIVE_TYPES = [
+    "text", "text", "int4", "int8", "text", "text", "text", "text", "date",
+    "timestamptz", "timestamptz", "bytea", "bytea",
+]  # fmt: skip
+
+_ADVANCE_POSITION = """
+INSERT INTO positions AS p
+    (log_id, topic, partition, next_offset, applied, duplicates, dead_lettered, updated_at)
+VALUES (%(log_id)s, %(topic)s, %(partition)s, %(next_offset)s, %(applied)s, %(duplicates)s,
+        %(dead_lettered)s, now())
+ON CONFLICT (log_id, topic, partition) DO UPDATE SET
+    next_offset = excluded.next_offset,
+    applied = p.applied + excluded.applied,
+    duplicates = p.duplicates + excluded.duplicates,
+    dead_lettered = p.dead_lettered + excluded.dead_lettered,
+    updated_at = excluded.updated_at
+WHERE p.next_offset = %(expected)s
+RETURNING (xmax = 0) AS inserted
+"""
+
+_UPSERT_ACCOUNTS = """
+INSERT INTO account_snapshot (account_id, partition, state, updated_at)
+SELECT u.account_id, u.partition, u.state, now()
+FROM unnest(%b::text[], %b::int[], %b::bytea[]) AS u(account_id, partition, state)
+ON CONFLICT (account_id) DO UPDATE SET
+    partition = excluded.partition, state = excluded.state, updated_at = excluded.updated_at
+"""
+
+_UPSERT_MONTHS = """
+INSERT INTO member_month (account_id, coverage_month, partition, expected_cents, billed_cents,
+                          adjusted_cents, paid_cents, unapplied_cents, balance_cents, due_on)
+SELECT * FROM unnest(%b::text[], %b::date[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],
+                     %b::bigint[], %b::bigint[], %b::bigint[], %b::date[])
+ON CONFLICT (account_id, coverage_month) DO UPDATE SET
+    partition = excluded.partition, expected_cents = excluded.expected_cents,
+    billed_cents = excluded.billed_cents, adjusted_cents = excluded.adjusted_cents,
+    paid_cents = excluded.paid_cents, unapplied_cents = excluded.unapplied_cents,
+    balance_cents = excluded.balance_cents, due_on = excluded.due_on
+"""
+
+_INSERT_COVERAGE = """
+INSERT INTO member_coverage (account_id, segment, member_id, relationship, coverage_line, plan, tier,
+                             status, begin_on, end_on, agency_id, event_id)
+SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                     %b::text[], %b::date[], %b::date[], %b::text[], %b::text[])
+"""
+
+_UPSERT_PARTITION = """
+INSERT INTO partition_state (partition, state) VALUES (%s, %s)
+ON CONFLICT (partition) DO UPDATE SET state = excluded.state
+"""
+
+_DISCREPANCY_COLUMNS = (
+    "discrepancy_id, kind, account_id, coverage_month, payer_id, expected_cents, actual_cents,"
+    " cause_event_ids, explanation, action, actor, status, opened_by, resolved_by, opened_recorded_at,"
+    " resolved_recorded_at"
+)
+
+# An id opened again replaces the stored row, as the in-memory store does.
+_OPEN_DISCREPANCY = f"""
+INSERT INTO discrepancy ({_DISCREPANCY_COLUMNS})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (discrepancy_id) DO UPDATE SET
+    kind = excluded.kind, account_id = excluded.account_id, coverage_month = excluded.coverage_month,
+    payer_id = excluded.payer_id, expected_cents = excluded.expected_cents,
+    actual_cents = excluded.actual_cents, cause_event_ids = excluded.cause_event_ids,
+    explanation = excluded.explanation, action = excluded.action, actor = excluded.actor,
+    status = excluded.status, opened_by = excluded.opened_by, resolved_by = excluded.resolved_by,
+    opened_recorded_at = excluded.opened_recorded_at, resolved_recorded_at = excluded.resolved_recorded_at
+"""
+
+_CHANGE_DISCREPANCY = """
+UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s, cause_event_ids = %s
+WHERE discrepancy_id = %s
+"""
+
+_CLOSE_DISCREPANCY = """
+UPDATE discrepancy SET status = 'resolved', resolved_by = %s, resolved_recorded_at = %s
+WHERE discrepancy_id = %s
+"""
+
+_INSERT_OUTBOX = "INSERT INTO outbox (event_id, key, body) VALUES (%s, %s, %s)"
+
+_ADD_PAYER_UNAPPLIED = """
+INSERT INTO payer_unapplied AS p (payer_id, unapplied_cents)
+SELECT * FROM unnest(%b::text[], %b::bigint[])
+ON CONFLICT (payer_id) DO UPDATE SET unapplied_cents = p.unapplied_cents + excluded.unapplied_cents
+"""
+
+_INSERT_DEAD_LETTER = """
+INSERT INTO dead_letter (log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+_DUE_ACCOUNTS = """
+SELECT DISTINCT m.account_id
+FROM member_month m
+WHERE m.partition = %s AND m.due_on < %s AND m.paid_cents = 0
+  AND m.billed_cents + m.adjusted_cents > 0
+  AND NOT EXISTS (
+      SELECT 1 FROM discrepancy d
+      WHERE d.account_id = m.account_id AND d.coverage_month = m.coverage_month
+        AND d.kind = 'missing_payment' AND d.status = 'open')
+ORDER BY m.account_id
+"""
+
+_MONTH_COLUMNS = (
+    "account_id, coverage_month, partition, expected_cents, billed_cents, adjusted_cents, paid_cents,"
+    " unapplied_cents, balance_cents, due_on"
+)
+_COVERAGE_COLUMNS = (
+    "account_id, member_id, relationship, coverage_line, plan, tier, status, begin_on, end_on, agency_id,"
+    " event_id"
+)
+
+_SUMMARY_MONTHS = """
+SELECT count(*) FILTER (WHERE expected_cents IS NOT NULL OR billed_cents <> 0),
+       coalesce(sum(billed_cents), 0)::bigint,
+       coalesce(sum(adjusted_cents), 0)::bigint,
+       coalesce(sum(paid_cents), 0)::bigint,
+       coalesce(sum(balance_cents) FILTER (WHERE balance_cents > 0), 0)::bigint,
+       coalesce(-sum(balance_cents) FILTER (WHERE balance_cents < 0), 0)::bigint
+FROM member_month
+"""
+
+_COUNTS = """
+SELECT coalesce(sum(applied), 0)::bigint, coalesce(sum(duplicates), 0)::bigint,
+       coalesce(sum(dead_lettered), 0)::bigint
+FROM positions
+"""
+
+
+def migration_files() -> list[Traversable]:
+    """The packaged ``projections/migrations/*.sql`` files, in the order they apply (by file name)."""
+    folder = resources.files("projections").joinpath("migrations")
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+
+
+def _discrepancy(row: Sequence[Any]) -> DiscrepancyRow:
+    return DiscrepancyRow(
+        discrepancy_id=row[0], kind=row[1], account_id=row[2], coverage_month=row[3], payer_id=row[4],
+        expected_cents=row[5], actual_cents=row[6], cause_event_ids=tuple(row[7]), explanation=row[8],
+        action=row[9], actor=row[10], status=row[11], opened_by=row[12], resolved_by=row[13],
+        opened_recorded_at=row[14], resolved_recorded_at=row[15],
+    )
+
+
+class PostgresStore:
+    """The PostgreSQL implementation of ``projections.model.LedgerStore``."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] = self._connect()
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        conn = psycopg.connect(self._dsn, autocommit=False)
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.commit()
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """One short transaction on the shared connection (reconnecting if the server dropped it)."""
+        with self._lock:
+            if self._conn.broken:  # lost (not closed by us): start again
+                self._conn = self._connect()
+            with self._conn.transaction():
+                yield self._conn
+
+    def migrate(self) -> None:
+        """Apply the packaged migrations not yet recorded in ``schema_migrations``, each in its own tx."""
+        for file in migration_files():
+            version = file.name.removesuffix(".sql")
+            with self._tx() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,))
+                if done.fetchone() is not None:
+                    continue
+                conn.execute(file.read_text(encoding="utf-8").encode())  # several statements, no params
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    def applied_migrations(self) -> list[str]:
+        """Versions recorded in ``schema_migrations``, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- processor side -----------------------------------------------------------------------
+
+    def positions(self, log_id: str) -> dict[tuple[str, int], int]:
+        """Next offset to read per (topic, partition) of one log."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT topic, partition, next_offset FROM positions WHERE log_id = %s", (log_id,)
+            ).fetchall()
+        return {(t, p): n for t, p, n in rows}
+
+    def load_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
+        """Snapshots of the named accounts that exist, in the order asked."""
+        if not account_ids:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT account_id, state FROM account_snapshot WHERE account_id = ANY(%s)", (account_ids,)
+            ).fetchall()
+        found = dict(rows)
+        return {a: decode_account(found[a]) for a in account_ids if a in found}
+
+    def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:
+        """Snapshots of the named partitions' reference data that exist, in the order asked."""
+        if not partitions:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT partition, state FROM partition_state WHERE partition = ANY(%s::int[])", (partitions,)
+            ).fetchall()
+        found = dict(rows)
+        return {p: decode_partition(found[p]) for p in partitions if p in found}
+
+    def due_accounts(self, partition: int, due_before: date) -> list[str]:
+        """Accounts with a billed, wholly unpaid month due before the date and no open missing_payment."""
+        with self._tx() as conn:
+            rows = conn.execute(_DUE_ACCOUNTS, (partition, due_before)).fetchall()
+        return [r[0] for r in rows]
+
+    def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
+        """dedupe_key -> body_hash of the keys already archived."""
+        if not dedupe_keys:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT dedupe_key, body_hash FROM archive WHERE dedupe_key = ANY(%s)", (dedupe_keys,)
+            ).fetchall()
+        return {k: bytes(h) for k, h in rows}
+
+    def commit_batch(self, batch: BatchWrite) -> None:
+        """Write the whole batch in one transaction, or nothing (PositionConflict if already applied)."""
+        try:
+            with self._tx() as conn:
+                self._advance_positions(conn, batch)
+                self._write(conn, batch)
+        except errors.UniqueViolation as exc:
+            if exc.diag.constraint_name in _POSITION_CONSTRAINTS:
+                raise PositionConflict(f"batch already applied: {exc.diag.message_detail or exc}") from exc
+            raise
+
+    def _advance_positions(self, conn: psycopg.Connection[tuple[Any, ...]], batch: BatchWrite) -> None:
+        """Compare-and-set every position first; any mismatch aborts the transaction."""
+        if not batch.positions:
+            return
+        params = [
+            {"log_id": a.log_id, "topic": a.topic, "partition": a.partition, "next_offset": a.next_offset,
+             "applied": a.applied, "duplicates": a.duplicates, "dead_lettered": a.dead_lettered,
+             "expected": a.expected_next}
+            for a in batch.positions
+        ]  # fmt: skip
+        with conn.cursor() as cur:
+            cur.executemany(_ADVANCE_POSITION, params, returning=True)
+            for adv in batch.positions:
+                row = cur.fetchone()
+                if row is None or (row[0] and adv.expected_next is not None):
+                    raise PositionConflict(
+                        f"{adv.topic}[{adv.partition}] of {adv.log_id} is not at {adv.expected_next}:"
+                        " another writer moved it"
+                    )
+                cur.nextset()
+
+    def _write(self, conn: psycopg.Connection[tuple[Any, ...]], batch: BatchWrite) -> None:
+        with conn.cursor() as cur:
+            if batch.archive:
+                with cur.copy(f"COPY archive ({_ARCHIVE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(_ARCHIVE_TYPES)
+                    write = copy.write_row
+                    for r in batch.archive:
+                        write((r.log_id, r.topic, r.partition, r.offset, r.dedupe_key, r.event_id,
+                               r.event_type, r.account_id, r.effective_on, r.occurred_at, r.recorded_at,
+                               r.body, r.body_hash))  # fmt: skip
+            with conn.pipeline():
+                self._write_accounts(cur, batch)
+                for p, part in batch.partitions.items():
+                    cur.execute(_UPSERT_PARTITION, (p, encode_state(part)))
+                self._write_discrepancies(cur, batch)
+                if batch.outbox:
+                    cur.executemany(_INSERT_OUTBOX, [(o.event_id, o.key, o.body) for o in batch.outbox])
+                deltas = [(p, d) for p, d in batch.payer_unapplied_delta.items() if d]
+                if deltas:
+                    cur.execute(_ADD_PAYER_UNAPPLIED, ([p for p, _ in deltas], [d for _, d in deltas]))
+                if batch.dead_letters:
+                    cur.executemany(_INSERT_DEAD_LETTER, [
+                        (d.log_id, d.topic, d.partition, d.offset, d.event_id, d.reason, d.field, d.key,
+                         d.raw, d.recorded_at)
+                        for d in batch.dead_letters
+                    ])  # fmt: skip
+
+    @staticmethod
+    def _write_accounts(cur: psycopg.Cursor[tuple[Any, ...]], batch: BatchWrite) -> None:
+        if not batch.accounts:
+            return
+        ids, parts, states = [], [], []
+        months: list[MonthRow] = []
+        coverage: list[tuple[int, CoverageRow]] = []
+        rewritten: list[str] = []
+        for account_id, account in batch.accounts.items():
+            ids.append(account_id)
+            parts.append(account.partition)
+            states.append(encode_state(account))
+            keys = batch.dirty_months.get(account_id)
+            if keys:
+                months.extend(month_rows(account, keys))
+            if account_id in batch.coverage_changed:
+                rewritten.append(account_id)
+                coverage.extend(enumerate(coverage_rows(account)))
+        cur.execute(_UPSERT_ACCOUNTS, (ids, parts, states))
+        if months:
+            cur.execute(_UPSERT_MONTHS, (
+                [m.account_id for m in months], [m.coverage_month for m in months],
+                [m.partition for m in months], [m.expected_cents for m in months],
+                [m.billed_cents for m in months], [m.adjusted_cents for m in months],
+                [m.paid_cents for m in months], [m.unapplied_cents for m in months],
+                [m.balance_cents for m in months], [m.due_on for m in months],
+            ))  # fmt: skip
+        if rewritten:
+            cur.execute("DELETE FROM member_coverage WHERE account_id = ANY(%s)", (rewritten,))
+        if coverage:
+            cur.execute(_INSERT_COVERAGE, (
+                [c.account_id for _, c in coverage], [i for i, _ in coverage],
+                [c.member_id for _, c in coverage], [c.relationship for _, c in coverage],
+                [c.coverage_line for _, c in coverage], [c.plan for _, c in coverage],
+                [c.tier for _, c in coverage], [c.status for _, c in coverage],
+                [c.begin_on for _, c in coverage], [c.end_on for _, c in coverage],
+                [c.agency_id for _, c in coverage], [c.event_id for _, c in coverage],
+            ))  # fmt: skip
+
+    @staticmethod
+    def _write_discrepancies(cur: psycopg.Cursor[tuple[Any, ...]], batch: BatchWrite) -> None:
+        if batch.discrepancies_opened:
+            cur.executemany(_OPEN_DISCREPANCY, [
+                (d.discrepancy_id, d.kind, d.account_id, d.coverage_month, d.payer_id, d.expected_cents,
+                 d.actual_cents, list(d.cause_event_ids), d.explanation, d.action, d.actor, d.status,
+                 d.opened_by, d.resolved_by, d.opened_recorded_at, d.resolved_recorded_at)
+                for d in batch.discrepancies_opened
+            ])  # fmt: skip
+        if batch.discrepancies_changed:
+            cur.executemany(_CHANGE_DISCREPANCY, [
+                (d.expected_cents, d.actual_cents, d.explanation, list(d.cause_event_ids), d.discrepancy_id)
+                for d in batch.discrepancies_changed
+            ])  # fmt: skip
+        if batch.discrepancies_closed:
+            cur.executemany(_CLOSE_DISCREPANCY, [
+                (c.resolved_by, c.recorded_at, c.discrepancy_id) for c in batch.discrepancies_closed
+            ])  # fmt: skip
+
+    # -- relay side ---------------------------------------------------------------------------
+
+    def outbox_pending(self, limit: int) -> list[tuple[int, OutboxRow]]:
+        """Unpublished outbox rows, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT seq, event_id, key, body FROM outbox WHERE published_at IS NULL"
+                " ORDER BY seq LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [(seq, OutboxRow(event_id=e, key=k, body=bytes(b))) for seq, e, k, b in rows]
+
+    def mark_published(self, seqs: list[int]) -> None:
+        """Mark outbox rows as published (already published rows keep their first time)."""
+        if not seqs:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE outbox SET published_at = now()"
+                " WHERE seq = ANY(%s::bigint[]) AND published_at IS NULL",
+                (seqs,),
+            )
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def balance(self, account_id: str) -> AccountBalance | None:
+        """Coverage, months and open discrepancies of one account; None if the ledger never saw it."""
+        with self._tx() as conn:
+            known = conn.execute("SELECT 1 FROM account_snapshot WHERE account_id = %s", (account_id,))
+            if known.fetchone() is None:
+                return None
+            coverages = conn.execute(
+                f"SELECT {_COVERAGE_COLUMNS} FROM member_coverage WHERE account_id = %s ORDER BY segment",
+                (account_id,),
+            ).fetchall()
+            months = conn.execute(
+                f"SELECT {_MONTH_COLUMNS} FROM member_month WHERE account_id = %s ORDER BY coverage_month",
+                (account_id,),
+            ).fetchall()
+            open_rows = self._discrepancies(conn, True, None, account_id, 1000)
+        return AccountBalance(
+            account_id=account_id,
+            coverages=[CoverageRow(*r) for r in coverages],
+            months=[MonthRow(*r) for r in months],
+            open_discrepancies=open_rows,
+        )
+
+    def discrepancies(
+        self, *, open_only: bool = False, kind: str | None = None, account_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[DiscrepancyRow]:
+        """Discrepancies by account, month (none first), kind and id."""
+        with self._tx() as conn:
+            return self._discrepancies(conn, open_only, kind, account_id, limit)
+
+    @staticmethod
+    def _discrepancies(
+        conn: psycopg.Connection[tuple[Any, ...]], open_only: bool, kind: str | None, account_id: str | None,
+        limit: int,
+    ) -> list[DiscrepancyRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        if open_only:
+            where.append("status = 'open'")
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
+        if account_id is not None:
+            where.append("account_id = %s")
+            params.append(account_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        query = (
+            f"SELECT {_DISCREPANCY_COLUMNS} FROM discrepancy {clause}"
+            " ORDER BY account_id, coverage_month NULLS FIRST, kind, discrepancy_id LIMIT %s"
+        )
+        rows = conn.execute(query.encode(), [*params, limit]).fetchall()
+        return [_discrepancy(r) for r in rows]
+
+    def counts(self) -> Counts:
+        """Events received, applied, dropped as duplicates and dead-lettered, over all positions."""
+        with self._tx() as conn:
+            return self._counts(conn)
+
+    @staticmethod
+    def _counts(conn: psycopg.Connection[tuple[Any, ...]]) -> Counts:
+        row = conn.execute(_COUNTS).fetchone()
+        assert row is not None
+        applied, dup, dead = (int(v) for v in row)
+        return Counts(received=applied + dup + dead, applied=applied, duplicates=dup, dead_lettered=dead)
+
+    def summary(self) -> Summary:
+        """Totals over the projections, with the same definitions as MemoryStore.summary."""
+        with self._tx() as conn:
+            members_row = conn.execute(
+                "SELECT (SELECT count(*) FROM"
+                "         (SELECT DISTINCT account_id, member_id FROM member_coverage) m),"
+                " (SELECT count(DISTINCT account_id) FROM member_coverage),"
+                " (SELECT coalesce(sum(unapplied_cents), 0)::bigint FROM payer_unapplied)"
+            ).fetchone()
+            months_row = conn.execute(_SUMMARY_MONTHS).fetchone()
+            kinds = conn.execute(
+                "SELECT kind, count(*), count(*) FILTER (WHERE status = 'open')"
+                " FROM discrepancy GROUP BY kind"
+            ).fetchall()
+            counts = self._counts(conn)
+        assert members_row is not None and months_row is not None
+        members, accounts, unapplied = (int(v) for v in members_row)
+        coverage_months, billed, adjusted, paid, outstanding, credits = (int(v) for v in months_row)
+        kinds.sort(key=lambda r: r[0])
+        return Summary(
+            members=members,
+            accounts=accounts,
+            coverage_months=coverage_months,
+            billed_cents=billed,
+            adjusted_cents=adjusted,
+            paid_cents=paid,
+            outstanding_cents=outstanding,
+            credits_cents=credits,
+            unapplied_cents=unapplied,
+            discrepancies_opened_by_kind={k: int(n) for k, n, _ in kinds},
+            discrepancies_open_by_kind={k: int(o) for k, _, o in kinds if o},
+            counts=counts,
+        )
+
+    def archive_count(self) -> int:
+        """Number of archived events."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT count(*) FROM archive").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetterRow]:
+        """Dead-lettered records in the order recorded."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                'SELECT log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at'
+                " FROM dead_letter ORDER BY seq LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [
+            DeadLetterRow(log_id=r[0], topic=r[1], partition=r[2], offset=r[3], event_id=r[4], reason=r[5],
+                          field=r[6], key=None if r[7] is None else bytes(r[7]), raw=bytes(r[8]),
+                          recorded_at=r[9])
+            for r in rows
+        ]  # fmt: skip
+
+    def payer_unapplied(self) -> dict[str, int]:
+        """Unapplied cash per payer, non-zero only, by payer id."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT payer_id, unapplied_cents FROM payer_unapplied WHERE unapplied_cents <> 0"
+                " ORDER BY payer_id"
+            ).fetchall()
+        return {p: int(c) for p, c in rows}

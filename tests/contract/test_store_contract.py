@@ -1,0 +1,801 @@
+"""The store contract: the same tests against the in-memory store and the PostgreSQL store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from events.codec import body_hash, encode
+from events.types import EnrollmentChanged, Event, PaymentReceived, PremiumBilled
+from processor.state import (
+    PAYMENT_APPLIED,
+    PAYMENT_HELD,
+    AccountState,
+    BillLine,
+    CoverageSegment,
+    MonthState,
+    PartitionState,
+    PaymentLine,
+    RateEntry,
+    month_key,
+)
+from projections.memory import MemoryStore
+from projections.model import (
+    ArchiveRow,
+    BatchWrite,
+    DeadLetterRow,
+    DiscrepancyClose,
+    DiscrepancyRow,
+    LedgerStore,
+    OutboxRow,
+    PositionAdvance,
+    PositionConflict,
+)
+
+LOG = "log-1"
+BILLING = "ledger.billing"
+JAN = date(2026, 1, 1)
+FEB = date(2026, 2, 1)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> Iterator[LedgerStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    from projections.postgres import PostgresStore
+
+    pg = PostgresStore(request.getfixturevalue("pg_dsn"))
+    try:
+        pg.migrate()
+        yield pg
+    finally:
+        pg.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders: real events, canonical bodies, fold state built by hand
+
+
+def enrolled(account_id: str, n: int = 1) -> EnrollmentChanged:
+    return EnrollmentChanged(
+        event_id=f"{account_id}-enr-{n}", account_id=account_id, effective_on=JAN, occurred_at=T0,
+        source="hr", member_id=f"{account_id}-m{n}", plan="PPO", coverage_line="health", tier="EE",
+        action="add", benefit_begin=JAN, agency_id="AG1",
+    )
+
+
+def billed(account_id: str, month: date = JAN, cents: int = 45_000) -> PremiumBilled:
+    return PremiumBilled(
+        event_id=f"{account_id}-bill-{month:%Y%m}", account_id=account_id, effective_on=month,
+        occurred_at=T0, source="billing", bill_id=f"B-{account_id}-{month:%Y%m}", coverage_month=month,
+        plan="PPO", tier="EE", amount_cents=cents, due_on=month + timedelta(days=30), agency_id="AG1",
+    )
+
+
+def paid(account_id: str, month: date = JAN, cents: int = 45_000, payer: str = "AG1") -> PaymentReceived:
+    return PaymentReceived(
+        event_id=f"{account_id}-pay-{month:%Y%m}", account_id=account_id, effective_on=month,
+        occurred_at=T0, source="payroll", payment_id=f"P-{account_id}-{month:%Y%m}", coverage_month=month,
+        amount_cents=cents, method="payroll", payer_id=payer,
+    )
+
+
+def archive_row(
+    event: Event, offset: int, *, partition: int = 0, topic: str = BILLING, dedupe_key: str | None = None,
+    recorded_at: datetime = T0,
+) -> ArchiveRow:
+    body = encode(event)
+    return ArchiveRow(
+        log_id=LOG, topic=topic, partition=partition, offset=offset,
+        dedupe_key=dedupe_key or event.event_id, event_id=event.event_id,
+        event_type=type(event).__struct_config__.tag,  # type: ignore[arg-type]
+        account_id=event.account_id, effective_on=event.effective_on, occurred_at=event.occurred_at,
+        recorded_at=recorded_at, body=body, body_hash=body_hash(body),
+    )
+
+
+def month_state(
+    account_id: str, month: date, bill_cents: int, paid_cents: int = 0, *, payer: str = "AG1",
+    held_cents: int = 0,
+) -> MonthState:
+    bill = billed(account_id, month, bill_cents)
+    state = MonthState(
+        month=month,
+        bills=[BillLine(bill_id=bill.bill_id, plan="PPO", tier="EE", amount_cents=bill_cents,
+                        due_on=bill.due_on, agency_id="AG1", event_id=bill.event_id)] if bill_cents else [],
+        expected_cents=bill_cents or None,
+    )  # fmt: skip
+    if paid_cents:
+        pay = paid(account_id, month, paid_cents, payer)
+        state.payments.append(PaymentLine(
+            payment_id=pay.payment_id, amount_cents=paid_cents, payer_id=payer, method="payroll",
+            trace_number=None, remittance_id=None, status=PAYMENT_APPLIED, event_id=pay.event_id,
+        ))  # fmt: skip
+    if held_cents:
+        state.payments.append(PaymentLine(
+            payment_id=f"held-{account_id}", amount_cents=held_cents, payer_id=payer, method="check",
+            trace_number=None, remittance_id=None, status=PAYMENT_HELD, event_id=f"held-{account_id}",
+        ))  # fmt: skip
+    return state
+
+
+def account(account_id: str, *months: MonthState, partition: int = 0, members: int = 1) -> AccountState:
+    return AccountState(
+        account_id=account_id,
+        partition=partition,
+        coverages=[
+            CoverageSegment(
+                member_id=f"{account_id}-m{n}", relationship="self" if n == 1 else "child",
+                coverage_line="health", plan="PPO", tier="EE", status="active", begin=JAN, end=None,
+                agency_id="AG1", event_id=f"{account_id}-enr-{n}",
+            )
+            for n in range(1, members + 1)
+        ],
+        months={month_key(m.month): m for m in months},
+        events_applied=len(months) * 2 + members,
+    )
+
+
+def advance(
+    expected: int | None, next_offset: int, *, partition: int = 0, applied: int = 0, duplicates: int = 0,
+    dead_lettered: int = 0, topic: str = BILLING,
+) -> PositionAdvance:
+    return PositionAdvance(
+        log_id=LOG, topic=topic, partition=partition, expected_next=expected, next_offset=next_offset,
+        applied=applied, duplicates=duplicates, dead_lettered=dead_lettered,
+    )
+
+
+def discrepancy(
+    did: str, account_id: str, kind: str = "underpaid", month: date | None = JAN, *,
+    expected: int = 45_000, actual: int = 40_000,
+) -> DiscrepancyRow:
+    return DiscrepancyRow(
+        discrepancy_id=did, kind=kind, account_id=account_id, coverage_month=month, payer_id="AG1",
+        expected_cents=expected, actual_cents=actual, cause_event_ids=(f"{account_id}-pay-202601",),
+        explanation=f"{kind} on {account_id}", action="notify coordinator", actor="agency_coordinator",
+        status="open", opened_by=f"{account_id}-pay-202601", opened_recorded_at=T0,
+    )
+
+
+def first_batch() -> BatchWrite:
+    """Account A1: enrolled, billed 450.00 for January and paid 450.00; three archived events."""
+    events = [enrolled("A1"), billed("A1"), paid("A1")]
+    a1 = account("A1", month_state("A1", JAN, 45_000, 45_000))
+    return BatchWrite(
+        archive=[archive_row(e, i) for i, e in enumerate(events)],
+        accounts={"A1": a1},
+        dirty_months={"A1": {month_key(JAN)}},
+        coverage_changed={"A1"},
+        partitions={0: PartitionState(partition=0, business_date=date(2026, 1, 4))},
+        positions=[advance(None, 3, applied=3)],
+    )
+
+
+def snapshot(store: LedgerStore) -> tuple[object, ...]:
+    """Everything observable through the contract, for 'nothing was written' checks."""
+    return (
+        store.positions(LOG), store.archive_count(), store.summary(), store.balance("A1"),
+        store.balance("A2"), store.discrepancies(), store.outbox_pending(100), store.dead_letters(),
+        store.payer_unapplied(), store.find_events(["A1-enr-1", "A2-bill-202601", "X"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Contract
+
+
+def test_empty_store_reports_nothing(store: LedgerStore) -> None:
+    assert store.positions(LOG) == {}
+    assert store.balance("A1") is None
+    assert store.archive_count() == 0
+    assert store.due_accounts(0, date(2030, 1, 1)) == []
+    assert store.load_accounts(["A1"]) == {}
+    assert store.load_partitions([0]) == {}
+    s = store.summary()
+    assert (s.members, s.accounts, s.coverage_months, s.billed_cents, s.outstanding_cents) == (0, 0, 0, 0, 0)
+    assert s.counts.received == 0
+    assert s.discrepancies_opened_by_kind == {} and s.discrepancies_open_by_kind == {}
+
+
+def test_committed_batch_is_visible_in_balance_and_summary(store: LedgerStore) -> None:
+    batch = first_batch()
+    batch.archive.append(archive_row(billed("A2", JAN, 30_000), 3, partition=0))
+    batch.accounts["A2"] = account("A2", month_state("A2", JAN, 30_000, 0), members=2)
+    batch.dirty_months["A2"] = {month_key(JAN)}
+    batch.coverage_changed.add("A2")
+    batch.positions = [advance(None, 4, applied=4)]
+    store.commit_batch(batch)
+
+    assert store.positions(LOG) == {(BILLING, 0): 4}
+    assert store.archive_count() == 4
+    a1 = store.balance("A1")
+    assert a1 is not None
+    assert a1.balance_cents == 0
+    assert [(m.coverage_month, m.billed_cents, m.paid_cents, m.balance_cents) for m in a1.months] == [
+        (JAN, 45_000, 45_000, 0)
+    ]
+    assert a1.months[0].due_on == date(2026, 1, 31) and a1.months[0].partition == 0
+    coverage = [(c.member_id, c.plan, c.begin_on, c.end_on) for c in a1.coverages]
+    assert coverage == [("A1-m1", "PPO", JAN, None)]
+    a2 = store.balance("A2")
+    assert a2 is not None and a2.balance_cents == 30_000
+    assert [c.member_id for c in a2.coverages] == ["A2-m1", "A2-m2"]
+
+    s = store.summary()
+    assert (s.members, s.accounts, s.coverage_months) == (3, 2, 2)
+    assert (s.billed_cents, s.adjusted_cents, s.paid_cents) == (75_000, 0, 45_000)
+    assert (s.outstanding_cents, s.credits_cents, s.unapplied_cents) == (30_000, 0, 0)
+    assert s.counts.applied == 4 and s.counts.received == 4
+
+
+def test_only_dirty_months_and_changed_coverage_are_rewritten(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    a1 = account("A1", month_state("A1", JAN, 45_000, 40_000), month_state("A1", FEB, 45_000), members=2)
+    store.commit_batch(BatchWrite(
+        accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}, positions=[advance(3, 4, applied=1)],
+    ))  # fmt: skip
+    bal = store.balance("A1")
+    assert bal is not None
+    # January was not named dirty: its row keeps the earlier figures; coverage was not named changed.
+    assert [(m.coverage_month, m.paid_cents) for m in bal.months] == [(JAN, 45_000), (FEB, 0)]
+    assert [c.member_id for c in bal.coverages] == ["A1-m1"]
+    # The snapshot, though, is always the whole new state.
+    assert store.load_accounts(["A1"])["A1"] == a1
+
+    store.commit_batch(BatchWrite(
+        accounts={"A1": a1}, coverage_changed={"A1"}, positions=[advance(4, 5, applied=1)],
+    ))  # fmt: skip
+    bal = store.balance("A1")
+    assert bal is not None and [c.member_id for c in bal.coverages] == ["A1-m1", "A1-m2"]
+
+
+def test_credits_and_outstanding_are_split_by_sign(store: LedgerStore) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000, 50_000), month_state("A1", FEB, 45_000, 20_000))
+    store.commit_batch(BatchWrite(
+        accounts={"A1": a1}, dirty_months={"A1": {month_key(JAN), month_key(FEB)}},
+        coverage_changed={"A1"}, positions=[advance(None, 1, applied=1)],
+    ))  # fmt: skip
+    s = store.summary()
+    assert (s.outstanding_cents, s.credits_cents, s.paid_cents) == (25_000, 5_000, 70_000)
+
+
+def test_position_advance_with_wrong_expected_offset_is_rejected_and_writes_nothing(
+    store: LedgerStore,
+) -> None:
+    store.commit_batch(first_batch())
+    before = snapshot(store)
+
+    def second(*positions: PositionAdvance) -> BatchWrite:
+        return BatchWrite(
+            archive=[archive_row(billed("A2"), 3)],
+            accounts={"A2": account("A2", month_state("A2", JAN, 30_000))},
+            dirty_months={"A2": {month_key(JAN)}},
+            coverage_changed={"A2"},
+            discrepancies_opened=[discrepancy("d-A2", "A2")],
+            outbox=[OutboxRow(event_id="d-A2:opened", key="A2", body=b"{}")],
+            payer_unapplied_delta={"AG1": 500},
+            positions=[advance(None, 0, partition=1), *positions],
+        )
+
+    for expected in (2, 4, None):  # behind, ahead, "never seen" while the position exists
+        with pytest.raises(PositionConflict):
+            store.commit_batch(second(advance(expected, 4, applied=1)))
+        assert snapshot(store) == before
+    # A partition never seen cannot be advanced from an expected offset.
+    with pytest.raises(PositionConflict):
+        store.commit_batch(second(advance(3, 4, applied=1), advance(7, 8, partition=2)))
+    assert snapshot(store) == before
+
+    store.commit_batch(second(advance(3, 4, applied=1)))  # the right expectation goes through, all of it
+    assert store.positions(LOG) == {(BILLING, 0): 4, (BILLING, 1): 0}
+    assert store.archive_count() == 4
+    assert store.payer_unapplied() == {"AG1": 500}
+    assert [d.discrepancy_id for d in store.discrepancies()] == ["d-A2"]
+
+
+def test_repeated_archive_position_is_rejected_by_unique_key(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    before = snapshot(store)
+    # A different event claiming an already archived (log, topic, partition, offset), even with a
+    # position advance that matches.
+    batch = BatchWrite(
+        archive=[archive_row(billed("A2"), 2)],
+        accounts={"A2": account("A2", month_state("A2", JAN, 30_000))},
+        dirty_months={"A2": {month_key(JAN)}},
+        positions=[advance(3, 4, applied=1)],
+    )
+    with pytest.raises(PositionConflict):
+        store.commit_batch(batch)
+    assert snapshot(store) == before
+    # The same offset on another partition or topic is a different position.
+    store.commit_batch(BatchWrite(
+        archive=[archive_row(billed("A2"), 2, partition=1)], positions=[advance(None, 3, partition=1)],
+    ))  # fmt: skip
+    assert store.archive_count() == 4
+
+
+def test_same_dedupe_key_twice_is_rejected(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    before = snapshot(store)
+    again = BatchWrite(archive=[archive_row(billed("A1"), 3)], positions=[advance(3, 4, applied=1)])
+    with pytest.raises(PositionConflict):
+        store.commit_batch(again)
+    assert snapshot(store) == before
+    twice_in_one = BatchWrite(
+        archive=[archive_row(billed("A2"), 3), archive_row(billed("A2"), 4)],
+        positions=[advance(3, 5, applied=2)],
+    )
+    with pytest.raises(PositionConflict):
+        store.commit_batch(twice_in_one)
+    assert snapshot(store) == before
+    # A broadcast copy on another partition has a dedupe key of its own.
+    copy = archive_row(billed("A2"), 0, partition=1, dedupe_key="A2-bill-202601@p1")
+    store.commit_batch(BatchWrite(archive=[copy], positions=[advance(None, 1, partition=1, applied=1)]))
+    assert store.find_events(["A2-bill-202601@p1", "A2-bill-202601"]) == {"A2-bill-202601@p1": copy.body_hash}
+
+
+def test_find_events_returns_body_hash_by_dedupe_key(store: LedgerStore) -> None:
+    batch = first_batch()
+    store.commit_batch(batch)
+    found = store.find_events(["A1-enr-1", "A1-pay-202601", "nope"])
+    assert found == {"A1-enr-1": batch.archive[0].body_hash, "A1-pay-202601": batch.archive[2].body_hash}
+    assert store.find_events([]) == {}
+
+
+def test_snapshots_round_trip(store: LedgerStore) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000, 45_000), month_state("A1", FEB, 45_000, held_cents=7))
+    a1.months[month_key(None)] = MonthState(month=None)
+    a1.payment_months["P-A1-202601"] = month_key(JAN)
+    part = PartitionState(
+        partition=3, business_date=date(2026, 2, 1), business_date_event_id="day-2026-02-01",
+        rates={"PPO|EE": [RateEntry(rate_id="r1", month_from=JAN, month_through=None, total_cents=45_000,
+                                    employee_cents=15_000, employer_cents=30_000, event_id="rate-1")]},
+    )  # fmt: skip
+    store.commit_batch(BatchWrite(
+        accounts={"A1": a1}, partitions={3: part}, positions=[advance(None, 1, partition=3, applied=1)],
+    ))  # fmt: skip
+    loaded = store.load_accounts(["A1", "missing"])
+    assert list(loaded) == ["A1"] and loaded["A1"] == a1
+    assert loaded["A1"] is not a1  # a copy: callers never share mutable state with the store
+    assert store.load_partitions([3, 0]) == {3: part}
+    # A month with no coverage month (payments naming none) is state only, not a projection row.
+    bal = store.balance("A1")
+    assert bal is not None and bal.months == []  # no dirty months named
+
+
+def test_due_accounts_excludes_paid_months_and_open_missing_payment(store: LedgerStore) -> None:
+    due_jan = date(2026, 1, 31)
+    accounts = {
+        "A-unpaid": account("A-unpaid", month_state("A-unpaid", JAN, 45_000)),
+        "A-paid": account("A-paid", month_state("A-paid", JAN, 45_000, 45_000)),
+        "A-partly": account("A-partly", month_state("A-partly", JAN, 45_000, 100)),
+        "A-flagged": account("A-flagged", month_state("A-flagged", JAN, 45_000)),
+        "A-flagged-other-month": account(
+            "A-flagged-other-month", month_state("A-flagged-other-month", JAN, 45_000)
+        ),
+        "A-later": account("A-later", month_state("A-later", FEB, 45_000)),
+        "A-zero": account("A-zero", month_state("A-zero", JAN, 0)),
+        "A-other-partition": account("A-other-partition", month_state("A-other-partition", JAN, 45_000),
+                                     partition=1),
+    }  # fmt: skip
+    missing = discrepancy("d-miss", "A-flagged", "missing_payment", JAN)
+    other_month = discrepancy("d-miss-feb", "A-flagged-other-month", "missing_payment", FEB)
+    underpaid = discrepancy("d-under", "A-unpaid", "underpaid", JAN)  # not a missing_payment
+    store.commit_batch(BatchWrite(
+        accounts=accounts, dirty_months={a: {month_key(JAN), month_key(FEB)} for a in accounts},
+        discrepancies_opened=[missing, other_month, underpaid],
+        positions=[advance(None, 1, applied=1), advance(None, 1, partition=1, applied=1)],
+    ))  # fmt: skip
+
+    assert store.due_accounts(0, due_jan) == []  # due_on must be strictly before the date
+    assert store.due_accounts(0, due_jan + timedelta(days=1)) == ["A-flagged-other-month", "A-unpaid"]
+    assert store.due_accounts(0, date(2026, 4, 1)) == ["A-flagged-other-month", "A-later", "A-unpaid"]
+    assert store.due_accounts(1, date(2026, 4, 1)) == ["A-other-partition"]
+
+    # Once the missing_payment is resolved the month is due again.
+    store.commit_batch(BatchWrite(
+        discrepancies_closed=[DiscrepancyClose("d-miss", resolved_by="day-x", recorded_at=T0)],
+        positions=[advance(1, 2, applied=1)],
+    ))  # fmt: skip
+    assert "A-flagged" in store.due_accounts(0, date(2026, 4, 1))
+
+
+def test_discrepancy_lifecycle_open_change_resolve(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    store.commit_batch(BatchWrite(
+        discrepancies_opened=[discrepancy("d1", "A1"), discrepancy("d2", "A1", "missing_payment", FEB)],
+        positions=[advance(3, 4, applied=1)],
+    ))  # fmt: skip
+    assert [d.discrepancy_id for d in store.discrepancies(open_only=True)] == ["d1", "d2"]
+    s = store.summary()
+    assert s.discrepancies_opened_by_kind == {"missing_payment": 1, "underpaid": 1}
+    assert s.discrepancies_open_by_kind == {"missing_payment": 1, "underpaid": 1}
+
+    changed = discrepancy("d1", "A1", expected=45_000, actual=30_000)
+    changed.explanation = "paid less again"
+    changed.cause_event_ids = ("A1-pay-202601", "A1-pay-202601b")
+    store.commit_batch(BatchWrite(discrepancies_changed=[changed], positions=[advance(4, 5, applied=1)]))
+    d1 = store.discrepancies(kind="underpaid")[0]
+    assert (d1.expected_cents, d1.actual_cents, d1.explanation) == (45_000, 30_000, "paid less again")
+    assert d1.cause_event_ids == ("A1-pay-202601", "A1-pay-202601b")
+    assert d1.status == "open" and d1.opened_recorded_at == T0 and d1.action == "notify coordinator"
+
+    closed_at = T0 + timedelta(days=3)
+    store.commit_batch(BatchWrite(
+        discrepancies_closed=[DiscrepancyClose("d1", resolved_by="A1-pay-202601c", recorded_at=closed_at)],
+        positions=[advance(5, 6, applied=1)],
+    ))  # fmt: skip
+    d1 = store.discrepancies(kind="underpaid")[0]
+    assert (d1.status, d1.resolved_by, d1.resolved_recorded_at) == ("resolved", "A1-pay-202601c", closed_at)
+    assert [d.discrepancy_id for d in store.discrepancies(open_only=True)] == ["d2"]
+    bal = store.balance("A1")
+    assert bal is not None and [d.discrepancy_id for d in bal.open_discrepancies] == ["d2"]
+    s = store.summary()
+    assert s.discrepancies_opened_by_kind == {"missing_payment": 1, "underpaid": 1}
+    assert s.discrepancies_open_by_kind == {"missing_payment": 1}
+
+
+def test_discrepancies_filter_sort_and_limit(store: LedgerStore) -> None:
+    rows = [
+        discrepancy("z", "a1", "underpaid", FEB),
+        discrepancy("y", "a1", "overpaid", FEB),
+        discrepancy("x", "a1", "unmatched_payment", None),
+        discrepancy("w", "B2", "underpaid", JAN),
+        discrepancy("v", "a1", "underpaid", JAN),
+    ]
+    store.commit_batch(BatchWrite(discrepancies_opened=rows, positions=[advance(None, 1)]))
+    # By account (code-point order: "B2" < "a1"), month with none first, kind, id.
+    assert [d.discrepancy_id for d in store.discrepancies()] == ["w", "x", "v", "y", "z"]
+    assert [d.discrepancy_id for d in store.discrepancies(account_id="a1", limit=2)] == ["x", "v"]
+    assert [d.discrepancy_id for d in store.discrepancies(kind="underpaid")] == ["w", "v", "z"]
+    only = store.discrepancies(kind="underpaid", account_id="B2")
+    assert only == [discrepancy("w", "B2", "underpaid", JAN)]
+
+
+def test_rows_handed_in_or_out_are_not_shared_with_the_store(store: LedgerStore) -> None:
+    mine = discrepancy("d1", "A1")
+    store.commit_batch(BatchWrite(discrepancies_opened=[mine], positions=[advance(None, 1)]))
+    mine.status, mine.actual_cents = "resolved", 0
+    returned = store.discrepancies()[0]
+    returned.explanation = "edited by a caller"
+    store.commit_batch(BatchWrite(
+        discrepancies_closed=[DiscrepancyClose("d1", resolved_by="e9", recorded_at=T0)],
+        positions=[advance(1, 2)],
+    ))  # fmt: skip
+    assert returned.status == "open"
+    stored = store.discrepancies()[0]
+    assert (stored.status, stored.actual_cents, stored.explanation) == ("resolved", 40_000, "underpaid on A1")
+
+
+def test_outbox_pending_then_published(store: LedgerStore) -> None:
+    rows = [OutboxRow(event_id=f"d{i}:opened", key=f"A{i}", body=b'{"n":%d}' % i) for i in range(5)]
+    store.commit_batch(BatchWrite(outbox=rows[:3], positions=[advance(None, 1)]))
+    store.commit_batch(BatchWrite(outbox=rows[3:], positions=[advance(1, 2)]))
+    pending = store.outbox_pending(10)
+    assert [r for _, r in pending] == rows
+    seqs = [s for s, _ in pending]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert store.outbox_pending(2) == pending[:2]
+
+    store.mark_published(seqs[:2])
+    assert store.outbox_pending(10) == pending[2:]
+    store.mark_published([seqs[3]])
+    store.mark_published(seqs[:2])  # publishing again is harmless
+    assert store.outbox_pending(10) == [pending[2], pending[4]]
+    store.mark_published([])
+    store.mark_published([s for s, _ in store.outbox_pending(10)])
+    assert store.outbox_pending(10) == []
+
+
+def test_payer_unapplied_accumulates_deltas(store: LedgerStore) -> None:
+    store.commit_batch(BatchWrite(
+        payer_unapplied_delta={"P2": 1_000, "P1": 250}, positions=[advance(None, 1)]
+    ))
+    store.commit_batch(BatchWrite(payer_unapplied_delta={"P2": 500, "P3": 75}, positions=[advance(1, 2)]))
+    assert store.payer_unapplied() == {"P1": 250, "P2": 1_500, "P3": 75}
+    assert list(store.payer_unapplied()) == ["P1", "P2", "P3"]
+    store.commit_batch(BatchWrite(payer_unapplied_delta={"P1": -250, "P3": 0}, positions=[advance(2, 3)]))
+    assert store.payer_unapplied() == {"P2": 1_500, "P3": 75}  # zero balances are not listed
+    assert store.summary().unapplied_cents == 1_575
+
+
+def test_dead_letters_are_recorded_once_per_position(store: LedgerStore) -> None:
+    dead = DeadLetterRow(
+        log_id=LOG, topic=BILLING, partition=0, offset=0, event_id=None, reason="not JSON", field=None,
+        key=b"A1", raw=b"\x00garbage", recorded_at=T0,
+    )
+    dead2 = DeadLetterRow(
+        log_id=LOG, topic=BILLING, partition=0, offset=1, event_id="e1", reason="amount must be positive",
+        field="amount_cents", key=None, raw=b"{}", recorded_at=T0,
+    )
+    store.commit_batch(BatchWrite(dead_letters=[dead, dead2], positions=[advance(None, 2, dead_lettered=2)]))
+    assert store.dead_letters() == [dead, dead2]
+    assert store.dead_letters(limit=1) == [dead]
+    before = snapshot(store)
+    with pytest.raises(PositionConflict):
+        store.commit_batch(BatchWrite(dead_letters=[dead2], positions=[advance(2, 3, dead_lettered=1)]))
+    assert snapshot(store) == before
+    assert store.counts().dead_lettered == 2
+
+
+def test_counts_add_up(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    store.commit_batch(BatchWrite(positions=[
+        advance(3, 10, applied=4, duplicates=2, dead_lettered=1),
+        advance(None, 5, partition=1, applied=3, duplicates=1, dead_lettered=1),
+        advance(None, 2, topic="ledger.control", applied=2),
+    ]))  # fmt: skip
+    c = store.counts()
+    assert (c.applied, c.duplicates, c.dead_lettered) == (12, 3, 2)
+    assert c.received == c.applied + c.duplicates + c.dead_lettered == 17
+    assert store.summary().counts == c
+    assert store.positions(LOG) == {(BILLING, 0): 10, (BILLING, 1): 5, ("ledger.control", 0): 2}
+    assert store.positions("another-log") == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL only
+
+
+def test_migrations_are_recorded_and_rerunning_is_a_no_op(pg_dsn: str) -> None:
+    from projections.postgres import PostgresStore, migration_files
+
+    versions = [f.name.removesuffix(".sql") for f in migration_files()]
+    assert versions and versions[0] == "0001_initial"
+    pg = PostgresStore(pg_dsn)
+    try:
+        pg.migrate()
+        assert pg.applied_migrations() == versions
+        pg.commit_batch(first_batch())
+        pg.migrate()
+        pg.migrate()
+        assert pg.applied_migrations() == versions
+        assert pg.archive_count() == 3
+    finally:
+        pg.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(versions),)
+
+
+def test_two_workers_migrating_at_once_do_not_collide(pg_dsn: str) -> None:
+    from projections.postgres import PostgresStore, migration_files
+
+    stores = [PostgresStore(pg_dsn) for _ in range(3)]
+    failures: list[BaseException] = []
+
+    def run(s: PostgresStore) -> None:
+        try:
+            s.migrate()
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert failures == []
+        assert stores[0].applied_migrations() == [f.name.removesuffix(".sql") for f in migration_files()]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_archive_rejects_update_delete_and_truncate(pg_dsn: str) -> None:
+    from projections.postgres import PostgresStore
+
+    pg = PostgresStore(pg_dsn)
+    try:
+        pg.migrate()
+        pg.commit_batch(first_batch())
+    finally:
+        pg.close()
+    statements = [
+        "UPDATE archive SET account_id = 'X' WHERE seq = 1",
+        "DELETE FROM archive WHERE seq = 1",
+        "TRUNCATE archive",
+    ]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for statement in statements:
+            with pytest.raises(psycopg.Error, match="append-only"):
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM archive").fetchone() == (3,)
+        # The jsonb view reads the canonical bodies.
+        row = conn.execute(
+            "SELECT body->>'type', body->>'amount_cents' FROM archive_json WHERE event_id = 'A1-bill-202601'"
+        ).fetchone()
+        assert row == ("premium_billed", "45000")
+
+
+def test_archive_keeps_the_order_applied_and_recorded_time(pg_dsn: str) -> None:
+    from projections.postgres import PostgresStore
+
+    pg = PostgresStore(pg_dsn)
+    try:
+        pg.migrate()
+        batch = first_batch()
+        later = T0 + timedelta(hours=5)
+        batch.archive[2] = archive_row(paid("A1"), 2, recorded_at=later)
+        pg.commit_batch(batch)
+    finally:
+        pg.close()
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT event_id, recorded_at, body FROM archive ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == ["A1-enr-1", "A1-bill-202601", "A1-pay-202601"]
+    assert rows[2][1] == later and bytes(rows[2][2]) == encode(paid("A1"))
+
+
+def test_two_writers_of_one_partition_only_one_wins(pg_dsn: str) -> None:
+    from projections.postgres import PostgresStore
+
+    first, second = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    try:
+        first.migrate()
+        first.commit_batch(first_batch())
+        # Both read position 3 and each built a batch from it; the slower one must lose.
+        a = BatchWrite(archive=[archive_row(billed("A1", FEB), 3)], positions=[advance(3, 4, applied=1)])
+        b = BatchWrite(archive=[archive_row(billed("A2", FEB), 3, dedupe_key="other")],
+                       positions=[advance(3, 4, applied=1)])  # fmt: skip
+        first.commit_batch(a)
+        with pytest.raises(PositionConflict):
+            second.commit_batch(b)
+        assert second.archive_count() == 4 and second.positions(LOG) == {(BILLING, 0): 4}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_store_reconnects_after_losing_its_connection(pg_dsn: str) -> None:
+    from projections.postgres import PostgresStore
+
+    pg = PostgresStore(pg_dsn)
+    try:
+        pg.migrate()
+        pg.commit_batch(first_batch())
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(psycopg.OperationalError):
+            pg.archive_count()
+        assert pg.archive_count() == 3  # the next call reconnects
+    finally:
+        pg.close()
+
+
+def test_memory_and_postgres_agree_on_random_batches(pg_dsn: str) -> None:
+    """Seeded random batches (some stale) give the same observable state in both stores."""
+    import random
+
+    from projections.postgres import PostgresStore
+
+    rng = random.Random(20260105)
+    names = ["a1", "B2", "c-3", "C3", "d_4", "e5"]
+    months = [date(2026, m, 1) for m in range(1, 7)]
+    kinds = ["underpaid", "missing_payment", "overpaid", "unmatched_payment"]
+    memory, pg = MemoryStore(), PostgresStore(pg_dsn)
+    pg.migrate()
+    stores: list[LedgerStore] = [memory, pg]
+    offsets: dict[int, int | None] = {0: None, 1: None}
+    open_ids: list[str] = []
+    event_no = 0
+
+    def observe(s: LedgerStore) -> tuple[object, ...]:
+        return (
+            s.summary(), [s.balance(a) for a in names], s.discrepancies(), s.discrepancies(open_only=True),
+            s.discrepancies(kind="missing_payment", limit=3), s.payer_unapplied(), s.positions(LOG),
+            s.archive_count(), s.dead_letters(), s.outbox_pending(1000), s.load_accounts(names),
+            s.load_partitions([0, 1]),
+            [s.due_accounts(p, d) for p in (0, 1) for d in (date(2026, 2, 15), date(2026, 8, 1))],
+            s.find_events([f"ev{i}" for i in range(0, event_no + 2, 3)]),
+        )
+
+    try:
+        for round_no in range(40):
+            partition = rng.choice([0, 1])
+            batch = BatchWrite()
+            start = offsets[partition]
+            at = start or 0
+            for account_id in rng.sample(names, rng.randint(0, 3)):
+                ms = [month_state(account_id, m, rng.choice([0, 30_000, 45_000]),
+                                  rng.choice([0, 0, 10_000, 45_000, 50_000]), held_cents=rng.choice([0, 5]))
+                      for m in rng.sample(months, rng.randint(1, 4))]  # fmt: skip
+                batch.accounts[account_id] = account(
+                    account_id, *ms, partition=partition, members=rng.randint(1, 3)
+                )
+                batch.dirty_months[account_id] = {month_key(m.month) for m in ms if rng.random() < 0.7}
+                if rng.random() < 0.5:
+                    batch.coverage_changed.add(account_id)
+                if rng.random() < 0.4:
+                    did = f"d{round_no}-{account_id}"
+                    batch.discrepancies_opened.append(discrepancy(
+                        did, account_id, rng.choice(kinds), rng.choice([None, *months]),
+                        actual=rng.randint(0, 50_000),
+                    ))  # fmt: skip
+                    batch.outbox.append(
+                        OutboxRow(event_id=f"{did}:opened", key=account_id, body=did.encode())
+                    )
+                event = billed(account_id, rng.choice(months))
+                event_no += 1
+                batch.archive.append(archive_row(event, at, partition=partition, dedupe_key=f"ev{event_no}"))
+                at += 1
+            for did in list(open_ids):
+                roll = rng.random()
+                if roll < 0.2:
+                    batch.discrepancies_closed.append(DiscrepancyClose(did, f"close-{round_no}", T0))
+                    open_ids.remove(did)
+                elif roll < 0.4:
+                    changed = discrepancy(did, "x", actual=rng.randint(0, 9), expected=rng.randint(0, 9))
+                    changed.explanation = f"changed in {round_no}"
+                    batch.discrepancies_changed.append(changed)
+            if rng.random() < 0.3:
+                batch.dead_letters.append(DeadLetterRow(
+                    log_id=LOG, topic=BILLING, partition=partition, offset=at, event_id=None,
+                    reason=f"bad {round_no}", field=None, key=None, raw=b"?", recorded_at=T0,
+                ))  # fmt: skip
+                at += 1
+            if rng.random() < 0.3:
+                batch.partitions[partition] = PartitionState(partition=partition, business_date=months[0])
+            batch.payer_unapplied_delta = {rng.choice(["P1", "P2"]): rng.randint(-100, 100)}
+            stale = rng.random() < 0.15 and start is not None
+            expected = (start - 1) if stale and start is not None else start
+            batch.positions = [advance(expected, at + 1, partition=partition, applied=len(batch.archive),
+                                       dead_lettered=len(batch.dead_letters), duplicates=1)]  # fmt: skip
+            outcomes = []
+            for s in stores:
+                try:
+                    s.commit_batch(batch)
+                    outcomes.append("ok")
+                except PositionConflict:
+                    outcomes.append("conflict")
+            assert outcomes == ["conflict"] * 2 if stale else ["ok"] * 2
+            if not stale:
+                offsets[partition] = at + 1
+                open_ids.extend(d.discrepancy_id for d in batch.discrepancies_opened)
+            if round_no % 5 == 4:
+                assert observe(memory) == observe(pg)
+                pending = memory.outbox_pending(2)
+                for s in stores:
+                    s.mark_published([seq for seq, _ in pending])
+        assert observe(memory) == observe(pg)
+    finally:
+        pg.close()
+
+
+def test_migrations_land_in_the_schema_on_the_search_path(pg_dsn: str) -> None:
+    """No schema name is hard-coded, so a rebuild can migrate and fill a fresh schema."""
+    from psycopg.conninfo import make_conninfo
+
+    from projections.postgres import PostgresStore
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA rebuild")
+    rebuild = PostgresStore(make_conninfo(pg_dsn, options="-c search_path=rebuild"))
+    live = PostgresStore(pg_dsn)
+    try:
+        rebuild.migrate()
+        rebuild.commit_batch(first_batch())
+        live.migrate()
+        assert (rebuild.archive_count(), live.archive_count()) == (3, 0)
+        with pytest.raises(psycopg.Error, match="append-only"):
+            rebuild.commit_batch(BatchWrite())  # a no-op batch still works ...
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute("DELETE FROM rebuild.archive")  # ... and the trigger came along
+    finally:
+        rebuild.close()
+        live.close()
+    with psycopg.connect(pg_dsn) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, count(*) FROM information_schema.tables"
+            " WHERE table_schema IN ('rebuild', 'public') GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert tables[0][0] == "public" and tables[0][1] == tables[1][1] and tables[1][0] == "rebuild"
