@@ -14,6 +14,7 @@ from typing import Any
 
 from events.publisher import Publisher
 from processor.embedded import broker_cluster_id, resolve_endpoints
+from processor.batch import BatchResult
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
 from processor.topics import ensure_topics
@@ -48,7 +49,7 @@ class Ledger:
         return store
 
     def processor(self, **kwargs: Any) -> ProcessorLoop:
-        kwargs.setdefault("positions_store", self.store())
+        kwargs.setdefault("read_store", self.store())
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
 
     def relay(self) -> Relay:
@@ -158,9 +159,12 @@ def open_store(settings: Settings | None = None, *, database: str | None = None)
             store.close()
 
 
-async def run_services(ledger: Ledger, stop: asyncio.Event, *, relay: bool = True, process: bool = True) -> None:
+async def run_services(
+    ledger: Ledger, stop: asyncio.Event, *, relay: bool = True, process: bool = True,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> None:
     """Processor and relay in this event loop until ``stop`` is set; a failing batch propagates."""
-    loop = ledger.processor() if process else None
+    loop = ledger.processor(on_batch=on_batch) if process else None
     rel = ledger.relay() if relay else None
     if loop is not None:
         await loop.start()

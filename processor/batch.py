@@ -37,6 +37,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0  # the record's CreateTime (ms); orders co-partitioned topics
 
 
 @dataclass(slots=True)
@@ -98,20 +99,29 @@ class BatchProcessor:
         self._parts: dict[int, PartitionState] = {}
         self._positions: dict[tuple[str, int], int] = {}
         self._key_partition: dict[bytes, int] = {}
+        # Batches handed out by process() whose commit has not been confirmed yet, oldest first.
+        # Their dedupe keys count as known and their accounts stay cached, because the store
+        # cannot show them until the commit lands.
+        self._inflight: list[BatchResult] = []
         self.reset()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget cached state; the next batch reloads from the store (after a failed commit)."""
+        """Forget cached state and uncommitted batches; the next batch reloads from the store."""
         self._accounts.clear()
         self._parts.clear()
+        self._inflight.clear()
         self._positions = self.store.positions(self.log_id)
 
     def positions(self) -> dict[tuple[str, int], int]:
         return dict(self._positions)
 
     def revoke(self, partitions: Iterable[int]) -> None:
+        if self._inflight:
+            # A rebalance while a commit is in flight: start again from what the store has.
+            self.reset()
+            return
         gone = set(partitions)
         for account_id in [a for a, s in self._accounts.items() if s.partition in gone]:
             del self._accounts[account_id]
@@ -125,6 +135,7 @@ class BatchProcessor:
         """Fold a batch into a BatchWrite. The caller commits it, or calls reset() if that fails."""
         now = self.clock()
         write = BatchWrite()
+        self._opened_in_batch: dict[str, DiscrepancyRow] = {}
         result = BatchResult(write=write)
         counts: dict[tuple[str, int], list[int]] = {}  # (topic, partition) -> [applied, dup, dead]
         last_offset: dict[tuple[str, int], int] = {}
@@ -157,8 +168,11 @@ class BatchProcessor:
             dkey = f"{event.event_id}@p{rec.partition}" if type(event).BROADCAST else event.event_id
             decoded.append((rec, event, body, codec.body_hash(body), dkey))
 
-        # 2. duplicates against the archive and within the batch
+        # 2. duplicates against the archive, batches still in flight, and within the batch
         known = self.store.find_events([d[4] for d in decoded]) if decoded else {}
+        for earlier in self._inflight:
+            for row in earlier.write.archive:
+                known.setdefault(row.dedupe_key, row.body_hash)
         to_fold: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
         for item in decoded:
             rec, event, _body, digest, dkey = item
@@ -196,20 +210,29 @@ class BatchProcessor:
             for account_id, out in outcomes:
                 self._collect(account_id, out, write, result, now)
 
-        # 5. positions: every consumed offset moves the position, whatever became of the record
+        # 5. positions: every consumed offset moves the position, whatever became of the record.
+        # They move optimistically so the next batch can be folded while this one commits.
         for tp, last in last_offset.items():
             applied, dup, dl = counts[tp]
             write.positions.append(PositionAdvance(
                 log_id=self.log_id, topic=tp[0], partition=tp[1], expected_next=self._positions.get(tp),
                 next_offset=last + 1, applied=applied, duplicates=dup, dead_lettered=dl,
             ))
+            self._positions[tp] = last + 1
+        # 6. freeze: the next batch folds into the same objects while this one commits
+        write.freeze()
+        self._inflight.append(result)
         return result
 
     def committed(self, result: BatchResult) -> None:
-        """The store accepted the batch: move positions and trim the cache."""
-        for adv in result.write.positions:
-            self._positions[(adv.topic, adv.partition)] = adv.next_offset
+        """The store accepted the (oldest in-flight) batch: trim the cache of accounts no batch needs."""
+        assert self._inflight and self._inflight[0] is result, "batches must be committed in order"
+        self._inflight.pop(0)
+        protected = {a for r in self._inflight for a in r.write.accounts}
         while len(self._accounts) > self.account_cache_max:
+            oldest = next(iter(self._accounts))
+            if oldest in protected:
+                break
             self._accounts.popitem(last=False)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -295,7 +318,7 @@ class BatchProcessor:
             write.coverage_changed.add(account_id)
         for payer, delta in out.payer_unapplied_delta.items():
             write.payer_unapplied_delta[payer] = write.payer_unapplied_delta.get(payer, 0) + delta
-        opened_now = {d.discrepancy_id: d for d in write.discrepancies_opened}
+        opened_now = self._opened_in_batch
         for ev in out.emitted:
             result.emitted.append(ev)
             write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev)))

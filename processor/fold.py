@@ -7,6 +7,7 @@ processor and replay both call it, in archive order, so live and replayed books 
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -79,6 +80,7 @@ class Finding:
     actor: str
 
 
+@functools.lru_cache(maxsize=4096)
 def last_day(month: date) -> date:
     return month.replace(day=calendar.monthrange(month.year, month.month)[1])
 
@@ -139,8 +141,9 @@ def may_become_missing(account: AccountState, business_date: date, plan: PlanSet
     """Cheap filter for DayClosed: could any month of this account turn missing on this date?"""
     cutoff = business_date - timedelta(days=plan.grace_days)
     for month in account.months.values():
-        due = month.due_on
-        if due is not None and due < cutoff and month.paid_cents == 0:
+        if not month.bills or any(p.status == PAYMENT_APPLIED for p in month.payments):
+            continue
+        if month.due_on is not None and month.due_on < cutoff:
             return True
     return False
 
@@ -163,8 +166,9 @@ def apply_account_event(
                 _reconcile(account, part, plan, key, event, out)
     elif isinstance(event, PremiumBilled):
         key = month_key(event.coverage_month)
-        if any(b.bill_id == event.bill_id for m in account.months.values() for b in m.bills):
+        if event.bill_id in account.bill_months:
             raise Rejected(f"bill {event.bill_id} is already posted under another event id", field="bill_id")
+        account.bill_months[event.bill_id] = key
         month = _month(account, event.coverage_month)
         month.bills.append(
             BillLine(
@@ -282,13 +286,12 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
     account.coverages.sort(key=lambda s: (s.member_id, s.coverage_line, s.begin))
 
 
-def _in_force(account: AccountState, month: date) -> list[CoverageSegment]:
-    last = last_day(month)
-    return [s for s in account.coverages if s.overlaps_month(month, last)]
-
-
 def _subscriber_in_force(account: AccountState, month: date) -> list[CoverageSegment]:
-    return [s for s in _in_force(account, month) if s.relationship == "self"]
+    last = last_day(month)
+    return [
+        s for s in account.coverages
+        if s.relationship == "self" and s.begin <= last and (s.end is None or s.end >= month)
+    ]
 
 
 def _terminated_before(account: AccountState, month: date) -> CoverageSegment | None:
@@ -339,12 +342,18 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
 # Detection
 
 
-def expected_premium(account: AccountState, part: PartitionState, month: date) -> int | None:
-    """Premium the enrollment and rate tables call for; None when a rate is not known."""
+def expected_premium(
+    account: AccountState, part: PartitionState, month: date,
+    in_force_self: list[CoverageSegment] | None = None,
+) -> int | None:
+    """Premium the enrollment and rate tables call for; None when a rate is not known.
+
+    Dependents are priced through the subscriber's tier, so only the subscriber's segments count.
+    """
+    if in_force_self is None:
+        in_force_self = _subscriber_in_force(account, month)
     total = 0
-    for seg in _in_force(account, month):
-        if seg.relationship != "self":
-            continue  # dependents are priced through the subscriber's tier
+    for seg in in_force_self:
         rate = part.rate_for(seg.plan, seg.tier, month)
         if rate is None:
             return None
@@ -353,7 +362,8 @@ def expected_premium(account: AccountState, part: PartitionState, month: date) -
 
 
 def detect(
-    account: AccountState, part: PartitionState, plan: PlanSettings, key: str
+    account: AccountState, part: PartitionState, plan: PlanSettings, key: str,
+    in_force_self: list[CoverageSegment] | None = None,
 ) -> dict[str, Finding]:
     """Every discrepancy the month shows now. Pure: same state in, same findings out."""
     month = account.months[key]
@@ -364,10 +374,11 @@ def detect(
         found[f.key] = f
 
     if m is not None:
-        in_force = [s for s in _in_force(account, m) if s.relationship == "self"]
+        in_force = in_force_self if in_force_self is not None else _subscriber_in_force(account, m)
         by_plan: dict[str, list[BillLine]] = {}
         for b in month.bills:
             by_plan.setdefault(b.plan, []).append(b)
+        unenrolled: list[tuple[str, int, tuple[str, ...], str | None]] = []
         for plan_id, bills in sorted(by_plan.items()):
             billed = sum(b.amount_cents for b in bills) + sum(
                 a.amount_cents for a in month.adjustments if a.plan == plan_id
@@ -375,17 +386,8 @@ def detect(
             causes = tuple(b.event_id for b in bills)
             segs = [s for s in in_force if s.plan == plan_id]
             if not segs:
-                if billed == 0:
-                    continue  # billed, then fully credited back: nothing is owed
-                ended = _terminated_before(account, m)
-                add(Finding(
-                    kind="billed_not_enrolled", key=f"billed_not_enrolled|{key}|{plan_id}", month=m,
-                    payer_id=bills[0].agency_id, expected_cents=0, actual_cents=billed,
-                    cause_event_ids=causes + ((ended.event_id,) if ended else ()),
-                    explanation=f"billed {cents(billed)} for {plan_id} in {m:%Y-%m} with no coverage in force"
-                    + (f" (coverage ended {ended.end})" if ended else ""),
-                    action="cancel the bill or process the missing enrollment", actor="billing",
-                ))
+                if billed != 0:  # billed, then fully credited back: nothing is owed
+                    unenrolled.append((plan_id, billed, causes, bills[0].agency_id))
                 continue
             seg = segs[0]
             rate = part.rate_for(seg.plan, seg.tier, m)
@@ -398,6 +400,19 @@ def detect(
                     f" the rate is {cents(rate.total_cents)}",
                     action="correct the bill with an adjustment or fix the rate table", actor="billing",
                 ))
+
+        if unenrolled:
+            # One finding per month: billing must cancel every bill of the month with no coverage.
+            total = sum(u[1] for u in unenrolled)
+            ended = _terminated_before(account, m)
+            add(Finding(
+                kind="billed_not_enrolled", key=f"billed_not_enrolled|{key}", month=m,
+                payer_id=unenrolled[0][3], expected_cents=0, actual_cents=total,
+                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + ((ended.event_id,) if ended else ()),
+                explanation=f"billed {cents(total)} for {', '.join(u[0] for u in unenrolled)} in {m:%Y-%m}"
+                " with no coverage in force" + (f" (coverage ended {ended.end})" if ended else ""),
+                action="cancel the bills or process the missing enrollment", actor="billing",
+            ))
 
     net_billed = month.billed_cents + month.adjusted_cents
     applied = [p for p in month.payments if p.status == PAYMENT_APPLIED]
@@ -484,10 +499,12 @@ def _reconcile(
 ) -> None:
     """Diff the month's findings against its open discrepancies and emit the difference."""
     month = account.months[key]
+    in_force_self = None
     if month.month is not None:
-        month.expected_cents = expected_premium(account, part, month.month)
+        in_force_self = _subscriber_in_force(account, month.month)
+        month.expected_cents = expected_premium(account, part, month.month, in_force_self)
     out.dirty_months.add(key)
-    found = detect(account, part, plan, key)
+    found = detect(account, part, plan, key, in_force_self)
     for dkey, open_d in list(account.open.items()):
         if _month_of_key(dkey) != key or dkey in found:
             continue

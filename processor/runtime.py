@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import OffsetOutOfRangeError
 
 from processor.batch import BatchProcessor, BatchResult, Record
+from processor.merge import StreamMerger
 from processor.settings import Settings
 from projections.model import LedgerStore, LogTruncated, PositionConflict
 
@@ -31,6 +33,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.runner.merger.revoke((tp.topic, tp.partition) for tp in revoked)
         self.runner.processor.revoke(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -51,30 +54,40 @@ class ProcessorLoop:
         log_id: str,
         clock: Callable[[], datetime] = utcnow,
         on_batch: Callable[[BatchResult], None] | None = None,
-        positions_store: LedgerStore | None = None,
+        read_store: LedgerStore | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.store = store
-        # The rebalance listener reads positions while a commit may be running on ``store``'s connection.
-        self.positions_store = positions_store or store
+        # Folding and the rebalance listener read through their own connection, so they do not wait
+        # for a commit running on ``store``'s connection in another thread.
+        self.read_store = read_store or store
         self.log_id = log_id
         self.on_batch = on_batch
         self.processor = BatchProcessor(
-            store, log_id=log_id, plan=settings.plan, topics=settings.topics,
+            self.read_store, log_id=log_id, plan=settings.plan, topics=settings.topics,
             partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
+        )
+        topics = settings.topics
+        self.merger = StreamMerger(
+            {t: rank for rank, t in enumerate(topics.inputs())},
+            idle_ms=settings.merge_idle_ms, buffered_max=settings.batch_events_max,
         )
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
+        self._pending: tuple[BatchResult, asyncio.Task[None]] | None = None
         self.batches = 0
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Positions in PostgreSQL are the truth; Kafka's committed offsets only feed monitoring."""
         assert self.consumer is not None
-        stored = self.positions_store.positions(self.log_id)
+        stored = self.read_store.positions(self.log_id)
+        starts = {}
         for tp in assigned:
-            self.consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+            starts[(tp.topic, tp.partition)] = offset = stored.get((tp.topic, tp.partition), 0)
+            self.consumer.seek(tp, offset)
+        self.merger.assign(starts)
         self.processor.revoke([])  # refresh positions
 
     async def start(self) -> None:
@@ -89,6 +102,7 @@ class ProcessorLoop:
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_records=s.batch_events_max,
+            fetch_max_wait_ms=100,  # bounds how late a record reaches the merger (see merge_idle_ms)
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
@@ -97,6 +111,8 @@ class ProcessorLoop:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._pending is not None and self.consumer is not None:
+            await self.drain()
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
@@ -110,10 +126,18 @@ class ProcessorLoop:
     async def run(self) -> None:
         """Run until request_stop(); a failing batch raises (nothing of it is committed)."""
         assert self.consumer is not None
-        while not self._stopping.is_set():
-            await self.run_once()
+        try:
+            while not self._stopping.is_set():
+                await self.run_once()
+        finally:
+            await self.drain()
 
     async def run_once(self) -> int:
+        """Fetch and fold one batch, then start its commit; the previous commit is awaited first.
+
+        Folding batch N+1 overlaps the PostgreSQL commit of batch N (the server works on the other
+        core). Commits stay strictly in order and Kafka offsets follow each commit.
+        """
         assert self.consumer is not None and self.producer is not None
         try:
             fetched = await self.consumer.getmany(
@@ -125,15 +149,93 @@ class ProcessorLoop:
                 "was the broker restarted or the topic recreated? Refusing to skip or re-apply."
             ) from exc
         self._check_highwater(fetched)
-        records = [
-            Record(tp.topic, tp.partition, m.offset, m.key, m.value)
-            for tp, messages in fetched.items()
-            for m in messages
-        ]
+        merger = self.merger
+        for tp, messages in fetched.items():
+            merger.add((tp.topic, tp.partition),
+                       [Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages])
+        assignment = self.consumer.assignment()
+        pause, resume = [], []
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            merger.set_highwater(key, self.consumer.highwater(tp))
+            (pause if merger.full(key) else resume).append(tp)
+        records = merger.take(self.settings.batch_events_max, time.time() * 1000)
+        for tp in assignment:
+            if merger.full((tp.topic, tp.partition)):
+                pause.append(tp)
+        if pause:
+            self.consumer.pause(*pause)
+        if resume:
+            self.consumer.resume(*[tp for tp in resume if tp not in pause])
         if not records:
+            await self.drain()
             return 0
-        await self.apply(records)
+        result = self.processor.process(records)
+        await self._publish_dead_letters(result)
+        if not await self.drain():
+            return 0  # the earlier batch lost a position race; this one was folded on stale state
+        self._pending = (result, asyncio.create_task(asyncio.to_thread(self.store.commit_batch, result.write)))
         return len(records)
+
+    async def apply(self, records: list[Record]) -> BatchResult:
+        """Fold and commit one batch, waiting for the commit (tests and tools use this)."""
+        result = self.processor.process(records)
+        await self._publish_dead_letters(result)
+        self._pending = (result, asyncio.create_task(asyncio.to_thread(self.store.commit_batch, result.write)))
+        await self.drain()
+        return result
+
+    async def drain(self) -> bool:
+        """Wait for the in-flight commit; False if it lost a position race (state was reset)."""
+        if self._pending is None:
+            return True
+        result, task = self._pending
+        self._pending = None
+        try:
+            await task
+        except PositionConflict as exc:
+            # Another worker applied these offsets first (a rebalance overtook this batch): nothing of
+            # ours was written. Forget cached state and continue from the stored positions.
+            log.warning("batch not applied, positions moved underneath it: %s", exc)
+            self.processor.reset()
+            assert self.consumer is not None
+            self.seek_to_stored(list(self.consumer.assignment()))
+            return False
+        except BaseException:
+            self.processor.reset()
+            raise
+        self.processor.committed(result)
+        assert self.consumer is not None
+        offsets = {TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions}
+        if offsets:
+            await self.consumer.commit(offsets)
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(result)
+        return True
+
+    async def _publish_dead_letters(self, result: BatchResult) -> None:
+        """Before the commit: after a crash in between, the batch is redone and the dead letters
+        are published again, carrying the same source position headers."""
+        assert self.producer is not None
+        if not result.write.dead_letters:
+            return
+        futures = []
+        for d in result.write.dead_letters:
+            headers = [
+                ("reason", d.reason.encode()),
+                ("source_topic", d.topic.encode()),
+                ("source_partition", str(d.partition).encode()),
+                ("source_offset", str(d.offset).encode()),
+            ]
+            if d.field:
+                headers.append(("field", d.field.encode()))
+            if d.event_id:
+                headers.append(("event_id", d.event_id.encode()))
+            futures.append(await self.producer.send(
+                self.settings.topics.dead_letter, value=d.raw, key=d.key, headers=headers
+            ))
+        await asyncio.gather(*futures)
 
     def _check_highwater(self, fetched: dict[TopicPartition, Any]) -> None:
         assert self.consumer is not None
@@ -147,51 +249,6 @@ class ProcessorLoop:
                     f" {position} on log {self.log_id}: the broker lost data (a restarted memory broker?)."
                     " Refusing to skip or re-apply; point the ledger at the right broker or a new log."
                 )
-
-    async def apply(self, records: list[Record]) -> BatchResult:
-        assert self.producer is not None and self.consumer is not None
-        result = self.processor.process(records)
-        # Dead letters first: if we crash after publishing them but before the commit, the batch is
-        # redone and the dead letters are published again, carrying the same source position headers.
-        if result.write.dead_letters:
-            futures = []
-            for d in result.write.dead_letters:
-                headers = [
-                    ("reason", d.reason.encode()),
-                    ("source_topic", d.topic.encode()),
-                    ("source_partition", str(d.partition).encode()),
-                    ("source_offset", str(d.offset).encode()),
-                ]
-                if d.field:
-                    headers.append(("field", d.field.encode()))
-                if d.event_id:
-                    headers.append(("event_id", d.event_id.encode()))
-                futures.append(await self.producer.send(
-                    self.settings.topics.dead_letter, value=d.raw, key=d.key, headers=headers
-                ))
-            await asyncio.gather(*futures)
-        try:
-            await asyncio.to_thread(self.store.commit_batch, result.write)
-        except PositionConflict as exc:
-            # Another worker applied these offsets first (a rebalance overtook this batch): nothing of
-            # ours was written. Forget cached state and continue from the stored positions.
-            log.warning("batch not applied, positions moved underneath it: %s", exc)
-            self.processor.reset()
-            self.seek_to_stored(list(self.consumer.assignment()))
-            return result
-        except BaseException:
-            self.processor.reset()
-            raise
-        self.processor.committed(result)
-        offsets = {
-            TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions
-        }
-        if offsets:
-            await self.consumer.commit(offsets)
-        self.batches += 1
-        if self.on_batch is not None:
-            self.on_batch(result)
-        return result
 
 
 class Relay:

@@ -47,12 +47,20 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="PostgreSQL DSN; unset starts the embedded PostgreSQL in data_dir"
     )
+    database_name: str = Field(
+        default="benefits_ledger", description="database created on the embedded PostgreSQL"
+    )
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("benefits-ledger")))
     topics: TopicSettings = Field(default_factory=TopicSettings)
     partitions: int = Field(default=4, ge=1, le=256)
     consumer_group: str = "benefits-ledger-processor"
     batch_events_max: int = Field(default=5000, ge=1, le=100_000)
     batch_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    merge_idle_ms: int = Field(
+        default=1000, ge=0, le=60_000,
+        description="how old a record must be before it is folded while another input topic of its"
+        " partition has nothing buffered (bounded lateness across topics)",
+    )
     relay_batch_max: int = Field(default=1000, ge=1, le=100_000)
     relay_interval_ms: int = Field(default=200, ge=10, le=60_000)
     account_cache_max: int = Field(default=200_000, ge=1, description="accounts kept in processor memory")

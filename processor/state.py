@@ -126,6 +126,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     months: dict[str, MonthState] = msgspec.field(default_factory=dict)  # "YYYY-MM-DD" or "-"
     open: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)  # by key
     payment_months: dict[str, str] = msgspec.field(default_factory=dict)  # payment_id -> month key
+    bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
 
 

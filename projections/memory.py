@@ -6,7 +6,7 @@ import threading
 from dataclasses import replace
 from datetime import date
 
-from processor.state import AccountState, PartitionState, decode_account, decode_partition, encode_state
+from processor.state import AccountState, PartitionState, decode_account, decode_partition
 from projections.model import (
     AccountBalance,
     ArchiveRow,
@@ -19,8 +19,6 @@ from projections.model import (
     OutboxRow,
     PositionConflict,
     Summary,
-    coverage_rows,
-    month_rows,
 )
 
 
@@ -106,15 +104,16 @@ class MemoryStore:
             self.archive.append(row)
             self._dedupe[row.dedupe_key] = row.body_hash
             self._archive_positions.add((row.log_id, row.topic, row.partition, row.offset))
-        for account_id, account in batch.accounts.items():
-            self._accounts[account_id] = encode_state(account)
-            self._account_partition[account_id] = account.partition
-            for r in month_rows(account, batch.dirty_months.get(account_id, set())):
-                self._months[(r.account_id, r.coverage_month)] = r
-            if account_id in batch.coverage_changed:
-                self._coverage[account_id] = coverage_rows(account)
-        for p, part in batch.partitions.items():
-            self._partitions[p] = encode_state(part)
+        frozen = batch.freeze()
+        for account_id, partition, snapshot in frozen.snapshots:
+            self._accounts[account_id] = snapshot
+            self._account_partition[account_id] = partition
+        for r in frozen.months:
+            self._months[(r.account_id, r.coverage_month)] = r
+        for account_id, rows in frozen.coverage.items():
+            self._coverage[account_id] = list(rows)
+        for p, snapshot in frozen.partitions:
+            self._partitions[p] = snapshot
         for d in batch.discrepancies_opened:
             self._discrepancies[d.discrepancy_id] = replace(d)  # a copy: the caller keeps its row
         for d in batch.discrepancies_changed:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
-from processor.state import AccountState, OpenDiscrepancy, PartitionState
+from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 
 
 class PositionConflict(RuntimeError):
@@ -106,6 +106,20 @@ class DiscrepancyClose:
     recorded_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class FrozenState:
+    """A batch's account and partition changes as bytes and rows, fixed at the end of the fold.
+
+    The processor folds the next batch into the same state objects while this one commits, so a
+    store writes these, never the live objects.
+    """
+
+    snapshots: list[tuple[str, int, bytes]]  # account_id, partition, encoded AccountState
+    months: list[MonthRow]
+    coverage: dict[str, list[CoverageRow]]  # accounts whose coverage rows are rewritten
+    partitions: list[tuple[int, bytes]]
+
+
 @dataclass(slots=True)
 class BatchWrite:
     """Everything one processor batch changes; a store applies all of it or none of it."""
@@ -122,6 +136,23 @@ class BatchWrite:
     payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
     positions: list[PositionAdvance] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    frozen: FrozenState | None = None
+
+    def freeze(self) -> FrozenState:
+        """Encode the account and partition changes once; later calls return the same result."""
+        if self.frozen is None:
+            months: list[MonthRow] = []
+            for account_id, account in self.accounts.items():
+                keys = self.dirty_months.get(account_id)
+                if keys:
+                    months.extend(month_rows(account, keys))
+            self.frozen = FrozenState(
+                snapshots=[(a, st.partition, encode_state(st)) for a, st in self.accounts.items()],
+                months=months,
+                coverage={a: coverage_rows(self.accounts[a]) for a in self.coverage_changed},
+                partitions=[(p, encode_state(st)) for p, st in self.partitions.items()],
+            )
+        return self.frozen
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from processor.state import AccountState, PartitionState, decode_account, decode_partition, encode_state
+from processor.state import AccountState, PartitionState, decode_account, decode_partition
 from projections.model import (
     AccountBalance,
     BatchWrite,
@@ -30,8 +30,6 @@ from projections.model import (
     OutboxRow,
     PositionConflict,
     Summary,
-    coverage_rows,
-    month_rows,
 )
 
 # Key of the transaction-scoped advisory lock taken while migrating ("ledger-migrate").
@@ -334,8 +332,8 @@ class PostgresStore:
                                r.body, r.body_hash))  # fmt: skip
             with conn.pipeline():
                 self._write_accounts(cur, batch)
-                for p, part in batch.partitions.items():
-                    cur.execute(_UPSERT_PARTITION, (p, encode_state(part)))
+                for p, part_bytes in batch.freeze().partitions:
+                    cur.execute(_UPSERT_PARTITION, (p, part_bytes))
                 self._write_discrepancies(cur, batch)
                 if batch.outbox:
                     cur.executemany(_INSERT_OUTBOX, [(o.event_id, o.key, o.body) for o in batch.outbox])
@@ -351,22 +349,17 @@ class PostgresStore:
 
     @staticmethod
     def _write_accounts(cur: psycopg.Cursor[tuple[Any, ...]], batch: BatchWrite) -> None:
-        if not batch.accounts:
+        frozen = batch.freeze()
+        if not frozen.snapshots:
             return
-        ids, parts, states = [], [], []
-        months: list[MonthRow] = []
-        coverage: list[tuple[int, CoverageRow]] = []
-        rewritten: list[str] = []
-        for account_id, account in batch.accounts.items():
-            ids.append(account_id)
-            parts.append(account.partition)
-            states.append(encode_state(account))
-            keys = batch.dirty_months.get(account_id)
-            if keys:
-                months.extend(month_rows(account, keys))
-            if account_id in batch.coverage_changed:
-                rewritten.append(account_id)
-                coverage.extend(enumerate(coverage_rows(account)))
+        ids = [a for a, _, _ in frozen.snapshots]
+        parts = [p for _, p, _ in frozen.snapshots]
+        states = [b for _, _, b in frozen.snapshots]
+        months: list[MonthRow] = frozen.months
+        rewritten = list(frozen.coverage)
+        coverage: list[tuple[int, CoverageRow]] = [
+            pair for rows in frozen.coverage.values() for pair in enumerate(rows)
+        ]
         cur.execute(_UPSERT_ACCOUNTS, (ids, parts, states))
         if months:
             cur.execute(_UPSERT_MONTHS, (

@@ -1,0 +1,121 @@
+"""Fold co-partitioned input topics in timestamp order, as Kafka Streams does for its tasks.
+
+Partition p of every input topic holds the events of the same accounts. Fetches return the topics'
+records in no particular order relative to each other, so a business-day event on the small control
+topic could overtake bills still queued on the billing topic. The merger hands out the record with
+the smallest (timestamp, topic rank, offset) of a partition. While one of the partition's streams is
+empty, more of it may be on the way: if the broker's high-water mark says so, the partition waits for
+the next fetch; if the stream is caught up, a record waits until it is ``idle_ms`` old (an event-time
+watermark with bounded lateness, like Kafka's max.task.idle.ms). A silent topic delays folding by at
+most that much and never stalls it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from processor.batch import Record
+
+TopicPartitionKey = tuple[str, int]
+
+
+class StreamMerger:
+    def __init__(self, topic_rank: dict[str, int], *, idle_ms: int, buffered_max: int) -> None:
+        self.topic_rank = topic_rank
+        self.idle_ms = idle_ms
+        self.buffered_max = buffered_max
+        self._buffers: dict[TopicPartitionKey, deque[Record]] = {}
+        self._next_fetch: dict[TopicPartitionKey, int] = {}
+        self._highwater: dict[TopicPartitionKey, int] = {}
+        self._waiting_since: dict[int, float] = {}
+
+    def assign(self, positions: dict[TopicPartitionKey, int]) -> None:
+        """Start (or restart) these streams at the given next offsets; their buffers are dropped."""
+        for tp, offset in positions.items():
+            self._buffers[tp] = deque()
+            self._next_fetch[tp] = offset
+            self._highwater.pop(tp, None)
+        self._waiting_since.clear()
+
+    def revoke(self, tps: Iterable[TopicPartitionKey]) -> None:
+        for tp in tps:
+            self._buffers.pop(tp, None)
+            self._next_fetch.pop(tp, None)
+            self._highwater.pop(tp, None)
+        self._waiting_since.clear()
+
+    def add(self, tp: TopicPartitionKey, records: list[Record]) -> None:
+        if tp not in self._buffers or not records:
+            return
+        buf = self._buffers[tp]
+        expected = self._next_fetch[tp]
+        for r in records:
+            if r.offset < expected:
+                continue  # fetched again after a seek; already buffered or applied
+            buf.append(r)
+            expected = r.offset + 1
+        self._next_fetch[tp] = expected
+
+    def set_highwater(self, tp: TopicPartitionKey, highwater: int | None) -> None:
+        if highwater is not None and tp in self._buffers:
+            self._highwater[tp] = highwater
+
+    def buffered(self, tp: TopicPartitionKey) -> int:
+        buf = self._buffers.get(tp)
+        return len(buf) if buf is not None else 0
+
+    def full(self, tp: TopicPartitionKey) -> bool:
+        """Fetching this stream should pause until the merger has handed out some of it."""
+        return self.buffered(tp) >= self.buffered_max
+
+    def _behind(self, tp: TopicPartitionKey) -> bool:
+        """The broker is known to hold records of this stream that are not buffered yet."""
+        hw = self._highwater.get(tp)
+        return hw is None or self._next_fetch[tp] < hw
+
+    def take(self, max_records: int, now_ms: float) -> list[Record]:
+        """Up to max_records records, each partition's in merged order.
+
+        ``now_ms`` is wall-clock time in the producers' timebase (record timestamps are CreateTime).
+        A partition waits while one of its streams is empty but behind its high-water mark (the next
+        fetch brings more); for at most ``10 * idle_ms``, so a stuck stream cannot stall it. A stream
+        that is empty and caught up may still have records in flight, so then a record is handed out
+        only once it is ``idle_ms`` old.
+        """
+        out: list[Record] = []
+        by_partition: dict[int, list[TopicPartitionKey]] = {}
+        for tp in self._buffers:
+            by_partition.setdefault(tp[1], []).append(tp)
+        rank = self.topic_rank
+        settle_before = now_ms - self.idle_ms
+        for p, streams in sorted(by_partition.items()):
+            while len(out) < max_records:
+                best: Record | None = None
+                best_key: tuple[int, int, int] | None = None
+                empty_behind = empty_caught_up = False
+                for tp in streams:
+                    buf = self._buffers[tp]
+                    if not buf:
+                        if self._behind(tp):
+                            empty_behind = True
+                        else:
+                            empty_caught_up = True
+                        continue
+                    head = buf[0]
+                    key = (head.timestamp, rank.get(head.topic, 99), head.offset)
+                    if best_key is None or key < best_key:
+                        best, best_key = head, key
+                if best is None:
+                    break
+                if empty_behind:
+                    since = self._waiting_since.setdefault(p, now_ms)
+                    if now_ms - since < 10 * self.idle_ms:
+                        break
+                else:
+                    self._waiting_since.pop(p, None)
+                    if empty_caught_up and best.timestamp > settle_before:
+                        break
+                self._buffers[(best.topic, best.partition)].popleft()
+                out.append(best)
+        return out
