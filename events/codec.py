@@ -95,7 +95,12 @@ def _upcast(raw: bytes, decoder: msgspec.json.Decoder[Any], first_error: msgspec
         step = UPCASTERS.get((tag, version))
         if step is None:
             raise EventDecodeError(f"no upcaster for {tag} v{version}", field="schema_version")
-        data = step(data)
+        try:
+            data = step(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventDecodeError(
+                f"cannot upcast {tag} v{version}: {type(exc).__name__}: {exc}", field="schema_version"
+            ) from exc
         version += 1
         data["schema_version"] = version
     try:

@@ -168,37 +168,34 @@ class BatchProcessor:
             dkey = f"{event.event_id}@p{rec.partition}" if type(event).BROADCAST else event.event_id
             decoded.append((rec, event, body, codec.body_hash(body), dkey))
 
-        # 2. duplicates against the archive, batches still in flight, and within the batch
+        # 2. what the archive and the batches still in flight already hold
         known = self.store.find_events([d[4] for d in decoded]) if decoded else {}
         for earlier in self._inflight:
             for row in earlier.write.archive:
                 known.setdefault(row.dedupe_key, row.body_hash)
-        to_fold: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
-        for item in decoded:
-            rec, event, _body, digest, dkey = item
+
+        # 3. load what the fold needs
+        self._load([item[1] for item in decoded], [item[0].partition for item in decoded])
+
+        # 4. fold, in record order; a duplicate is judged against what was accepted before it, so a
+        # resend of an event the fold rejected earlier in the batch is folded, not skipped
+        for rec, event, body, digest, dkey in decoded:
             previous = known.get(dkey)
-            if previous is None:
-                known[dkey] = digest
-                to_fold.append(item)
-            elif previous == digest:
+            if previous == digest:
                 counts[(rec.topic, rec.partition)][1] += 1
                 result.duplicates += 1
-            else:
+                continue
+            if previous is not None:
                 dead(rec, f"conflicting duplicate: event_id {event.event_id} was already accepted with a"
                           f" different body (sha256 {previous.hex()[:16]}, this one {digest.hex()[:16]})",
                      "event_id", event.event_id)
-
-        # 3. load what the fold needs
-        self._load([item[1] for item in to_fold], [item[0].partition for item in to_fold])
-
-        # 4. fold, in record order
-        for rec, event, body, digest, dkey in to_fold:
+                continue
             try:
                 outcomes = self._fold(rec.partition, event, write)
             except Rejected as exc:
-                known.pop(dkey, None)
                 dead(rec, exc.reason, exc.field, event.event_id)
                 continue
+            known[dkey] = digest
             counts[(rec.topic, rec.partition)][0] += 1
             result.applied += 1
             write.archive.append(ArchiveRow(

@@ -64,11 +64,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def on_start(program: Any) -> None:
         nonlocal task
-        task = progress.add_task("publishing and folding", total=program.events)
+        records = program.events + (settings.partitions - 1) * sum(
+            1 for _, phase in program.phases for e in phase if type(e).BROADCAST
+        ) + len(program.exact_duplicates) + len(program.raw_records)
+        task = progress.add_task("records applied", total=records)
 
-    def step(name: str, n: int) -> None:
+    def step(received: int) -> None:
         if task is not None:
-            progress.update(task, advance=n, description=name)
+            progress.update(task, completed=received)
 
     with progress:
         report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,

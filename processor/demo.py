@@ -397,38 +397,47 @@ class DemoReport:
         return self.missed == 0 and self.spurious == 0 and self.counts_add_up
 
 
-async def run_program(ledger: Any, program: Program, progress: Callable[[str, int], None] | None = None) -> int:
-    """Publish the program phase by phase, letting the processor catch up in between (business days pass)."""
+async def run_program(ledger: Any, program: Program, progress: Callable[[int], None] | None = None) -> int:
+    """Publish the whole program as upstream systems would (in business order, without waiting) and
+    wait until the processor has taken every record and the relay has drained the outbox.
+
+    The processor folds the input topics of a partition in timestamp order (processor/merge.py), so
+    bills never overtake the enrollment they depend on, nor a business day the payments before it.
+    """
     topics = ledger.settings.topics
     stop = asyncio.Event()
     services = asyncio.create_task(run_services(ledger, stop))
     watcher = ledger.store()
     publisher = ledger.publisher()
 
-    async def caught_up(target: int) -> None:
-        while True:
-            if services.done():
-                services.result()  # re-raise the processor's error
-                raise RuntimeError("the processor stopped before catching up")
-            if (await asyncio.to_thread(watcher.counts)).received >= target:
-                return
-            await asyncio.sleep(0.02)
-
-    try:
-        for i, (name, events) in enumerate(program.phases):
+    def publish_all() -> None:
+        for i, (_name, events) in enumerate(program.phases):
             extra = program.exact_duplicates if i == len(program.phases) // 2 else []
-            await asyncio.to_thread(_publish, publisher, [*events, *extra])
+            publisher.publish([*events, *extra])
             if i == 1:
                 for topic_key, key, value in program.raw_records:
                     publisher.send_raw(getattr(topics, topic_key), value=value, key=key)
-                await asyncio.to_thread(publisher.flush)
-            await caught_up(publisher.records_sent)
+        publisher.flush()
+
+    def check() -> None:
+        if services.done():
+            services.result()  # re-raise the processor's error
+            raise RuntimeError("the processor stopped before catching up")
+
+    try:
+        sending = asyncio.create_task(asyncio.to_thread(publish_all))
+        while True:
+            check()
+            received = (await asyncio.to_thread(watcher.counts)).received
             if progress is not None:
-                progress(name, len(events) + len(extra))
-        pending = ledger.store()
-        while await asyncio.to_thread(pending.outbox_pending, 1):
-            if services.done():
-                services.result()
+                progress(received)
+            if sending.done():
+                sending.result()
+                if received >= publisher.records_sent:
+                    break
+            await asyncio.sleep(0.05)
+        while await asyncio.to_thread(watcher.outbox_pending, 1):
+            check()
             await asyncio.sleep(0.05)
     finally:
         stop.set()
@@ -437,14 +446,9 @@ async def run_program(ledger: Any, program: Program, progress: Callable[[str, in
     return publisher.records_sent
 
 
-def _publish(publisher: Any, events: list[Event]) -> None:
-    publisher.publish(events)
-    publisher.flush()
-
-
 def run_demo(
     settings: Any, *, members: int, months: int, seed: int,
-    progress: Callable[[str, int], None] | None = None, on_start: Callable[[Program], None] | None = None,
+    progress: Callable[[int], None] | None = None, on_start: Callable[[Program], None] | None = None,
 ) -> DemoReport:
     """Generate, publish, fold and compare with what was injected; everything started is stopped."""
     import time as _time

@@ -129,23 +129,34 @@ def apply_partition_event(part: PartitionState, event: RatePublished | DayClosed
 def close_day(
     account: AccountState, part: PartitionState, event: DayClosed, plan: PlanSettings
 ) -> Outcome:
-    """Re-evaluate an account's billed months after the partition's business date moved."""
+    """Re-evaluate the months a new business day can turn missing (see months_to_check)."""
     out = Outcome()
-    for key, month in account.months.items():
-        if month.month is not None and month.bills:
-            _reconcile(account, part, plan, key, event, out)
+    for key in months_to_check(account, event.business_date, plan):
+        _reconcile(account, part, plan, key, event, out)
     return out
+
+
+def months_to_check(account: AccountState, business_date: date, plan: PlanSettings) -> list[str]:
+    """Billed, unpaid months past the grace period with no missing payment open yet.
+
+    Exactly these months are re-evaluated on a DayClosed, whether the account is in a worker's memory
+    or loaded from the store (``due_accounts`` selects the same), so a restart cannot change the books.
+    """
+    cutoff = business_date - timedelta(days=plan.grace_days)
+    keys = []
+    for key, month in account.months.items():
+        due = month.due_on
+        if (
+            due is not None and due < cutoff and month.billed_cents + month.adjusted_cents > 0
+            and month.paid_cents == 0 and f"missing_payment|{key}" not in account.open
+        ):
+            keys.append(key)
+    return keys
 
 
 def may_become_missing(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
     """Cheap filter for DayClosed: could any month of this account turn missing on this date?"""
-    cutoff = business_date - timedelta(days=plan.grace_days)
-    for month in account.months.values():
-        if not month.bills or any(p.status == PAYMENT_APPLIED for p in month.payments):
-            continue
-        if month.due_on is not None and month.due_on < cutoff:
-            return True
-    return False
+    return bool(months_to_check(account, business_date, plan))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +172,7 @@ def apply_account_event(
     if isinstance(event, EnrollmentChanged):
         _apply_enrollment(account, event)
         out.coverage_changed = True
+        _replace_payments(account)
         for key, month in list(account.months.items()):
             if month.month is not None:
                 _reconcile(account, part, plan, key, event, out)
@@ -277,12 +289,14 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
                 account.coverages.remove(s)
             elif s.end is None or s.end > last:
                 s.end = last
+                s.end_event_id = e.event_id
     elif e.action == "reinstate":
         latest = max(existing, key=lambda s: s.begin, default=None)
         if latest is None or (latest.end is not None and latest.end < e.benefit_begin - timedelta(days=1)):
             account.coverages.append(segment(e.benefit_begin, e.benefit_end))
         else:
             latest.end = e.benefit_end
+            latest.end_event_id = None
     account.coverages.sort(key=lambda s: (s.member_id, s.coverage_line, s.begin))
 
 
@@ -299,12 +313,33 @@ def _terminated_before(account: AccountState, month: date) -> CoverageSegment | 
     return max(ended, key=lambda s: s.end or s.begin, default=None)
 
 
+def _placement(account: AccountState, month: MonthState) -> str:
+    """Where cash for a month goes when it is not a duplicate: applied, held, or after termination."""
+    if month.month is None:
+        return PAYMENT_HELD
+    if month.bills:
+        return PAYMENT_APPLIED
+    if not _subscriber_in_force(account, month.month) and _terminated_before(account, month.month):
+        return PAYMENT_AFTER_TERM
+    return PAYMENT_HELD
+
+
+def _replace_payments(account: AccountState) -> None:
+    """After an enrollment change, held and after-termination cash is placed again: a reinstatement
+    turns a payment after termination into cash for the month, a retroactive termination the reverse."""
+    for month in account.months.values():
+        if month.bills:
+            continue  # cash for a billed month is applied to the bill, whatever the coverage
+        for p in month.payments:
+            if p.status in (PAYMENT_HELD, PAYMENT_AFTER_TERM):
+                p.status = _placement(account, month)
+
+
 def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> None:
     if e.payment_id in account.payment_months:
         raise Rejected(f"payment {e.payment_id} is already posted under another event id", field="payment_id")
     key = month_key(e.coverage_month)
     month = _month(account, e.coverage_month)
-    status = PAYMENT_HELD
     duplicate_of = None
     if e.trace_number is not None and e.coverage_month is not None:
         duplicate_of = next(
@@ -314,12 +349,8 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
         )
     if duplicate_of is not None:
         status = PAYMENT_DUPLICATE
-    elif e.coverage_month is not None and month.bills:
-        status = PAYMENT_APPLIED
-    elif e.coverage_month is not None and not _subscriber_in_force(account, e.coverage_month) and (
-        _terminated_before(account, e.coverage_month)
-    ):
-        status = PAYMENT_AFTER_TERM
+    else:
+        status = _placement(account, month)
     month.payments.append(
         PaymentLine(
             payment_id=e.payment_id,
@@ -408,7 +439,7 @@ def detect(
             add(Finding(
                 kind="billed_not_enrolled", key=f"billed_not_enrolled|{key}", month=m,
                 payer_id=unenrolled[0][3], expected_cents=0, actual_cents=total,
-                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + ((ended.event_id,) if ended else ()),
+                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + ((ended.end_event_id or ended.event_id,) if ended else ()),
                 explanation=f"billed {cents(total)} for {', '.join(u[0] for u in unenrolled)} in {m:%Y-%m}"
                 " with no coverage in force" + (f" (coverage ended {ended.end})" if ended else ""),
                 action="cancel the bills or process the missing enrollment", actor="billing",
@@ -417,7 +448,7 @@ def detect(
     net_billed = month.billed_cents + month.adjusted_cents
     applied = [p for p in month.payments if p.status == PAYMENT_APPLIED]
     paid = sum(p.amount_cents for p in applied)
-    if m is not None and applied and net_billed > 0:
+    if m is not None and applied and month.bills:
         gap = net_billed - paid
         payer = applied[-1].payer_id
         causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
@@ -467,7 +498,7 @@ def detect(
         add(Finding(
             kind="paid_after_termination", key=f"paid_after_termination|{key}", month=m,
             payer_id=after[0].payer_id, expected_cents=0, actual_cents=amount,
-            cause_event_ids=tuple(p.event_id for p in after) + ((ended.event_id,) if ended else ()),
+            cause_event_ids=tuple(p.event_id for p in after) + ((ended.end_event_id or ended.event_id,) if ended else ()),
             explanation=f"{cents(amount)} paid for {m:%Y-%m}, after coverage ended"
             + (f" on {ended.end}" if ended else ""),
             action=f"refund {cents(amount)} to {after[0].payer_id}", actor="accounts_staff",

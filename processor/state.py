@@ -24,6 +24,7 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     end: date | None
     agency_id: str
     event_id: str
+    end_event_id: str | None = None  # the termination that set ``end``, when one did
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)

@@ -304,14 +304,21 @@ def test_version_1_bytes_without_an_upcaster_registered_decode_as_today() -> Non
     assert decode_input(encode(pay(100, event_id="e-now"))).amount_cents == 100
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG: events/codec.py _upcast does not wrap exceptions raised by an upcaster, so a malformed old"
-    " record escapes as KeyError instead of EventDecodeError; BatchProcessor._validate only catches"
-    " EventDecodeError, so the record crashes the batch instead of being dead-lettered"
-))
 def test_an_upcaster_failing_on_a_malformed_old_record_gives_event_decode_error(
     payment_v2: list[dict[str, Any]],
 ) -> None:
     raw = PAYMENT_V1.replace(b'"amount":78412,', b"")  # v1 record that lacks its amount entirely
     error = _decode_error(raw)
     assert error.field is not None
+
+
+def test_every_event_type_defaults_schema_version_to_its_current_version() -> None:
+    """A type moving to v2 must raise both SCHEMA_VERSION and the field default, or new events would
+    encode as v1 and be upcast a second time."""
+    import msgspec
+
+    from events.types import INPUT_TYPES, OUTPUT_TYPES
+
+    for cls in (*INPUT_TYPES, *OUTPUT_TYPES):
+        field = next(f for f in msgspec.structs.fields(cls) if f.name == "schema_version")
+        assert field.default == cls.SCHEMA_VERSION, cls.__name__

@@ -159,19 +159,6 @@ def test_the_payment_that_completes_the_month_resolves_underpaid() -> None:
     assert led.account().months[JAN_KEY].balance_cents == 0
 
 
-def test_overpaying_a_month_whose_bill_was_fully_credited_leaves_a_silent_credit() -> None:
-    """Documents current behaviour; see the xfail below for what the domain asks for."""
-    led = enrolled()
-    led.apply(bill(UMP_EMP), pay(UMP_EMP), adjust(-UMP_EMP, plan=HEALTH))
-    assert led.account().months[JAN_KEY].balance_cents == -78_412
-    assert led.open() == []
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: processor/fold.py detect() only compares paid with billed when net_billed > 0, so a month"
-    " whose bill was credited back to $0 (or below) while $784.12 was paid opens no overpaid; the"
-    " refund due is invisible (balance -$784.12, no discrepancy)"
-))
 def test_paying_a_month_whose_bill_was_credited_to_zero_is_overpaid() -> None:
     led = enrolled()
     led.apply(bill(UMP_EMP), pay(UMP_EMP), adjust(-UMP_EMP, plan=HEALTH))
@@ -222,11 +209,6 @@ def test_billing_after_a_termination_is_billed_not_enrolled_naming_the_end_date(
     assert d.cause_event_ids[0] == "bill-feb"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a terminate only moves CoverageSegment.end and keeps the segment's event_id (the add), so"
-    " billed_not_enrolled / paid_after_termination name the original enrollment as cause, never the"
-    " termination event that actually ended coverage"
-))
 def test_billed_not_enrolled_after_a_termination_names_the_termination_event() -> None:
     led = enrolled()
     led.apply(enroll(event_id="enr-term", action="terminate", begin=JAN, end=date(2026, 1, 31)))
@@ -443,12 +425,6 @@ def test_reversing_a_payment_made_after_termination_resolves_it_and_releases_the
     assert led.resolved("paid_after_termination")[0].resolving_event_ids == ("rev-feb",)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a payment's status is decided once on arrival; a later reinstatement (coverage back in force"
-    " for the month) and bill never re-place a PAYMENT_AFTER_TERM line, so paid_after_termination stays"
-    " open, the month shows paid $0 with the money as unapplied cash, and missing_payment opens for a"
-    " month that was paid in full"
-))
 def test_a_reinstatement_turns_a_payment_after_termination_into_a_payment_for_the_month() -> None:
     led = enrolled()
     led.apply(enroll(action="terminate", begin=JAN, end=date(2026, 1, 31)))
@@ -517,9 +493,11 @@ def test_missing_payment_is_decided_by_day_closed_only_after_due_plus_grace(
     led = enrolled()
     led.apply(bill(UMP_EMP, event_id="bill-1"))
     assert led.open() == []
+    assert may_become_missing(led.account(), business_date, led.plan) is missing
     led.apply(day(business_date, event_id="day-1"))
     assert bool(led.open("missing_payment")) is missing
-    assert may_become_missing(led.account(), business_date, led.plan) is missing
+    # once it is open the month is no longer a candidate: DayClosed only re-checks what it can change
+    assert may_become_missing(led.account(), business_date, led.plan) is False
     if missing:
         d = led.one_open("missing_payment")
         assert (d.expected_cents, d.actual_cents, d.coverage_month) == (78_412, 0, JAN)
