@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from events.publisher import Publisher
-from processor.embedded import broker_cluster_id, resolve_endpoints
 from processor.batch import BatchResult
+from processor.embedded import broker_cluster_id, resolve_endpoints
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
 from processor.topics import ensure_topics

@@ -90,7 +90,7 @@ def _add_months(d: date, n: int) -> date:
 
 
 def _rate(plan: str, tier: str, month: date, renewal: date) -> tuple[int, int, int]:
-    line, totals, employer_pct = PLANS[plan]
+    _line, totals, employer_pct = PLANS[plan]
     total = totals[tier]
     if month >= renewal:
         total = total * (100 + RENEWAL_INCREASE_PERCENT) // 100

@@ -203,10 +203,11 @@ def apply_account_event(
         _apply_payment(account, event, out)
         _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
     elif isinstance(event, PaymentReversed):
-        key = account.payment_months.get(event.payment_id)
-        if key is None:
+        paid_key = account.payment_months.get(event.payment_id)
+        if paid_key is None:
             raise Rejected(f"payment {event.payment_id} is unknown on account {account.account_id}",
                            field="payment_id")
+        key = paid_key
         line = next(p for p in account.months[key].payments if p.payment_id == event.payment_id)
         if line.status == PAYMENT_REVERSED:
             raise Rejected(f"payment {event.payment_id} was already reversed by {line.reversal_event_id}",
@@ -306,6 +307,13 @@ def _subscriber_in_force(account: AccountState, month: date) -> list[CoverageSeg
         s for s in account.coverages
         if s.relationship == "self" and s.begin <= last and (s.end is None or s.end >= month)
     ]
+
+
+def _ended_by(segment: CoverageSegment | None) -> tuple[str, ...]:
+    """The event that ended a coverage: the termination, or the enrollment that gave its end date."""
+    if segment is None:
+        return ()
+    return (segment.end_event_id or segment.event_id,)
 
 
 def _terminated_before(account: AccountState, month: date) -> CoverageSegment | None:
@@ -439,7 +447,7 @@ def detect(
             add(Finding(
                 kind="billed_not_enrolled", key=f"billed_not_enrolled|{key}", month=m,
                 payer_id=unenrolled[0][3], expected_cents=0, actual_cents=total,
-                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + ((ended.end_event_id or ended.event_id,) if ended else ()),
+                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + _ended_by(ended),
                 explanation=f"billed {cents(total)} for {', '.join(u[0] for u in unenrolled)} in {m:%Y-%m}"
                 " with no coverage in force" + (f" (coverage ended {ended.end})" if ended else ""),
                 action="cancel the bills or process the missing enrollment", actor="billing",
@@ -498,7 +506,7 @@ def detect(
         add(Finding(
             kind="paid_after_termination", key=f"paid_after_termination|{key}", month=m,
             payer_id=after[0].payer_id, expected_cents=0, actual_cents=amount,
-            cause_event_ids=tuple(p.event_id for p in after) + ((ended.end_event_id or ended.event_id,) if ended else ()),
+            cause_event_ids=tuple(p.event_id for p in after) + _ended_by(ended),
             explanation=f"{cents(amount)} paid for {m:%Y-%m}, after coverage ended"
             + (f" on {ended.end}" if ended else ""),
             action=f"refund {cents(amount)} to {after[0].payer_id}", actor="accounts_staff",

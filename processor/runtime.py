@@ -28,7 +28,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, runner: ProcessorLoop) -> None:
         self.runner = runner
 
@@ -154,7 +154,8 @@ class ProcessorLoop:
             merger.add((tp.topic, tp.partition),
                        [Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages])
         assignment = self.consumer.assignment()
-        pause, resume = [], []
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
         for tp in assignment:
             key = (tp.topic, tp.partition)
             merger.set_highwater(key, self.consumer.highwater(tp))

@@ -16,7 +16,6 @@ class PlanSettings(BaseModel):
 
     tolerance_cents: int = Field(default=100, ge=0, description="paid may differ from billed by this much")
     grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
-    due_day_of_month: int = Field(default=1, ge=1, le=28, description="premium for a month is due on this day")
 
 
 class TopicSettings(BaseModel):

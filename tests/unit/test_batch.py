@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 
-import pytest
-
 from events.codec import encode
 from processor.batch import BatchResult
 from projections.memory import MemoryStore
