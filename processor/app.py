@@ -223,6 +223,10 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
         async def start_relay() -> None:
             await rel.start()
 
+        @app.on_before_shutdown.connect
+        async def stop_relay(app: Any, **kwargs: Any) -> None:
+            await rel.stop()
+
         @app.timer(interval=ledger.settings.relay_interval_ms / 1000)
         async def publish_outbox() -> None:
             if rel.producer is not None:

@@ -261,14 +261,21 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the subcommand. After it they default to SUPPRESS, so a
+    subcommand does not overwrite what was given before it with its own defaults."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    common.add_argument("--database", default=None,
-                        help="database name on the configured server (e.g. benefits_ledger_demo)")
+    common.add_argument("--json", action="store_true", help="one JSON document on stdout",
+                        default=argparse.SUPPRESS if suppress else False)
+    common.add_argument("--database", help="database name on the configured server (e.g. benefits_ledger_demo)",
+                        default=argparse.SUPPRESS if suppress else None)
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(suppress=True)
     parser = argparse.ArgumentParser(
-        prog="benefits-ledger", parents=[common],
+        prog="benefits-ledger", parents=[_common_options(suppress=False)],
         description="Premium and benefit accounts: an event-sourced ledger on Kafka and PostgreSQL.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -432,6 +432,7 @@ class EmbeddedPostgres:
                     # a stale postmaster.pid whose pid now belongs to another process fools the library
                     with contextlib.suppress(OSError):
                         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+            already_running = _postmaster_pid(self.data_dir) is not None
             try:
                 server = module.get_server(self.data_dir, cleanup_mode="stop")
             except subprocess.CalledProcessError as exc:
@@ -440,6 +441,12 @@ class EmbeddedPostgres:
                 raise RuntimeError(
                     f"embedded PostgreSQL on {self.data_dir} failed to start:\n{tail}"
                 ) from exc
+            except BaseException:
+                # Interrupted (Ctrl-C, SIGTERM) while pg_ctl was starting a server in the background:
+                # nothing else knows about that server yet, so stop it here.
+                if not already_running:
+                    stop_postgres_in(self.data_dir)
+                raise
             with module.PostgresServer._lock:  # a cached instance did not record this process
                 server.global_process_id_list.get_and_add(os.getpid())
             _LOCAL_HOLDERS[self.data_dir] = _LOCAL_HOLDERS.get(self.data_dir, 0) + 1

@@ -1,0 +1,348 @@
+"""The ``benefits-ledger`` command end to end, as subprocesses: embedded mode, and against the test broker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from events import codec
+from events.types import DISCREPANCY_KINDS, EnrollmentChanged, PremiumBilled
+from processor.embedded import EmbeddedBroker, stop_postgres_in
+from processor.settings import Settings, TopicSettings
+from processor.topics import ensure_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_DB = "benefits_ledger_demo"
+DEMO_KEYS = {
+    "events_published", "events_applied", "events_dead_lettered", "discrepancies_expected",
+    "discrepancies_detected", "missed", "spurious", "events_per_second", "elapsed_seconds",
+    "discrepancies_by_kind",
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def cli_argv(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("benefits-ledger")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "processor.cli", *args]
+
+
+def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update({"PYTHONPATH": str(REPO_ROOT), "LEDGER_DATA_DIR": str(data_dir), **extra})
+    return env
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    children: dict[int, str] = field(default_factory=dict)  # every descendant seen: pid -> name
+
+    def json(self) -> Any:
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one JSON document on stdout, got:\n{self.stdout}\n{self.stderr}"
+        return json.loads(lines[0])
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, *, timeout: float = 120.0,
+            interrupt_when: Any = None) -> Run:
+    """Run the CLI, remembering every descendant process it had (to check none outlives it).
+
+    ``interrupt_when(proc, children)`` is polled; when it returns True the process gets SIGINT.
+    """
+    out_path, err_path = cwd / f"out-{uuid.uuid4().hex[:6]}", cwd / f"err-{uuid.uuid4().hex[:6]}"
+    children: dict[int, str] = {}
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(cli_argv(*args), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err)
+        deadline = time.monotonic() + timeout
+        interrupted = False
+        try:
+            while proc.poll() is None:
+                try:
+                    for child in psutil.Process(proc.pid).children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            children.setdefault(child.pid, child.name())
+                except psutil.Error:
+                    pass
+                if interrupt_when is not None and not interrupted and interrupt_when(proc, children):
+                    proc.send_signal(signal.SIGINT)
+                    interrupted = True
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{args} did not finish in {timeout:.0f} s")
+                time.sleep(0.02)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    return Run(proc.returncode, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"),
+               children)
+
+
+def live(pid: int) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
+    except psutil.Error:
+        return None
+
+
+def postmasters_for(data_dir: Path) -> list[int]:
+    """Live (non-zombie) postgres processes whose command line names data_dir."""
+    found = []
+    needle = str(data_dir.resolve())
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        info = proc.info
+        if info["name"] == "postgres" and info["status"] != psutil.STATUS_ZOMBIE and info["cmdline"]:
+            if any(needle in part for part in info["cmdline"]):
+                found.append(proc.pid)
+    return found
+
+
+def assert_nothing_left(data_dir: Path, run: Run, *, wait: float = 15.0) -> None:
+    """No PostgreSQL for the data dir and no process the CLI started (Tansu, pg_ctl...) is alive."""
+    deadline = time.monotonic() + wait
+    while True:
+        servers = postmasters_for(data_dir / "postgres")
+        survivors = [p for p in (live(pid) for pid in run.children) if p is not None]
+        if not servers and not survivors:
+            return
+        if time.monotonic() > deadline:
+            names = [(p.pid, p.name()) for p in survivors]
+            raise AssertionError(f"left behind: postgres {servers}, processes {names}")
+        time.sleep(0.1)
+
+
+def running_child(children: dict[int, str], name: str) -> bool:
+    return any(name in n and live(pid) is not None for pid, n in children.items())
+
+
+# ------------------------------------------------------------------------------------ embedded demo
+
+
+@dataclass
+class DemoRun:
+    data_dir: Path
+    env: dict[str, str]
+    run: Run
+    report: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    """``benefits-ledger demo --members 60 --months 4 --seed 5 --json`` with the embedded stack, once."""
+    data_dir = tmp_path_factory.mktemp("cli-demo")
+    env = base_env(data_dir)
+    try:
+        run = run_cli(["demo", "--members", "60", "--months", "4", "--seed", "5", "--json"], env, data_dir)
+        assert run.returncode == 0, run.stderr[-3000:]
+        yield DemoRun(data_dir, env, run, run.json())
+    finally:
+        stop_postgres_in(data_dir / "postgres")
+
+
+def test_demo_in_embedded_mode_reports_every_injected_discrepancy_as_json(demo: DemoRun) -> None:
+    report = demo.report
+    assert isinstance(report, dict)
+    assert DEMO_KEYS <= set(report)
+    assert report["missed"] == 0 and report["spurious"] == 0
+    assert report["discrepancies_detected"] == report["discrepancies_expected"] > 0
+    assert report["events_published"] == (
+        report["events_applied"] + report["events_duplicate"] + report["events_dead_lettered"])
+    assert report["events_dead_lettered"] == 3
+    assert report["events_per_second"] > 0 and report["elapsed_seconds"] > 0
+    by_kind = report["discrepancies_by_kind"]
+    assert by_kind and set(by_kind) <= set(DISCREPANCY_KINDS)
+    assert sum(by_kind.values()) == report["discrepancies_detected"]
+    assert report["database"] == DEMO_DB
+
+
+def test_demo_leaves_no_postgres_or_broker_running(demo: DemoRun) -> None:
+    names = set(demo.run.children.values())
+    assert any("tansu" in n for n in names) and "postgres" in names, f"servers not seen running: {names}"
+    assert_nothing_left(demo.data_dir, demo.run)
+
+
+def query(demo: DemoRun, *args: str) -> Any:
+    run = run_cli(list(args), demo.env, demo.data_dir, timeout=60)
+    assert run.returncode == 0, f"{args}: {run.stderr[-2000:]}"
+    assert_nothing_left(demo.data_dir, run)
+    return run.json()
+
+
+def test_query_commands_read_the_demo_database_consistently(demo: DemoRun) -> None:
+    report = demo.report
+    summary = query(demo, "summary", "--json", "--database", DEMO_DB)
+    open_rows = query(demo, "discrepancies", "--database", DEMO_DB, "--open", "--json")
+    all_rows = query(demo, "discrepancies", "--database", DEMO_DB, "--json")
+
+    assert summary["counts"] == {
+        "received": report["events_published"], "applied": report["events_applied"],
+        "duplicates": report["events_duplicate"], "dead_lettered": report["events_dead_lettered"],
+    }
+    assert summary["discrepancies_opened_by_kind"] == report["discrepancies_by_kind"]
+    assert len(all_rows) == report["discrepancies_detected"]
+    assert all(r["status"] == "open" for r in open_rows)
+    assert Counter(r["kind"] for r in open_rows) == summary["discrepancies_open_by_kind"]
+    assert {r["discrepancy_id"] for r in open_rows} <= {r["discrepancy_id"] for r in all_rows}
+    assert summary["billed_cents"] == report["billed_cents"]
+    assert summary["accounts"] == report["accounts"] == 60
+
+    account = next(r["account_id"] for r in open_rows if r["account_id"].startswith("M"))
+    balance = query(demo, "balance", account, "--database", DEMO_DB, "--json")
+    assert balance["account_id"] == account
+    assert balance["balance_cents"] == sum(m["balance_cents"] for m in balance["months"])
+    for m in balance["months"]:
+        assert m["balance_cents"] == m["billed_cents"] + m["adjusted_cents"] - m["paid_cents"]
+        date.fromisoformat(m["coverage_month"])
+    assert sorted(d["discrepancy_id"] for d in balance["open_discrepancies"]) == sorted(
+        r["discrepancy_id"] for r in open_rows if r["account_id"] == account)
+    assert balance["coverages"] and all(c["account_id"] == account for c in balance["coverages"])
+
+    by_account = query(demo, "discrepancies", "--database", DEMO_DB, "--account", account, "--json")
+    assert sorted(r["discrepancy_id"] for r in by_account) == sorted(
+        r["discrepancy_id"] for r in all_rows if r["account_id"] == account)
+
+    letters = query(demo, "deadletter", "list", "--database", DEMO_DB, "--json")
+    assert len(letters) == report["events_dead_lettered"]
+    assert all(d["reason"] for d in letters)
+
+    unknown = run_cli(["balance", "NO-SUCH-ACCOUNT", "--database", DEMO_DB, "--json"], demo.env,
+                      demo.data_dir)
+    assert unknown.returncode == 1
+    assert unknown.json() == {"account_id": "NO-SUCH-ACCOUNT", "error": "unknown account"}
+    assert_nothing_left(demo.data_dir, unknown)
+
+
+def test_global_options_before_the_subcommand_are_honoured(demo: DemoRun) -> None:
+    run = run_cli(["--json", "--database", DEMO_DB, "summary"], demo.env, demo.data_dir, timeout=60)
+    assert_nothing_left(demo.data_dir, run)
+    assert run.returncode == 0
+    summary = run.json()
+    assert summary["counts"]["received"] == demo.report["events_published"]
+
+
+# ------------------------------------------------------------------------------------------ publish
+
+
+def test_publish_reports_the_bad_line_with_file_line_and_field(
+    broker: EmbeddedBroker, tmp_path: Path,
+) -> None:
+    suffix = uuid.uuid4().hex[:12]
+    defaults = TopicSettings()
+    topics = TopicSettings(**{f: f"{getattr(defaults, f)}.{suffix}" for f in TopicSettings.model_fields})
+    settings = Settings(kafka_bootstrap_servers=broker.bootstrap, database_url="postgresql:///unused",
+                        topics=topics, partitions=4, data_dir=tmp_path)
+    ensure_topics(broker.bootstrap, settings)
+    env = base_env(tmp_path, LEDGER_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, LEDGER_PARTITIONS="4",
+                   **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
+
+    t0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
+    good = EnrollmentChanged(
+        event_id=f"cli-enr-{suffix}", account_id="M-CLI-1", effective_on=date(2026, 1, 1), occurred_at=t0,
+        member_id="M-CLI-1", plan="DELTA-PPO", coverage_line="dental", tier="EMP", action="add",
+        benefit_begin=date(2026, 1, 1), agency_id="AG-001",
+    )
+    bad = PremiumBilled(
+        event_id=f"cli-bill-{suffix}", account_id="M-CLI-1", effective_on=date(2026, 1, 1), occurred_at=t0,
+        bill_id="B-CLI-1", coverage_month=date(2026, 1, 1), plan="DELTA-PPO", tier="EMP", amount_cents=-500,
+        due_on=date(2026, 1, 1),
+    )
+    lines = [codec.encode(good).decode(), "", codec.encode(bad).decode()]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    text = run_cli(["publish", str(path)], env, tmp_path, timeout=60)
+    assert text.returncode == 1, text.stderr
+    assert f"{path}:3: amount_cents:" in text.stderr
+    assert "published 1 events (1 records)" in text.stdout and "1 lines rejected" in text.stdout
+
+    as_json = run_cli(["publish", str(path), "--json"], env, tmp_path, timeout=60)
+    assert as_json.returncode == 1, as_json.stderr
+    result = as_json.json()
+    assert result["events"] == 1 and result["records"] == 1
+    [error] = result["errors"]
+    assert (error["file"], error["line"], error["field"]) == (str(path), 3, "amount_cents")
+    assert "negative" in error["reason"]
+
+    # the good line went out, keyed by its account, twice (once per run)
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topics.enrollment, p) for p in range(4)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        got: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 2 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(records)
+    finally:
+        consumer.close()
+    assert [(m.key, codec.decode_input(m.value)) for m in got] == [(b"M-CLI-1", good)] * 2
+
+
+def test_publish_without_a_broker_says_how_to_get_one(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("")
+    run = run_cli(["publish", str(path)], base_env(tmp_path), tmp_path, timeout=60)
+    assert run.returncode == 2
+    assert "LEDGER_KAFKA_BOOTSTRAP_SERVERS" in run.stderr
+
+
+# ------------------------------------------------------------------------------------------ SIGINT
+
+
+def test_demo_interrupted_with_sigint_exits_and_leaves_no_server_behind(tmp_path: Path) -> None:
+    started = time.monotonic()
+
+    def running(proc: subprocess.Popen[bytes], children: dict[int, str]) -> bool:
+        # ~3 s in, and both servers are up with no pg_ctl/initdb still starting one
+        if time.monotonic() - started < 3:
+            return False
+        if not postmasters_for(tmp_path / "postgres") or not running_child(children, "tansu"):
+            return False
+        return not (running_child(children, "pg_ctl") or running_child(children, "initdb"))
+
+    try:
+        run = run_cli(["demo", "--members", "2000", "--months", "12", "--json"], base_env(tmp_path), tmp_path,
+                      timeout=120, interrupt_when=running)
+        assert run.returncode == 130, (run.returncode, run.stderr[-2000:])
+        assert "interrupted" in run.stderr
+        assert run.stdout.strip() == ""
+        assert_nothing_left(tmp_path, run)
+    finally:
+        stop_postgres_in(tmp_path / "postgres")
+
+
+def test_demo_interrupted_while_postgres_starts_leaves_no_server_behind(tmp_path: Path) -> None:
+    def postmaster_appeared(proc: subprocess.Popen[bytes], children: dict[int, str]) -> bool:
+        return bool(postmasters_for(tmp_path / "postgres"))
+
+    try:
+        run = run_cli(["demo", "--members", "2000", "--months", "12", "--json"], base_env(tmp_path), tmp_path,
+                      timeout=120, interrupt_when=postmaster_appeared)
+        assert run.returncode == 130, (run.returncode, run.stderr[-2000:])
+        assert_nothing_left(tmp_path, run, wait=5)
+    finally:
+        stop_postgres_in(tmp_path / "postgres")
