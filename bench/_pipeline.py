@@ -1,11 +1,18 @@
-"""The project's pipeline, publish to applied: processor + relay on the embedded broker and PostgreSQL."""
+"""The project's pipeline, publish to applied: processor + relay on the embedded broker and PostgreSQL.
+
+The program is published from a separate process, as upstream systems do; the clock runs from the
+moment it starts sending until the processor has taken every record.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from datetime import date
+from pathlib import Path
 
 from events.types import BROADCAST_ACCOUNT, DayClosed, Event
 from processor.app import ensure_database, open_ledger, run_services
@@ -13,6 +20,7 @@ from processor.demo import generate
 from processor.settings import Settings, TopicSettings
 
 EVENTS_PER_MEMBER_YEAR = 36  # roughly, for the demo program's mix
+REPO = Path(__file__).resolve().parent.parent
 
 
 def program_events(n: int, seed: int) -> list[Event]:
@@ -22,12 +30,21 @@ def program_events(n: int, seed: int) -> list[Event]:
     return events[:n]
 
 
-async def _measure(settings: Settings, events: list[Event]) -> float:
+def topic_settings(suffix: str) -> TopicSettings:
+    names = TopicSettings()
+    return TopicSettings(**{f: f"{getattr(names, f)}.{suffix}" for f in TopicSettings.model_fields})
+
+
+def records_for(events: list[Event], partitions: int) -> int:
+    return sum(partitions if type(e).BROADCAST else 1 for e in events)
+
+
+async def _measure(settings: Settings, suffix: str, n_events: int, seed: int) -> float:
+    expected = records_for(program_events(n_events, seed), settings.partitions)
     with open_ledger(settings) as ledger:
         stop = asyncio.Event()
         services = asyncio.create_task(run_services(ledger, stop))
         watcher = ledger.store()
-        publisher = ledger.publisher()
 
         async def until(target: int, timeout_s: float) -> None:
             deadline = time.monotonic() + timeout_s
@@ -38,36 +55,47 @@ async def _measure(settings: Settings, events: list[Event]) -> float:
                     raise TimeoutError(f"pipeline stalled below {target} records")
                 await asyncio.sleep(0.01)
 
+        publisher = subprocess.Popen(
+            [sys.executable, "-m", "bench._publish_worker", ledger.bootstrap, suffix,
+             str(settings.partitions), str(n_events), str(seed)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
         try:
             # Warm up: the worker joins its group before the clock starts (the baselines do the same).
-            warm = DayClosed(event_id=f"warmup-{uuid.uuid4().hex}", account_id=BROADCAST_ACCOUNT,
-                             effective_on=date(2025, 12, 31), occurred_at=events[0].occurred_at,
-                             business_date=date(2025, 12, 31), source="bench")
-            await asyncio.to_thread(_send, publisher, [warm])
-            await until(publisher.records_sent, 60)
+            with ledger.publisher() as warm_up:
+                warm_up.publish([DayClosed(
+                    event_id=f"warmup-{uuid.uuid4().hex}", account_id=BROADCAST_ACCOUNT,
+                    effective_on=date(2025, 12, 31), occurred_at=time_now(),
+                    business_date=date(2025, 12, 31), source="bench",
+                )])
+            await until(settings.partitions, 60)
+            assert publisher.stdin is not None and publisher.stdout is not None
+            await asyncio.to_thread(publisher.stdout.readline)  # generated its program
             start = time.perf_counter()
-            await asyncio.to_thread(_send, publisher, events)
-            await until(publisher.records_sent, 600)
+            publisher.stdin.write("go\n")
+            publisher.stdin.flush()
+            await until(settings.partitions + expected, 600)
             elapsed = time.perf_counter() - start
-            return (publisher.records_sent - settings.partitions) / elapsed
+            sent = int((await asyncio.to_thread(publisher.stdout.readline)).strip())
+            assert sent == expected, f"publisher sent {sent} records, expected {expected}"
+            return expected / elapsed
         finally:
+            publisher.kill()
+            publisher.wait()
             stop.set()
             await services
-            publisher.close()
 
 
-def _send(publisher: object, events: list[Event]) -> None:
-    publisher.publish(events)  # type: ignore[attr-defined]
-    publisher.flush()  # type: ignore[attr-defined]
+def time_now() -> object:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
 
 
 def measure_pipeline(bootstrap: str, dsn: str, n_events: int, seed: int, partitions: int = 4) -> float:
     """Events per second from the first publish to the last applied, on fresh topics and database."""
-    run = uuid.uuid4().hex[:8]
-    db_dsn = ensure_database(dsn, f"bench_pipeline_{run}")
-    names = TopicSettings()
-    topics = TopicSettings(**{f: f"{getattr(names, f)}.{run}" for f in TopicSettings.model_fields})
-    settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_dsn, topics=topics,
+    suffix = uuid.uuid4().hex[:8]
+    db_dsn = ensure_database(dsn, f"bench_pipeline_{suffix}")
+    settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_dsn, topics=topic_settings(suffix),
                         partitions=partitions)
-    events = program_events(n_events, seed)
-    return asyncio.run(_measure(settings, events))
+    return asyncio.run(_measure(settings, suffix, n_events, seed))
