@@ -301,6 +301,28 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
     account.coverages.sort(key=lambda s: (s.member_id, s.coverage_line, s.begin))
 
 
+def _priced_segments(account: AccountState, month: date) -> list[CoverageSegment]:
+    """The subscriber's coverage that prices the month, one segment per coverage line.
+
+    Premiums are for whole months: a line is priced by the segment in force on the first of the
+    month, or, for coverage that starts later in the month, by its first segment. A change effective
+    mid-month therefore applies from the following month.
+    """
+    chosen: dict[str, CoverageSegment] = {}
+    for seg in _subscriber_in_force(account, month):
+        current = chosen.get(seg.coverage_line)
+        if current is None:
+            chosen[seg.coverage_line] = seg
+            continue
+        seg_on_first = seg.begin <= month
+        cur_on_first = current.begin <= month
+        if (seg_on_first and not cur_on_first) or (seg_on_first == cur_on_first and (
+            seg.begin > current.begin if seg_on_first else seg.begin < current.begin
+        )):
+            chosen[seg.coverage_line] = seg
+    return [chosen[line] for line in sorted(chosen)]
+
+
 def _subscriber_in_force(account: AccountState, month: date) -> list[CoverageSegment]:
     last = last_day(month)
     return [
@@ -314,6 +336,12 @@ def _ended_by(segment: CoverageSegment | None) -> tuple[str, ...]:
     if segment is None:
         return ()
     return (segment.end_event_id or segment.event_id,)
+
+
+def _plan_ended_before(account: AccountState, month: date, plan_id: str) -> CoverageSegment | None:
+    ended = [s for s in account.coverages
+             if s.relationship == "self" and s.plan == plan_id and s.end is not None and s.end < month]
+    return max(ended, key=lambda s: s.end or s.begin, default=None)
 
 
 def _terminated_before(account: AccountState, month: date) -> CoverageSegment | None:
@@ -390,7 +418,7 @@ def expected_premium(
     Dependents are priced through the subscriber's tier, so only the subscriber's segments count.
     """
     if in_force_self is None:
-        in_force_self = _subscriber_in_force(account, month)
+        in_force_self = _priced_segments(account, month)
     total = 0
     for seg in in_force_self:
         rate = part.rate_for(seg.plan, seg.tier, month)
@@ -413,7 +441,7 @@ def detect(
         found[f.key] = f
 
     if m is not None:
-        in_force = in_force_self if in_force_self is not None else _subscriber_in_force(account, m)
+        in_force = in_force_self if in_force_self is not None else _priced_segments(account, m)
         by_plan: dict[str, list[BillLine]] = {}
         for b in month.bills:
             by_plan.setdefault(b.plan, []).append(b)
@@ -444,10 +472,13 @@ def detect(
             # One finding per month: billing must cancel every bill of the month with no coverage.
             total = sum(u[1] for u in unenrolled)
             ended = _terminated_before(account, m)
+            terminations = tuple(dict.fromkeys(
+                e for plan_id, *_ in unenrolled for e in _ended_by(_plan_ended_before(account, m, plan_id))
+            ))
             add(Finding(
                 kind="billed_not_enrolled", key=f"billed_not_enrolled|{key}", month=m,
                 payer_id=unenrolled[0][3], expected_cents=0, actual_cents=total,
-                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + _ended_by(ended),
+                cause_event_ids=tuple(c for u in unenrolled for c in u[2]) + (terminations or _ended_by(ended)),
                 explanation=f"billed {cents(total)} for {', '.join(u[0] for u in unenrolled)} in {m:%Y-%m}"
                 " with no coverage in force" + (f" (coverage ended {ended.end})" if ended else ""),
                 action="cancel the bills or process the missing enrollment", actor="billing",
@@ -540,7 +571,7 @@ def _reconcile(
     month = account.months[key]
     in_force_self = None
     if month.month is not None:
-        in_force_self = _subscriber_in_force(account, month.month)
+        in_force_self = _priced_segments(account, month.month)
         month.expected_cents = expected_premium(account, part, month.month, in_force_self)
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)

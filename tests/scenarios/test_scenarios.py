@@ -1,0 +1,269 @@
+"""The scenario book: every *.yaml file here is a hand-worked case, run against the pure fold.
+
+A scenario lists events in the order the ledger receives them and the books it must show afterwards:
+month amounts, the discrepancies left open (exactly those), those resolved, unapplied cash, and the
+events the fold refuses. Amounts are quoted decimal strings ("784.12") and become integer cents
+exactly; a float in a scenario is an error, never rounded.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from events.types import (
+    BROADCAST_ACCOUNT,
+    AdjustmentPosted,
+    DayClosed,
+    EnrollmentChanged,
+    InputEvent,
+    PaymentReceived,
+    PaymentReversed,
+    PremiumBilled,
+    RatePublished,
+)
+from processor.fold import Rejected, apply_account_event, apply_partition_event, close_day, last_day
+from processor.settings import PlanSettings
+from processor.state import AccountState, PartitionState, month_key
+
+HERE = Path(__file__).parent
+SCENARIOS = sorted(HERE.glob("*.yaml"))
+T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+DEFAULT_ACCOUNT = "A1"
+DEFAULT_AGENCY = "AG-1"
+
+
+class ScenarioError(ValueError):
+    """The scenario file itself is wrong; names the file and the entry."""
+
+
+def cents(value: Any, where: str) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ScenarioError(f"{where}: write amounts as quoted strings like \"784.12\", not {value!r}")
+    amount = Decimal(str(value))
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ScenarioError(f"{where}: {value!r} has fractions of a cent")
+    return int(amount * 100)
+
+
+def month(value: Any, where: str) -> date:
+    if isinstance(value, date):
+        return value.replace(day=1)
+    text = str(value)
+    try:
+        year, mon = text.split("-")[:2]
+        return date(int(year), int(mon), 1)
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {value!r} is not a month (YYYY-MM)") from exc
+
+
+def day(value: Any, where: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ScenarioError(f"{where}: {value!r} is not a date (YYYY-MM-DD)") from exc
+
+
+@dataclass
+class Book:
+    """The pure fold for one partition, as the processor runs it."""
+
+    plan: PlanSettings
+    part: PartitionState = field(default_factory=lambda: PartitionState(partition=0))
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    opened: list[tuple[str, str, str]] = field(default_factory=list)  # (account, kind, discrepancy id)
+    resolved: list[tuple[str, str, str]] = field(default_factory=list)
+    unapplied: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # event id -> reason
+
+    def account(self, account_id: str) -> AccountState:
+        if account_id not in self.accounts:
+            self.accounts[account_id] = AccountState(account_id=account_id, partition=0)
+        return self.accounts[account_id]
+
+    def apply(self, event: InputEvent) -> None:
+        try:
+            if isinstance(event, RatePublished):
+                apply_partition_event(self.part, event)
+                return
+            if isinstance(event, DayClosed):
+                apply_partition_event(self.part, event)
+                outcomes = [close_day(a, self.part, event, self.plan) for a in self.accounts.values()]
+            else:
+                outcomes = [apply_account_event(self.account(event.account_id), self.part, event, self.plan)]
+        except Rejected as exc:
+            self.rejected[event.event_id] = exc.reason
+            return
+        for out in outcomes:
+            for e in out.emitted:
+                (self.opened if e.event_id.endswith(":opened") else self.resolved).append(
+                    (e.account_id, e.kind, e.discrepancy_id)
+                )
+            for payer, delta in out.payer_unapplied_delta.items():
+                self.unapplied[payer] = self.unapplied.get(payer, 0) + delta
+
+
+def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
+    if len(entry) != 1:
+        raise ScenarioError(f"{where}: one event type per entry, got {sorted(entry)}")
+    kind, raw = next(iter(entry.items()))
+    if not isinstance(raw, dict):
+        raw = {"date": raw} if kind == "day" else {}
+    f = dict(raw)
+    event_id = str(f.pop("id", f"e{n}"))
+    account = str(f.pop("account", DEFAULT_ACCOUNT))
+    agency = str(f.pop("agency", DEFAULT_AGENCY))
+    common = {"event_id": event_id, "occurred_at": T0, "source": "scenario"}
+    w = f"{where} ({kind})"
+    if kind == "rate":
+        first = month(f.pop("from"), w)
+        through = f.pop("through", None)
+        total = cents(f.pop("total"), w)
+        employee = cents(f.pop("employee", "0.00"), w)
+        event: InputEvent = RatePublished(
+            **common, account_id=BROADCAST_ACCOUNT, effective_on=first, rate_id=f.pop("rate_id", event_id),
+            plan=str(f.pop("plan")), tier=str(f.pop("tier")), month_from=first,
+            month_through=last_day(month(through, w)) if through is not None else None,
+            total_cents=total, employee_cents=employee, employer_cents=total - employee,
+        )
+    elif kind in ("enroll", "change", "terminate", "reinstate"):
+        action = {"enroll": "add"}.get(kind, kind)
+        begin = day(f.pop("begin"), w)
+        end = f.pop("end", None)
+        event = EnrollmentChanged(
+            **common, account_id=account, effective_on=day(f.pop("effective", begin), w),
+            member_id=str(f.pop("member", account)), relationship=f.pop("relationship", "self"),
+            plan=str(f.pop("plan")), coverage_line=f.pop("line", "health"), tier=str(f.pop("tier", "EMP")),
+            action=action, status=f.pop("status", "active"), benefit_begin=begin,  # type: ignore[arg-type]
+            benefit_end=day(end, w) if end is not None else None, agency_id=agency,
+        )
+    elif kind == "bill":
+        m = month(f.pop("month"), w)
+        event = PremiumBilled(
+            **common, account_id=account, effective_on=m, bill_id=str(f.pop("bill", f"B-{event_id}")),
+            coverage_month=m, plan=str(f.pop("plan")), tier=str(f.pop("tier", "EMP")),
+            amount_cents=cents(f.pop("amount"), w), due_on=day(f.pop("due", m), w),
+            agency_id=None if f.pop("direct", False) else agency,
+        )
+    elif kind == "pay":
+        m_raw = f.pop("month", None)
+        m = month(m_raw, w) if m_raw is not None else None
+        event = PaymentReceived(
+            **common, account_id=account, effective_on=day(f.pop("on", m or date(2026, 1, 1)), w),
+            payment_id=str(f.pop("payment", f"P-{event_id}")), coverage_month=m,
+            amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "payroll"),
+            payer_id=str(f.pop("payer", agency)), remittance_id=f.pop("remittance", None),
+            trace_number=f.pop("trace", None),
+        )
+    elif kind == "reverse":
+        event = PaymentReversed(
+            **common, account_id=account, effective_on=day(f.pop("on", date(2026, 1, 1)), w),
+            payment_id=str(f.pop("payment")), reason=str(f.pop("reason", "returned")),
+        )
+    elif kind == "adjust":
+        m = month(f.pop("month"), w)
+        event = AdjustmentPosted(
+            **common, account_id=account, effective_on=m, adjustment_id=str(f.pop("adjustment", f"J-{event_id}")),
+            coverage_month=m, amount_cents=cents(f.pop("amount"), w), reason=str(f.pop("reason", "correction")),
+            plan=f.pop("plan", None),
+        )
+    elif kind == "day":
+        d = day(f.pop("date"), w)
+        event = DayClosed(**common, account_id=BROADCAST_ACCOUNT, effective_on=d, business_date=d)
+    else:
+        raise ScenarioError(f"{where}: unknown event type {kind!r}")
+    if f:
+        raise ScenarioError(f"{w}: unknown fields {sorted(f)}")
+    return event
+
+
+def run(path: Path) -> tuple[dict[str, Any], Book]:
+    spec = yaml.safe_load(path.read_text())
+    for required in ("title", "events", "expect"):
+        if required not in spec:
+            raise ScenarioError(f"{path.name}: missing {required!r}")
+    book = Book(plan=PlanSettings(**spec.get("plan", {})))
+    counter = itertools.count(1)
+    for i, entry in enumerate(spec["events"], start=1):
+        book.apply(build_event(entry, next(counter), f"{path.name} event {i}"))
+    return spec, book
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario(path: Path) -> None:
+    spec, book = run(path)
+    expect = spec["expect"]
+    where = path.name
+
+    per_account = {DEFAULT_ACCOUNT: expect.get("months", {})}
+    per_account.update({str(a): v.get("months", {}) for a, v in expect.get("accounts", {}).items()})
+    for account_id, months in per_account.items():
+        state = book.account(account_id)
+        for m_raw, fields in months.items():
+            m = month(m_raw, f"{where} expect.months")
+            got = state.months.get(month_key(m))
+            assert got is not None, f"{where}: no month {m:%Y-%m} on {account_id}"
+            actual = {
+                "billed": got.billed_cents, "adjusted": got.adjusted_cents, "paid": got.paid_cents,
+                "unapplied": got.unapplied_cents, "balance": got.balance_cents, "expected": got.expected_cents,
+            }
+            for name, want in fields.items():
+                if name not in actual:
+                    raise ScenarioError(f"{where}: unknown month field {name!r}")
+                wanted = None if want is None else cents(want, f"{where} expect.months.{m_raw}.{name}")
+                assert actual[name] == wanted, f"{where}: {account_id} {m:%Y-%m} {name}: {actual[name]} != {wanted}"
+
+    open_now = sorted(
+        (d.kind, a, d.coverage_month, d.expected_cents, d.actual_cents, d.actor)
+        for a, st in book.accounts.items() for d in st.open.values()
+    )
+    wanted_open = sorted(
+        (o["kind"], str(o.get("account", DEFAULT_ACCOUNT)),
+         month(o["month"], where) if o.get("month") is not None else None,
+         cents(o["expected"], where), cents(o["actual"], where),
+         o.get("actor", _actor_of(open_now, o["kind"])))
+        for o in expect.get("open", [])
+    )
+    assert open_now == wanted_open, f"{where}: open discrepancies differ"
+
+    if "resolved" in expect:
+        assert sorted(k for _, k, _ in book.resolved) == sorted(expect["resolved"]), f"{where}: resolved differ"
+    if "opened" in expect:
+        assert sorted(k for _, k, _ in book.opened) == sorted(expect["opened"]), f"{where}: ever opened differ"
+    wanted_cash = {p: cents(v, where) for p, v in expect.get("unapplied", {}).items()}
+    assert {p: v for p, v in book.unapplied.items() if v} == wanted_cash, f"{where}: unapplied cash differs"
+    rejected = expect.get("rejected", {})
+    assert sorted(book.rejected) == sorted(rejected), f"{where}: rejected events differ: {book.rejected}"
+    for event_id, phrase in rejected.items():
+        assert phrase in book.rejected[event_id], f"{where}: {event_id} rejected for {book.rejected[event_id]!r}"
+    for causes in expect.get("causes", []):
+        d = next(d for st in book.accounts.values() for d in st.open.values() if d.kind == causes["kind"])
+        assert set(causes["include"]) <= set(d.cause_event_ids), f"{where}: causes {d.cause_event_ids}"
+
+
+def _actor_of(open_now: list[tuple[Any, ...]], kind: str) -> str:
+    """When a scenario does not say who acts, accept the fold's answer for that kind."""
+    return next((row[5] for row in open_now if row[0] == kind), "?")
+
+
+def test_the_scenario_book_has_scenarios_and_each_names_what_it_covers() -> None:
+    assert len(SCENARIOS) >= 20
+    for path in SCENARIOS:
+        spec = yaml.safe_load(path.read_text())
+        assert spec.get("covers"), f"{path.name}: say which rules it covers"
+
+
+def test_a_float_amount_in_a_scenario_is_an_error_not_rounded() -> None:
+    with pytest.raises(ScenarioError, match="quoted strings"):
+        cents(784.12, "x.yaml")
+    with pytest.raises(ScenarioError, match="fractions of a cent"):
+        cents("784.125", "x.yaml")
