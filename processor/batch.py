@@ -223,7 +223,9 @@ class BatchProcessor:
 
     def committed(self, result: BatchResult) -> None:
         """The store accepted the (oldest in-flight) batch: trim the cache of accounts no batch needs."""
-        assert self._inflight and self._inflight[0] is result, "batches must be committed in order"
+        if not self._inflight or self._inflight[0] is not result:
+            # reset() ran while the commit was in flight (a rebalance): state is reloaded from the store
+            return
         self._inflight.pop(0)
         protected = {a for r in self._inflight for a in r.write.accounts}
         while len(self._accounts) > self.account_cache_max:

@@ -123,6 +123,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     process = args.role in ("all", "processor")
     relay = args.role in ("all", "relay")
+    # Our own handler: Faust's logging setup filters INFO out of the root handlers, and partition
+    # assignments are what an operator of a worker group wants to see.
+    ledger_log = logging.getLogger("benefits_ledger")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ledger_log.addHandler(handler)
+    ledger_log.setLevel(logging.INFO)
+    ledger_log.propagate = False
     with open_ledger(settings) as ledger:
         logging.getLogger("benefits_ledger").warning(
             "ledger up: broker %s, log %s, role %s", ledger.bootstrap, ledger.log_id, args.role

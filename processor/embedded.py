@@ -276,7 +276,8 @@ def _postmaster_pid(data_dir: Path) -> int | None:
     pid_file = data_dir / "postmaster.pid"
     try:
         first = pid_file.read_text().splitlines()[0].strip()
-        pid = int(first)
+        # A standalone backend (initdb's bootstrap, single-user mode) writes its pid negated.
+        pid = abs(int(first)) or None
     except (OSError, ValueError, IndexError):
         pid = None
     if pid is not None and _live(pid) and _is_postgres(pid):

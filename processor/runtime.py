@@ -33,13 +33,22 @@ class _Rebalance(ConsumerRebalanceListener):
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Finish the commit in flight before the partitions go to another worker.
+        await self.runner.drain()
         self.runner.merger.revoke((tp.topic, tp.partition) for tp in revoked)
         self.runner.processor.revoke(tp.partition for tp in revoked)
+        if revoked:
+            log.info("partitions revoked: %s", _describe(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         # No await before the seek: aiokafka's fetcher runs concurrently and would otherwise try to
         # reset a partition that has no position yet.
         self.runner.seek_to_stored(list(assigned))
+        log.info("partitions assigned: %s", _describe(assigned))
+
+
+def _describe(tps: Any) -> str:
+    return ",".join(sorted({str(tp.partition) for tp in tps}, key=int)) or "none"
 
 
 class ProcessorLoop:

@@ -1,0 +1,136 @@
+"""The production shape on the embedded stack: two processors in one consumer group and a separate relay
+(docker-compose.yml runs the same commands). The group splits the partitions; when one worker dies the
+other takes its partitions over, and the books are still exact: every record once, exactly the injected
+discrepancies, the same books as a pure in-memory fold of the same records.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from events import codec
+from processor.app import open_ledger
+from processor.batch import Record
+from processor.demo import generate
+from processor.settings import Settings
+from tests.integration.test_crash_recovery import (
+    UpProcess,
+    assert_same_books,
+    consume_all,
+    fold_in_memory,
+    wait_for,
+)
+
+
+class RoleProcess(UpProcess):
+    """``benefits-ledger up --role ROLE`` with its own log file."""
+
+    def __init__(self, settings: Settings, workdir: Path, role: str, name: str) -> None:
+        super().__init__(settings, workdir)
+        self.role = role
+        self.name = name
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        assert self.proc is None or self.proc.poll() is not None
+        self.runs += 1
+        with self.log_path().open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "processor.cli", "up", "--role", self.role],
+                env=self.env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}-{self.runs}.log"
+
+    def log_tail(self) -> str:
+        path = self.log_path()
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def assigned_partitions(self) -> set[int]:
+        found: set[int] = set()
+        for line in self.log_path().read_text(errors="replace").splitlines():
+            match = re.search(r"partitions assigned: ([\d,]+)", line)
+            if match:
+                found |= {int(p) for p in match.group(1).split(",")}
+        return found
+
+
+@pytest.fixture
+def group_settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory(consumer_group=f"pair-{uuid.uuid4().hex[:8]}", batch_events_max=2000,
+                            session_timeout_ms=3000, heartbeat_interval_ms=1000)
+
+
+@pytest.fixture
+def workers(group_settings: Settings, tmp_path: Path) -> Iterator[tuple[RoleProcess, RoleProcess, RoleProcess]]:
+    a = RoleProcess(group_settings, tmp_path, "processor", "worker-a")
+    b = RoleProcess(group_settings, tmp_path, "processor", "worker-b")
+    relay = RoleProcess(group_settings, tmp_path, "relay", "relay")
+    try:
+        yield a, b, relay
+    finally:
+        for proc in (a, b, relay):
+            proc.stop()
+
+
+def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies(
+    group_settings: Settings, workers: tuple[RoleProcess, RoleProcess, RoleProcess],
+) -> None:
+    settings = group_settings
+    a, b, relay = workers
+    program = generate(members=900, months=6, seed=21)
+    events = [e for _, phase in program.phases for e in phase]
+    with open_ledger(settings) as ledger:
+        store = ledger.store()
+        for proc in (a, b, relay):
+            proc.start()
+        # both workers are in the group and own partitions before anything is published
+        wait_for(lambda: bool(a.assigned_partitions()) and bool(b.assigned_partitions())
+                 and not (a.assigned_partitions() & b.assigned_partitions()), a,
+                 "the two workers to split the partitions", timeout=60)
+        assert a.assigned_partitions() | b.assigned_partitions() == set(range(settings.partitions))
+
+        with ledger.publisher() as pub:
+            pub.publish(events)
+            total = pub.records_sent
+
+        def received() -> int:
+            return store.counts().received
+
+        wait_for(lambda: received() >= total * 0.2, b, "a fifth of the records")
+        a.sigkill()
+        wait_for(lambda: received() >= total, b, f"worker b to take over and finish all {total} records")
+        wait_for(lambda: b.assigned_partitions() == set(range(settings.partitions)), b,
+                 "worker b to own every partition")
+        wait_for(lambda: not store.outbox_pending(1), relay, "the relay to drain the outbox")
+
+        counts = store.counts()
+        assert counts.received == counts.applied == total  # nothing duplicated or dead in this program
+        with psycopg.connect(ledger.dsn) as conn:
+            archived, distinct_keys = conn.execute(
+                "SELECT count(*), count(DISTINCT dedupe_key) FROM archive").fetchone() or (0, 0)
+            archive_order = [(t, p, o) for t, p, o in conn.execute(
+                'SELECT topic, partition, "offset" FROM archive ORDER BY seq')]
+        assert archived == distinct_keys == total
+
+        # exactly what was injected, even across a takeover
+        detected = {(d.kind, d.account_id, d.coverage_month) for d in store.discrepancies(limit=10**6)}
+        assert detected == program.expected
+
+        records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                   for m in consume_all(ledger.bootstrap, *settings.topics.inputs())]
+        assert_same_books(store, fold_in_memory(settings, records, archive_order))
+
+        on_topic = {codec.decode_output(m.value).event_id
+                    for m in consume_all(ledger.bootstrap, settings.topics.discrepancies)}
+        assert on_topic == {f"{d.discrepancy_id}:opened" for d in store.discrepancies(limit=10**6)}
