@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 from pydantic import BaseModel, Field, model_validator
@@ -16,6 +17,45 @@ class PlanSettings(BaseModel):
 
     tolerance_cents: int = Field(default=100, ge=0, description="paid may differ from billed by this much")
     grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
+
+
+class PlanFileError(ValueError):
+    """The plan settings file is unreadable or invalid; the message names the file and the field."""
+
+
+def load_plan_file(path: Path) -> PlanSettings:
+    """Plan settings from a TOML, YAML or JSON file; every field is optional (defaults apply)."""
+    import json
+    import tomllib
+
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PlanFileError(f"{path}: cannot read the plan settings file: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise PlanFileError(f"{path}: plan settings must be a .toml, .yaml or .json file")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise PlanFileError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PlanFileError(f"{path}: expected a table of settings, got {type(data).__name__}")
+    data = data.get("plan", data)  # the settings may sit under a [plan] table
+    try:
+        return PlanSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise PlanFileError(f"{path}: {problems}") from exc
 
 
 class TopicSettings(BaseModel):
@@ -65,7 +105,22 @@ class Settings(BaseSettings):
     account_cache_max: int = Field(default=200_000, ge=1, description="accounts kept in processor memory")
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    plan_file: Path | None = Field(
+        default=None, description="TOML, YAML or JSON file of plan settings; LEDGER_PLAN__* variables override it"
+    )
     plan: PlanSettings = Field(default_factory=PlanSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plan_from_file(cls, data: Any) -> Any:
+        """The plan file gives the base values; plan settings set directly (or by env) win."""
+        if isinstance(data, dict) and data.get("plan_file"):
+            from_file = load_plan_file(Path(data["plan_file"])).model_dump(exclude_unset=True)
+            direct = data.get("plan") or {}
+            if isinstance(direct, PlanSettings):
+                direct = direct.model_dump(exclude_unset=True)
+            data = {**data, "plan": {**from_file, **direct}}
+        return data
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> Settings:
