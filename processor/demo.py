@@ -198,57 +198,55 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                         total_cents=total, employee_cents=ee, employer_cents=er,
                     ))
 
+        def enrollment(p: _Member, prefix: str, action: str, line: str, cov: _Coverage, *, sent_on: date,
+                       effective_on: date, begin: date, end: date | None = None,
+                       dependent: int | None = None) -> EnrollmentChanged:
+            """One EnrollmentChanged of the subscriber, or of dependent number ``dependent``."""
+            event_id = eid(prefix)  # ids, then times: the order the seeded generator draws in
+            member, relationship = p.account_id, "self"
+            if dependent is not None:
+                member = f"{p.account_id}-D{dependent + 1}"
+                relationship = "spouse" if dependent == 0 and cov.tier in ("ESP", "FAM") else "child"
+            return EnrollmentChanged(
+                event_id=event_id, account_id=p.account_id, effective_on=effective_on,
+                occurred_at=at(sent_on), source="hr-system", member_id=member,
+                relationship=relationship, plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
+                tier=cov.tier, action=action, status=p.status,  # type: ignore[arg-type]
+                benefit_begin=begin, benefit_end=end, agency_id=p.agency_id,
+            )
+
+        hr_sends = {"add": month - timedelta(days=12), "terminate": month - timedelta(days=5),
+                    "change": month - timedelta(days=8)}
         for p in people:
             if p.hired == month:
                 for line, cov in sorted(p.coverages.items()):
-                    setup.append(EnrollmentChanged(
-                        event_id=eid("enr"), account_id=p.account_id, effective_on=month,
-                        occurred_at=at(month - timedelta(days=12)), source="hr-system", member_id=p.account_id,
-                        relationship="self", plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
-                        tier=cov.tier, action="add", status=p.status,  # type: ignore[arg-type]
-                        benefit_begin=month, agency_id=p.agency_id,
-                    ))
+                    setup.append(enrollment(p, "enr", "add", line, cov, sent_on=hr_sends["add"], effective_on=month,
+                                            begin=month))
                     if line == "health":
-                        for d in range(p.dependents):
-                            setup.append(EnrollmentChanged(
-                                event_id=eid("dep"), account_id=p.account_id, effective_on=month,
-                                occurred_at=at(month - timedelta(days=12)), source="hr-system",
-                                member_id=f"{p.account_id}-D{d + 1}", relationship="spouse" if d == 0 and
-                                cov.tier in ("ESP", "FAM") else "child", plan=cov.plan, coverage_line="health",
-                                tier=cov.tier, action="add", status=p.status,  # type: ignore[arg-type]
-                                benefit_begin=month, agency_id=p.agency_id,
-                            ))
+                        setup.extend(
+                            enrollment(p, "dep", "add", line, cov, sent_on=hr_sends["add"], effective_on=month,
+                                       begin=month, dependent=d)
+                            for d in range(p.dependents)
+                        )
             if term_month.get(p.account_id) == month and p.terminated_after is None:
-                p.terminated_after = month - timedelta(days=1)
-                for d in range(p.dependents):
-                    cov = p.coverages["health"]
-                    setup.append(EnrollmentChanged(
-                        event_id=eid("term"), account_id=p.account_id, effective_on=p.terminated_after,
-                        occurred_at=at(month - timedelta(days=5)), source="hr-system",
-                        member_id=f"{p.account_id}-D{d + 1}", relationship="spouse" if d == 0 and
-                        cov.tier in ("ESP", "FAM") else "child", plan=cov.plan, coverage_line="health",
-                        tier=cov.tier, action="terminate", status=p.status,  # type: ignore[arg-type]
-                        benefit_begin=cov.begin, benefit_end=p.terminated_after, agency_id=p.agency_id,
-                    ))
-                for line, cov in sorted(p.coverages.items()):
-                    setup.append(EnrollmentChanged(
-                        event_id=eid("term"), account_id=p.account_id, effective_on=p.terminated_after,
-                        occurred_at=at(month - timedelta(days=5)), source="hr-system", member_id=p.account_id,
-                        relationship="self", plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
-                        tier=cov.tier, action="terminate", status=p.status,  # type: ignore[arg-type]
-                        benefit_begin=cov.begin, benefit_end=p.terminated_after, agency_id=p.agency_id,
-                    ))
+                p.terminated_after = ended = month - timedelta(days=1)
+                health = p.coverages["health"]
+                setup.extend(
+                    enrollment(p, "term", "terminate", "health", health, sent_on=hr_sends["terminate"],
+                               effective_on=ended, begin=health.begin, end=ended, dependent=d)
+                    for d in range(p.dependents)
+                )
+                setup.extend(
+                    enrollment(p, "term", "terminate", line, cov, sent_on=hr_sends["terminate"], effective_on=ended,
+                               begin=cov.begin, end=ended)
+                    for line, cov in sorted(p.coverages.items())
+                )
             change = tier_change.get(p.account_id)
             if change is not None and change[0] == month:
                 for line, cov in sorted(p.coverages.items()):
                     cov.tier = change[1]
-                    setup.append(EnrollmentChanged(
-                        event_id=eid("chg"), account_id=p.account_id, effective_on=month,
-                        occurred_at=at(month - timedelta(days=8)), source="hr-system", member_id=p.account_id,
-                        relationship="self", plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
-                        tier=cov.tier, action="change", status=p.status,  # type: ignore[arg-type]
-                        benefit_begin=month, agency_id=p.agency_id,
-                    ))
+                    setup.append(enrollment(p, "chg", "change", line, cov, sent_on=hr_sends["change"],
+                                            effective_on=month, begin=month))
 
         # Billing and payments for the month.
         agency_trace = {a: f"TRN{month:%Y%m}{a[-3:]}{rng.randrange(10**6):06d}" for a in agencies}

@@ -18,8 +18,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 from psycopg import sql
 
 from events import codec
@@ -42,44 +40,12 @@ from processor.runtime import ProcessorLoop
 from processor.settings import Settings, TopicSettings
 from processor.topics import ensure_topics
 from projections.model import DiscrepancyRow, LogTruncated
+from tests.integration.support import consume_all
 
 WAIT_S = 120.0
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def consume_all(bootstrap: str, *topics: str) -> list[ConsumerRecord]:
-    """Every record of the topics: read until each partition's position reaches the high-water mark
-    of a fetch response (end_offsets is wrong on Tansu), or two polls in a row come back empty."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic)
-            while not partitions:
-                assert time.monotonic() < deadline, f"topic {topic} has no partitions"
-                time.sleep(0.2)
-                partitions = consumer.partitions_for_topic(topic)
-            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list[ConsumerRecord] = []
-        empty = 0
-        while empty < 2:
-            assert time.monotonic() < deadline, f"reading {topics} did not finish"
-            batch = consumer.poll(timeout_ms=500, max_records=20_000)
-            for records in batch.values():
-                out.extend(records)
-            empty = 0 if batch else empty + 1
-            highwater = [consumer.highwater(tp) for tp in tps]
-            if all(hw is not None and consumer.position(tp) >= hw
-                   for tp, hw in zip(tps, highwater, strict=True)):
-                break
-        return out
-    finally:
-        consumer.close()
 
 
 def unique_topic_settings() -> TopicSettings:

@@ -19,7 +19,7 @@ from processor.app import open_ledger
 from processor.batch import Record
 from processor.demo import generate
 from processor.settings import Settings
-from tests.integration.test_crash_recovery import (
+from tests.integration.support import (
     UpProcess,
     assert_same_books,
     consume_all,
@@ -28,41 +28,14 @@ from tests.integration.test_crash_recovery import (
 )
 
 
-class RoleProcess(UpProcess):
-    """``benefits-ledger up --role ROLE`` with its own log file."""
-
-    def __init__(self, settings: Settings, workdir: Path, role: str, name: str) -> None:
-        super().__init__(settings, workdir)
-        self.role = role
-        self.name = name
-
-    def start(self) -> None:
-        import subprocess
-        import sys
-
-        assert self.proc is None or self.proc.poll() is not None
-        self.runs += 1
-        with self.log_path().open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "processor.cli", "up", "--role", self.role],
-                env=self.env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}-{self.runs}.log"
-
-    def log_tail(self) -> str:
-        path = self.log_path()
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def assigned_partitions(self) -> set[int]:
-        found: set[int] = set()
-        for line in self.log_path().read_text(errors="replace").splitlines():
-            match = re.search(r"partitions assigned: ([\d,]+)", line)
-            if match:
-                found |= {int(p) for p in match.group(1).split(",")}
-        return found
+def assigned_partitions(proc: UpProcess) -> set[int]:
+    """Partitions a worker logged as assigned to it, over its current run."""
+    found: set[int] = set()
+    for line in proc.log_path().read_text(errors="replace").splitlines():
+        match = re.search(r"partitions assigned: ([\d,]+)", line)
+        if match:
+            found |= {int(p) for p in match.group(1).split(",")}
+    return found
 
 
 @pytest.fixture
@@ -72,10 +45,11 @@ def group_settings(settings_factory: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def workers(group_settings: Settings, tmp_path: Path) -> Iterator[tuple[RoleProcess, RoleProcess, RoleProcess]]:
-    a = RoleProcess(group_settings, tmp_path, "processor", "worker-a")
-    b = RoleProcess(group_settings, tmp_path, "processor", "worker-b")
-    relay = RoleProcess(group_settings, tmp_path, "relay", "relay")
+def workers(group_settings: Settings, tmp_path: Path) -> Iterator[tuple[UpProcess, UpProcess, UpProcess]]:
+    processor = ("up", "--role", "processor")
+    a = UpProcess(group_settings, tmp_path, processor, "worker-a")
+    b = UpProcess(group_settings, tmp_path, processor, "worker-b")
+    relay = UpProcess(group_settings, tmp_path, ("up", "--role", "relay"), "relay")
     try:
         yield a, b, relay
     finally:
@@ -84,7 +58,7 @@ def workers(group_settings: Settings, tmp_path: Path) -> Iterator[tuple[RoleProc
 
 
 def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies(
-    group_settings: Settings, workers: tuple[RoleProcess, RoleProcess, RoleProcess],
+    group_settings: Settings, workers: tuple[UpProcess, UpProcess, UpProcess],
 ) -> None:
     settings = group_settings
     a, b, relay = workers
@@ -95,10 +69,10 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
         for proc in (a, b, relay):
             proc.start()
         # both workers are in the group and own partitions before anything is published
-        wait_for(lambda: bool(a.assigned_partitions()) and bool(b.assigned_partitions())
-                 and not (a.assigned_partitions() & b.assigned_partitions()), a,
+        wait_for(lambda: bool(assigned_partitions(a)) and bool(assigned_partitions(b))
+                 and not (assigned_partitions(a) & assigned_partitions(b)), a,
                  "the two workers to split the partitions", timeout=60)
-        assert a.assigned_partitions() | b.assigned_partitions() == set(range(settings.partitions))
+        assert assigned_partitions(a) | assigned_partitions(b) == set(range(settings.partitions))
 
         with ledger.publisher() as pub:
             pub.publish(events)
@@ -110,7 +84,7 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
         wait_for(lambda: received() >= total * 0.2, b, "a fifth of the records")
         a.sigkill()
         wait_for(lambda: received() >= total, b, f"worker b to take over and finish all {total} records")
-        wait_for(lambda: b.assigned_partitions() == set(range(settings.partitions)), b,
+        wait_for(lambda: assigned_partitions(b) == set(range(settings.partitions)), b,
                  "worker b to own every partition")
         wait_for(lambda: not store.outbox_pending(1), relay, "the relay to drain the outbox")
 
