@@ -224,7 +224,7 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
             await rel.start()
 
         @app.on_before_shutdown.connect
-        async def stop_relay(app: Any, **kwargs: Any) -> None:
+        async def stop_relay(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             await rel.stop()
 
         @app.timer(interval=ledger.settings.relay_interval_ms / 1000)
