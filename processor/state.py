@@ -94,6 +94,17 @@ class MonthState(msgspec.Struct, kw_only=True):
     payments: list[PaymentLine] = msgspec.field(default_factory=list)
     expected_cents: Cents | None = None
 
+    def totals(self) -> tuple[Cents, Cents, Cents, Cents]:
+        """billed, adjusted, paid (applied), unapplied: one pass, for projections."""
+        paid = unapplied = 0
+        for p in self.payments:
+            if p.status == PAYMENT_APPLIED:
+                paid += p.amount_cents
+            elif p.status in UNAPPLIED_STATUSES:
+                unapplied += p.amount_cents
+        return (sum(b.amount_cents for b in self.bills), sum(a.amount_cents for a in self.adjustments),
+                paid, unapplied)
+
     @property
     def billed_cents(self) -> Cents:
         return sum(b.amount_cents for b in self.bills)

@@ -226,10 +226,11 @@ def month_rows(account: AccountState, keys: set[str] | None = None) -> list[Mont
     for key, m in account.months.items():
         if m.month is None or (keys is not None and key not in keys):
             continue
+        billed, adjusted, paid, unapplied = m.totals()
         rows.append(MonthRow(
             account_id=account.account_id, coverage_month=m.month, partition=account.partition,
-            expected_cents=m.expected_cents, billed_cents=m.billed_cents, adjusted_cents=m.adjusted_cents,
-            paid_cents=m.paid_cents, unapplied_cents=m.unapplied_cents, balance_cents=m.balance_cents,
+            expected_cents=m.expected_cents, billed_cents=billed, adjusted_cents=adjusted,
+            paid_cents=paid, unapplied_cents=unapplied, balance_cents=billed + adjusted - paid,
             due_on=m.due_on,
         ))
     return rows
