@@ -139,6 +139,20 @@ class DiscrepancyOpened(Event, frozen=True, kw_only=True, tag="discrepancy_opene
     actor: Actor
 
 
+class DiscrepancyAmountChanged(Event, frozen=True, kw_only=True, tag="discrepancy_amount_changed"):
+    """An open discrepancy's amounts moved (a partial payment, a further bill): still open."""
+
+    discrepancy_id: str
+    kind: str
+    coverage_month: date | None = None
+    previous_expected_cents: Cents
+    previous_actual_cents: Cents
+    expected_cents: Cents
+    actual_cents: Cents
+    changing_event_ids: tuple[str, ...]
+    explanation: str
+
+
 class DiscrepancyResolved(Event, frozen=True, kw_only=True, tag="discrepancy_resolved"):
     discrepancy_id: str
     kind: str
@@ -156,7 +170,7 @@ InputEvent = (
     | AdjustmentPosted
     | DayClosed
 )
-OutputEvent = DiscrepancyOpened | DiscrepancyResolved
+OutputEvent = DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancyResolved
 AnyEvent = InputEvent | OutputEvent
 
 INPUT_TYPES: tuple[type[Event], ...] = (
@@ -168,7 +182,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     AdjustmentPosted,
     DayClosed,
 )
-OUTPUT_TYPES: tuple[type[Event], ...] = (DiscrepancyOpened, DiscrepancyResolved)
+OUTPUT_TYPES: tuple[type[Event], ...] = (DiscrepancyOpened, DiscrepancyAmountChanged, DiscrepancyResolved)
 
 
 def tag_of(cls: type[Event]) -> str:

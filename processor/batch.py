@@ -14,7 +14,15 @@ from datetime import datetime, timedelta
 from kafka.partitioner.default import murmur2
 
 from events import codec
-from events.types import DayClosed, DiscrepancyOpened, DiscrepancyResolved, InputEvent, RatePublished, tag_of
+from events.types import (
+    DayClosed,
+    DiscrepancyAmountChanged,
+    DiscrepancyOpened,
+    InputEvent,
+    OutputEvent,
+    RatePublished,
+    tag_of,
+)
 from processor.fold import Outcome, Rejected, apply_account_event, apply_partition_event, close_day, may_become_missing
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, PartitionState
@@ -47,7 +55,7 @@ class BatchResult:
     applied: int = 0
     duplicates: int = 0
     skipped_already_applied: int = 0
-    emitted: list[DiscrepancyOpened | DiscrepancyResolved] = field(default_factory=list)
+    emitted: list[OutputEvent] = field(default_factory=list)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -325,6 +333,8 @@ class BatchProcessor:
                 row = DiscrepancyRow.from_open(account_id, account.open[_key_of(account, ev)], now)
                 write.discrepancies_opened.append(row)
                 opened_now[row.discrepancy_id] = row
+            elif isinstance(ev, DiscrepancyAmountChanged):
+                pass  # the row follows through changed_discrepancies below; the event goes to the outbox
             else:
                 write.discrepancies_closed.append(
                     DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",

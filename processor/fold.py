@@ -15,10 +15,12 @@ from datetime import date, timedelta
 from events.types import (
     AdjustmentPosted,
     DayClosed,
+    DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
     EnrollmentChanged,
     InputEvent,
+    OutputEvent,
     PaymentReceived,
     PaymentReversed,
     PremiumBilled,
@@ -62,7 +64,7 @@ class Outcome:
     dirty_months: set[str] = field(default_factory=set)
     coverage_changed: bool = False
     payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
-    emitted: list[DiscrepancyOpened | DiscrepancyResolved] = field(default_factory=list)
+    emitted: list[OutputEvent] = field(default_factory=list)
     changed_discrepancies: list[OpenDiscrepancy] = field(default_factory=list)
 
 
@@ -599,6 +601,23 @@ def _reconcile(
         current = account.open.get(dkey)
         if current is not None:
             if (current.expected_cents, current.actual_cents) != (f.expected_cents, f.actual_cents):
+                out.emitted.append(DiscrepancyAmountChanged(
+                    event_id=f"{current.discrepancy_id}:changed:{trigger.event_id}",
+                    account_id=account.account_id,
+                    effective_on=current.coverage_month or trigger.effective_on,
+                    occurred_at=trigger.occurred_at,
+                    source=LEDGER_SOURCE,
+                    causation_id=trigger.event_id,
+                    discrepancy_id=current.discrepancy_id,
+                    kind=current.kind,
+                    coverage_month=current.coverage_month,
+                    previous_expected_cents=current.expected_cents,
+                    previous_actual_cents=current.actual_cents,
+                    expected_cents=f.expected_cents,
+                    actual_cents=f.actual_cents,
+                    changing_event_ids=(trigger.event_id,),
+                    explanation=f.explanation,
+                ))
                 current.expected_cents = f.expected_cents
                 current.actual_cents = f.actual_cents
                 current.explanation = f.explanation

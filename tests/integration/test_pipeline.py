@@ -25,6 +25,7 @@ from events.publisher import Publisher
 from events.types import (
     BROADCAST_ACCOUNT,
     DISCREPANCY_KINDS,
+    DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
     EnrollmentChanged,
@@ -213,7 +214,7 @@ def test_relay_publishes_every_outbox_event_to_the_discrepancy_topic(demo_run: D
     published: Counter[str] = Counter()
     for m in messages:
         event = codec.decode_output(m.value)
-        assert isinstance(event, DiscrepancyOpened | DiscrepancyResolved)
+        assert isinstance(event, DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancyResolved)
         published[event.event_id] += 1
         assert m.key == event.account_id.encode(), "discrepancy events are keyed by account_id"
         assert dict(m.headers)["event_id"] == event.event_id.encode()
@@ -223,10 +224,16 @@ def test_relay_publishes_every_outbox_event_to_the_discrepancy_topic(demo_run: D
         if isinstance(event, DiscrepancyOpened):
             assert event.event_id == f"{row.discrepancy_id}:opened"
             assert event.causation_id == row.opened_by
+        elif isinstance(event, DiscrepancyAmountChanged):
+            assert event.event_id == f"{row.discrepancy_id}:changed:{event.causation_id}"
+            assert event.causation_id in row.cause_event_ids
         else:
             assert event.event_id == f"{row.discrepancy_id}:resolved"
             assert event.causation_id == row.resolved_by
-    assert published == output_event_ids(rows), "each outbox event exactly once on the discrepancy topic"
+    with psycopg.connect(demo_run.ledger.dsn) as conn:
+        outbox = Counter(str(r[0]) for r in conn.execute("SELECT event_id FROM outbox"))
+    assert published == outbox, "each outbox event exactly once on the discrepancy topic"
+    assert not output_event_ids(rows) - published, "every opening and resolution was published"
 
 
 # ------------------------------------------------------------------------- duplicates and bad records

@@ -22,6 +22,8 @@ from events.types import (
     BROADCAST_ACCOUNT,
     AdjustmentPosted,
     DayClosed,
+    DiscrepancyAmountChanged,
+    DiscrepancyOpened,
     EnrollmentChanged,
     InputEvent,
     PaymentReceived,
@@ -82,6 +84,7 @@ class Book:
     accounts: dict[str, AccountState] = field(default_factory=dict)
     opened: list[tuple[str, str, str]] = field(default_factory=list)  # (account, kind, discrepancy id)
     resolved: list[tuple[str, str, str]] = field(default_factory=list)
+    changed: list[tuple[str, str, int, int]] = field(default_factory=list)  # kind, actual before and after
     unapplied: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # event id -> reason
 
@@ -105,9 +108,12 @@ class Book:
             return
         for out in outcomes:
             for e in out.emitted:
-                (self.opened if e.event_id.endswith(":opened") else self.resolved).append(
-                    (e.account_id, e.kind, e.discrepancy_id)
-                )
+                if isinstance(e, DiscrepancyOpened):
+                    self.opened.append((e.account_id, e.kind, e.discrepancy_id))
+                elif isinstance(e, DiscrepancyAmountChanged):
+                    self.changed.append((e.account_id, e.kind, e.previous_actual_cents, e.actual_cents))
+                else:
+                    self.resolved.append((e.account_id, e.kind, e.discrepancy_id))
             for payer, delta in out.payer_unapplied_delta.items():
                 self.unapplied[payer] = self.unapplied.get(payer, 0) + delta
 
@@ -239,6 +245,9 @@ def test_scenario(path: Path) -> None:
         assert sorted(k for _, k, _ in book.resolved) == sorted(expect["resolved"]), f"{where}: resolved differ"
     if "opened" in expect:
         assert sorted(k for _, k, _ in book.opened) == sorted(expect["opened"]), f"{where}: ever opened differ"
+    if "changed" in expect:
+        wanted_changes = [(c["kind"], cents(c["from"], where), cents(c["to"], where)) for c in expect["changed"]]
+        assert [(k, a, b) for _, k, a, b in book.changed] == wanted_changes, f"{where}: amount changes differ"
     wanted_cash = {p: cents(v, where) for p, v in expect.get("unapplied", {}).items()}
     assert {p: v for p, v in book.unapplied.items() if v} == wanted_cash, f"{where}: unapplied cash differs"
     rejected = expect.get("rejected", {})

@@ -13,6 +13,7 @@ from events.codec import EventDecodeError, body_hash, decode_any, decode_input, 
 from events.types import (
     INPUT_TYPES,
     OUTPUT_TYPES,
+    DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
     Event,
@@ -53,9 +54,15 @@ OUTPUT_SAMPLES: list[Event] = [
         cause_event_ids=("e-bill", "e-pay"), explanation="short", action="collect",
         actor="agency_coordinator",
     ),
+    DiscrepancyAmountChanged(
+        event_id="d1:changed:e-pay2", account_id="M000001", effective_on=JAN, occurred_at=T0,
+        discrepancy_id="d1", kind="underpaid", coverage_month=JAN, previous_expected_cents=78_412,
+        previous_actual_cents=50_000, expected_cents=78_412, actual_cents=70_000,
+        changing_event_ids=("e-pay2",), explanation="short",
+    ),
     DiscrepancyResolved(
         event_id="d1:resolved", account_id="M000001", effective_on=JAN, occurred_at=T0, discrepancy_id="d1",
-        kind="underpaid", coverage_month=JAN, resolving_event_ids=("e-pay2",), explanation="paid",
+        kind="underpaid", coverage_month=JAN, resolving_event_ids=("e-pay3",), explanation="paid",
     ),
 ]
 

@@ -143,7 +143,9 @@ def test_a_second_partial_payment_updates_the_open_underpaid_in_place() -> None:
     assert d.discrepancy_id == first.discrepancy_id
     assert (d.expected_cents, d.actual_cents) == (78_412, 50_000)
     assert d.cause_event_ids == ("b", "p1", "p2")
-    assert outs[0].emitted == [] and outs[0].changed_discrepancies == [d]
+    assert outs[0].changed_discrepancies == [d]
+    # subscribers hear of it: one amount-changed event, no new opening
+    assert [e.event_id for e in outs[0].emitted] == [f"{d.discrepancy_id}:changed:p2"]
 
 
 def test_the_payment_that_completes_the_month_resolves_underpaid() -> None:
@@ -773,3 +775,19 @@ def test_emitted_events_are_typed_discrepancy_events() -> None:
     led = Ledger()
     led.apply(*_everything())
     assert led.emitted and all(isinstance(e, DiscrepancyOpened | DiscrepancyResolved) for e in led.emitted)
+
+
+def test_an_open_discrepancy_whose_amounts_move_emits_amount_changed_with_before_and_after() -> None:
+    from events.types import DiscrepancyAmountChanged
+
+    led = enrolled()
+    led.apply(bill(UMP_EMP), pay(50_000, payment_id="P1", trace="T1"))
+    d = led.one_open("underpaid")
+    [out] = led.apply(pay(20_000, payment_id="P2", trace="T2", event_id="top-up-1"))
+    [changed] = [e for e in out.emitted if isinstance(e, DiscrepancyAmountChanged)]
+    assert changed.discrepancy_id == d.discrepancy_id
+    assert (changed.previous_expected_cents, changed.previous_actual_cents) == (78_412, 50_000)
+    assert (changed.expected_cents, changed.actual_cents) == (78_412, 70_000)
+    assert changed.event_id == f"{d.discrepancy_id}:changed:top-up-1"
+    assert changed.changing_event_ids == ("top-up-1",) and changed.causation_id == "top-up-1"
+    assert led.one_open("underpaid").actual_cents == 70_000

@@ -63,5 +63,5 @@ def test_a_file_that_is_not_valid_toml_says_so(tmp_path: Path) -> None:
 
 def test_a_missing_plan_file_fails_settings_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
-    with pytest.raises((PlanFileError, ValidationError), match="nope.toml"):
+    with pytest.raises((PlanFileError, ValidationError), match=r"nope\.toml"):
         Settings(plan_file=missing, data_dir=tmp_path)
