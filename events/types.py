@@ -153,6 +153,20 @@ class DiscrepancyAmountChanged(Event, frozen=True, kw_only=True, tag="discrepanc
     explanation: str
 
 
+class DiscrepancySuperseded(Event, frozen=True, kw_only=True, tag="discrepancy_superseded"):
+    """A later retroactive change explains the discrepancy; it is closed, not fixed.
+
+    ``superseded_by`` names the retroactive_change discrepancy that now carries the difference, if any.
+    """
+
+    discrepancy_id: str
+    kind: str
+    coverage_month: date | None = None
+    superseding_event_ids: tuple[str, ...]
+    superseded_by: str | None = None
+    explanation: str
+
+
 class DiscrepancyResolved(Event, frozen=True, kw_only=True, tag="discrepancy_resolved"):
     discrepancy_id: str
     kind: str
@@ -170,7 +184,7 @@ InputEvent = (
     | AdjustmentPosted
     | DayClosed
 )
-OutputEvent = DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancyResolved
+OutputEvent = DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancySuperseded | DiscrepancyResolved
 AnyEvent = InputEvent | OutputEvent
 
 INPUT_TYPES: tuple[type[Event], ...] = (
@@ -182,7 +196,9 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     AdjustmentPosted,
     DayClosed,
 )
-OUTPUT_TYPES: tuple[type[Event], ...] = (DiscrepancyOpened, DiscrepancyAmountChanged, DiscrepancyResolved)
+OUTPUT_TYPES: tuple[type[Event], ...] = (
+    DiscrepancyOpened, DiscrepancyAmountChanged, DiscrepancySuperseded, DiscrepancyResolved,
+)
 
 
 def tag_of(cls: type[Event]) -> str:

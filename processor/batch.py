@@ -18,6 +18,7 @@ from events.types import (
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
+    DiscrepancySuperseded,
     InputEvent,
     OutputEvent,
     RatePublished,
@@ -335,6 +336,11 @@ class BatchProcessor:
                 opened_now[row.discrepancy_id] = row
             elif isinstance(ev, DiscrepancyAmountChanged):
                 pass  # the row follows through changed_discrepancies below; the event goes to the outbox
+            elif isinstance(ev, DiscrepancySuperseded):
+                write.discrepancies_closed.append(
+                    DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",
+                                     recorded_at=now, status="superseded")
+                )
             else:
                 write.discrepancies_closed.append(
                     DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",

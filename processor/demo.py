@@ -46,6 +46,7 @@ INJECTED_KINDS = (
     "paid_after_termination",
     "duplicate_payment",
     "missing_payment",
+    "retroactive_change",
 )
 Expected = tuple[str, str, date]
 
@@ -249,6 +250,7 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                                             effective_on=month, begin=month))
 
         # Billing and payments for the month.
+        late: list[Event] = []  # retroactive changes, reported after the month's payments
         agency_trace = {a: f"TRN{month:%Y%m}{a[-3:]}{rng.randrange(10**6):06d}" for a in agencies}
         for p in people:
             if p.hired > month:
@@ -313,6 +315,22 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                     trace_number=trace,
                 ))
                 expected.add(("duplicate_payment", p.account_id, month))
+            if inject == "retroactive_change":
+                # After the month was billed and paid, HR reports that coverage ended with last month.
+                p.terminated_after = ended = month - timedelta(days=1)
+                reported = month + timedelta(days=20)
+                health = p.coverages["health"]
+                late.extend(
+                    enrollment(p, "term", "terminate", "health", health, sent_on=reported, effective_on=ended,
+                               begin=health.begin, end=ended, dependent=d)
+                    for d in range(p.dependents)
+                )
+                late.extend(
+                    enrollment(p, "term", "terminate", line, cov, sent_on=reported, effective_on=ended,
+                               begin=cov.begin, end=ended)
+                    for line, cov in sorted(p.coverages.items())
+                )
+                expected.add(("retroactive_change", p.account_id, month))
 
         # Payments for people nobody knows: unapplied cash on the agency's account.
         if mi % max(1, months // per_kind) == 0 or mi == months - 1:
@@ -328,6 +346,7 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 ))
                 expected.add(("unmatched_payment", stranger, month))
 
+        payments.extend(late)
         close = DayClosed(
             event_id=eid("day"), account_id=BROADCAST_ACCOUNT, effective_on=month_end,
             occurred_at=at(month_end, 23), source="operations", business_date=month_end,

@@ -18,6 +18,7 @@ from events.types import (
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
+    DiscrepancySuperseded,
     EnrollmentChanged,
     InputEvent,
     OutputEvent,
@@ -42,6 +43,7 @@ from processor.state import (
     PartitionState,
     PaymentLine,
     RateEntry,
+    RetroLine,
     month_key,
 )
 
@@ -175,9 +177,11 @@ def apply_account_event(
     assert event.account_id == account.account_id, "event routed to the wrong account"
     out = Outcome()
     if isinstance(event, EnrollmentChanged):
+        before = _billed_premiums(account, part)
         _apply_enrollment(account, event)
         out.coverage_changed = True
         _replace_payments(account)
+        _note_retroactive(account, part, plan, event, before)
         for key, month in list(account.months.items()):
             if month.month is not None:
                 _reconcile(account, part, plan, key, event, out)
@@ -352,6 +356,38 @@ def _plan_ended_before(account: AccountState, month: date, plan_id: str) -> Cove
 def _terminated_before(account: AccountState, month: date) -> CoverageSegment | None:
     ended = [s for s in account.coverages if s.relationship == "self" and s.end is not None and s.end < month]
     return max(ended, key=lambda s: s.end or s.begin, default=None)
+
+
+def _billed_premiums(account: AccountState, part: PartitionState) -> dict[str, int | None]:
+    """The premium each already-billed month carries now (before an enrollment change is applied)."""
+    return {
+        key: expected_premium(account, part, m.month)
+        for key, m in account.months.items() if m.month is not None and m.bills
+    }
+
+
+def _note_retroactive(
+    account: AccountState, part: PartitionState, plan: PlanSettings, e: EnrollmentChanged,
+    before: dict[str, int | None],
+) -> None:
+    """Record on each billed month whose premium the change moved that it reached back there."""
+    change_date = e.benefit_end if e.action == "terminate" and e.benefit_end is not None else e.benefit_begin
+    days_back = (e.occurred_at.date() - change_date).days
+    for key, was in before.items():
+        month = account.months[key]
+        assert month.month is not None
+        now = expected_premium(account, part, month.month)
+        if was is None or now is None or was == now:
+            continue  # unknown rate, or the change does not touch this month's premium
+        month.retro.append(RetroLine(
+            event_id=e.event_id, change_date=change_date, premium_before_cents=was, premium_after_cents=now,
+            days_back=days_back, beyond_limit=days_back > plan.retroactive_limit_days,
+        ))
+
+
+# Kinds a retroactive change explains: while the month's bill differs from the premium the corrected
+# enrollment calls for, that one difference is the retroactive_change, not these.
+EXPLAINED_BY_RETRO = frozenset({"billed_not_enrolled", "wrong_rate"})
 
 
 def _placement(account: AccountState, month: MonthState) -> str:
@@ -548,6 +584,28 @@ def detect(
             action=f"refund {cents(amount)} to {after[0].payer_id}", actor="accounts_staff",
         ))
 
+    if m is not None and month.retro and month.expected_cents is not None and net_billed != month.expected_cents:
+        expected = month.expected_cents
+        last = month.retro[-1]
+        difference = net_billed - expected
+        beyond = [r for r in month.retro if r.beyond_limit]
+        add(Finding(
+            kind="retroactive_change", key=f"retroactive_change|{key}", month=m,
+            payer_id=month.bills[0].agency_id if month.bills else None,
+            expected_cents=expected, actual_cents=net_billed,
+            cause_event_ids=tuple(dict.fromkeys(r.event_id for r in month.retro)),
+            explanation=f"enrollment change {last.event_id} effective {last.change_date} moved the premium"
+            f" for {m:%Y-%m} from {cents(last.premium_before_cents)} to {cents(last.premium_after_cents)};"
+            f" billed {cents(net_billed)}"
+            + (f"; reaches {beyond[-1].days_back} days back, beyond the plan's"
+               f" {plan.retroactive_limit_days}-day retroactive limit" if beyond else ""),
+            action=(f"refund or credit {cents(difference)}" if difference > 0 else f"bill {cents(-difference)}")
+            + f" for {m:%Y-%m}" + ("; needs approval: beyond the retroactive limit" if beyond else ""),
+            actor="billing",
+        ))
+        for explained in [k for k, f in found.items() if f.kind in EXPLAINED_BY_RETRO]:
+            del found[explained]
+
     due = month.due_on
     if (
         m is not None and due is not None and part.business_date is not None
@@ -580,10 +638,35 @@ def _reconcile(
         month.expected_cents = expected_premium(account, part, month.month, in_force_self)
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)
+    # A discrepancy that disappears because this enrollment change reached back into its month is
+    # explained by the change (superseded), not fixed (resolved).
+    change = trigger.action if isinstance(trigger, EnrollmentChanged) else None
+    retroactive = change is not None and any(r.event_id == trigger.event_id for r in month.retro)
+    retro_key = f"retroactive_change|{key}"
+    superseded: list[OutputEvent] = []
     for dkey, open_d in list(account.open.items()):
         if _month_of_key(dkey) != key or dkey in found:
             continue
         del account.open[dkey]
+        if retroactive and open_d.kind != "retroactive_change":
+            open_retro = account.open.get(retro_key)
+            superseded.append(DiscrepancySuperseded(
+                event_id=f"{open_d.discrepancy_id}:superseded",
+                account_id=account.account_id,
+                effective_on=open_d.coverage_month or trigger.effective_on,
+                occurred_at=trigger.occurred_at,
+                source=LEDGER_SOURCE,
+                causation_id=trigger.event_id,
+                discrepancy_id=open_d.discrepancy_id,
+                kind=open_d.kind,
+                coverage_month=open_d.coverage_month,
+                superseding_event_ids=(trigger.event_id,),
+                superseded_by=(open_retro.discrepancy_id if open_retro is not None
+                               else discrepancy_id(account.account_id, retro_key, trigger.event_id)
+                               if retro_key in found else None),
+                explanation=f"{open_d.kind} explained by the retroactive {change} {trigger.event_id}",
+            ))
+            continue
         out.emitted.append(DiscrepancyResolved(
             event_id=f"{open_d.discrepancy_id}:resolved",
             account_id=account.account_id,
@@ -650,6 +733,7 @@ def _reconcile(
             action=f.action,
             actor=f.actor,  # type: ignore[arg-type]
         ))
+    out.emitted.extend(superseded)  # after the retroactive_change they point to was opened
 
 
 def _month_of_key(dkey: str) -> str:

@@ -16,6 +16,9 @@ class PlanSettings(BaseModel):
     model_config = {"frozen": True, "extra": "forbid"}
 
     tolerance_cents: int = Field(default=100, ge=0, description="paid may differ from billed by this much")
+    retroactive_limit_days: int = Field(
+        default=60, ge=0, description="an enrollment change reaching further back than this needs approval"
+    )
     grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
 
 

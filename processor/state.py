@@ -85,6 +85,17 @@ class OpenDiscrepancy(msgspec.Struct, kw_only=True):
     opened_by: str
 
 
+class RetroLine(msgspec.Struct, kw_only=True):
+    """An enrollment change that reached back into this (already billed) month and moved its premium."""
+
+    event_id: str
+    change_date: date
+    premium_before_cents: Cents
+    premium_after_cents: Cents
+    days_back: int  # from the change date to when the upstream system made the change
+    beyond_limit: bool
+
+
 class MonthState(msgspec.Struct, kw_only=True):
     """One coverage month of one account. ``month`` None holds payments that named no month."""
 
@@ -93,6 +104,7 @@ class MonthState(msgspec.Struct, kw_only=True):
     adjustments: list[AdjustmentLine] = msgspec.field(default_factory=list)
     payments: list[PaymentLine] = msgspec.field(default_factory=list)
     expected_cents: Cents | None = None
+    retro: list[RetroLine] = msgspec.field(default_factory=list)
 
     def totals(self) -> tuple[Cents, Cents, Cents, Cents]:
         """billed, adjusted, paid (applied), unapplied: one pass, for projections."""

@@ -122,7 +122,7 @@ class MemoryStore:
             stored.explanation, stored.cause_event_ids = d.explanation, d.cause_event_ids
         for c in batch.discrepancies_closed:
             stored = self._discrepancies[c.discrepancy_id]
-            stored.status, stored.resolved_by = "resolved", c.resolved_by
+            stored.status, stored.resolved_by = c.status, c.resolved_by
             stored.resolved_recorded_at = c.recorded_at
         for o in batch.outbox:
             self._outbox.append((len(self._outbox) + 1, o, False))

@@ -104,6 +104,7 @@ class DiscrepancyClose:
     discrepancy_id: str
     resolved_by: str
     recorded_at: datetime
+    status: str = "resolved"  # or "superseded": explained by a later retroactive change
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ WHERE discrepancy_id = %s
 """
 
 _CLOSE_DISCREPANCY = """
-UPDATE discrepancy SET status = 'resolved', resolved_by = %s, resolved_recorded_at = %s
+UPDATE discrepancy SET status = %s, resolved_by = %s, resolved_recorded_at = %s
 WHERE discrepancy_id = %s
 """
 
@@ -397,7 +397,7 @@ class PostgresStore:
             ])  # fmt: skip
         if batch.discrepancies_closed:
             cur.executemany(_CLOSE_DISCREPANCY, [
-                (c.resolved_by, c.recorded_at, c.discrepancy_id) for c in batch.discrepancies_closed
+                (c.status, c.resolved_by, c.recorded_at, c.discrepancy_id) for c in batch.discrepancies_closed
             ])  # fmt: skip
 
     # -- relay side ---------------------------------------------------------------------------

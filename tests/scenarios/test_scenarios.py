@@ -24,6 +24,7 @@ from events.types import (
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
+    DiscrepancySuperseded,
     EnrollmentChanged,
     InputEvent,
     PaymentReceived,
@@ -85,6 +86,7 @@ class Book:
     opened: list[tuple[str, str, str]] = field(default_factory=list)  # (account, kind, discrepancy id)
     resolved: list[tuple[str, str, str]] = field(default_factory=list)
     changed: list[tuple[str, str, int, int]] = field(default_factory=list)  # kind, actual before and after
+    superseded: list[tuple[str, str, str]] = field(default_factory=list)
     unapplied: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # event id -> reason
 
@@ -112,6 +114,8 @@ class Book:
                     self.opened.append((e.account_id, e.kind, e.discrepancy_id))
                 elif isinstance(e, DiscrepancyAmountChanged):
                     self.changed.append((e.account_id, e.kind, e.previous_actual_cents, e.actual_cents))
+                elif isinstance(e, DiscrepancySuperseded):
+                    self.superseded.append((e.account_id, e.kind, e.discrepancy_id))
                 else:
                     self.resolved.append((e.account_id, e.kind, e.discrepancy_id))
             for payer, delta in out.payer_unapplied_delta.items():
@@ -128,7 +132,9 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
     event_id = str(f.pop("id", f"e{n}"))
     account = str(f.pop("account", DEFAULT_ACCOUNT))
     agency = str(f.pop("agency", DEFAULT_AGENCY))
-    common = {"event_id": event_id, "occurred_at": T0, "source": "scenario"}
+    at = f.pop("at", None)  # when the upstream system made the change (default: the book's start)
+    occurred = T0 if at is None else datetime.combine(day(at, where), T0.timetz())
+    common = {"event_id": event_id, "occurred_at": occurred, "source": "scenario"}
     w = f"{where} ({kind})"
     if kind == "rate":
         first = month(f.pop("from"), w)
@@ -243,6 +249,12 @@ def test_scenario(path: Path) -> None:
 
     if "resolved" in expect:
         assert sorted(k for _, k, _ in book.resolved) == sorted(expect["resolved"]), f"{where}: resolved differ"
+    if "superseded" in expect:
+        assert sorted(k for _, k, _ in book.superseded) == sorted(expect["superseded"]), f"{where}: superseded"
+    for note in expect.get("notes", []):
+        texts = [f"{d.explanation} | {d.action}" for st in book.accounts.values() for d in st.open.values()
+                 if d.kind == note["kind"]]
+        assert any(note["contains"] in t for t in texts), f"{where}: no open {note['kind']} says {note['contains']!r}"
     if "opened" in expect:
         assert sorted(k for _, k, _ in book.opened) == sorted(expect["opened"]), f"{where}: ever opened differ"
     if "changed" in expect:

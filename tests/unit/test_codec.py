@@ -16,6 +16,7 @@ from events.types import (
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
+    DiscrepancySuperseded,
     Event,
     PaymentReceived,
 )
@@ -59,6 +60,11 @@ OUTPUT_SAMPLES: list[Event] = [
         discrepancy_id="d1", kind="underpaid", coverage_month=JAN, previous_expected_cents=78_412,
         previous_actual_cents=50_000, expected_cents=78_412, actual_cents=70_000,
         changing_event_ids=("e-pay2",), explanation="short",
+    ),
+    DiscrepancySuperseded(
+        event_id="d2:superseded", account_id="M000001", effective_on=JAN, occurred_at=T0,
+        discrepancy_id="d2", kind="wrong_rate", coverage_month=JAN, superseding_event_ids=("e-chg",),
+        superseded_by="d3", explanation="explained",
     ),
     DiscrepancyResolved(
         event_id="d1:resolved", account_id="M000001", effective_on=JAN, occurred_at=T0, discrepancy_id="d1",

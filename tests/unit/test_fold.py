@@ -307,14 +307,17 @@ def test_an_adjustment_for_the_plan_that_corrects_the_bill_resolves_wrong_rate()
     assert led.resolved("wrong_rate")[0].resolving_event_ids == ("fix",)
 
 
-def test_a_retroactive_tier_change_reopens_already_billed_months_as_wrong_rate() -> None:
+def test_a_retroactive_tier_change_into_billed_months_is_a_retroactive_change_not_wrong_rate() -> None:
     led = Ledger()
     led.apply(rate(UMP_EMP, tier="EMP"), rate(UMP_FAM, tier="FAM"), enroll(tier="EMP"))
     led.apply(bill(UMP_EMP, month=FEB))
     assert led.open() == []
     led.apply(enroll(action="change", tier="FAM", begin=FEB, event_id="retro-chg"))
-    d = led.one_open("wrong_rate")
+    assert led.open("wrong_rate") == []
+    d = led.one_open("retroactive_change")
     assert (d.expected_cents, d.actual_cents, d.opened_by) == (211_963, 78_412, "retro-chg")
+    assert "retro-chg" in d.cause_event_ids and d.actor == "billing"
+    assert "bill $1,335.51" in d.action
 
 
 def test_no_wrong_rate_is_judged_without_a_published_rate() -> None:
