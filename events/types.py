@@ -66,6 +66,12 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     benefit_begin: date
     benefit_end: date | None = None
     agency_id: str
+    # COBRA continuation (status "cobra"): the day the member elected it (the first payment is due a
+    # number of days later), the first month of continuation coverage, and whether it is a disability
+    # extension (months 19 to 29 are priced higher).
+    elected_on: date | None = None
+    cobra_start: date | None = None
+    disability_extension: bool = False
 
 
 class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):

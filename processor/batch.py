@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from kafka.partitioner.default import murmur2
 
@@ -24,7 +24,15 @@ from events.types import (
     RatePublished,
     tag_of,
 )
-from processor.fold import Outcome, Rejected, apply_account_event, apply_partition_event, close_day, may_become_missing
+from processor.fold import (
+    Outcome,
+    Rejected,
+    apply_account_event,
+    apply_partition_event,
+    candidate_cutoff,
+    close_day,
+    may_become_missing,
+)
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, PartitionState
 from projections.model import (
@@ -276,7 +284,7 @@ class BatchProcessor:
         wanted = {e.account_id for e in events if not type(e).BROADCAST}
         for e, p in zip(events, partitions, strict=True):
             if isinstance(e, DayClosed):
-                cutoff = e.business_date - timedelta(days=self.plan.grace_days)
+                cutoff = candidate_cutoff(e.business_date, self.plan)
                 wanted.update(self.store.due_accounts(p, cutoff))
         self._ensure_accounts(wanted, dict(zip((e.account_id for e in events), partitions, strict=True)))
 

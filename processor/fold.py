@@ -146,7 +146,7 @@ def months_to_check(account: AccountState, business_date: date, plan: PlanSettin
     Exactly these months are re-evaluated on a DayClosed, whether the account is in a worker's memory
     or loaded from the store (``due_accounts`` selects the same), so a restart cannot change the books.
     """
-    cutoff = business_date - timedelta(days=plan.grace_days)
+    cutoff = candidate_cutoff(business_date, plan)
     keys = []
     for key, month in account.months.items():
         # cheapest tests first: this runs over every cached account of a partition on each DayClosed
@@ -159,6 +159,11 @@ def months_to_check(account: AccountState, business_date: date, plan: PlanSettin
         ):
             keys.append(key)
     return keys
+
+
+def candidate_cutoff(business_date: date, plan: PlanSettings) -> date:
+    """Months due before this date may be missing on ``business_date`` (the detector decides)."""
+    return business_date - timedelta(days=min(plan.grace_days, plan.cobra_grace_days))
 
 
 def may_become_missing(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
@@ -177,7 +182,7 @@ def apply_account_event(
     assert event.account_id == account.account_id, "event routed to the wrong account"
     out = Outcome()
     if isinstance(event, EnrollmentChanged):
-        before = _billed_premiums(account, part)
+        before = _billed_premiums(account, part, plan)
         _apply_enrollment(account, event)
         out.coverage_changed = True
         _replace_payments(account)
@@ -274,6 +279,9 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
             end=end,
             agency_id=e.agency_id,
             event_id=e.event_id,
+            elected_on=(e.elected_on or e.effective_on) if e.status == "cobra" else None,
+            cobra_start=(e.cobra_start or e.benefit_begin) if e.status == "cobra" else None,
+            disability_extension=e.disability_extension,
         )
 
     existing = _segments(account, e.member_id, e.coverage_line)
@@ -358,10 +366,10 @@ def _terminated_before(account: AccountState, month: date) -> CoverageSegment | 
     return max(ended, key=lambda s: s.end or s.begin, default=None)
 
 
-def _billed_premiums(account: AccountState, part: PartitionState) -> dict[str, int | None]:
+def _billed_premiums(account: AccountState, part: PartitionState, plan: PlanSettings) -> dict[str, int | None]:
     """The premium each already-billed month carries now (before an enrollment change is applied)."""
     return {
-        key: expected_premium(account, part, m.month)
+        key: expected_premium(account, part, m.month, plan=plan)
         for key, m in account.months.items() if m.month is not None and m.bills
     }
 
@@ -376,7 +384,7 @@ def _note_retroactive(
     for key, was in before.items():
         month = account.months[key]
         assert month.month is not None
-        now = expected_premium(account, part, month.month)
+        now = expected_premium(account, part, month.month, plan=plan)
         if was is None or now is None or was == now:
             continue  # unknown rate, or the change does not touch this month's premium
         month.retro.append(RetroLine(
@@ -450,14 +458,28 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
 # Detection
 
 
+def segment_premium(seg: CoverageSegment, rate: RateEntry, month: date, plan: PlanSettings) -> int:
+    """The month's premium of one coverage: the plan cost, or for COBRA continuation 102% of it (150%
+    in months 19 to 29 of a disability extension), rounded half up to the cent (42 USC 300bb-2)."""
+    if seg.status != "cobra":
+        return rate.total_cents
+    percent = plan.cobra_premium_percent
+    if seg.disability_extension and seg.cobra_start is not None:
+        month_number = (month.year - seg.cobra_start.year) * 12 + month.month - seg.cobra_start.month + 1
+        if 19 <= month_number <= 29:
+            percent = plan.cobra_disability_percent
+    return (rate.total_cents * percent + 50) // 100
+
+
 def expected_premium(
     account: AccountState, part: PartitionState, month: date,
-    in_force_self: list[CoverageSegment] | None = None,
+    in_force_self: list[CoverageSegment] | None = None, plan: PlanSettings | None = None,
 ) -> int | None:
     """Premium the enrollment and rate tables call for; None when a rate is not known.
 
     Dependents are priced through the subscriber's tier, so only the subscriber's segments count.
     """
+    plan = plan or PlanSettings()
     if in_force_self is None:
         in_force_self = _priced_segments(account, month)
     total = 0
@@ -465,7 +487,7 @@ def expected_premium(
         rate = part.rate_for(seg.plan, seg.tier, month)
         if rate is None:
             return None
-        total += rate.total_cents
+        total += segment_premium(seg, rate, month, plan)
     return total
 
 
@@ -499,13 +521,14 @@ def detect(
                 continue
             seg = segs[0]
             rate = part.rate_for(seg.plan, seg.tier, m)
-            if rate is not None and billed != rate.total_cents:
+            premium = segment_premium(seg, rate, m, plan) if rate is not None else None
+            if rate is not None and premium is not None and billed != premium:
                 add(Finding(
                     kind="wrong_rate", key=f"wrong_rate|{key}|{plan_id}", month=m,
-                    payer_id=bills[0].agency_id, expected_cents=rate.total_cents, actual_cents=billed,
+                    payer_id=bills[0].agency_id, expected_cents=premium, actual_cents=billed,
                     cause_event_ids=(*causes, seg.event_id, rate.event_id),
                     explanation=f"billed {cents(billed)} for {plan_id}/{seg.tier} in {m:%Y-%m};"
-                    f" the rate is {cents(rate.total_cents)}",
+                    f" the {'COBRA premium' if seg.status == 'cobra' else 'rate'} is {cents(premium)}",
                     action="correct the bill with an adjustment or fix the rate table", actor="billing",
                 ))
 
@@ -533,7 +556,21 @@ def detect(
         payer = applied[-1].payer_id
         causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
         who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
-        if gap > plan.tolerance_cents:
+        cobra = _cobra_segment(account, m)
+        # 26 CFR 54.4980B-8: a shortfall no larger than the lesser of $50 or 10% counts as full payment
+        # unless the plan gives notice and a reasonable time to pay; the notice is this discrepancy.
+        insignificant = min(plan.cobra_shortfall_max_cents, net_billed * plan.cobra_shortfall_max_percent // 100)
+        if cobra is not None and 0 < gap <= insignificant:
+            add(Finding(
+                kind="cobra_shortfall", key=f"cobra_shortfall|{key}", month=m, payer_id=payer,
+                expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
+                explanation=f"COBRA payment {cents(paid)} of {cents(net_billed)} for {m:%Y-%m} is {cents(gap)}"
+                f" short, within the lesser of {cents(plan.cobra_shortfall_max_cents)} and"
+                f" {plan.cobra_shortfall_max_percent}%: treated as paid",
+                action=f"send the member a notice of the {cents(gap)} balance with a reasonable time to pay",
+                actor="member",
+            ))
+        elif gap > plan.tolerance_cents:
             add(Finding(
                 kind="underpaid", key=f"underpaid|{key}", month=m, payer_id=payer,
                 expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
@@ -607,10 +644,27 @@ def detect(
             del found[explained]
 
     due = month.due_on
+    deadline = _payment_deadline(account, month, plan)
+    cobra_month = _cobra_segment(account, m) if m is not None else None
     if (
-        m is not None and due is not None and part.business_date is not None
-        and paid == 0 and net_billed > plan.tolerance_cents
-        and part.business_date > due + timedelta(days=plan.grace_days)
+        m is not None and due is not None and deadline is not None and part.business_date is not None
+        and paid == 0 and net_billed > plan.tolerance_cents and part.business_date > deadline
+        and cobra_month is not None
+    ):
+        add(Finding(
+            kind="missing_payment", key=f"missing_payment|{key}", month=m, payer_id=month.bills[0].agency_id,
+            expected_cents=net_billed, actual_cents=0,
+            cause_event_ids=tuple(b.event_id for b in month.bills) + (cobra_month.event_id,)
+            + ((part.business_date_event_id,) if part.business_date_event_id else ()),
+            explanation=f"COBRA premium {cents(net_billed)} for {m:%Y-%m} was not paid by {deadline}"
+            f" (due {due}; elected {cobra_month.elected_on})",
+            action="terminate COBRA continuation coverage for non-payment, effective the end of the last"
+            " paid month",
+            actor="accounts_staff",
+        ))
+    elif (
+        m is not None and due is not None and deadline is not None and part.business_date is not None
+        and paid == 0 and net_billed > plan.tolerance_cents and part.business_date > deadline
     ):
         agency = month.bills[0].agency_id
         add(Finding(
@@ -620,10 +674,29 @@ def detect(
             + ((part.business_date_event_id,) if part.business_date_event_id else ()),
             explanation=f"{cents(net_billed)} billed for {m:%Y-%m} was due {due} and is unpaid"
             f" {plan.grace_days} days later ({part.business_date})",
-            action="collect or start delinquency (COBRA: terminate for non-payment)",
+            action="collect or start delinquency",
             actor="agency_coordinator" if agency else "member",
         ))
     return found
+
+
+def _cobra_segment(account: AccountState, month: date) -> CoverageSegment | None:
+    return next((s for s in _priced_segments(account, month) if s.status == "cobra"), None)
+
+
+def _payment_deadline(account: AccountState, month: MonthState, plan: PlanSettings) -> date | None:
+    """The last day a month's premium is timely: due date plus grace, or for COBRA the later of the
+    due date plus the COBRA grace period and the election plus the first-payment period."""
+    due = month.due_on
+    if due is None or month.month is None:
+        return None
+    cobra = _cobra_segment(account, month.month)
+    if cobra is None:
+        return due + timedelta(days=plan.grace_days)
+    deadline = due + timedelta(days=plan.cobra_grace_days)
+    if cobra.elected_on is not None:
+        deadline = max(deadline, cobra.elected_on + timedelta(days=plan.cobra_first_payment_days))
+    return deadline
 
 
 def _reconcile(
@@ -635,7 +708,7 @@ def _reconcile(
     in_force_self = None
     if month.month is not None:
         in_force_self = _priced_segments(account, month.month)
-        month.expected_cents = expected_premium(account, part, month.month, in_force_self)
+        month.expected_cents = expected_premium(account, part, month.month, in_force_self, plan)
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)
     # A discrepancy that disappears because this enrollment change reached back into its month is

@@ -16,6 +16,18 @@ class PlanSettings(BaseModel):
     model_config = {"frozen": True, "extra": "forbid"}
 
     tolerance_cents: int = Field(default=100, ge=0, description="paid may differ from billed by this much")
+    cobra_premium_percent: int = Field(
+        default=102, ge=0, le=102, description="COBRA premium as a percent of the plan cost (42 USC 300bb-2)"
+    )
+    cobra_disability_percent: int = Field(
+        default=150, ge=0, le=150, description="premium percent in disability extension months 19 to 29"
+    )
+    cobra_first_payment_days: int = Field(default=45, ge=45, description="first payment due after election")
+    cobra_grace_days: int = Field(default=30, ge=30, description="later payments are timely within this")
+    cobra_shortfall_max_cents: int = Field(
+        default=5000, ge=0, description="a COBRA shortfall up to the lesser of this and the percent counts as paid"
+    )
+    cobra_shortfall_max_percent: int = Field(default=10, ge=0, le=100)
     retroactive_limit_days: int = Field(
         default=60, ge=0, description="an enrollment change reaching further back than this needs approval"
     )

@@ -25,6 +25,9 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     agency_id: str
     event_id: str
     end_event_id: str | None = None  # the termination that set ``end``, when one did
+    elected_on: date | None = None  # COBRA election
+    cobra_start: date | None = None  # first month of COBRA continuation coverage
+    disability_extension: bool = False
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)

@@ -157,6 +157,9 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             plan=str(f.pop("plan")), coverage_line=f.pop("line", "health"), tier=str(f.pop("tier", "EMP")),
             action=action, status=f.pop("status", "active"), benefit_begin=begin,  # type: ignore[arg-type]
             benefit_end=day(end, w) if end is not None else None, agency_id=agency,
+            elected_on=day(f.pop("elected_on"), w) if "elected_on" in f else None,
+            cobra_start=month(f.pop("cobra_start"), w) if "cobra_start" in f else None,
+            disability_extension=bool(f.pop("disability_extension", False)),
         )
     elif kind == "bill":
         m = month(f.pop("month"), w)
