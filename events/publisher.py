@@ -21,6 +21,7 @@ from events.types import (
     PaymentReversed,
     PremiumBilled,
     RatePublished,
+    RefundIssued,
 )
 from processor.settings import TopicSettings
 
@@ -32,7 +33,7 @@ def topic_for(event: Event, topics: TopicSettings) -> str:
         return topics.rates
     if isinstance(event, PremiumBilled | AdjustmentPosted):
         return topics.billing
-    if isinstance(event, PaymentReceived | PaymentReversed):
+    if isinstance(event, PaymentReceived | PaymentReversed | RefundIssued):
         return topics.payments
     if isinstance(event, DayClosed):
         return topics.control

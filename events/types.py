@@ -114,6 +114,19 @@ class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):
     reason: str
 
 
+class RefundIssued(Event, frozen=True, kw_only=True, tag="refund_issued"):
+    """Money paid back to a payer: either held cash returned (``payment_id``: a payment that was never
+    applied, such as one after termination or a duplicate), or a month's credit (``coverage_month``)."""
+
+    refund_id: str
+    payee_id: str
+    amount_cents: Cents
+    method: PaymentMethod
+    reason: str
+    payment_id: str | None = None
+    coverage_month: date | None = None
+
+
 class AdjustmentPosted(Event, frozen=True, kw_only=True, tag="adjustment_posted"):
     """A correction to a month's billed amount (signed cents); never an edit of history."""
 
@@ -187,6 +200,7 @@ InputEvent = (
     | PremiumBilled
     | PaymentReceived
     | PaymentReversed
+    | RefundIssued
     | AdjustmentPosted
     | DayClosed
 )
@@ -199,6 +213,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     PremiumBilled,
     PaymentReceived,
     PaymentReversed,
+    RefundIssued,
     AdjustmentPosted,
     DayClosed,
 )

@@ -80,13 +80,14 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
         PaymentReceived,
         PaymentReversed,
         PremiumBilled,
+        RefundIssued,
     )
 
     return {
         topics.enrollment: frozenset({tag_of(EnrollmentChanged)}),
         topics.rates: frozenset({tag_of(RatePublished)}),
         topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
-        topics.payments: frozenset({tag_of(PaymentReceived), tag_of(PaymentReversed)}),
+        topics.payments: frozenset({tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RefundIssued)}),
         topics.control: frozenset({tag_of(DayClosed)}),
     }
 

@@ -26,6 +26,7 @@ from events.types import (
     PaymentReversed,
     PremiumBilled,
     RatePublished,
+    RefundIssued,
 )
 from processor.settings import PlanSettings
 from processor.state import (
@@ -33,7 +34,9 @@ from processor.state import (
     PAYMENT_APPLIED,
     PAYMENT_DUPLICATE,
     PAYMENT_HELD,
+    PAYMENT_REFUNDED,
     PAYMENT_REVERSED,
+    UNAPPLIED_STATUSES,
     AccountState,
     AdjustmentLine,
     BillLine,
@@ -43,6 +46,7 @@ from processor.state import (
     PartitionState,
     PaymentLine,
     RateEntry,
+    RefundLine,
     RetroLine,
     month_key,
 )
@@ -231,6 +235,8 @@ def apply_account_event(
         line.status = PAYMENT_REVERSED
         line.reversal_event_id = event.event_id
         _reconcile(account, part, plan, key, event, out)
+    elif isinstance(event, RefundIssued):
+        _reconcile(account, part, plan, _apply_refund(account, event, out), event, out)
     elif isinstance(event, AdjustmentPosted):
         if any(a.adjustment_id == event.adjustment_id for m in account.months.values() for a in m.adjustments):
             raise Rejected(f"adjustment {event.adjustment_id} is already posted", field="adjustment_id")
@@ -420,6 +426,49 @@ def _replace_payments(account: AccountState) -> None:
                 p.status = _placement(account, month)
 
 
+def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
+    """Return held cash, or pay back a month's credit; checks everything before changing anything.
+    Returns the key of the month the refund belongs to."""
+    if e.refund_id in account.refund_ids:
+        raise Rejected(f"refund {e.refund_id} was already issued under another event id", field="refund_id")
+    if e.amount_cents <= 0:
+        raise Rejected("a refund amount must be positive", field="amount_cents")
+    if e.payment_id is not None:
+        key = account.payment_months.get(e.payment_id)
+        if key is None:
+            raise Rejected(f"payment {e.payment_id} is unknown on account {account.account_id}", field="payment_id")
+        line = next(p for p in account.months[key].payments if p.payment_id == e.payment_id)
+        if line.status not in UNAPPLIED_STATUSES:
+            raise Rejected(f"payment {e.payment_id} is {line.status}, not held cash: refund the month's credit"
+                           " (coverage_month) instead", field="payment_id")
+        if e.amount_cents != line.amount_cents:
+            raise Rejected(f"held payment {e.payment_id} of {cents(line.amount_cents)} is returned whole, not"
+                           f" {cents(e.amount_cents)}", field="amount_cents")
+        line.status = PAYMENT_REFUNDED
+        _delta(out, line.payer_id, -line.amount_cents)
+    else:
+        if e.coverage_month is None:
+            raise Rejected("name the held payment returned (payment_id) or the month whose credit is refunded"
+                           " (coverage_month)", field="coverage_month")
+        key = month_key(e.coverage_month)
+        month = account.months.get(key)
+        credit = -month.balance_cents if month is not None else 0
+        if e.amount_cents > credit:
+            raise Rejected(f"refund of {cents(e.amount_cents)} exceeds the credit of {cents(max(credit, 0))} on"
+                           f" {e.coverage_month:%Y-%m}", field="amount_cents")
+        assert month is not None
+        month.refunds.append(RefundLine(refund_id=e.refund_id, payee_id=e.payee_id, amount_cents=e.amount_cents,
+                                        event_id=e.event_id))
+    account.refund_ids.append(e.refund_id)
+    return key
+
+
+def _closed_from(account: AccountState, month: date) -> bool:
+    """No subscriber coverage after this month: a credit here cannot pay a later premium."""
+    last = last_day(month)
+    return not any(s.relationship == "self" and (s.end is None or s.end > last) for s in account.coverages)
+
+
 def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> None:
     if e.payment_id in account.payment_months:
         raise Rejected(f"payment {e.payment_id} is already posted under another event id", field="payment_id")
@@ -552,7 +601,8 @@ def detect(
     applied = [p for p in month.payments if p.status == PAYMENT_APPLIED]
     paid = sum(p.amount_cents for p in applied)
     if m is not None and applied and month.bills:
-        gap = net_billed - paid
+        refunded = month.refunded_cents
+        gap = net_billed - (paid - refunded)
         payer = applied[-1].payer_id
         causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
         who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
@@ -579,10 +629,18 @@ def detect(
                 action="collect the shortfall; check for a tier or plan change payroll did not follow",
                 actor=who,
             ))
+        elif -gap > plan.tolerance_cents and _closed_from(account, m):
+            add(Finding(
+                kind="refund_due", key=f"refund_due|{key}", month=m, payer_id=payer,
+                expected_cents=net_billed, actual_cents=paid - refunded, cause_event_ids=causes,
+                explanation=f"{cents(-gap)} paid for {m:%Y-%m} is not owed and the coverage has ended:"
+                " it cannot pay a later premium",
+                action=f"refund {cents(-gap)} to {payer}", actor="accounts_staff",
+            ))
         elif -gap > plan.tolerance_cents:
             add(Finding(
                 kind="overpaid", key=f"overpaid|{key}", month=m, payer_id=payer,
-                expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
+                expected_cents=net_billed, actual_cents=paid - refunded, cause_event_ids=causes,
                 explanation=f"paid {cents(paid)} against {cents(net_billed)} billed for {m:%Y-%m};"
                 f" {cents(-gap)} over",
                 action="refund or credit the excess; check payroll deductions", actor=who,

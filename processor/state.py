@@ -57,6 +57,7 @@ PAYMENT_HELD = "held"  # unmatched: month never billed, or no month given
 PAYMENT_AFTER_TERM = "after_termination"
 PAYMENT_DUPLICATE = "duplicate"
 PAYMENT_REVERSED = "reversed"
+PAYMENT_REFUNDED = "refunded"  # held cash returned to the payer
 UNAPPLIED_STATUSES = frozenset({PAYMENT_HELD, PAYMENT_AFTER_TERM, PAYMENT_DUPLICATE})
 
 
@@ -99,6 +100,13 @@ class RetroLine(msgspec.Struct, kw_only=True):
     beyond_limit: bool
 
 
+class RefundLine(msgspec.Struct, kw_only=True):
+    refund_id: str
+    payee_id: str
+    amount_cents: Cents
+    event_id: str
+
+
 class MonthState(msgspec.Struct, kw_only=True):
     """One coverage month of one account. ``month`` None holds payments that named no month."""
 
@@ -108,6 +116,7 @@ class MonthState(msgspec.Struct, kw_only=True):
     payments: list[PaymentLine] = msgspec.field(default_factory=list)
     expected_cents: Cents | None = None
     retro: list[RetroLine] = msgspec.field(default_factory=list)
+    refunds: list[RefundLine] = msgspec.field(default_factory=list)
 
     def totals(self) -> tuple[Cents, Cents, Cents, Cents]:
         """billed, adjusted, paid (applied), unapplied: one pass, for projections."""
@@ -137,9 +146,13 @@ class MonthState(msgspec.Struct, kw_only=True):
         return sum(p.amount_cents for p in self.payments if p.status in UNAPPLIED_STATUSES)
 
     @property
+    def refunded_cents(self) -> Cents:
+        return sum(r.amount_cents for r in self.refunds)
+
+    @property
     def balance_cents(self) -> Cents:
-        """Balance due = billed + adjustments - paid; negative is a credit."""
-        return self.billed_cents + self.adjusted_cents - self.paid_cents
+        """Balance due = billed + adjustments - paid + refunds; negative is a credit."""
+        return self.billed_cents + self.adjusted_cents - self.paid_cents + self.refunded_cents
 
     @property
     def due_on(self) -> date | None:
@@ -153,6 +166,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     months: dict[str, MonthState] = msgspec.field(default_factory=dict)  # "YYYY-MM-DD" or "-"
     open: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)  # by key
     payment_months: dict[str, str] = msgspec.field(default_factory=dict)  # payment_id -> month key
+    refund_ids: list[str] = msgspec.field(default_factory=list)
     bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
 

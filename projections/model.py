@@ -168,6 +168,7 @@ class MonthRow:
     unapplied_cents: int
     balance_cents: int
     due_on: date | None
+    refunded_cents: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +229,12 @@ def month_rows(account: AccountState, keys: set[str] | None = None) -> list[Mont
         if m.month is None or (keys is not None and key not in keys):
             continue
         billed, adjusted, paid, unapplied = m.totals()
+        refunded = m.refunded_cents
         rows.append(MonthRow(
             account_id=account.account_id, coverage_month=m.month, partition=account.partition,
             expected_cents=m.expected_cents, billed_cents=billed, adjusted_cents=adjusted,
-            paid_cents=paid, unapplied_cents=unapplied, balance_cents=billed + adjusted - paid,
-            due_on=m.due_on,
+            paid_cents=paid, unapplied_cents=unapplied, balance_cents=billed + adjusted - paid + refunded,
+            due_on=m.due_on, refunded_cents=refunded,
         ))
     return rows
 

@@ -74,14 +74,15 @@ ON CONFLICT (account_id) DO UPDATE SET
 
 _UPSERT_MONTHS = """
 INSERT INTO member_month (account_id, coverage_month, partition, expected_cents, billed_cents,
-                          adjusted_cents, paid_cents, unapplied_cents, balance_cents, due_on)
+                          adjusted_cents, paid_cents, unapplied_cents, balance_cents, due_on, refunded_cents)
 SELECT * FROM unnest(%b::text[], %b::date[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],
-                     %b::bigint[], %b::bigint[], %b::bigint[], %b::date[])
+                     %b::bigint[], %b::bigint[], %b::bigint[], %b::date[], %b::bigint[])
 ON CONFLICT (account_id, coverage_month) DO UPDATE SET
     partition = excluded.partition, expected_cents = excluded.expected_cents,
     billed_cents = excluded.billed_cents, adjusted_cents = excluded.adjusted_cents,
     paid_cents = excluded.paid_cents, unapplied_cents = excluded.unapplied_cents,
-    balance_cents = excluded.balance_cents, due_on = excluded.due_on
+    balance_cents = excluded.balance_cents, due_on = excluded.due_on,
+    refunded_cents = excluded.refunded_cents
 """
 
 _INSERT_COVERAGE = """
@@ -152,7 +153,7 @@ ORDER BY m.account_id
 
 _MONTH_COLUMNS = (
     "account_id, coverage_month, partition, expected_cents, billed_cents, adjusted_cents, paid_cents,"
-    " unapplied_cents, balance_cents, due_on"
+    " unapplied_cents, balance_cents, due_on, refunded_cents"
 )
 _COVERAGE_COLUMNS = (
     "account_id, member_id, relationship, coverage_line, plan, tier, status, begin_on, end_on, agency_id,"
@@ -368,6 +369,7 @@ class PostgresStore:
                 [m.billed_cents for m in months], [m.adjusted_cents for m in months],
                 [m.paid_cents for m in months], [m.unapplied_cents for m in months],
                 [m.balance_cents for m in months], [m.due_on for m in months],
+                [m.refunded_cents for m in months],
             ))  # fmt: skip
         if rewritten:
             cur.execute("DELETE FROM member_coverage WHERE account_id = ANY(%s)", (rewritten,))

@@ -31,6 +31,7 @@ from events.types import (
     PaymentReversed,
     PremiumBilled,
     RatePublished,
+    RefundIssued,
 )
 from processor.fold import Rejected, apply_account_event, apply_partition_event, close_day, last_day
 from processor.settings import PlanSettings
@@ -184,6 +185,15 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             **common, account_id=account, effective_on=day(f.pop("on", date(2026, 1, 1)), w),
             payment_id=str(f.pop("payment")), reason=str(f.pop("reason", "returned")),
         )
+    elif kind == "refund":
+        m_raw = f.pop("month", None)
+        event = RefundIssued(
+            **common, account_id=account, effective_on=day(f.pop("on", date(2026, 1, 1)), w),
+            refund_id=str(f.pop("refund", f"RF-{event_id}")), payee_id=str(f.pop("payee", agency)),
+            amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "check"),
+            reason=str(f.pop("reason", "refund")), payment_id=f.pop("payment", None),
+            coverage_month=month(m_raw, w) if m_raw is not None else None,
+        )
     elif kind == "adjust":
         m = month(f.pop("month"), w)
         event = AdjustmentPosted(
@@ -230,6 +240,7 @@ def test_scenario(path: Path) -> None:
             actual = {
                 "billed": got.billed_cents, "adjusted": got.adjusted_cents, "paid": got.paid_cents,
                 "unapplied": got.unapplied_cents, "balance": got.balance_cents, "expected": got.expected_cents,
+                "refunded": got.refunded_cents,
             }
             for name, want in fields.items():
                 if name not in actual:

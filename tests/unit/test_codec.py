@@ -19,6 +19,7 @@ from events.types import (
     DiscrepancySuperseded,
     Event,
     PaymentReceived,
+    RefundIssued,
 )
 from tests.unit.builders import (
     FEB,
@@ -46,6 +47,16 @@ SAMPLES: list[Event] = [
     adjust(-1_234, event_id="e-adj", plan="UMP-CLASSIC"),
     adjust(5, event_id="e-adj-noplan"),
     day(date(2026, 1, 31), event_id="e-day"),
+    RefundIssued(
+        event_id="e-refund", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF1",
+        payee_id="AG-001", amount_cents=78_412, method="check", reason="paid after termination",
+        payment_id="P-e-pay",
+    ),
+    RefundIssued(
+        event_id="e-refund-credit", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF2",
+        payee_id="M000001", amount_cents=1_500, method="ach", reason="credit on a closed account",
+        coverage_month=JAN,
+    ),
 ]
 
 OUTPUT_SAMPLES: list[Event] = [
