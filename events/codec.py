@@ -148,6 +148,7 @@ def _check_invariants(event: InputEvent) -> None:
     """Rules the type system cannot say; each names its field."""
     from events.types import (
         BROADCAST_ACCOUNT,
+        BillingCycleClosed,
         EnrollmentChanged,
         PaymentReceived,
         PremiumBilled,
@@ -181,6 +182,9 @@ def _check_invariants(event: InputEvent) -> None:
             raise EventDecodeError("a payment amount must be positive; reverse it instead", field="amount_cents")
         if event.coverage_month is not None and event.coverage_month.day != 1:
             raise EventDecodeError("coverage_month must be the first of a month", field="coverage_month")
+    elif isinstance(event, BillingCycleClosed):
+        if event.cycle_month.day != 1:
+            raise EventDecodeError("cycle_month must be the first of a month", field="cycle_month")
     elif isinstance(event, EnrollmentChanged):
         if event.benefit_end is not None and event.benefit_end < event.benefit_begin:
             raise EventDecodeError("benefit_end is before benefit_begin", field="benefit_end")

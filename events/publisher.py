@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 from events import codec
 from events.types import (
     AdjustmentPosted,
+    BillingCycleClosed,
     DayClosed,
     EnrollmentChanged,
     Event,
@@ -35,7 +36,7 @@ def topic_for(event: Event, topics: TopicSettings) -> str:
         return topics.billing
     if isinstance(event, PaymentReceived | PaymentReversed | RefundIssued):
         return topics.payments
-    if isinstance(event, DayClosed):
+    if isinstance(event, DayClosed | BillingCycleClosed):
         return topics.control
     raise TypeError(f"{type(event).__name__} is not an input event")
 

@@ -145,6 +145,14 @@ class DayClosed(Event, frozen=True, kw_only=True, tag="day_closed"):
     business_date: date
 
 
+class BillingCycleClosed(Event, frozen=True, kw_only=True, tag="billing_cycle_closed"):
+    """Billing for a coverage month is complete: a covered month with no bill is now a finding."""
+
+    BROADCAST: ClassVar[bool] = True
+
+    cycle_month: date
+
+
 class DiscrepancyOpened(Event, frozen=True, kw_only=True, tag="discrepancy_opened"):
     discrepancy_id: str
     kind: str
@@ -203,6 +211,7 @@ InputEvent = (
     | RefundIssued
     | AdjustmentPosted
     | DayClosed
+    | BillingCycleClosed
 )
 OutputEvent = DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancySuperseded | DiscrepancyResolved
 AnyEvent = InputEvent | OutputEvent
@@ -216,6 +225,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     RefundIssued,
     AdjustmentPosted,
     DayClosed,
+    BillingCycleClosed,
 )
 OUTPUT_TYPES: tuple[type[Event], ...] = (
     DiscrepancyOpened, DiscrepancyAmountChanged, DiscrepancySuperseded, DiscrepancyResolved,

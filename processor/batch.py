@@ -15,6 +15,7 @@ from kafka.partitioner.default import murmur2
 
 from events import codec
 from events.types import (
+    BillingCycleClosed,
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
@@ -30,6 +31,7 @@ from processor.fold import (
     apply_account_event,
     apply_partition_event,
     candidate_cutoff,
+    close_billing_cycle,
     close_day,
     may_become_missing,
 )
@@ -88,7 +90,7 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
         topics.rates: frozenset({tag_of(RatePublished)}),
         topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
         topics.payments: frozenset({tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RefundIssued)}),
-        topics.control: frozenset({tag_of(DayClosed)}),
+        topics.control: frozenset({tag_of(DayClosed), tag_of(BillingCycleClosed)}),
     }
 
 
@@ -284,6 +286,8 @@ class BatchProcessor:
                 self._parts[p] = loaded.get(p) or PartitionState(partition=p)
         wanted = {e.account_id for e in events if not type(e).BROADCAST}
         for e, p in zip(events, partitions, strict=True):
+            if isinstance(e, BillingCycleClosed):
+                wanted.update(self.store.partition_accounts(p))  # every account is judged, cached or not
             if isinstance(e, DayClosed):
                 cutoff = candidate_cutoff(e.business_date, self.plan)
                 wanted.update(self.store.due_accounts(p, cutoff))
@@ -310,6 +314,16 @@ class BatchProcessor:
             apply_partition_event(part, event)
             write.partitions[partition] = part
             return []
+        if isinstance(event, BillingCycleClosed):
+            apply_partition_event(part, event)
+            write.partitions[partition] = part
+            outcomes = []
+            for account in list(self._accounts.values()):
+                if account.partition == partition:
+                    out = close_billing_cycle(account, part, event, self.plan)
+                    if out.dirty_months:
+                        outcomes.append((account.account_id, out))
+            return outcomes
         if isinstance(event, DayClosed):
             apply_partition_event(part, event)
             write.partitions[partition] = part

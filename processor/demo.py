@@ -17,6 +17,7 @@ from typing import Any
 
 from events.types import (
     BROADCAST_ACCOUNT,
+    BillingCycleClosed,
     DayClosed,
     EnrollmentChanged,
     Event,
@@ -47,6 +48,7 @@ INJECTED_KINDS = (
     "duplicate_payment",
     "missing_payment",
     "retroactive_change",
+    "enrolled_not_billed",
 )
 Expected = tuple[str, str, date]
 
@@ -257,6 +259,10 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 continue
             inject = injections.get((p.account_id, month))
             terminated = p.terminated_after is not None and p.terminated_after < month
+            if inject == "enrolled_not_billed":
+                # billing missed this member for the month; payroll follows billing and deducts nothing
+                expected.add(("enrolled_not_billed", p.account_id, month))
+                continue
             billed_total = 0
             if not terminated or inject == "billed_not_enrolled":
                 for line, cov in sorted(p.coverages.items()):
@@ -347,6 +353,10 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 expected.add(("unmatched_payment", stranger, month))
 
         payments.extend(late)
+        bills.append(BillingCycleClosed(
+            event_id=eid("cycle"), account_id=BROADCAST_ACCOUNT, effective_on=month,
+            occurred_at=at(month - timedelta(days=1), 22), source="billing-system", cycle_month=month,
+        ))
         close = DayClosed(
             event_id=eid("day"), account_id=BROADCAST_ACCOUNT, effective_on=month_end,
             occurred_at=at(month_end, 23), source="operations", business_date=month_end,

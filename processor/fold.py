@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 from events.types import (
     AdjustmentPosted,
+    BillingCycleClosed,
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
@@ -111,7 +112,16 @@ def discrepancy_id(account_id: str, key: str, opened_by: str) -> str:
 # Broadcast reference data
 
 
-def apply_partition_event(part: PartitionState, event: RatePublished | DayClosed) -> None:
+def apply_partition_event(part: PartitionState, event: RatePublished | DayClosed | BillingCycleClosed) -> None:
+    if isinstance(event, BillingCycleClosed):
+        if part.billing_closed_through is not None and event.cycle_month < part.billing_closed_through:
+            raise Rejected(
+                f"billing cycle {event.cycle_month:%Y-%m} is before the closed cycle"
+                f" {part.billing_closed_through:%Y-%m}", field="cycle_month",
+            )
+        part.billing_closed_through = event.cycle_month
+        part.billing_closed_event_id = event.event_id
+        return
     if isinstance(event, RatePublished):
         part.rates.setdefault(f"{event.plan}|{event.tier}", []).append(
             RateEntry(
@@ -140,6 +150,22 @@ def close_day(
     """Re-evaluate the months a new business day can turn missing (see months_to_check)."""
     out = Outcome()
     for key in months_to_check(account, event.business_date, plan):
+        _reconcile(account, part, plan, key, event, out)
+    return out
+
+
+def close_billing_cycle(
+    account: AccountState, part: PartitionState, event: BillingCycleClosed, plan: PlanSettings
+) -> Outcome:
+    """The cycle month of an account with coverage is evaluated, billed or not."""
+    out = Outcome()
+    m = event.cycle_month
+    key = month_key(m)
+    month = account.months.get(key)
+    if month is not None and month.bills:
+        return out  # a billed month: nothing a closing cycle can change
+    if month is not None or _priced_segments(account, m):
+        _month(account, m)
         _reconcile(account, part, plan, key, event, out)
     return out
 
@@ -701,6 +727,24 @@ def detect(
         for explained in [k for k, f in found.items() if f.kind in EXPLAINED_BY_RETRO]:
             del found[explained]
 
+    if (
+        m is not None and not month.bills and part.billing_closed_through is not None
+        and m <= part.billing_closed_through and in_force_month(account, m)
+    ):
+        expected = month.expected_cents or 0
+        covered = _priced_segments(account, m)
+        add(Finding(
+            kind="enrolled_not_billed", key=f"enrolled_not_billed|{key}", month=m,
+            payer_id=covered[0].agency_id if covered else None,
+            expected_cents=expected, actual_cents=month.billed_cents + month.adjusted_cents,
+            cause_event_ids=tuple(s.event_id for s in covered)
+            + ((part.billing_closed_event_id,) if part.billing_closed_event_id else ()),
+            explanation=f"coverage ({', '.join(s.plan + '/' + s.tier for s in covered)}) was in force in"
+            f" {m:%Y-%m} and the billing cycle closed without a bill",
+            action=f"bill {cents(expected)} for {m:%Y-%m}; check why the enrollment missed billing",
+            actor="billing",
+        ))
+
     due = month.due_on
     deadline = _payment_deadline(account, month, plan)
     cobra_month = _cobra_segment(account, m) if m is not None else None
@@ -736,6 +780,10 @@ def detect(
             actor="agency_coordinator" if agency else "member",
         ))
     return found
+
+
+def in_force_month(account: AccountState, month: date) -> bool:
+    return bool(_priced_segments(account, month))
 
 
 def _cobra_segment(account: AccountState, month: date) -> CoverageSegment | None:

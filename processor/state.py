@@ -188,6 +188,8 @@ class PartitionState(msgspec.Struct, kw_only=True):
     rates: dict[str, list[RateEntry]] = msgspec.field(default_factory=dict)  # "plan|tier" -> in publish order
     business_date: date | None = None
     business_date_event_id: str | None = None
+    billing_closed_through: date | None = None  # the latest coverage month whose billing cycle closed
+    billing_closed_event_id: str | None = None
 
     def rate_for(self, plan: str, tier: str, month: date) -> RateEntry | None:
         """The latest-published rate covering the month: a later publication overrides an earlier one."""

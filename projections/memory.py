@@ -73,6 +73,9 @@ class MemoryStore:
         }
         return sorted(out)
 
+    def partition_accounts(self, partition: int) -> list[str]:
+        return sorted(a for a, p in self._account_partition.items() if p == partition)
+
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
         return {k: self._dedupe[k] for k in dedupe_keys if k in self._dedupe}
 

@@ -279,6 +279,14 @@ class PostgresStore:
             rows = conn.execute(_DUE_ACCOUNTS, (partition, due_before)).fetchall()
         return [r[0] for r in rows]
 
+    def partition_accounts(self, partition: int) -> list[str]:
+        """Every account the partition has a snapshot of."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT account_id FROM account_snapshot WHERE partition = %s ORDER BY account_id", (partition,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
         """dedupe_key -> body_hash of the keys already archived."""
         if not dedupe_keys:

@@ -21,6 +21,7 @@ import yaml
 from events.types import (
     BROADCAST_ACCOUNT,
     AdjustmentPosted,
+    BillingCycleClosed,
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
@@ -33,7 +34,14 @@ from events.types import (
     RatePublished,
     RefundIssued,
 )
-from processor.fold import Rejected, apply_account_event, apply_partition_event, close_day, last_day
+from processor.fold import (
+    Rejected,
+    apply_account_event,
+    apply_partition_event,
+    close_billing_cycle,
+    close_day,
+    last_day,
+)
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState, month_key
 
@@ -104,6 +112,9 @@ class Book:
             if isinstance(event, DayClosed):
                 apply_partition_event(self.part, event)
                 outcomes = [close_day(a, self.part, event, self.plan) for a in self.accounts.values()]
+            elif isinstance(event, BillingCycleClosed):
+                apply_partition_event(self.part, event)
+                outcomes = [close_billing_cycle(a, self.part, event, self.plan) for a in self.accounts.values()]
             else:
                 outcomes = [apply_account_event(self.account(event.account_id), self.part, event, self.plan)]
         except Rejected as exc:
@@ -128,7 +139,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
         raise ScenarioError(f"{where}: one event type per entry, got {sorted(entry)}")
     kind, raw = next(iter(entry.items()))
     if not isinstance(raw, dict):
-        raw = {"date": raw} if kind == "day" else {}
+        raw = {"date": raw} if kind in ("day", "cycle") else {}
     f = dict(raw)
     event_id = str(f.pop("id", f"e{n}"))
     account = str(f.pop("account", DEFAULT_ACCOUNT))
@@ -201,6 +212,9 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             coverage_month=m, amount_cents=cents(f.pop("amount"), w), reason=str(f.pop("reason", "correction")),
             plan=f.pop("plan", None),
         )
+    elif kind == "cycle":
+        m = month(f.pop("date"), w)
+        event = BillingCycleClosed(**common, account_id=BROADCAST_ACCOUNT, effective_on=m, cycle_month=m)
     elif kind == "day":
         d = day(f.pop("date"), w)
         event = DayClosed(**common, account_id=BROADCAST_ACCOUNT, effective_on=d, business_date=d)

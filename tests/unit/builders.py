@@ -192,6 +192,9 @@ TOPIC_OF = {
     "payment_received": TOPICS.payments,
     "payment_reversed": TOPICS.payments,
     "day_closed": TOPICS.control,
+    "billing_cycle_closed": TOPICS.control,
+    "refund_issued": TOPICS.payments,
+    "remittance_received": TOPICS.payments,
 }
 HOME = partition_for(ACCOUNT.encode(), PARTITIONS)
 

@@ -13,6 +13,7 @@ from events.codec import EventDecodeError, body_hash, decode_any, decode_input, 
 from events.types import (
     INPUT_TYPES,
     OUTPUT_TYPES,
+    BillingCycleClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
@@ -56,6 +57,9 @@ SAMPLES: list[Event] = [
         event_id="e-refund-credit", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF2",
         payee_id="M000001", amount_cents=1_500, method="ach", reason="credit on a closed account",
         coverage_month=JAN,
+    ),
+    BillingCycleClosed(
+        event_id="e-cycle", account_id="*", effective_on=JAN, occurred_at=T0, cycle_month=JAN,
     ),
 ]
 
