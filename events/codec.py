@@ -77,7 +77,7 @@ def _field_of(message: str) -> str | None:
 def _upcast(raw: bytes, decoder: msgspec.json.Decoder[Any], first_error: msgspec.ValidationError) -> Any:
     try:
         data = _dict_decoder.decode(raw)
-    except msgspec.DecodeError as exc:  # pragma: no cover - typed decode would have failed the same way
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # e.g. invalid UTF-8 inside a key
         raise EventDecodeError(f"not JSON: {exc}") from exc
     tag = data.get("type")
     version = data.get("schema_version", 1)
@@ -114,7 +114,7 @@ def _decode(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         event = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return _upcast(raw, decoder, exc)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
     if event.schema_version != type(event).SCHEMA_VERSION:
         # The old shape happened to validate against the new one; upcast it all the same.

@@ -340,6 +340,12 @@ def test_an_upcaster_failing_on_a_malformed_old_record_gives_event_decode_error(
     assert error.field is not None
 
 
+def test_invalid_utf8_inside_a_key_is_a_decode_error_not_a_crash() -> None:
+    raw = encode(OUTPUT_SAMPLES[0]).replace(b'{"type"', b'{"\x80type"')
+    with pytest.raises(EventDecodeError, match="not JSON"):
+        decode_input(raw)
+
+
 def test_every_event_type_defaults_schema_version_to_its_current_version() -> None:
     """A type moving to v2 must raise both SCHEMA_VERSION and the field default, or new events would
     encode as v1 and be upcast a second time."""
