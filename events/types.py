@@ -18,6 +18,7 @@ Relationship = Literal["self", "spouse", "child", "domestic_partner", "other"]
 EnrollmentAction = Literal["add", "change", "terminate", "reinstate"]
 CoverageStatus = Literal["active", "cobra", "retiree"]
 PaymentMethod = Literal["payroll", "ach", "eft", "check", "direct", "card"]
+TaxTreatment = Literal["pre_tax", "post_tax"]
 Actor = Literal["agency_coordinator", "payroll", "member", "billing", "accounts_staff"]
 
 DISCREPANCY_KINDS: tuple[str, ...] = (
@@ -72,6 +73,9 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     elected_on: date | None = None
     cobra_start: date | None = None
     disability_extension: bool = False
+    # Section 125: a dependent who is not a tax dependent (a domestic partner, typically) makes their
+    # share of the premium post-tax and the employer-paid value imputed income.
+    tax_dependent: bool = True
 
 
 class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):
@@ -107,6 +111,8 @@ class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     payer_id: str
     remittance_id: str | None = None
     trace_number: str | None = None
+    # Section 125: how payroll took the deduction (through the cafeteria plan or after tax), if it says.
+    tax_treatment: TaxTreatment | None = None
 
 
 class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):

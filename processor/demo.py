@@ -49,6 +49,7 @@ INJECTED_KINDS = (
     "missing_payment",
     "retroactive_change",
     "enrolled_not_billed",
+    "tax_treatment",
 )
 Expected = tuple[str, str, date]
 
@@ -154,7 +155,7 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
             tier_change[p.account_id] = (month, new_tier)
 
     # Choose the injected errors on distinct (account, month) cells of steadily enrolled members.
-    per_kind = max(2, members * months // 1500)
+    per_kind = max(1, members * months // 1500)
     steady = [p for p in people if p.hired == start and p.account_id not in term_month
               and p.account_id not in tier_change]
     rng.shuffle(steady)
@@ -171,6 +172,8 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
             cursor += 1
             if kind == "paid_after_termination" and p.direct_pay:
                 continue
+            if kind == "tax_treatment" and (p.direct_pay or p.dependents == 0):
+                continue  # a payroll deduction for coverage that includes a partner
             # month 1..months-2 so that a following month exists (termination, missing-payment deadline)
             month = _add_months(start, rng.randrange(1, months - 1))
             injections[(p.account_id, month)] = kind
@@ -178,6 +181,10 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 term_month[p.account_id] = month
             placed += 1
 
+    # Members whose first dependent is a domestic partner who is not a tax dependent: the injected
+    # tax-treatment errors, and as many again whose payroll gets it right.
+    partner_accounts = {a for (a, _), kind in injections.items() if kind == "tax_treatment"}
+    partner_accounts |= {p.account_id for p in steady[cursor:cursor + len(partner_accounts)] if p.dependents}
     expected: set[Expected] = set()
     phases: list[tuple[str, list[Event]]] = []
     remit_seq = 0
@@ -206,16 +213,18 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                        dependent: int | None = None) -> EnrollmentChanged:
             """One EnrollmentChanged of the subscriber, or of dependent number ``dependent``."""
             event_id = eid(prefix)  # ids, then times: the order the seeded generator draws in
-            member, relationship = p.account_id, "self"
+            member, relationship, tax_dependent = p.account_id, "self", True
             if dependent is not None:
                 member = f"{p.account_id}-D{dependent + 1}"
                 relationship = "spouse" if dependent == 0 and cov.tier in ("ESP", "FAM") else "child"
+                if dependent == 0 and p.account_id in partner_accounts:
+                    relationship, tax_dependent = "domestic_partner", False
             return EnrollmentChanged(
                 event_id=event_id, account_id=p.account_id, effective_on=effective_on,
                 occurred_at=at(sent_on), source="hr-system", member_id=member,
                 relationship=relationship, plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
                 tier=cov.tier, action=action, status=p.status,  # type: ignore[arg-type]
-                benefit_begin=begin, benefit_end=end, agency_id=p.agency_id,
+                benefit_begin=begin, benefit_end=end, agency_id=p.agency_id, tax_dependent=tax_dependent,
             )
 
         hr_sends = {"add": month - timedelta(days=12), "terminate": month - timedelta(days=5),
@@ -308,8 +317,13 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 else "member-portal", payment_id=f"P{month:%Y%m}-{p.account_id}",
                 coverage_month=month, amount_cents=pay, method="direct" if p.direct_pay else "payroll",
                 payer_id=payer, remittance_id=None if p.direct_pay else f"R{month:%Y%m}-{p.agency_id}",
-                trace_number=trace,
+                trace_number=trace, tax_treatment=None if p.direct_pay else (
+                    # a non-dependent partner's share is post-tax; the injected error takes it pre-tax
+                    "post_tax" if p.account_id in partner_accounts and inject != "tax_treatment" else "pre_tax"
+                ),
             )
+            if inject == "tax_treatment":
+                expected.add(("tax_treatment", p.account_id, month))
             payments.append(line_event)
             if inject == "duplicate_payment":
                 # the same remittance line arrives again under a new id

@@ -314,6 +314,7 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
             elected_on=(e.elected_on or e.effective_on) if e.status == "cobra" else None,
             cobra_start=(e.cobra_start or e.benefit_begin) if e.status == "cobra" else None,
             disability_extension=e.disability_extension,
+            tax_dependent=e.tax_dependent,
         )
 
     existing = _segments(account, e.member_id, e.coverage_line)
@@ -370,6 +371,12 @@ def _priced_segments(account: AccountState, month: date) -> list[CoverageSegment
         )):
             chosen[seg.coverage_line] = seg
     return [chosen[line] for line in sorted(chosen)]
+
+
+def _in_force_all(account: AccountState, month: date) -> list[CoverageSegment]:
+    """Every member's coverage overlapping the month, dependents included."""
+    last = last_day(month)
+    return [s for s in account.coverages if s.begin <= last and (s.end is None or s.end >= month)]
 
 
 def _subscriber_in_force(account: AccountState, month: date) -> list[CoverageSegment]:
@@ -522,6 +529,7 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
             status=status,
             event_id=e.event_id,
             duplicate_of=duplicate_of,
+            tax_treatment=e.tax_treatment,
         )
     )
     account.payment_months[e.payment_id] = key
@@ -692,6 +700,25 @@ def detect(
                 f" {p.duplicate_of} for {m:%Y-%m}" if m else f"payment {p.payment_id} repeats a trace",
                 action="return the duplicate or apply it as a credit", actor="accounts_staff",
             ))
+    pre_tax = [p for p in applied if p.tax_treatment == "pre_tax"]
+    if m is not None and pre_tax:
+        partners = [
+            s for s in _in_force_all(account, m)
+            if s.relationship == "domestic_partner" and not s.tax_dependent
+        ]
+        if partners:
+            amount = sum(p.amount_cents for p in pre_tax)
+            add(Finding(
+                kind="tax_treatment", key=f"tax_treatment|{key}", month=m, payer_id=pre_tax[-1].payer_id,
+                expected_cents=0, actual_cents=amount,
+                cause_event_ids=tuple(p.event_id for p in pre_tax) + tuple(s.event_id for s in partners),
+                explanation=f"{cents(amount)} for {m:%Y-%m} was deducted pre-tax, but the coverage includes"
+                f" {', '.join(s.member_id for s in partners)}, a domestic partner who is not a tax dependent:"
+                " that share is post-tax (IRC 125) and its employer-paid value is imputed income",
+                action="take the partner's share after tax and report the employer-paid value as imputed income",
+                actor="payroll",
+            ))
+
     after = [p for p in month.payments if p.status == PAYMENT_AFTER_TERM]
     if after and m is not None:
         amount = sum(p.amount_cents for p in after)

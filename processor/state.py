@@ -28,6 +28,7 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     elected_on: date | None = None  # COBRA election
     cobra_start: date | None = None  # first month of COBRA continuation coverage
     disability_extension: bool = False
+    tax_dependent: bool = True
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)
@@ -72,6 +73,7 @@ class PaymentLine(msgspec.Struct, kw_only=True):
     event_id: str
     reversal_event_id: str | None = None
     duplicate_of: str | None = None
+    tax_treatment: str | None = None
 
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):

@@ -172,6 +172,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             elected_on=day(f.pop("elected_on"), w) if "elected_on" in f else None,
             cobra_start=month(f.pop("cobra_start"), w) if "cobra_start" in f else None,
             disability_extension=bool(f.pop("disability_extension", False)),
+            tax_dependent=bool(f.pop("tax_dependent", True)),
         )
     elif kind == "bill":
         m = month(f.pop("month"), w)
@@ -189,7 +190,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             payment_id=str(f.pop("payment", f"P-{event_id}")), coverage_month=m,
             amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "payroll"),
             payer_id=str(f.pop("payer", agency)), remittance_id=f.pop("remittance", None),
-            trace_number=f.pop("trace", None),
+            trace_number=f.pop("trace", None), tax_treatment=f.pop("tax", None),
         )
     elif kind == "reverse":
         event = PaymentReversed(
