@@ -26,6 +26,8 @@ from events.types import (
 )
 from processor.settings import TopicSettings
 
+SEQUENCE_HEADER = "ledger-seq"  # the producer's send order, ties broken within a millisecond
+
 
 def topic_for(event: Event, topics: TopicSettings) -> str:
     if isinstance(event, EnrollmentChanged):
@@ -48,6 +50,7 @@ class Publisher:
         self.topics = topics
         self.partitions = partitions
         self.records_sent = 0
+        self._seq = 0
         options: dict[str, Any] = {"linger_ms": 20, "batch_size": 512 * 1024, "acks": "all", "retries": 5}
         options.update(producer)
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, **options)
@@ -59,18 +62,25 @@ class Publisher:
             topic = topic_for(event, self.topics)
             if type(event).BROADCAST:
                 for p in range(self.partitions):
-                    self._producer.send(topic, value=codec_bytes, key=b"*", partition=p)
+                    self._producer.send(topic, value=codec_bytes, key=b"*", partition=p, headers=self._sequence())
                     sent += 1
             else:
-                self._producer.send(topic, value=codec_bytes, key=event.account_id.encode())
+                self._producer.send(topic, value=codec_bytes, key=event.account_id.encode(),
+                                    headers=self._sequence())
                 sent += 1
         self.records_sent += sent
         return sent
 
     def send_raw(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None = None) -> None:
         """For tests and dead-letter retries: a record exactly as given."""
-        self._producer.send(topic, value=value, key=key, partition=partition)
+        self._producer.send(topic, value=value, key=key, partition=partition, headers=self._sequence())
         self.records_sent += 1
+
+    def _sequence(self) -> list[tuple[str, bytes]]:
+        # Record timestamps are milliseconds: a burst puts many records of several topics in one. The
+        # sequence lets the ledger fold one producer's records in the order it sent them, across topics.
+        self._seq += 1
+        return [(SEQUENCE_HEADER, str(self._seq).encode())]
 
     def flush(self, timeout_s: float = 60.0) -> None:
         self._producer.flush(timeout=timeout_s)

@@ -57,6 +57,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp: int = 0  # the record's CreateTime (ms); orders co-partitioned topics
+    seq: int = 0  # the producer's send sequence (ledger-seq header): orders records within a millisecond
 
 
 @dataclass(slots=True)

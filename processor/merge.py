@@ -3,11 +3,13 @@
 Partition p of every input topic holds the events of the same accounts. Fetches return the topics'
 records in no particular order relative to each other, so a business-day event on the small control
 topic could overtake bills still queued on the billing topic. The merger hands out the record with
-the smallest (timestamp, topic rank, offset) of a partition. While one of the partition's streams is
-empty, more of it may be on the way: if the broker's high-water mark says so, the partition waits for
-the next fetch; if the stream is caught up, a record waits until it is ``idle_ms`` old (an event-time
-watermark with bounded lateness, like Kafka's max.task.idle.ms). A silent topic delays folding by at
-most that much and never stalls it.
+the smallest (timestamp, producer sequence, topic rank, offset) of a partition: the publisher stamps
+a sequence because a burst puts many records of several topics into one millisecond.
+
+While one of the partition's streams is empty, more of it may be on the way. If the broker's
+high-water mark says so, the partition waits for the next fetch; if the stream is caught up, a
+record waits until it is ``idle_ms`` old (an event-time watermark with bounded lateness, like
+Kafka's max.task.idle.ms). A silent topic delays folding by at most that much and never stalls it.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class StreamMerger:
         for p, streams in sorted(by_partition.items()):
             while len(out) < max_records:
                 best: Record | None = None
-                best_key: tuple[int, int, int] | None = None
+                best_key: tuple[int, int, int, int] | None = None
                 empty_behind = empty_caught_up = False
                 for tp in streams:
                     buf = self._buffers[tp]
@@ -103,7 +105,7 @@ class StreamMerger:
                             empty_caught_up = True
                         continue
                     head = buf[0]
-                    key = (head.timestamp, rank.get(head.topic, 99), head.offset)
+                    key = (head.timestamp, head.seq, rank.get(head.topic, 99), head.offset)
                     if best_key is None or key < best_key:
                         best, best_key = head, key
                 if best is None:

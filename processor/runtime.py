@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
+from events.publisher import SEQUENCE_HEADER
 from processor.batch import BatchProcessor, BatchResult, Record
 from processor.merge import StreamMerger
 from processor.settings import Settings
@@ -45,6 +46,17 @@ class _Rebalance(ConsumerRebalanceListener):
         # reset a partition that has no position yet.
         self.runner.seek_to_stored(list(assigned))
         log.info("partitions assigned: %s", _describe(assigned))
+
+
+def _sequence(headers: Any) -> int:
+    """The publisher's send sequence, 0 for records of producers that do not stamp one."""
+    for name, value in headers or ():
+        if name == SEQUENCE_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 def _describe(tps: Any) -> str:
@@ -161,7 +173,8 @@ class ProcessorLoop:
         merger = self.merger
         for tp, messages in fetched.items():
             merger.add((tp.topic, tp.partition),
-                       [Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp) for m in messages])
+                       [Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp, _sequence(m.headers))
+                        for m in messages])
         assignment = self.consumer.assignment()
         pause: list[TopicPartition] = []
         resume: list[TopicPartition] = []
