@@ -120,6 +120,25 @@ class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):
     reason: str
 
 
+class RemittanceReceived(Event, frozen=True, kw_only=True, tag="remittance_received"):
+    """One remittance (an X12 820 BPR/TRN) on the payer's account ``payer:<payer_id>``.
+
+    ``total_cents`` is what the payer says it paid (BPR02); ``lines_total_cents`` the sum of its
+    remittance lines (RMR04). They differ when the payer's payroll made an error; the ledger records
+    the remittance and opens ``remittance_total_mismatch``. The lines are PaymentReceived events.
+    """
+
+    remittance_id: str
+    payer_id: str
+    payee_id: str | None = None
+    method: PaymentMethod
+    payment_date: date
+    trace_number: str
+    total_cents: Cents
+    lines_total_cents: Cents
+    line_count: int
+
+
 class RefundIssued(Event, frozen=True, kw_only=True, tag="refund_issued"):
     """Money paid back to a payer: either held cash returned (``payment_id``: a payment that was never
     applied, such as one after termination or a duplicate), or a month's credit (``coverage_month``)."""
@@ -218,6 +237,7 @@ InputEvent = (
     | AdjustmentPosted
     | DayClosed
     | BillingCycleClosed
+    | RemittanceReceived
 )
 OutputEvent = DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancySuperseded | DiscrepancyResolved
 AnyEvent = InputEvent | OutputEvent
@@ -232,6 +252,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     AdjustmentPosted,
     DayClosed,
     BillingCycleClosed,
+    RemittanceReceived,
 )
 OUTPUT_TYPES: tuple[type[Event], ...] = (
     DiscrepancyOpened, DiscrepancyAmountChanged, DiscrepancySuperseded, DiscrepancyResolved,

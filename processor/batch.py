@@ -84,13 +84,16 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
         PaymentReversed,
         PremiumBilled,
         RefundIssued,
+        RemittanceReceived,
     )
 
     return {
         topics.enrollment: frozenset({tag_of(EnrollmentChanged)}),
         topics.rates: frozenset({tag_of(RatePublished)}),
         topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
-        topics.payments: frozenset({tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RefundIssued)}),
+        topics.payments: frozenset({
+            tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RemittanceReceived), tag_of(RefundIssued),
+        }),
         topics.control: frozenset({tag_of(DayClosed), tag_of(BillingCycleClosed)}),
     }
 

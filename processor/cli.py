@@ -266,6 +266,76 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from events.adapters.ingest import ingest
+    from events.publisher import Publisher
+    from processor.app import running_embedded_broker
+
+    settings = _settings()
+    bootstrap = None
+    if not args.dry_run:
+        bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
+        if bootstrap is None:
+            print("error: no broker: set LEDGER_KAFKA_BOOTSTRAP_SERVERS or start `benefits-ledger up` first"
+                  " (or use --dry-run)", file=sys.stderr)
+            return EXIT_USAGE
+    with contextlib.ExitStack() as stack:
+        ledger: Any = None
+        if args.compare:
+            from processor.app import open_store
+
+            store = stack.enter_context(open_store(settings, database=args.database))
+
+            def current_coverages(accounts: list[str]) -> dict[str, Any]:
+                balances = {a: store.balance(a) for a in accounts}
+                return {a: b.coverages for a, b in balances.items() if b is not None}
+
+            ledger = current_coverages
+        report = ingest(args.files, settings, dry_run=args.dry_run, strict=args.strict, ledger=ledger,
+                        publisher=lambda: Publisher(bootstrap or "", settings.topics, settings.partitions))
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        out, err = report.text_lines()
+        for line in err:
+            print(line, file=sys.stderr)
+        for line in out:
+            print(line)
+    return EXIT_FINDINGS if report.errors else EXIT_OK
+
+
+def cmd_deadletter_retry(args: argparse.Namespace) -> int:
+    from events.adapters.deadletter import resubmit, select
+    from events.publisher import Publisher
+    from processor.app import open_store, running_embedded_broker
+
+    settings = _settings()
+    with open_store(settings, database=args.database) as store:
+        rows = select(store.dead_letters(limit=args.limit), topic=args.topic, event_id=args.event_id,
+                      reason=args.reason)
+    if args.dry_run:
+        done = [{"topic": r.topic, "partition": r.partition, "offset": r.offset, "event_id": r.event_id,
+                 "reason": r.reason} for r in rows]
+    else:
+        bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
+        if bootstrap is None:
+            print("error: no broker: set LEDGER_KAFKA_BOOTSTRAP_SERVERS or start `benefits-ledger up` first",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
+            done = [r.to_dict() for r in resubmit(rows, pub)]
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "resubmitted": done})
+    else:
+        for d in done:
+            print(f"{d['topic']}[{d['partition']}]@{d['offset']} {d['event_id'] or '-'}: was {d['reason']}")
+        verb = "would resubmit" if args.dry_run else "resubmitted"
+        print(f"{verb} {len(done)} dead letters", file=sys.stderr)
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------------
 
 
@@ -317,11 +387,29 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", parents=[common], help="totals and counts")
     summ.set_defaults(fn=cmd_summary)
 
+    ing = sub.add_parser("ingest", parents=[common],
+                         help="ingest X12 834/820, CSV or JSON lines files (format recognised by content)")
+    ing.add_argument("files", nargs="+", metavar="FILE")
+    ing.add_argument("--dry-run", action="store_true", help="parse and report; publish nothing")
+    ing.add_argument("--strict", action="store_true", help="publish nothing if any file has an error")
+    ing.add_argument("--compare", action="store_true",
+                     help="compare audit 834s (BGN08=4, INS03=030) with the ledger's enrollment (reads the database)")
+    ing.set_defaults(fn=cmd_ingest)
+
     dl = sub.add_parser("deadletter", parents=[common], help="records that could not be applied")
     dl_sub = dl.add_subparsers(dest="dl_command", required=True)
     dl_list = dl_sub.add_parser("list", parents=[common])
     dl_list.add_argument("--limit", type=int, default=1000)
     dl_list.set_defaults(fn=cmd_deadletter_list)
+    dl_retry = dl_sub.add_parser("retry", parents=[common],
+                                 help="re-submit dead letters (original bytes and key) after a fix")
+    dl_retry.add_argument("--topic", help="only records from this topic")
+    dl_retry.add_argument("--event-id", help="only this event")
+    dl_retry.add_argument("--reason", help="only records whose reason contains this text")
+    dl_retry.add_argument("--limit", type=int, default=100_000)
+    dl_retry.add_argument("--dry-run", action="store_true", help="list what would be re-submitted")
+    dl_retry.set_defaults(fn=cmd_deadletter_retry)
+
     return parser
 
 

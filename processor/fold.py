@@ -28,6 +28,7 @@ from events.types import (
     PremiumBilled,
     RatePublished,
     RefundIssued,
+    RemittanceReceived,
 )
 from processor.settings import PlanSettings
 from processor.state import (
@@ -276,10 +277,75 @@ def apply_account_event(
             )
         )
         _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
+    elif isinstance(event, RemittanceReceived):
+        apply_remittance(account, event, out)
     else:  # pragma: no cover - broadcast events never reach an account
         raise AssertionError(f"not an account event: {type(event).__name__}")
     account.events_applied += 1
     return out
+
+
+def remittance_account(payer_id: str) -> str:
+    """The account a payer's remittances live on."""
+    return f"payer:{payer_id}"
+
+
+def apply_remittance(account: AccountState, e: RemittanceReceived, out: Outcome) -> None:
+    """A remittance on its payer's account: open ``remittance_total_mismatch`` when the payment total
+    (BPR02) differs from the sum of its lines, resolve it when a later copy of the remittance balances.
+
+    The finding's key names the remittance, not a month, so month reconciliation never touches it.
+    """
+    if e.account_id != remittance_account(e.payer_id):
+        raise Rejected(f"a remittance of payer {e.payer_id} belongs on account {remittance_account(e.payer_id)},"
+                       f" not {e.account_id}", field="account_id")
+    key = f"remittance_total_mismatch|remittance:{e.remittance_id}"
+    current = account.open.get(key)
+    if e.total_cents == e.lines_total_cents:
+        if current is not None:
+            del account.open[key]
+            out.emitted.append(DiscrepancyResolved(
+                event_id=f"{current.discrepancy_id}:resolved", account_id=account.account_id,
+                effective_on=e.effective_on, occurred_at=e.occurred_at, source=LEDGER_SOURCE,
+                causation_id=e.event_id, discrepancy_id=current.discrepancy_id, kind=current.kind,
+                coverage_month=None, resolving_event_ids=(e.event_id,),
+                explanation=f"remittance {e.remittance_id} now balances at {cents(e.total_cents)}",
+            ))
+        return
+    gap = e.total_cents - e.lines_total_cents
+    explanation = (f"remittance {e.remittance_id} (trace {e.trace_number}) from {e.payer_id} pays"
+                   f" {cents(e.total_cents)} but its {e.line_count} lines sum to {cents(e.lines_total_cents)};"
+                   f" {cents(abs(gap))} {'more' if gap > 0 else 'less'} than the lines")
+    action = "correct the remittance: the payment total must equal the sum of its lines"
+    if current is not None:
+        if (current.expected_cents, current.actual_cents) != (e.lines_total_cents, e.total_cents):
+            out.emitted.append(DiscrepancyAmountChanged(
+                event_id=f"{current.discrepancy_id}:changed:{e.event_id}", account_id=account.account_id,
+                effective_on=e.effective_on, occurred_at=e.occurred_at, source=LEDGER_SOURCE,
+                causation_id=e.event_id, discrepancy_id=current.discrepancy_id, kind=current.kind,
+                coverage_month=None, previous_expected_cents=current.expected_cents,
+                previous_actual_cents=current.actual_cents, expected_cents=e.lines_total_cents,
+                actual_cents=e.total_cents, changing_event_ids=(e.event_id,), explanation=explanation,
+            ))
+            current.expected_cents, current.actual_cents = e.lines_total_cents, e.total_cents
+            current.explanation = explanation
+            current.cause_event_ids = (*current.cause_event_ids, e.event_id)
+            out.changed_discrepancies.append(current)
+        return
+    did = discrepancy_id(account.account_id, key, e.event_id)
+    opened = OpenDiscrepancy(
+        discrepancy_id=did, kind="remittance_total_mismatch", key=key, coverage_month=None, payer_id=e.payer_id,
+        expected_cents=e.lines_total_cents, actual_cents=e.total_cents, cause_event_ids=(e.event_id,),
+        explanation=explanation, action=action, actor="payroll", opened_by=e.event_id,
+    )
+    account.open[key] = opened
+    out.emitted.append(DiscrepancyOpened(
+        event_id=f"{did}:opened", account_id=account.account_id, effective_on=e.effective_on,
+        occurred_at=e.occurred_at, source=LEDGER_SOURCE, causation_id=e.event_id, discrepancy_id=did,
+        kind="remittance_total_mismatch", coverage_month=None, payer_id=e.payer_id,
+        expected_cents=e.lines_total_cents, actual_cents=e.total_cents, cause_event_ids=(e.event_id,),
+        explanation=explanation, action=action, actor="payroll",
+    ))
 
 
 def _month(account: AccountState, month: date | None) -> MonthState:

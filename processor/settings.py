@@ -6,8 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development default of ``member_id_hmac_key``: anyone who knows it can test a guessed SSN against a
+# pseudonym, so production must set its own key (LEDGER_MEMBER_ID_HMAC_KEY).
+DEVELOPMENT_HMAC_KEY = "benefits-ledger-development-key-change-me"
 
 
 class PlanSettings(BaseModel):
@@ -32,6 +36,7 @@ class PlanSettings(BaseModel):
         default=60, ge=0, description="an enrollment change reaching further back than this needs approval"
     )
     grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
+
 
 
 class PlanFileError(ValueError):
@@ -124,6 +129,18 @@ class Settings(BaseSettings):
         default=None, description="TOML, YAML or JSON file of plan settings; LEDGER_PLAN__* variables override it"
     )
     plan: PlanSettings = Field(default_factory=PlanSettings)
+    member_id_hmac_key: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_HMAC_KEY),
+        description="key of the HMAC-SHA256 that replaces SSN member ids (NM108 = 34) in ingested files;"
+        " the default is for development only: set LEDGER_MEMBER_ID_HMAC_KEY in production",
+    )
+    ingest_max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="largest file ingest reads")
+    ingest_max_line_bytes: int = Field(
+        default=64 * 1024, ge=1, description="longest line (CSV, JSON lines) or X12 segment ingest accepts"
+    )
+    ingest_max_members_per_file: int = Field(
+        default=1_000_000, ge=1, description="most member loops (834 INS, 820 ENT) or CSV rows in one file"
+    )
 
     @model_validator(mode="before")
     @classmethod

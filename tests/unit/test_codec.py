@@ -21,6 +21,7 @@ from events.types import (
     Event,
     PaymentReceived,
     RefundIssued,
+    RemittanceReceived,
 )
 from tests.unit.builders import (
     FEB,
@@ -48,6 +49,11 @@ SAMPLES: list[Event] = [
     adjust(-1_234, event_id="e-adj", plan="UMP-CLASSIC"),
     adjust(5, event_id="e-adj-noplan"),
     day(date(2026, 1, 31), event_id="e-day"),
+    RemittanceReceived(
+        event_id="e-remit", account_id="payer:AG-001", effective_on=JAN, occurred_at=T0, remittance_id="R1",
+        payer_id="AG-001", payee_id="PE-1", method="ach", payment_date=JAN, trace_number="TRN1",
+        total_cents=78_412, lines_total_cents=78_412, line_count=1,
+    ),
     RefundIssued(
         event_id="e-refund", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF1",
         payee_id="AG-001", amount_cents=78_412, method="check", reason="paid after termination",

@@ -1,0 +1,137 @@
+"""Files upstream systems hand over, turned into events: X12 834 and 820, CSV and JSON lines.
+
+The format is recognised by content, never by file name. ``parse_bytes`` is pure (bytes in, a
+ParsedFile out); ``parse_path`` adds reading the file within the size limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from events.adapters.common import (
+    FORMATS,
+    AmountError,
+    FileDiscrepancy,
+    IngestError,
+    IngestLimits,
+    MemberIds,
+    ParsedFile,
+    TooLarge,
+    to_cents,
+)
+
+__all__ = [
+    "FORMATS",
+    "AmountError",
+    "FileDiscrepancy",
+    "IngestError",
+    "IngestLimits",
+    "MemberIds",
+    "ParsedFile",
+    "TooLarge",
+    "detect_format",
+    "parse_bytes",
+    "parse_path",
+    "to_cents",
+]
+
+
+def detect_format(data: bytes) -> str | None:
+    """x12-834, x12-820, jsonl or csv from the first bytes; None when it is none of them."""
+    from events.adapters.x12 import sniff_transaction
+
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"ISA"):
+        found = sniff_transaction(data)
+        if found is None:
+            return None
+        st01, _version = found
+        return {"834": "x12-834", "820": "x12-820"}.get(st01)
+    if head.startswith(b"{"):
+        return "jsonl"
+    first = head.split(b"\n", 1)[0]
+    if b"," in first and b"event_id" in first:
+        return "csv"
+    return None
+
+
+def parse_bytes(data: bytes, path: str, ids: MemberIds, limits: IngestLimits | None = None) -> ParsedFile:
+    """Events, errors and discrepancies of one file. Nothing here reads or writes anything."""
+    from events.adapters.tabular import parse_csv, parse_jsonl
+
+    limits = limits or IngestLimits()
+    if len(data) > limits.max_file_bytes:
+        return ParsedFile(path=path, format="unknown", errors=[IngestError(
+            file=path, reason=f"file is {len(data)} bytes, more than the limit of {limits.max_file_bytes}"
+            " (setting ingest_max_file_bytes)")])
+    fmt = detect_format(data)
+    if fmt is None:
+        return ParsedFile(path=path, format="unknown", errors=[IngestError(
+            file=path, line=1, reason="not a recognised format: expected an X12 834 or 820 interchange (ISA...),"
+            " JSON lines ({...}) or CSV with a header naming event_id")])
+    result = ParsedFile(path=path, format=fmt)
+    if fmt == "jsonl":
+        result.events, result.errors = parse_jsonl(data, path, max_line_bytes=limits.max_line_bytes,
+                                                   max_rows=limits.max_members)
+        return result
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if fmt == "csv":
+            result.errors.append(IngestError(file=path, reason=f"not UTF-8 text: {exc}"))
+            return result
+        text = data.decode("latin-1")
+    if fmt == "csv":
+        result.events, result.errors = parse_csv(text, path, max_line_bytes=limits.max_line_bytes,
+                                                 max_rows=limits.max_members)
+        return result
+    return _parse_x12(text, path, fmt, ids, limits, result)
+
+
+def _parse_x12(text: str, path: str, fmt: str, ids: MemberIds, limits: IngestLimits, result: ParsedFile
+               ) -> ParsedFile:
+    import os
+
+    from events.adapters.x12 import PARALLEL_MIN_SEGMENTS, read_x12, read_x12_parallel, redact, split_raw
+    from events.adapters.x12_820 import map_820
+    from events.adapters.x12_834 import map_834
+
+    raw, _ele = split_raw(text)
+    longest = max((len(s) for s in raw), default=0)
+    if longest > limits.max_line_bytes:
+        result.errors.append(IngestError(
+            file=path, reason=f"a segment is {longest} characters, more than the limit of {limits.max_line_bytes}"
+            " (setting ingest_max_line_bytes)"))
+        return result
+    workers = min(os.cpu_count() or 1, 8)
+    if len(raw) >= PARALLEL_MIN_SEGMENTS and workers > 1:
+        segs, syntax = read_x12_parallel(text, path, workers)
+    else:
+        segs, syntax = read_x12(text, path)
+    bad_lines = frozenset(e.line for e in syntax if e.line is not None and e.segment_id not in
+                          ("ISA", "IEA", "GS", "GE", "ST", "SE"))
+    if fmt == "x12-834":
+        r834 = map_834(segs, path, ids, bad_lines=bad_lines, max_members=limits.max_members)
+        result.events, ssns = list(r834.events), r834.ssns
+        mapped, result.notices, result.audit_ids = r834.errors, r834.notices, r834.audit_ids
+    else:
+        r820 = map_820(segs, path, ids, bad_lines=bad_lines, max_members=limits.max_members)
+        result.events, ssns = list(r820.events), r820.ssns
+        mapped, result.discrepancies = r820.errors, r820.discrepancies
+    seen = {(e.line, e.element) for e in syntax}
+    errors = syntax + [e for e in mapped if (e.line, e.element) not in seen]
+    errors.sort(key=lambda e: (e.line or 0, e.element or ""))
+    result.errors = redact(errors, ssns)
+    return result
+
+
+def parse_path(path: Path, ids: MemberIds, limits: IngestLimits | None = None) -> ParsedFile:
+    limits = limits or IngestLimits()
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        return ParsedFile(path=str(path), format="unknown", errors=[IngestError(
+            file=str(path), reason=f"file is {size} bytes, more than the limit of {limits.max_file_bytes}"
+            " (setting ingest_max_file_bytes)")])
+    with path.open("rb") as fh:
+        data = fh.read()
+    return parse_bytes(data, str(path), ids, limits)

@@ -1,0 +1,116 @@
+"""Contracts for producers and subscribers, generated from the msgspec structs.
+
+``docs/schemas/<type>.json``: a JSON Schema (2020-12) per event type; ``docs/asyncapi.json``: an
+AsyncAPI 2.6 document naming every topic, its key and its messages. Regenerate with
+``python -m events.contracts``; a test checks that the files in docs/ are current.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, tag_of
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _topic_field(cls: type[Event]) -> str | None:
+    """Which TopicSettings field carries the type, as the processor checks it (processor.batch.topic_types);
+    output events all go to the discrepancy topic."""
+    from processor.batch import topic_types
+    from processor.settings import TopicSettings
+
+    if cls in OUTPUT_TYPES:
+        return "discrepancies"
+    topics = TopicSettings()
+    by_name = {name: field for field, name in topics.model_dump().items()}
+    for topic, tags in topic_types(topics).items():
+        if tag_of(cls) in tags:
+            return by_name[topic]
+    return None  # an input type no topic accepts yet
+
+
+def json_schema(cls: type[Event]) -> dict[str, Any]:
+    schema: dict[str, Any] = msgspec.json.schema(cls)
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{tag_of(cls)}.json",
+              "description": (cls.__doc__ or "").strip(), **schema}
+    return schema
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {tag_of(cls): json_schema(cls) for cls in (*INPUT_TYPES, *OUTPUT_TYPES)}
+
+
+def asyncapi() -> dict[str, Any]:
+    from processor.settings import TopicSettings
+
+    topics = TopicSettings()
+    types = (*INPUT_TYPES, *OUTPUT_TYPES)
+    _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    messages: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    for cls in types:
+        tag = tag_of(cls)
+        broadcast = cls.BROADCAST
+        messages[tag] = {
+            "name": tag,
+            "title": cls.__name__,
+            "summary": (cls.__doc__ or cls.__name__).strip().splitlines()[0],
+            "contentType": "application/json",
+            "bindings": {"kafka": {"key": {
+                "type": "string",
+                "description": "'*' on every partition (one copy each)" if broadcast else
+                "account_id (Kafka's default murmur2 partitioner keeps an account on one partition)",
+            }}},
+            "payload": {"$ref": f"#/components/schemas/{cls.__name__}"},
+        }
+    for field, name in topics.model_dump().items():
+        tags = [tag_of(c) for c in types if _topic_field(c) == field]
+        if field == "dead_letter":
+            channels[name] = {
+                "description": "records that could not be applied: original key and bytes untouched; headers"
+                " reason, field, source_topic, source_partition, source_offset",
+                "subscribe": {"message": {"name": "dead_letter", "contentType": "application/octet-stream"}},
+            }
+            continue
+        operation = "subscribe" if field == "discrepancies" else "publish"
+        channels[name] = {
+            "description": f"LEDGER_TOPICS__{field.upper()}",
+            operation: {"message": {"oneOf": [{"$ref": f"#/components/messages/{t}"} for t in tags]}},
+        }
+    return {
+        "asyncapi": "2.6.0",
+        "info": {"title": "benefits-ledger", "version": "1",
+                 "description": "Input topics take events keyed by account_id; money is integer cents."},
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "components": {"messages": messages, "schemas": components},
+    }
+
+
+def rendered() -> dict[Path, str]:
+    """Every generated file and its text."""
+    out = {DOCS / "schemas" / f"{tag}.json": _dump(schema) for tag, schema in json_schemas().items()}
+    out[DOCS / "asyncapi.json"] = _dump(asyncapi())
+    return out
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def main() -> int:
+    for path, text in rendered().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

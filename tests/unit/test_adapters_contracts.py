@@ -1,0 +1,38 @@
+"""The JSON Schemas and the AsyncAPI document in docs/ are generated from the event structs and current."""
+
+from __future__ import annotations
+
+import json
+
+from events import contracts
+from events.types import INPUT_TYPES, OUTPUT_TYPES, tag_of
+from processor.batch import topic_types
+from processor.settings import TopicSettings
+
+
+def test_docs_are_current() -> None:
+    stale = [str(p) for p, text in contracts.rendered().items() if not p.exists() or p.read_text() != text]
+    assert stale == [], f"regenerate with `python -m events.contracts`: {stale}"
+
+
+def test_every_event_type_has_a_schema_and_a_message() -> None:
+    tags = {tag_of(c) for c in (*INPUT_TYPES, *OUTPUT_TYPES)}
+    assert set(contracts.json_schemas()) == tags
+    doc = contracts.asyncapi()
+    assert set(doc["components"]["messages"]) == tags
+    schema = contracts.json_schemas()["remittance_received"]
+    definition = schema["$defs"]["RemittanceReceived"]
+    assert definition["properties"]["total_cents"] == {"type": "integer"}
+    assert "lines_total_cents" in definition["required"]
+
+
+def test_asyncapi_topics_carry_the_types_the_processor_accepts() -> None:
+    topics = TopicSettings()
+    channels = contracts.asyncapi()["channels"]
+    for topic, tags in topic_types(topics).items():
+        refs = channels[topic]["publish"]["message"]["oneOf"]
+        assert {r["$ref"].rsplit("/", 1)[1] for r in refs} == set(tags)
+    assert set(channels) == set(topics.model_dump().values())
+    outputs = channels[topics.discrepancies]["subscribe"]["message"]["oneOf"]
+    assert {r["$ref"].rsplit("/", 1)[1] for r in outputs} == {tag_of(c) for c in OUTPUT_TYPES}
+    json.dumps(channels)
