@@ -19,6 +19,7 @@ EnrollmentAction = Literal["add", "change", "terminate", "reinstate"]
 CoverageStatus = Literal["active", "cobra", "retiree"]
 PaymentMethod = Literal["payroll", "ach", "eft", "check", "direct", "card"]
 TaxTreatment = Literal["pre_tax", "post_tax"]
+PayFrequency = Literal["monthly", "semi_monthly", "biweekly", "weekly"]
 Actor = Literal["agency_coordinator", "payroll", "member", "billing", "accounts_staff"]
 
 DISCREPANCY_KINDS: tuple[str, ...] = (
@@ -113,6 +114,8 @@ class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     trace_number: str | None = None
     # Section 125: how payroll took the deduction (through the cafeteria plan or after tax), if it says.
     tax_treatment: TaxTreatment | None = None
+    # A payroll deduction's pay frequency: a biweekly deduction is 12/26 of a monthly premium.
+    pay_frequency: PayFrequency | None = None
 
 
 class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):

@@ -596,6 +596,7 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
             event_id=e.event_id,
             duplicate_of=duplicate_of,
             tax_treatment=e.tax_treatment,
+            pay_frequency=e.pay_frequency,
         )
     )
     account.payment_months[e.payment_id] = key
@@ -702,7 +703,8 @@ def detect(
     paid = sum(p.amount_cents for p in applied)
     if m is not None and applied and month.bills:
         refunded = month.refunded_cents
-        gap = net_billed - (paid - refunded)
+        owed = _owed_by_deductions(applied, net_billed, plan)
+        gap = owed - (paid - refunded)
         payer = applied[-1].payer_id
         causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
         who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
@@ -723,8 +725,8 @@ def detect(
         elif gap > plan.tolerance_cents:
             add(Finding(
                 kind="underpaid", key=f"underpaid|{key}", month=m, payer_id=payer,
-                expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
-                explanation=f"paid {cents(paid)} of {cents(net_billed)} billed for {m:%Y-%m};"
+                expected_cents=owed, actual_cents=paid, cause_event_ids=causes,
+                explanation=f"paid {cents(paid)} of {cents(owed)} owed for {m:%Y-%m};"
                 f" {cents(gap)} short",
                 action="collect the shortfall; check for a tier or plan change payroll did not follow",
                 actor=who,
@@ -740,8 +742,8 @@ def detect(
         elif -gap > plan.tolerance_cents:
             add(Finding(
                 kind="overpaid", key=f"overpaid|{key}", month=m, payer_id=payer,
-                expected_cents=net_billed, actual_cents=paid - refunded, cause_event_ids=causes,
-                explanation=f"paid {cents(paid)} against {cents(net_billed)} billed for {m:%Y-%m};"
+                expected_cents=owed, actual_cents=paid - refunded, cause_event_ids=causes,
+                explanation=f"paid {cents(paid)} against {cents(owed)} owed for {m:%Y-%m};"
                 f" {cents(-gap)} over",
                 action="refund or credit the excess; check payroll deductions", actor=who,
             ))
@@ -877,6 +879,23 @@ def detect(
 
 def in_force_month(account: AccountState, month: date) -> bool:
     return bool(_priced_segments(account, month))
+
+
+PAY_PERIODS_A_YEAR = {"weekly": 52, "biweekly": 26, "semi_monthly": 24}
+
+
+def _owed_by_deductions(applied: list[PaymentLine], net_billed: int, plan: PlanSettings) -> int:
+    """What the month's payments should add up to. Payroll deductions of one pay frequency owe, each,
+    (12 / pay periods a year) of the monthly premium, rounded half up to the cent: a month with three
+    biweekly deductions owes 3 x 12/26 of it, one with two owes 2 x 12/26."""
+    frequencies = {p.pay_frequency for p in applied}
+    if plan.payroll_allocation != "per_deduction" or len(frequencies) != 1:
+        return net_billed
+    periods = PAY_PERIODS_A_YEAR.get(next(iter(frequencies)) or "monthly")
+    if periods is None:
+        return net_billed
+    per_deduction = (net_billed * 12 * 2 + periods) // (2 * periods)
+    return per_deduction * len(applied)
 
 
 def _cobra_segment(account: AccountState, month: date) -> CoverageSegment | None:

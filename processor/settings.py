@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -32,6 +32,12 @@ class PlanSettings(BaseModel):
         default=5000, ge=0, description="a COBRA shortfall up to the lesser of this and the percent counts as paid"
     )
     cobra_shortfall_max_percent: int = Field(default=10, ge=0, le=100)
+    payroll_allocation: Literal["per_deduction", "pay_date_month"] = Field(
+        default="per_deduction",
+        description="per_deduction: a month's payroll deductions owe (12 / periods a year) of its premium each,"
+        " so three biweekly deductions in a month are not an overpayment; pay_date_month: compare the month's"
+        " deductions with its whole premium",
+    )
     retroactive_limit_days: int = Field(
         default=60, ge=0, description="an enrollment change reaching further back than this needs approval"
     )

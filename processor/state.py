@@ -74,6 +74,7 @@ class PaymentLine(msgspec.Struct, kw_only=True):
     reversal_event_id: str | None = None
     duplicate_of: str | None = None
     tax_treatment: str | None = None
+    pay_frequency: str | None = None
 
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):

@@ -191,6 +191,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "payroll"),
             payer_id=str(f.pop("payer", agency)), remittance_id=f.pop("remittance", None),
             trace_number=f.pop("trace", None), tax_treatment=f.pop("tax", None),
+            pay_frequency=f.pop("frequency", None),
         )
     elif kind == "reverse":
         event = PaymentReversed(
