@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl_retry.add_argument("--dry-run", action="store_true", help="list what would be re-submitted")
     dl_retry.set_defaults(fn=cmd_deadletter_retry)
 
+    # replay and audit (issue 4): the commands live in replay/commands.py
+    from replay.commands import add_audit_parsers
+
+    add_audit_parsers(sub, common)
     return parser
 
 

@@ -42,7 +42,24 @@ class PlanSettings(BaseModel):
         default=60, ge=0, description="an enrollment change reaching further back than this needs approval"
     )
     grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
+    aging_buckets_days: tuple[int, ...] = Field(
+        default=(30, 60, 90, 120), min_length=1,
+        description="upper bounds (days past due) of the aging buckets in statements; the last is open-ended",
+    )
+    timezone: str = Field(default="UTC", description="IANA zone in which a bare date means the end of that day")
 
+    @model_validator(mode="after")
+    def _valid_report_settings(self) -> PlanSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        days = self.aging_buckets_days
+        if any(d <= 0 for d in days) or list(days) != sorted(set(days)):
+            raise ValueError("aging_buckets_days must be positive and strictly increasing")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {self.timezone!r}") from exc
+        return self
 
 
 class PlanFileError(ValueError):

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import date
 
 from processor.state import AccountState, PartitionState, decode_account, decode_partition
+from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     AccountBalance,
     ArchiveRow,
@@ -28,6 +29,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.archive: list[ArchiveRow] = []
+        self.chain: list[bytes] = []  # archive[i]'s chain hash (projections/chain.py)
+        self._chain_heads: dict[int, bytes] = {}
         self._dedupe: dict[str, bytes] = {}
         self._archive_positions: set[tuple[str, str, int, int]] = set()
         self._accounts: dict[str, bytes] = {}
@@ -104,6 +107,14 @@ class MemoryStore:
 
     def _apply(self, batch: BatchWrite) -> None:
         for row in batch.archive:
+            chained = link(
+                self._chain_heads.get(row.partition, GENESIS), body_hash=row.body_hash, log_id=row.log_id,
+                topic=row.topic, partition=row.partition, offset=row.offset, dedupe_key=row.dedupe_key,
+                event_id=row.event_id, event_type=row.event_type, account_id=row.account_id,
+                effective_on=row.effective_on, occurred_at=row.occurred_at, recorded_at=row.recorded_at,
+            )
+            self._chain_heads[row.partition] = chained
+            self.chain.append(chained)
             self.archive.append(row)
             self._dedupe[row.dedupe_key] = row.body_hash
             self._archive_positions.add((row.log_id, row.topic, row.partition, row.offset))
@@ -210,6 +221,14 @@ class MemoryStore:
 
     def dead_letters(self, limit: int = 1000) -> list[DeadLetterRow]:
         return self._dead[:limit]
+
+    def verify_archive(self) -> ChainReport:
+        """Recompute the hash chain of every partition over the whole archive."""
+        return check_heads(verify_chain(
+            ChainedRow(i, r.log_id, r.topic, r.partition, r.offset, r.dedupe_key, r.event_id, r.event_type,
+                       r.account_id, r.effective_on, r.occurred_at, r.recorded_at, r.body, r.body_hash, h)
+            for i, (r, h) in enumerate(zip(self.archive, self.chain, strict=True), start=1)
+        ), self._chain_heads)
 
     def payer_unapplied(self) -> dict[str, int]:
         return {p: c for p, c in sorted(self._payer_unapplied.items()) if c}

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import errors
 
 from processor.state import AccountState, PartitionState, decode_account, decode_partition
+from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     AccountBalance,
     BatchWrite,
@@ -42,12 +43,34 @@ _POSITION_CONSTRAINTS = frozenset({
 
 _ARCHIVE_COLUMNS = (
     'log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
-    " occurred_at, recorded_at, body, body_hash"
+    " occurred_at, recorded_at, body, body_hash, chain_hash"
 )
 _ARCHIVE_TYPES = [
     "text", "text", "int4", "int8", "text", "text", "text", "text", "date",
-    "timestamptz", "timestamptz", "bytea", "bytea",
+    "timestamptz", "timestamptz", "bytea", "bytea", "bytea",
 ]  # fmt: skip
+
+# Lock (creating at genesis when new) and read the last chain link of each partition in the batch.
+# The row lock lasts until the batch commits: a second writer of the same partition waits, then reads
+# the link this batch leaves, so a partition's chain cannot fork (whatever the topic assignment).
+_LOCK_CHAIN_HEADS = """
+INSERT INTO archive_chain_head AS h (partition, chain_hash)
+SELECT * FROM unnest(%s::int[], %s::bytea[])
+ON CONFLICT (partition) DO UPDATE SET chain_hash = h.chain_hash
+RETURNING partition, chain_hash
+"""
+
+_MOVE_CHAIN_HEADS = """
+UPDATE archive_chain_head AS h SET chain_hash = u.chain_hash
+FROM unnest(%s::int[], %s::bytea[]) AS u(partition, chain_hash)
+WHERE h.partition = u.partition
+"""
+
+_CHAIN_COLUMNS = (
+    'seq, log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
+    " occurred_at, recorded_at, body, body_hash, chain_hash"
+)
+_CHAIN_TYPES = ["int8", *_ARCHIVE_TYPES]
 
 _ADVANCE_POSITION = """
 INSERT INTO positions AS p
@@ -200,6 +223,11 @@ class PostgresStore:
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[tuple[Any, ...]] = self._connect()
 
+    @property
+    def dsn(self) -> str:
+        """The connection string (replay and audit readers open connections of their own)."""
+        return self._dsn
+
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = psycopg.connect(self._dsn, autocommit=False)
         conn.execute("SET TIME ZONE 'UTC'")
@@ -332,14 +360,27 @@ class PostgresStore:
     def _write(self, conn: psycopg.Connection[tuple[Any, ...]], batch: BatchWrite) -> None:
         with conn.cursor() as cur:
             if batch.archive:
+                parts = sorted({r.partition for r in batch.archive})
+                locked = cur.execute(_LOCK_CHAIN_HEADS, (parts, [GENESIS] * len(parts))).fetchall()
+                heads = {int(p): bytes(h) for p, h in locked}
                 with cur.copy(f"COPY archive ({_ARCHIVE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                     copy.set_types(_ARCHIVE_TYPES)
                     write = copy.write_row
                     for r in batch.archive:
+                        chained = link(
+                            heads[r.partition], body_hash=r.body_hash, log_id=r.log_id, topic=r.topic,
+                            partition=r.partition, offset=r.offset, dedupe_key=r.dedupe_key,
+                            event_id=r.event_id, event_type=r.event_type, account_id=r.account_id,
+                            effective_on=r.effective_on, occurred_at=r.occurred_at, recorded_at=r.recorded_at,
+                        )
+                        heads[r.partition] = chained
                         write((r.log_id, r.topic, r.partition, r.offset, r.dedupe_key, r.event_id,
                                r.event_type, r.account_id, r.effective_on, r.occurred_at, r.recorded_at,
-                               r.body, r.body_hash))  # fmt: skip
+                               r.body, r.body_hash, chained))  # fmt: skip
+                moved_heads = (parts, [heads[p] for p in parts])
             with conn.pipeline():
+                if batch.archive:
+                    cur.execute(_MOVE_CHAIN_HEADS, moved_heads)
                 self._write_accounts(cur, batch)
                 for p, part_bytes in batch.freeze().partitions:
                     cur.execute(_UPSERT_PARTITION, (p, part_bytes))
@@ -555,6 +596,20 @@ class PostgresStore:
                           recorded_at=r[9])
             for r in rows
         ]  # fmt: skip
+
+    def verify_archive(self) -> ChainReport:
+        """Recompute the hash chain of every partition over the whole archive (streamed, in seq order)."""
+        with self._tx() as conn, conn.cursor() as cur:
+            query = f"COPY (SELECT {_CHAIN_COLUMNS} FROM archive ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+            with cur.copy(query) as copy:
+                copy.set_types(_CHAIN_TYPES)
+                report = verify_chain(
+                    ChainedRow(seq, lg, t, p, o, dk, e, et, a, eff, occ, rec, bytes(body), bytes(bh),
+                               None if ch is None else bytes(ch))
+                    for seq, lg, t, p, o, dk, e, et, a, eff, occ, rec, body, bh, ch in copy.rows()
+                )
+            heads = {int(p): bytes(h) for p, h in conn.execute("SELECT partition, chain_hash FROM archive_chain_head")}
+        return check_heads(report, heads)
 
     def payer_unapplied(self) -> dict[str, int]:
         """Unapplied cash per payer, non-zero only, by payer id."""

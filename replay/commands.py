@@ -1,0 +1,223 @@
+"""The ``replay`` and ``verify-archive`` commands (wired into processor/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+def _default(value: object) -> object:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, default=_default)
+
+
+@contextlib.contextmanager
+def _dsn(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
+    """The database DSN (embedded server kept running for the duration) and the settings."""
+    from processor.app import open_store
+    from processor.settings import Settings
+
+    settings = Settings()
+    with open_store(settings, database=args.database) as store:
+        dsn = getattr(store, "dsn", None)
+        if not isinstance(dsn, str):  # pragma: no cover - open_store always gives a PostgresStore
+            raise RuntimeError("replay needs the PostgreSQL store")
+        yield dsn, settings
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None, what: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar with events per second on stderr (only on a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>10} events/s"), TimeElapsedColumn(),
+        console=console, disable=not (enabled and console.is_terminal),
+    )
+    task = progress.add_task(what, total=total, rate="-")
+
+    def step(n: int) -> None:
+        elapsed = progress.tasks[0].elapsed or 0.0
+        progress.update(task, completed=n, rate=f"{n / elapsed:,.0f}" if elapsed > 0 else "-")
+
+    with progress:
+        yield step
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.verify:
+        return _verify(args)
+    return _statements(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from replay.archive import archive_size, connect
+    from replay.verify import verify
+
+    with _dsn(args) as (dsn, settings):
+        with connect(dsn) as conn:
+            total = archive_size(conn)
+            conn.rollback()
+        with _progress(not args.json, total, "replaying the archive") as step:
+            report = verify(dsn, settings.plan, progress=step, workers=args.workers)
+    if args.json:
+        sys.stdout.write(dumps({"events_replayed": report.events_replayed, "rows_compared": report.rows_compared,
+                                "mismatches": report.mismatches}) + "\n")
+    else:
+        for m in report.mismatches:
+            fields = f" [{', '.join(m['fields'])}]" if m["fields"] else ""
+            print(f"MISMATCH {m['table']} {m['key']}: {m['problem']}{fields}")
+            print(f"  live:   {dumps(m['live'])}")
+            print(f"  replay: {dumps(m['replay'])}")
+        tables = ", ".join(f"{t} {n:,}" for t, n in report.tables.items())
+        print(f"{report.events_replayed:,} events replayed, {report.rows_compared:,} rows compared ({tables}):"
+              f" {len(report.mismatches)} mismatches")
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _statements(args: argparse.Namespace) -> int:
+    from replay.archive import connect, read_archive
+    from replay.fold import ReplayError, replay
+    from replay.render import report_csv, report_html, report_json, report_table
+    from replay.statements import TimeParseError, build_report, parse_known_at, parse_through
+
+    fmt = "json" if args.json and args.format is None else (args.format or "table")
+    with _dsn(args) as (dsn, settings):
+        plan = settings.plan
+        try:
+            known_at = parse_known_at(args.known_at, tz=plan.timezone)
+            through = parse_through(args.through)
+        except TimeParseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with connect(dsn) as conn:
+            try:
+                with _progress(fmt == "table" or args.out is not None, None, "replaying") as step:
+                    res = replay(read_archive(conn, known_at=known_at, account_id=args.account), plan,
+                                 progress=step)
+            except ReplayError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FINDINGS
+            finally:
+                conn.rollback()
+    if args.account is not None and args.account not in res.accounts:
+        print(f"account {args.account} is not in the archive as known at {known_at.isoformat()}", file=sys.stderr)
+        return EXIT_FINDINGS
+    report = build_report(res, plan, known_at=known_at, through=through, known_at_input=args.known_at,
+                          through_input=args.through, account_id=args.account, payer_id=args.payer)
+    if fmt == "json":
+        text = dumps(report_json(report)) + "\n"
+    elif fmt == "csv":
+        text = report_csv(report)
+    elif fmt == "html":
+        text = report_html(report)
+    else:
+        text = report_table(report)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out} ({fmt}, known at {known_at.isoformat()})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_verify_archive(args: argparse.Namespace) -> int:
+    """Recompute the archive's hash chain; name the first broken link."""
+    from processor.app import open_store
+    from processor.settings import Settings
+
+    with open_store(Settings(), database=args.database) as store:
+        verify = getattr(store, "verify_archive", None)
+        if verify is None:  # pragma: no cover - open_store always gives a PostgresStore
+            raise RuntimeError("this store keeps no hash chain")
+        report = verify()
+    broken = report.first_broken
+    if args.json:
+        sys.stdout.write(dumps({
+            "events_checked": report.events_checked,
+            "first_broken": None if broken is None else {"seq": broken.seq, "partition": broken.partition,
+                                                         "event_id": broken.event_id, "reason": broken.reason},
+        }) + "\n")
+    elif broken is None:
+        print(f"archive intact: {report.events_checked:,} events checked over {report.partitions} partition chains")
+    else:
+        print(f"BROKEN at seq {broken.seq} (partition {broken.partition}, event {broken.event_id}): {broken.reason};"
+              f" {report.events_checked:,} events checked")
+    return EXIT_OK if broken is None else EXIT_FINDINGS
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Projections afresh from the archive in a new schema, verified, switched in atomically."""
+    from replay.rebuild import rebuild
+
+    with _dsn(args) as (dsn, settings), _progress(not args.json, None, "rebuilding") as step:
+        report = rebuild(dsn, settings.plan, switch=not args.no_switch, progress=step)
+    if args.json:
+        sys.stdout.write(dumps(report.as_json()) + "\n")
+    else:
+        for m in report.mismatches[:50]:
+            print(f"MISMATCH {m['table']} {m['key']}: {m['problem']} {m['fields']}")
+        print(f"{report.events_replayed:,} events replayed into schema {report.built_schema}"
+              f" ({report.rows_compared:,} rows verified, {len(report.mismatches)} mismatches)")
+        if report.switched:
+            print(f"switched: {report.live_schema} is the rebuilt schema ({report.caught_up} events caught up"
+                  f" under the lock); the previous one is kept as {report.retired_schema}")
+        elif report.mismatches:
+            print(f"NOT switched: the rebuilt schema {report.built_schema} does not verify; it is kept for inspection")
+        else:
+            print(f"not switched (--no-switch): inspect {report.built_schema}, then drop it or run rebuild again")
+    return EXIT_OK if not report.mismatches else EXIT_FINDINGS
+
+
+def add_audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``replay`` (and later audit) subcommands of ``benefits-ledger``."""
+    p = sub.add_parser(
+        "replay", parents=[common],
+        help="the books as known at recorded time R for coverage months through E, or --verify replay = live",
+    )
+    p.add_argument("--verify", action="store_true",
+                   help="fold the whole archive and compare every projection row with the live tables")
+    p.add_argument("--workers", type=int, default=1,
+                   help="--verify: fold the partitions in this many processes (same snapshot)")
+    p.add_argument("--known-at", dest="known_at", metavar="R",
+                   help="recorded time: a date (end of that day, plan time zone), YYYY-MM, or an ISO time;"
+                   " default now")
+    p.add_argument("--through", metavar="E", help="last coverage month reported (YYYY-MM or a date); default all")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--account", help="one member account")
+    who.add_argument("--payer", help="one paying agency (or a direct-pay member's account)")
+    p.add_argument("--format", choices=["table", "json", "csv", "html"], default=None,
+                   help="output format (default table, json with --json)")
+    p.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.set_defaults(fn=cmd_replay)
+
+    va = sub.add_parser("verify-archive", parents=[common],
+                        help="recompute the archive's hash chain and name the first broken link")
+    va.set_defaults(fn=cmd_verify_archive)
+
+    rb = sub.add_parser("rebuild", parents=[common],
+                        help="rebuild the projections from the archive in a new schema, verify, switch atomically")
+    rb.add_argument("--no-switch", action="store_true", help="build and verify only; keep the live schema")
+    rb.set_defaults(fn=cmd_rebuild)
