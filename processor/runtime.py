@@ -165,10 +165,7 @@ class ProcessorLoop:
                 timeout_ms=self.settings.batch_wait_ms or 1, max_records=self.settings.batch_events_max
             )
         except OffsetOutOfRangeError as exc:
-            raise LogTruncated(
-                f"the broker's log ends before a position this ledger already applied ({exc}); "
-                "was the broker restarted or the topic recreated? Refusing to skip or re-apply."
-            ) from exc
+            raise self._out_of_range(exc) from exc
         self._check_highwater(fetched)
         merger = self.merger
         for tp, messages in fetched.items():
@@ -259,6 +256,22 @@ class ProcessorLoop:
                 self.settings.topics.dead_letter, value=d.raw, key=d.key, headers=headers
             ))
         await asyncio.gather(*futures)
+
+    def _out_of_range(self, exc: OffsetOutOfRangeError) -> LogTruncated:
+        """Say which of the two ways a position can be out of range this is."""
+        failing = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        stored = self.processor.positions()
+        if failing and not any((tp.topic, tp.partition) in stored for tp in failing):
+            return LogTruncated(
+                f"{', '.join(f'{tp.topic}[{tp.partition}]' for tp in failing)} no longer start at offset 0:"
+                " retention deleted history this new ledger has never seen, and starting from what is left"
+                " would build incomplete books. Starting a ledger from Kafka needs input topics that keep"
+                " everything (retention.ms=-1); otherwise restore the ledger's PostgreSQL from a backup."
+            )
+        return LogTruncated(
+            f"the broker's log ends before a position this ledger already applied ({exc}); "
+            "was the broker restarted or the topic recreated? Refusing to skip or re-apply."
+        )
 
     def _check_highwater(self, fetched: dict[TopicPartition, Any]) -> None:
         assert self.consumer is not None

@@ -345,3 +345,26 @@ def test_a_day_closed_rechecks_only_months_it_can_turn_missing_so_warm_and_cold_
 
 def test_a_restarted_worker_reaches_the_same_books_after_a_rate_correction() -> None:
     assert _rate_corrected_after_billing(restart=True) == _rate_corrected_after_billing(restart=False)
+
+
+def test_an_offset_out_of_range_on_a_never_applied_partition_says_retention_deleted_history() -> None:
+    """A new ledger whose input topics lost their beginning to retention must stop, not start halfway."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import OffsetOutOfRangeError
+
+    from processor.runtime import ProcessorLoop
+    from processor.settings import Settings
+    from projections.memory import MemoryStore
+
+    loop = ProcessorLoop(Settings(kafka_bootstrap_servers="x:1", database_url="x"), "x:1", MemoryStore(),
+                         log_id=LOG)
+    fresh = loop._out_of_range(OffsetOutOfRangeError({TopicPartition(TOPICS.billing, 2): 0}))
+    assert "retention deleted history" in str(fresh) and "retention.ms=-1" in str(fresh)
+    assert f"{TOPICS.billing}[2]" in str(fresh)
+
+    proc, store = make()
+    run(proc, store, [Feed().record(bill(78_412))])
+    known = ProcessorLoop(Settings(kafka_bootstrap_servers="x:1", database_url="x"), "x:1", store, log_id=LOG)
+    home = TopicPartition(TOPICS.billing, HOME)
+    truncated = known._out_of_range(OffsetOutOfRangeError({home: 5}))
+    assert "ends before a position this ledger already applied" in str(truncated)
