@@ -104,6 +104,13 @@ class PremiumBilled(Event, frozen=True, kw_only=True, tag="premium_billed"):
     agency_id: str | None = None
 
 
+class RemittanceAdjustment(msgspec.Struct, frozen=True, kw_only=True):
+    """An adjustment on a remittance line (X12 820 ADX): ADX01 amount and ADX02 reason code."""
+
+    amount_cents: Cents
+    reason: str
+
+
 class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     payment_id: str
     coverage_month: date | None = None
@@ -116,6 +123,10 @@ class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     tax_treatment: TaxTreatment | None = None
     # A payroll deduction's pay frequency: a biweekly deduction is 12/26 of a monthly premium.
     pay_frequency: PayFrequency | None = None
+    # From a remittance line: what the payer says was billed (RMR05) and its adjustments (ADX); then
+    # amount_cents = billed_cents + the adjustments, which ingest checks.
+    billed_cents: Cents | None = None
+    adjustments: tuple[RemittanceAdjustment, ...] = ()
 
 
 class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):

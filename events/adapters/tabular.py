@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import typing
 from datetime import date, datetime
 from functools import cache
 from typing import Annotated, Any
@@ -36,12 +37,18 @@ def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and value.strip() == "" else value
 
 
+def _is_column(f: msgspec.structs.FieldInfo) -> bool:
+    """A field a CSV cell can hold: not the schema version, not a list of structured items (such as a
+    remittance line's adjustments, which come from X12 files, never from CSV)."""
+    return f.name != "schema_version" and typing.get_origin(f.type) not in (tuple, list)
+
+
 @cache
 def row_model(cls: type[Event]) -> type[pydantic.BaseModel]:
     """The pydantic model of one CSV row of ``cls``."""
     fields: dict[str, Any] = {}
     for f in msgspec.structs.fields(cls):
-        if f.name == "schema_version":
+        if not _is_column(f):
             continue
         annotation: Any = f.type
         if f.name.endswith("_cents"):
@@ -57,7 +64,7 @@ def columns(cls: type[Event]) -> tuple[list[str], list[str]]:
     required: list[str] = []
     optional: list[str] = []
     for f in msgspec.structs.fields(cls):
-        if f.name == "schema_version":
+        if not _is_column(f):
             continue
         (required if f.required else optional).append(f.name)
     return required, optional

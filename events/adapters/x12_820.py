@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 
 from events.adapters.common import AmountError, FileDiscrepancy, IngestError, MemberIds, to_cents
 from events.adapters.x12 import Seg
-from events.types import InputEvent, PaymentMethod, PaymentReceived, RemittanceReceived
+from events.types import InputEvent, PaymentMethod, PaymentReceived, RemittanceAdjustment, RemittanceReceived
 
 SOURCE = "x12-820"
 
@@ -151,11 +151,14 @@ def _transaction(header: dict[str, Seg], lines: list[_Line], gs: Seg | None, pat
         counted += 1
         billed = None
         adjustments = 0
+        adjustment_lines: list[RemittanceAdjustment] = []
         try:
             if rmr.get(5):
                 billed = to_cents(rmr.get(5))
             for adx in line.adx:
-                adjustments += to_cents(adx.get(1))
+                amount = to_cents(adx.get(1))
+                adjustments += amount
+                adjustment_lines.append(RemittanceAdjustment(amount_cents=amount, reason=adx.get(2) or ""))
         except AmountError as exc:
             report(rmr, "RMR05", str(exc))
             billed = None
@@ -188,6 +191,7 @@ def _transaction(header: dict[str, Seg], lines: list[_Line], gs: Seg | None, pat
             event_id=f"{base}:{number}", account_id=account, effective_on=paid_on, occurred_at=occurred,
             source=SOURCE, payment_id=f"{trace}-{number}", coverage_month=month, amount_cents=paid,
             method=method, payer_id=payer_id, remittance_id=trace, trace_number=trace,
+            billed_cents=billed, adjustments=tuple(adjustment_lines),
         ))
     if total != lines_total:
         out.discrepancies.append(FileDiscrepancy(

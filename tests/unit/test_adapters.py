@@ -111,6 +111,12 @@ def test_remittance_only_820_balances_lines_with_their_adjustments() -> None:
         ("123456", 700_000), ("793016", 1_000_000), ("934213", 300_000)]
     [remit] = [e for e in result.events if isinstance(e, RemittanceReceived)]
     assert (remit.total_cents, remit.lines_total_cents) == (2_000_000, 2_000_000)
+    # each payment carries what was billed (RMR05) and its adjustments (ADX01, ADX02), and they add up
+    assert [(p.billed_cents, [(a.amount_cents, a.reason) for a in p.adjustments]) for p in payments] == [
+        (None, []), (1_100_000, [(-100_000, "52")]), (310_000, [(-10_000, "52")])]
+    for p in payments[1:]:
+        assert p.billed_cents is not None
+        assert p.amount_cents == p.billed_cents + sum(a.amount_cents for a in p.adjustments)
     ssn_free(result, "190206123", "163910163", "179203456")
 
 
@@ -336,7 +342,9 @@ def test_dtm_582_gives_the_coverage_month_of_its_line(tmp_path: Path) -> None:
 def test_csv_and_json_lines_events_are_the_codecs_own(tmp_path: Path) -> None:
     event = pay(78_412, event_id="rt-1", trace="T9", remittance="R9")
     row = codec.to_builtins(event)
-    header = [k for k in row if k not in ("type", "schema_version") and row[k] is not None]
+    # CSV has a column per scalar field; lists (a remittance line's adjustments) come only from X12
+    header = [k for k in row if k not in ("type", "schema_version") and row[k] is not None
+              and not isinstance(row[k], list | tuple)]
     text = ",".join(header) + "\n" + ",".join(str(row[k]) for k in header) + "\n"
     assert parse_bytes(text.encode(), "p.csv", IDS).events == [event]
     assert parse_bytes(codec.encode(event) + b"\n", "p.jsonl", IDS).events == [event]
