@@ -40,8 +40,12 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Each run gets its own pytest temp dir: pytest prunes old runs under the shared one, which would delete
+# the embedded PostgreSQL data of another test run going on at the same time.
 test: venv browser
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	@base=$$(mktemp -d -t benefits-ledger-tests.XXXXXX) && \
+	$(PY) -m pytest -q -p no:cacheprovider --basetemp="$$base" $(PYTEST_ARGS) tests; \
+	status=$$?; rm -rf "$$base"; exit $$status
 
 # The HTML report is checked in a real headless browser (Debian's chromium). Best effort: without root
 # or apt the install is skipped with a warning, and that one test says why it skipped.
