@@ -11,6 +11,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Any
 
 from events.types import (
     AdjustmentPosted,
@@ -305,9 +306,8 @@ def apply_remittance(account: AccountState, e: RemittanceReceived, out: Outcome)
         if current is not None:
             del account.open[key]
             out.emitted.append(DiscrepancyResolved(
-                event_id=f"{current.discrepancy_id}:resolved", account_id=account.account_id,
-                effective_on=e.effective_on, occurred_at=e.occurred_at, source=LEDGER_SOURCE,
-                causation_id=e.event_id, discrepancy_id=current.discrepancy_id, kind=current.kind,
+                event_id=f"{current.discrepancy_id}:resolved", **_envelope(account, e, None),
+                discrepancy_id=current.discrepancy_id, kind=current.kind,
                 coverage_month=None, resolving_event_ids=(e.event_id,),
                 explanation=f"remittance {e.remittance_id} now balances at {cents(e.total_cents)}",
             ))
@@ -320,9 +320,8 @@ def apply_remittance(account: AccountState, e: RemittanceReceived, out: Outcome)
     if current is not None:
         if (current.expected_cents, current.actual_cents) != (e.lines_total_cents, e.total_cents):
             out.emitted.append(DiscrepancyAmountChanged(
-                event_id=f"{current.discrepancy_id}:changed:{e.event_id}", account_id=account.account_id,
-                effective_on=e.effective_on, occurred_at=e.occurred_at, source=LEDGER_SOURCE,
-                causation_id=e.event_id, discrepancy_id=current.discrepancy_id, kind=current.kind,
+                event_id=f"{current.discrepancy_id}:changed:{e.event_id}", **_envelope(account, e, None),
+                discrepancy_id=current.discrepancy_id, kind=current.kind,
                 coverage_month=None, previous_expected_cents=current.expected_cents,
                 previous_actual_cents=current.actual_cents, expected_cents=e.lines_total_cents,
                 actual_cents=e.total_cents, changing_event_ids=(e.event_id,), explanation=explanation,
@@ -340,8 +339,7 @@ def apply_remittance(account: AccountState, e: RemittanceReceived, out: Outcome)
     )
     account.open[key] = opened
     out.emitted.append(DiscrepancyOpened(
-        event_id=f"{did}:opened", account_id=account.account_id, effective_on=e.effective_on,
-        occurred_at=e.occurred_at, source=LEDGER_SOURCE, causation_id=e.event_id, discrepancy_id=did,
+        event_id=f"{did}:opened", **_envelope(account, e, None), discrepancy_id=did,
         kind="remittance_total_mismatch", coverage_month=None, payer_id=e.payer_id,
         expected_cents=e.lines_total_cents, actual_cents=e.total_cents, cause_event_ids=(e.event_id,),
         explanation=explanation, action=action, actor="payroll",
@@ -943,11 +941,7 @@ def _reconcile(
             open_retro = account.open.get(retro_key)
             superseded.append(DiscrepancySuperseded(
                 event_id=f"{open_d.discrepancy_id}:superseded",
-                account_id=account.account_id,
-                effective_on=open_d.coverage_month or trigger.effective_on,
-                occurred_at=trigger.occurred_at,
-                source=LEDGER_SOURCE,
-                causation_id=trigger.event_id,
+                **_envelope(account, trigger, open_d.coverage_month),
                 discrepancy_id=open_d.discrepancy_id,
                 kind=open_d.kind,
                 coverage_month=open_d.coverage_month,
@@ -960,11 +954,7 @@ def _reconcile(
             continue
         out.emitted.append(DiscrepancyResolved(
             event_id=f"{open_d.discrepancy_id}:resolved",
-            account_id=account.account_id,
-            effective_on=open_d.coverage_month or trigger.effective_on,
-            occurred_at=trigger.occurred_at,
-            source=LEDGER_SOURCE,
-            causation_id=trigger.event_id,
+            **_envelope(account, trigger, open_d.coverage_month),
             discrepancy_id=open_d.discrepancy_id,
             kind=open_d.kind,
             coverage_month=open_d.coverage_month,
@@ -977,11 +967,7 @@ def _reconcile(
             if (current.expected_cents, current.actual_cents) != (f.expected_cents, f.actual_cents):
                 out.emitted.append(DiscrepancyAmountChanged(
                     event_id=f"{current.discrepancy_id}:changed:{trigger.event_id}",
-                    account_id=account.account_id,
-                    effective_on=current.coverage_month or trigger.effective_on,
-                    occurred_at=trigger.occurred_at,
-                    source=LEDGER_SOURCE,
-                    causation_id=trigger.event_id,
+                    **_envelope(account, trigger, current.coverage_month),
                     discrepancy_id=current.discrepancy_id,
                     kind=current.kind,
                     coverage_month=current.coverage_month,
@@ -1008,11 +994,7 @@ def _reconcile(
         account.open[dkey] = opened
         out.emitted.append(DiscrepancyOpened(
             event_id=f"{did}:opened",
-            account_id=account.account_id,
-            effective_on=f.month or trigger.effective_on,
-            occurred_at=trigger.occurred_at,
-            source=LEDGER_SOURCE,
-            causation_id=trigger.event_id,
+            **_envelope(account, trigger, f.month),
             discrepancy_id=did,
             kind=f.kind,
             coverage_month=f.month,
@@ -1025,6 +1007,18 @@ def _reconcile(
             actor=f.actor,  # type: ignore[arg-type]
         ))
     out.emitted.extend(superseded)  # after the retroactive_change they point to was opened
+
+
+def _envelope(account: AccountState, trigger: InputEvent, month: date | None) -> dict[str, Any]:
+    """The fields every discrepancy event shares: its account, the coverage month it is about (or the
+    trigger's business date), the trigger's own time (never the clock) and the trigger as its cause."""
+    return {
+        "account_id": account.account_id,
+        "effective_on": month or trigger.effective_on,
+        "occurred_at": trigger.occurred_at,
+        "source": LEDGER_SOURCE,
+        "causation_id": trigger.event_id,
+    }
 
 
 def _month_of_key(dkey: str) -> str:
