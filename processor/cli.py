@@ -283,6 +283,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     with contextlib.ExitStack() as stack:
         ledger: Any = None
+        agency_accounts: Any = None
         if args.compare:
             from processor.app import open_store
 
@@ -293,7 +294,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 return {a: b.coverages for a, b in balances.items() if b is not None}
 
             ledger = current_coverages
+            agency_accounts = store.agency_accounts
         report = ingest(args.files, settings, dry_run=args.dry_run, strict=args.strict, ledger=ledger,
+                        agency_accounts=agency_accounts,
                         publisher=lambda: Publisher(bootstrap or "", settings.topics, settings.partitions))
     if args.json:
         _print_json(report.to_json())

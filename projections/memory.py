@@ -76,6 +76,12 @@ class MemoryStore:
         }
         return sorted(out)
 
+    def agency_accounts(self, agency_ids: list[str]) -> list[str]:
+        """Accounts whose subscriber has (or had) coverage paid by one of the agencies."""
+        wanted = set(agency_ids)
+        return sorted({a for a, rows in self._coverage.items()
+                       for c in rows if c.relationship == "self" and c.agency_id in wanted})
+
     def partition_accounts(self, partition: int) -> list[str]:
         return sorted(a for a, p in self._account_partition.items() if p == partition)
 

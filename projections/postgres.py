@@ -307,6 +307,15 @@ class PostgresStore:
             rows = conn.execute(_DUE_ACCOUNTS, (partition, due_before)).fetchall()
         return [r[0] for r in rows]
 
+    def agency_accounts(self, agency_ids: list[str]) -> list[str]:
+        """Accounts whose subscriber has (or had) coverage paid by one of the agencies."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT account_id FROM member_coverage WHERE relationship = 'self'"
+                " AND agency_id = ANY(%s) ORDER BY account_id", (agency_ids,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def partition_accounts(self, partition: int) -> list[str]:
         """Every account the partition has a snapshot of."""
         with self._tx() as conn:

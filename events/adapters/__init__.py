@@ -114,6 +114,7 @@ def _parse_x12(text: str, path: str, fmt: str, ids: MemberIds, limits: IngestLim
         r834 = map_834(segs, path, ids, bad_lines=bad_lines, max_members=limits.max_members)
         result.events, ssns = list(r834.events), r834.ssns
         mapped, result.notices, result.audit_ids = r834.errors, r834.notices, r834.audit_ids
+        result.full_file = r834.full_file
     else:
         r820 = map_820(segs, path, ids, bad_lines=bad_lines, max_members=limits.max_members)
         result.events, ssns = list(r820.events), r820.ssns

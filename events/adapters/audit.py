@@ -84,4 +84,5 @@ def compare_audit(parsed: ParsedFile, current: Mapping[str, Sequence[LedgerCover
     notices = [*parsed.notices, f"{parsed.path}: audit compared with the ledger: {unchanged} coverages unchanged,"
                f" {len(audit)} differences"]
     return ParsedFile(path=parsed.path, format=parsed.format, events=events, errors=parsed.errors,
-                      discrepancies=parsed.discrepancies, notices=notices, audit_ids=parsed.audit_ids, audit=audit)
+                      discrepancies=parsed.discrepancies, notices=notices, audit_ids=parsed.audit_ids, audit=audit,
+                      full_file=parsed.full_file)

@@ -73,6 +73,7 @@ class ParsedFile:
     notices: list[str] = field(default_factory=list)  # e.g. "resubmission of ..."
     audit_ids: set[str] = field(default_factory=set)  # 834 events that restate terms (audit), see audit.py
     audit: list[dict[str, Any]] = field(default_factory=list)  # differences found by compare_audit
+    full_file: bool = False  # a full-file audit (BGN08=4): the sponsor's whole enrollment
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from events import codec
 from events.adapters import IngestError, IngestLimits, MemberIds, ParsedFile, parse_path
-from events.types import InputEvent
+from events.types import EnrollmentChanged, InputEvent
 
 
 @dataclass(slots=True)
@@ -95,18 +95,25 @@ def parse_files(paths: Sequence[str], ids: MemberIds, limits: IngestLimits) -> l
 
 def ingest(paths: Sequence[str], settings: Any, *, dry_run: bool = False, strict: bool = False,
            publisher: Callable[[], Any] | None = None,
-           ledger: Callable[[list[str]], Mapping[str, Sequence[Any]]] | None = None) -> IngestReport:
+           ledger: Callable[[list[str]], Mapping[str, Sequence[Any]]] | None = None,
+           agency_accounts: Callable[[list[str]], list[str]] | None = None) -> IngestReport:
     """Parse every file first, then publish (unless dry run, or --strict and some file has errors).
 
     ``ledger(accounts)`` returns the ledger's current coverages of those accounts; when given, audit
-    834s are compared with them (events.adapters.audit) instead of being published as changes."""
+    834s are compared with them (events.adapters.audit) instead of being published as changes. For a
+    full-file audit, ``agency_accounts(agencies)`` adds every ledger account of the file's agencies, so a
+    member the sponsor's whole-enrollment file leaves out is reported too."""
     from events.adapters.audit import compare_audit
 
     files = parse_files(paths, member_ids(settings), limits_of(settings))
     if ledger is not None:
         for i, f in enumerate(files):
             if f.audit_ids:
-                accounts = sorted({e.account_id for e in f.events if e.event_id in f.audit_ids})
+                named = {e.account_id for e in f.events if e.event_id in f.audit_ids}
+                if f.full_file and agency_accounts is not None:
+                    agencies = sorted({e.agency_id for e in f.events if isinstance(e, EnrollmentChanged)})
+                    named.update(agency_accounts(agencies))
+                accounts = sorted(named)
                 files[i] = compare_audit(f, ledger(accounts))
     report = IngestReport(files=files, dry_run=dry_run, strict=strict)
     if strict:

@@ -67,6 +67,7 @@ class Result834:
     ssns: set[str] = field(default_factory=set)
     members: int = 0
     audit_ids: set[str] = field(default_factory=set)  # events restating terms (INS03=030, BGN08=4)
+    full_file: bool = False  # BGN08=4: the sponsor's whole enrollment
 
 
 def _d8(text: str) -> date:
@@ -113,6 +114,7 @@ def map_834(segs: list[Seg], path: str, ids: MemberIds, *, bad_lines: frozenset[
                     f"{path}:{seg.line}: resubmission (BGN01=15) of transaction set {seg.get(6) or '(BGN06 not sent)'}"
                     f" as {seg.get(2)}; events already ingested from the original are duplicates")
             if seg.get(8) == "4":
+                out.full_file = True
                 out.notices.append(f"{path}:{seg.line}: full-file audit (BGN08=4): compared with the ledger's"
                                    " enrollment with --compare, else each member's terms are published as changes")
         elif seg.id == "N1" and seg.loop == "1000A" and seg.get(1) == "P5":

@@ -525,6 +525,14 @@ def test_dead_letters_are_recorded_once_per_position(store: LedgerStore) -> None
     assert store.counts().dead_lettered == 2
 
 
+def test_agency_and_partition_accounts_come_from_the_subscriber_coverage(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    assert store.agency_accounts(["AG1"]) == ["A1"]
+    assert store.agency_accounts(["AG-OTHER"]) == []
+    assert store.partition_accounts(0) == ["A1"]
+    assert store.partition_accounts(1) == []
+
+
 def test_counts_add_up(store: LedgerStore) -> None:
     store.commit_batch(first_batch())
     store.commit_batch(BatchWrite(positions=[

@@ -386,3 +386,30 @@ def test_an_audit_834_publishes_only_what_differs_from_the_ledger(tmp_path: Path
     assert compared.audit[0]["ledger"]["tier"] == "ESP" and compared.audit[0]["file"]["tier"] == "FAM"
     assert compared.audit[2]["published"] is None, "never terminated blindly"
     assert compare_audit(parse(FAMILY), ledger).events == parse(FAMILY).events, "not an audit: untouched"
+
+
+def test_a_full_file_audit_reports_ledger_members_the_file_leaves_out(tmp_path: Path) -> None:
+    from events.adapters.ingest import ingest
+    from processor.settings import Settings
+    from projections.model import CoverageRow
+
+    def row(account: str, member: str) -> CoverageRow:
+        return CoverageRow(account_id=account, member_id=member, relationship="self", coverage_line="health",
+                           plan="PPO", tier="FAM", status="active", begin_on=date(2026, 4, 1), end_on=None,
+                           agency_id="234567891", event_id="e")
+
+    ledger_rows = {"M000002": [row("M000002", "M000002")], "M000777": [row("M000777", "M000777")]}
+    asked: list[list[str]] = []
+
+    def agency_accounts(agencies: list[str]) -> list[str]:
+        asked.append(agencies)
+        return ["M000777"]  # a member of the same sponsor the whole-enrollment file does not mention
+
+    report = ingest([str(audit_file(tmp_path))], Settings(data_dir=tmp_path), dry_run=True,
+                    ledger=lambda accounts: {a: ledger_rows.get(a, []) for a in accounts},
+                    agency_accounts=agency_accounts)
+    [parsed] = report.files
+    assert parsed.full_file and asked and asked[0]
+    left_out = [a for a in parsed.audit if a["account_id"] == "M000777"]
+    assert [(a["member_id"], a["difference"], a["published"]) for a in left_out] == [
+        ("M000777", "missing_in_file", None)], "reported, never terminated blindly"
