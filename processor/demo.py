@@ -24,6 +24,7 @@ from events.types import (
     PaymentReceived,
     PremiumBilled,
     RatePublished,
+    RemittanceReceived,
 )
 from processor.app import run_services
 from processor.fold import last_day
@@ -50,6 +51,8 @@ INJECTED_KINDS = (
     "retroactive_change",
     "enrolled_not_billed",
     "tax_treatment",
+    "refund_due",
+    "remittance_total_mismatch",
 )
 Expected = tuple[str, str, date]
 
@@ -162,7 +165,7 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
     injections: dict[tuple[str, date], str] = {}
     cursor = 0
     for kind in INJECTED_KINDS:
-        if kind in ("unmatched_payment",):
+        if kind in ("unmatched_payment", "remittance_total_mismatch"):
             continue
         placed = 0
         while placed < per_kind:
@@ -179,12 +182,17 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
             injections[(p.account_id, month)] = kind
             if kind in ("paid_after_termination", "billed_not_enrolled"):
                 term_month[p.account_id] = month
+            if kind == "refund_due":
+                term_month[p.account_id] = _add_months(month, 1)  # coverage ends with the overpaid month
             placed += 1
 
     # Members whose first dependent is a domestic partner who is not a tax dependent: the injected
     # tax-treatment errors, and as many again whose payroll gets it right.
     partner_accounts = {a for (a, _), kind in injections.items() if kind == "tax_treatment"}
     partner_accounts |= {p.account_id for p in steady[cursor:cursor + len(partner_accounts)] if p.dependents}
+    # Agency remittances whose payment total is not the sum of their lines, one per agency at most.
+    remit_errors = {(a, _add_months(start, rng.randrange(months)))
+                    for a in rng.sample(agencies, k=min(per_kind, len(agencies)))}
     expected: set[Expected] = set()
     phases: list[tuple[str, list[Event]]] = []
     remit_seq = 0
@@ -299,9 +307,12 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
             if inject == "underpaid":
                 pay -= rng.randrange(2_000, 30_000)
                 expected.add(("underpaid", p.account_id, month))
-            elif inject == "overpaid":
+            elif inject in ("overpaid", "refund_due"):
                 pay += rng.randrange(2_000, 30_000)
                 expected.add(("overpaid", p.account_id, month))
+                if inject == "refund_due":
+                    # the coverage then ends with this month: the credit can pay no later premium
+                    expected.add(("refund_due", p.account_id, month))
             elif inject == "paid_after_termination":
                 # payroll kept deducting after the termination
                 pay = sum(_rate(c.plan, c.tier, month, renewal)[0] for c in p.coverages.values())
@@ -366,6 +377,23 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 ))
                 expected.add(("unmatched_payment", stranger, month))
 
+        # One remittance per agency: the payment (BPR02) and the sum of its lines (RMR04).
+        for agency in agencies:
+            remittance_id = f"R{month:%Y%m}-{agency}"
+            lines = [e for e in payments if isinstance(e, PaymentReceived) and e.remittance_id == remittance_id]
+            if not lines:
+                continue
+            lines_total = sum(e.amount_cents for e in lines)
+            total = lines_total + (rng.randrange(1_000, 50_000) if (agency, month) in remit_errors else 0)
+            if total != lines_total:
+                expected.add(("remittance_total_mismatch", f"payer:{agency}", None))  # type: ignore[arg-type]
+            paid_on = month + timedelta(days=4)
+            payments.append(RemittanceReceived(
+                event_id=eid("remit"), account_id=f"payer:{agency}", effective_on=paid_on,
+                occurred_at=at(paid_on, 16), source="bank-820", remittance_id=remittance_id, payer_id=agency,
+                method="ach", payment_date=paid_on, trace_number=agency_trace[agency], total_cents=total,
+                lines_total_cents=lines_total, line_count=len(lines),
+            ))
         payments.extend(late)
         bills.append(BillingCycleClosed(
             event_id=eid("cycle"), account_id=BROADCAST_ACCOUNT, effective_on=month,
