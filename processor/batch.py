@@ -34,6 +34,7 @@ from processor.fold import (
     close_billing_cycle,
     close_day,
     may_become_missing,
+    publish_rate,
 )
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, PartitionState
@@ -292,6 +293,8 @@ class BatchProcessor:
         for e, p in zip(events, partitions, strict=True):
             if isinstance(e, BillingCycleClosed):
                 wanted.update(self.store.partition_accounts(p))  # every account is judged, cached or not
+            if isinstance(e, RatePublished):
+                wanted.update(self.store.month_accounts(p, e.month_from, e.month_through))
             if isinstance(e, DayClosed):
                 cutoff = candidate_cutoff(e.business_date, self.plan)
                 wanted.update(self.store.due_accounts(p, cutoff))
@@ -315,9 +318,12 @@ class BatchProcessor:
     def _fold(self, partition: int, event: InputEvent, write: BatchWrite) -> list[tuple[str, Outcome]]:
         part = self._parts[partition]
         if isinstance(event, RatePublished):
-            apply_partition_event(part, event)
+            # A rate reaching back into billed months recomputes them on every account it touches.
+            touched = publish_rate(
+                [a for a in self._accounts.values() if a.partition == partition], part, event, self.plan
+            )
             write.partitions[partition] = part
-            return []
+            return [(account.account_id, out) for account, out in touched]
         if isinstance(event, BillingCycleClosed):
             apply_partition_event(part, event)
             write.partitions[partition] = part

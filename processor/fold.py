@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -144,6 +145,58 @@ def apply_partition_event(part: PartitionState, event: RatePublished | DayClosed
             )
         part.business_date = event.business_date
         part.business_date_event_id = event.event_id
+
+
+def rate_reaches(account: AccountState, event: RatePublished) -> bool:
+    """Could this rate publication move the premium of a month the account has already been billed for?
+
+    Cheap filter: a billed month in the rate's range and a subscriber coverage in the rate's plan.
+    """
+    if not any(s.relationship == "self" and s.plan == event.plan for s in account.coverages):
+        return False
+    return any(
+        m.month is not None and m.bills and event.month_from <= m.month
+        and (event.month_through is None or m.month <= event.month_through)
+        for m in account.months.values()
+    )
+
+
+def publish_rate(
+    accounts: Iterable[AccountState], part: PartitionState, event: RatePublished, plan: PlanSettings
+) -> list[tuple[AccountState, Outcome]]:
+    """Add a rate to the partition and recompute the billed months it reaches back into.
+
+    A month whose premium the rate moves gets a RetroLine naming the rate, so the month shows a
+    retroactive_change (and the wrong_rate it explains is superseded); a billed month that had no
+    known rate until now is simply judged against it.
+    """
+    affected = [a for a in accounts if rate_reaches(a, event)]
+    before = {a.account_id: _billed_premiums(a, part, plan) for a in affected}
+    apply_partition_event(part, event)
+    days_back = (event.occurred_at.date() - event.month_from).days
+    outcomes = []
+    for account in affected:
+        out = Outcome()
+        for key, was in before[account.account_id].items():
+            month = account.months[key]
+            assert month.month is not None
+            if month.month < event.month_from or (
+                event.month_through is not None and month.month > event.month_through
+            ):
+                continue
+            now = expected_premium(account, part, month.month, plan=plan)
+            if now == was:
+                continue
+            if was is not None and now is not None:
+                month.retro.append(RetroLine(
+                    event_id=event.event_id, change_date=event.month_from, premium_before_cents=was,
+                    premium_after_cents=now, days_back=days_back,
+                    beyond_limit=days_back > plan.retroactive_limit_days, cause="rate",
+                ))
+            _reconcile(account, part, plan, key, event, out)
+        if out.dirty_months:
+            outcomes.append((account, out))
+    return outcomes
 
 
 def close_day(
@@ -808,7 +861,8 @@ def detect(
             payer_id=month.bills[0].agency_id if month.bills else None,
             expected_cents=expected, actual_cents=net_billed,
             cause_event_ids=tuple(dict.fromkeys(r.event_id for r in month.retro)),
-            explanation=f"enrollment change {last.event_id} effective {last.change_date} moved the premium"
+            explanation=f"{'rate' if last.cause == 'rate' else 'enrollment'} change {last.event_id} effective"
+            f" {last.change_date} moved the premium"
             f" for {m:%Y-%m} from {cents(last.premium_before_cents)} to {cents(last.premium_after_cents)};"
             f" billed {cents(net_billed)}"
             + (f"; reaches {beyond[-1].days_back} days back, beyond the plan's"
@@ -929,8 +983,11 @@ def _reconcile(
     found = detect(account, part, plan, key, in_force_self)
     # A discrepancy that disappears because this enrollment change reached back into its month is
     # explained by the change (superseded), not fixed (resolved).
-    change = trigger.action if isinstance(trigger, EnrollmentChanged) else None
-    retroactive = change is not None and any(r.event_id == trigger.event_id for r in month.retro)
+    change = (trigger.action if isinstance(trigger, EnrollmentChanged)
+              else "rate change" if isinstance(trigger, RatePublished) else None)
+    retroactive = change is not None and (
+        isinstance(trigger, RatePublished) or any(r.event_id == trigger.event_id for r in month.retro)
+    )
     retro_key = f"retroactive_change|{key}"
     superseded: list[OutputEvent] = []
     for dkey, open_d in list(account.open.items()):

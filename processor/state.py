@@ -93,7 +93,8 @@ class OpenDiscrepancy(msgspec.Struct, kw_only=True):
 
 
 class RetroLine(msgspec.Struct, kw_only=True):
-    """An enrollment change that reached back into this (already billed) month and moved its premium."""
+    """An enrollment or rate change that reached back into this (already billed) month and moved its
+    premium."""
 
     event_id: str
     change_date: date
@@ -101,6 +102,7 @@ class RetroLine(msgspec.Struct, kw_only=True):
     premium_after_cents: Cents
     days_back: int  # from the change date to when the upstream system made the change
     beyond_limit: bool
+    cause: str = "enrollment"  # "enrollment" or "rate"
 
 
 class RefundLine(msgspec.Struct, kw_only=True):

@@ -82,6 +82,13 @@ class MemoryStore:
         return sorted({a for a, rows in self._coverage.items()
                        for c in rows if c.relationship == "self" and c.agency_id in wanted})
 
+    def month_accounts(self, partition: int, month_from: date, month_through: date | None) -> list[str]:
+        return sorted({
+            r.account_id for r in self._months.values()
+            if r.partition == partition and r.coverage_month >= month_from
+            and (month_through is None or r.coverage_month <= month_through)
+        })
+
     def partition_accounts(self, partition: int) -> list[str]:
         return sorted(a for a, p in self._account_partition.items() if p == partition)
 

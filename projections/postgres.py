@@ -316,6 +316,16 @@ class PostgresStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def month_accounts(self, partition: int, month_from: date, month_through: date | None) -> list[str]:
+        """Accounts with a coverage-month row in the range: those a rate for the range can reach back to."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT account_id FROM member_month WHERE partition = %s AND coverage_month >= %s"
+                " AND (%s::date IS NULL OR coverage_month <= %s::date) ORDER BY account_id",
+                (partition, month_from, month_through, month_through),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def partition_accounts(self, partition: int) -> list[str]:
         """Every account the partition has a snapshot of."""
         with self._tx() as conn:

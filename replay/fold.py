@@ -24,6 +24,7 @@ from processor.fold import (
     close_billing_cycle,
     close_day,
     months_to_check,
+    publish_rate,
 )
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
@@ -84,7 +85,9 @@ class Replayer:
             part = res.partitions[row.partition] = PartitionState(partition=row.partition)
         try:
             if isinstance(event, RatePublished):
-                apply_partition_event(part, event)
+                candidates = list(self._by_partition.get(row.partition, {}).values())
+                for touched, out in publish_rate(candidates, part, event, self.plan):
+                    self._collect(touched, out, row)
             elif isinstance(event, DayClosed):
                 apply_partition_event(part, event)
                 for candidate in list(self._by_partition.get(row.partition, {}).values()):

@@ -407,6 +407,24 @@ def test_due_accounts_excludes_paid_months_and_open_missing_payment(store: Ledge
     assert "A-flagged" in store.due_accounts(0, date(2026, 4, 1))
 
 
+def test_month_accounts_lists_accounts_with_a_month_in_the_range_of_one_partition(store: LedgerStore) -> None:
+    accounts = {
+        "A-jan": account("A-jan", month_state("A-jan", JAN, 45_000)),
+        "A-feb": account("A-feb", month_state("A-feb", FEB, 45_000)),
+        "A-other-partition": account("A-other-partition", month_state("A-other-partition", JAN, 45_000),
+                                     partition=1),
+    }  # fmt: skip
+    store.commit_batch(BatchWrite(
+        accounts=accounts, dirty_months={a: {month_key(JAN), month_key(FEB)} for a in accounts},
+        positions=[advance(None, 1, applied=1), advance(None, 1, partition=1, applied=1)],
+    ))  # fmt: skip
+    assert store.month_accounts(0, JAN, None) == ["A-feb", "A-jan"]
+    assert store.month_accounts(0, FEB, None) == ["A-feb"]
+    assert store.month_accounts(0, JAN, date(2026, 1, 31)) == ["A-jan"]
+    assert store.month_accounts(0, date(2026, 3, 1), None) == []
+    assert store.month_accounts(1, JAN, None) == ["A-other-partition"]
+
+
 def test_discrepancy_lifecycle_open_change_resolve(store: LedgerStore) -> None:
     store.commit_batch(first_batch())
     store.commit_batch(BatchWrite(

@@ -41,6 +41,7 @@ from processor.fold import (
     close_billing_cycle,
     close_day,
     last_day,
+    publish_rate,
 )
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState, month_key
@@ -107,9 +108,8 @@ class Book:
     def apply(self, event: InputEvent) -> None:
         try:
             if isinstance(event, RatePublished):
-                apply_partition_event(self.part, event)
-                return
-            if isinstance(event, DayClosed):
+                outcomes = [out for _, out in publish_rate(self.accounts.values(), self.part, event, self.plan)]
+            elif isinstance(event, DayClosed):
                 apply_partition_event(self.part, event)
                 outcomes = [close_day(a, self.part, event, self.plan) for a in self.accounts.values()]
             elif isinstance(event, BillingCycleClosed):

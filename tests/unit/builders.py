@@ -23,7 +23,7 @@ from events.types import (
     RatePublished,
 )
 from processor.batch import BatchProcessor, BatchResult, Record, partition_for
-from processor.fold import Outcome, apply_account_event, apply_partition_event, close_day
+from processor.fold import Outcome, apply_account_event, apply_partition_event, close_day, publish_rate
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 from projections.memory import MemoryStore
@@ -143,7 +143,7 @@ class Ledger:
         outs: list[Outcome] = []
         for event in events:
             if isinstance(event, RatePublished):
-                apply_partition_event(self.part, event)
+                outs.extend(out for _, out in publish_rate(self.accounts.values(), self.part, event, self.plan))
             elif isinstance(event, DayClosed):
                 apply_partition_event(self.part, event)
                 for acc in self.accounts.values():

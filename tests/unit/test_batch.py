@@ -329,21 +329,20 @@ def _rate_corrected_after_billing(restart: bool) -> list[tuple[str, int, int]]:
     feed = Feed()
     run(proc, store, feed.records(rate(UMP_EMP, event_id="r1"), enroll(), bill(UMP_EMP, event_id="b1"),
                                   day(date(2026, 2, 1), event_id="d1")))  # Jan unpaid: missing_payment
-    run(proc, store, feed.records(rate(79_000, event_id="r2")))  # the Jan rate is corrected
     if restart:
-        proc, _ = make(store)
+        proc, _ = make(store)  # the worker that gets the correction has nothing cached
+    run(proc, store, feed.records(rate(79_000, event_id="r2")))  # the Jan rate is corrected
     run(proc, store, feed.records(day(date(2026, 2, 2), event_id="d2")))
-    return [(d.kind, d.expected_cents, d.actual_cents) for d in store.discrepancies()]
+    return sorted((d.kind, d.expected_cents, d.actual_cents) for d in store.discrepancies())
 
 
-def test_a_day_closed_rechecks_only_months_it_can_turn_missing_so_warm_and_cold_workers_agree() -> None:
-    # The corrected rate is not applied to the already-billed month by a DayClosed on either worker;
-    # the retroactive rate change is a retroactive_change matter (a later stage), not a side effect of
-    # which accounts happen to be cached.
-    assert _rate_corrected_after_billing(restart=False) == [("missing_payment", 78_412, 0)]
+def test_a_rate_correction_reaching_a_billed_month_is_a_retroactive_change() -> None:
+    assert _rate_corrected_after_billing(restart=False) == [
+        ("missing_payment", 78_412, 0), ("retroactive_change", 79_000, 78_412),
+    ]
 
 
-def test_a_restarted_worker_reaches_the_same_books_after_a_rate_correction() -> None:
+def test_a_worker_with_nothing_cached_finds_the_months_a_rate_correction_reaches() -> None:
     assert _rate_corrected_after_billing(restart=True) == _rate_corrected_after_billing(restart=False)
 
 
