@@ -77,6 +77,9 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     # Section 125: a dependent who is not a tax dependent (a domestic partner, typically) makes their
     # share of the premium post-tax and the employer-paid value imputed income.
     tax_dependent: bool = True
+    # Why the change was made (834 INS04, e.g. "death" for code 03). A retiree's termination by death
+    # waives the premium for the month of death when the plan says so (retiree_death_month_waived).
+    reason: str | None = None
 
 
 class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):

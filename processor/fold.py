@@ -219,7 +219,7 @@ def close_billing_cycle(
     month = account.months.get(key)
     if month is not None and month.bills:
         return out  # a billed month: nothing a closing cycle can change
-    if month is not None or _priced_segments(account, m):
+    if month is not None or _priced_segments(account, m, plan):
         _month(account, m)
         _reconcile(account, part, plan, key, event, out)
     return out
@@ -270,7 +270,7 @@ def apply_account_event(
         before = _billed_premiums(account, part, plan)
         _apply_enrollment(account, event)
         out.coverage_changed = True
-        _replace_payments(account)
+        _replace_payments(account, plan)
         _note_retroactive(account, part, plan, event, before)
         for key, month in list(account.months.items()):
             if month.month is not None:
@@ -299,7 +299,7 @@ def apply_account_event(
                 _delta(out, p.payer_id, -p.amount_cents)
         _reconcile(account, part, plan, key, event, out)
     elif isinstance(event, PaymentReceived):
-        _apply_payment(account, event, out)
+        _apply_payment(account, event, out, plan)
         _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
     elif isinstance(event, PaymentReversed):
         paid_key = account.payment_months.get(event.payment_id)
@@ -458,6 +458,7 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
             elif s.end is None or s.end > last:
                 s.end = last
                 s.end_event_id = e.event_id
+                s.end_reason = e.reason
     elif e.action == "reinstate":
         latest = max(existing, key=lambda s: s.begin, default=None)
         if latest is None or (latest.end is not None and latest.end < e.benefit_begin - timedelta(days=1)):
@@ -465,42 +466,57 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
         else:
             latest.end = e.benefit_end
             latest.end_event_id = None
+            latest.end_reason = None
     account.coverages.sort(key=lambda s: (s.member_id, s.coverage_line, s.begin))
 
 
-def _priced_segments(account: AccountState, month: date) -> list[CoverageSegment]:
-    """The subscriber's coverage that prices the month, one segment per coverage line.
+def priced_begin(seg: CoverageSegment, plan: PlanSettings) -> date:
+    """The first day a coverage is priced: its benefit begin, or under ``first_of_month_following`` the
+    first of the month after a begin later than the 1st."""
+    if plan.coverage_start == "first_of_month_following" and seg.begin.day != 1:
+        return last_day(seg.begin) + timedelta(days=1)
+    return seg.begin
 
-    Premiums are for whole months: a line is priced by the segment in force on the first of the
-    month, or, for coverage that starts later in the month, by its first segment. A change effective
-    mid-month therefore applies from the following month.
+
+def _priced_segments(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
+    """The subscriber's coverage that prices the month.
+
+    Whole months (the default): one segment per coverage line, the one in force on the first of the
+    month or, for coverage that starts later in the month, its first segment; a change effective
+    mid-month therefore applies from the following month. Daily proration: every segment in force in
+    the month, each owing its share of days.
     """
+    in_force = _subscriber_in_force(account, month, plan)
+    if plan.proration == "daily":
+        return sorted(in_force, key=lambda s: (s.coverage_line, s.begin))
     chosen: dict[str, CoverageSegment] = {}
-    for seg in _subscriber_in_force(account, month):
+    for seg in in_force:
         current = chosen.get(seg.coverage_line)
         if current is None:
             chosen[seg.coverage_line] = seg
             continue
-        seg_on_first = seg.begin <= month
-        cur_on_first = current.begin <= month
+        seg_begin, cur_begin = priced_begin(seg, plan), priced_begin(current, plan)
+        seg_on_first = seg_begin <= month
+        cur_on_first = cur_begin <= month
         if (seg_on_first and not cur_on_first) or (seg_on_first == cur_on_first and (
-            seg.begin > current.begin if seg_on_first else seg.begin < current.begin
+            seg_begin > cur_begin if seg_on_first else seg_begin < cur_begin
         )):
             chosen[seg.coverage_line] = seg
     return [chosen[line] for line in sorted(chosen)]
 
 
-def _in_force_all(account: AccountState, month: date) -> list[CoverageSegment]:
+def _in_force_all(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
     """Every member's coverage overlapping the month, dependents included."""
     last = last_day(month)
-    return [s for s in account.coverages if s.begin <= last and (s.end is None or s.end >= month)]
+    return [s for s in account.coverages
+            if priced_begin(s, plan) <= last and (s.end is None or s.end >= month)]
 
 
-def _subscriber_in_force(account: AccountState, month: date) -> list[CoverageSegment]:
+def _subscriber_in_force(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
     last = last_day(month)
     return [
         s for s in account.coverages
-        if s.relationship == "self" and s.begin <= last and (s.end is None or s.end >= month)
+        if s.relationship == "self" and priced_begin(s, plan) <= last and (s.end is None or s.end >= month)
     ]
 
 
@@ -554,18 +570,18 @@ def _note_retroactive(
 EXPLAINED_BY_RETRO = frozenset({"billed_not_enrolled", "wrong_rate"})
 
 
-def _placement(account: AccountState, month: MonthState) -> str:
+def _placement(account: AccountState, month: MonthState, plan: PlanSettings) -> str:
     """Where cash for a month goes when it is not a duplicate: applied, held, or after termination."""
     if month.month is None:
         return PAYMENT_HELD
     if month.bills:
         return PAYMENT_APPLIED
-    if not _subscriber_in_force(account, month.month) and _terminated_before(account, month.month):
+    if not _subscriber_in_force(account, month.month, plan) and _terminated_before(account, month.month):
         return PAYMENT_AFTER_TERM
     return PAYMENT_HELD
 
 
-def _replace_payments(account: AccountState) -> None:
+def _replace_payments(account: AccountState, plan: PlanSettings) -> None:
     """After an enrollment change, held and after-termination cash is placed again: a reinstatement
     turns a payment after termination into cash for the month, a retroactive termination the reverse."""
     for month in account.months.values():
@@ -573,7 +589,7 @@ def _replace_payments(account: AccountState) -> None:
             continue  # cash for a billed month is applied to the bill, whatever the coverage
         for p in month.payments:
             if p.status in (PAYMENT_HELD, PAYMENT_AFTER_TERM):
-                p.status = _placement(account, month)
+                p.status = _placement(account, month, plan)
 
 
 def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
@@ -619,7 +635,7 @@ def _closed_from(account: AccountState, month: date) -> bool:
     return not any(s.relationship == "self" and (s.end is None or s.end > last) for s in account.coverages)
 
 
-def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> None:
+def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome, plan: PlanSettings) -> None:
     if e.payment_id in account.payment_months:
         raise Rejected(f"payment {e.payment_id} is already posted under another event id", field="payment_id")
     key = month_key(e.coverage_month)
@@ -634,7 +650,7 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
     if duplicate_of is not None:
         status = PAYMENT_DUPLICATE
     else:
-        status = _placement(account, month)
+        status = _placement(account, month, plan)
     month.payments.append(
         PaymentLine(
             payment_id=e.payment_id,
@@ -660,16 +676,46 @@ def _apply_payment(account: AccountState, e: PaymentReceived, out: Outcome) -> N
 
 
 def segment_premium(seg: CoverageSegment, rate: RateEntry, month: date, plan: PlanSettings) -> int:
-    """The month's premium of one coverage: the plan cost, or for COBRA continuation 102% of it (150%
-    in months 19 to 29 of a disability extension), rounded half up to the cent (42 USC 300bb-2)."""
-    if seg.status != "cobra":
-        return rate.total_cents
-    percent = plan.cobra_premium_percent
-    if seg.disability_extension and seg.cobra_start is not None:
-        month_number = (month.year - seg.cobra_start.year) * 12 + month.month - seg.cobra_start.month + 1
-        if 19 <= month_number <= 29:
-            percent = plan.cobra_disability_percent
-    return (rate.total_cents * percent + 50) // 100
+    """The month's premium of one coverage, rounded half up to the cent.
+
+    The plan cost, or for COBRA continuation 102% of it (150% in months 19 to 29 of a disability
+    extension, 42 USC 300bb-2); nothing for the month of a retiree's death when the plan waives it;
+    under daily proration, the share of the month's days the coverage is in force.
+    """
+    if (
+        plan.retiree_death_month_waived and seg.status == "retiree" and seg.end_reason == "death"
+        and seg.end is not None and first_of_month(seg.end) == month
+    ):
+        return 0
+    total = rate.total_cents
+    if seg.status == "cobra":
+        percent = plan.cobra_premium_percent
+        if seg.disability_extension and seg.cobra_start is not None:
+            month_number = (month.year - seg.cobra_start.year) * 12 + month.month - seg.cobra_start.month + 1
+            if 19 <= month_number <= 29:
+                percent = plan.cobra_disability_percent
+        total = (total * percent + 50) // 100
+    if plan.proration == "daily":
+        last = last_day(month)
+        days = (min(seg.end or last, last) - max(priced_begin(seg, plan), month)).days + 1
+        total = (total * days * 2 + last.day) // (2 * last.day)
+    return total
+
+
+def plan_premium(
+    segs: list[CoverageSegment], part: PartitionState, month: date, plan: PlanSettings
+) -> tuple[int | None, tuple[str, ...]]:
+    """What the month owes for these coverages (one plan's) and the rate events that say so; None
+    when a rate is not known."""
+    total = 0
+    rate_ids: list[str] = []
+    for seg in segs:
+        rate = part.rate_for(seg.plan, seg.tier, month)
+        if rate is None:
+            return None, ()
+        total += segment_premium(seg, rate, month, plan)
+        rate_ids.append(rate.event_id)
+    return total, tuple(dict.fromkeys(rate_ids))
 
 
 def expected_premium(
@@ -682,14 +728,8 @@ def expected_premium(
     """
     plan = plan or PlanSettings()
     if in_force_self is None:
-        in_force_self = _priced_segments(account, month)
-    total = 0
-    for seg in in_force_self:
-        rate = part.rate_for(seg.plan, seg.tier, month)
-        if rate is None:
-            return None
-        total += segment_premium(seg, rate, month, plan)
-    return total
+        in_force_self = _priced_segments(account, month, plan)
+    return plan_premium(in_force_self, part, month, plan)[0]
 
 
 def detect(
@@ -705,7 +745,7 @@ def detect(
         found[f.key] = f
 
     if m is not None:
-        in_force = in_force_self if in_force_self is not None else _priced_segments(account, m)
+        in_force = in_force_self if in_force_self is not None else _priced_segments(account, m, plan)
         by_plan: dict[str, list[BillLine]] = {}
         for b in month.bills:
             by_plan.setdefault(b.plan, []).append(b)
@@ -720,16 +760,19 @@ def detect(
                 if billed != 0:  # billed, then fully credited back: nothing is owed
                     unenrolled.append((plan_id, billed, causes, bills[0].agency_id))
                 continue
-            seg = segs[0]
-            rate = part.rate_for(seg.plan, seg.tier, m)
-            premium = segment_premium(seg, rate, m, plan) if rate is not None else None
-            if rate is not None and premium is not None and billed != premium:
+            premium, rate_ids = plan_premium(segs, part, m, plan)
+            if premium is not None and billed != premium:
+                seg = segs[0]
+                what = ("the premium for the month of the retiree's death is waived" if premium == 0
+                        and seg.end_reason == "death" else
+                        f"the {'COBRA premium' if seg.status == 'cobra' else 'rate'} is {cents(premium)}"
+                        + (" for the days covered" if plan.proration == "daily" else ""))
                 add(Finding(
                     kind="wrong_rate", key=f"wrong_rate|{key}|{plan_id}", month=m,
                     payer_id=bills[0].agency_id, expected_cents=premium, actual_cents=billed,
-                    cause_event_ids=(*causes, seg.event_id, rate.event_id),
-                    explanation=f"billed {cents(billed)} for {plan_id}/{seg.tier} in {m:%Y-%m};"
-                    f" the {'COBRA premium' if seg.status == 'cobra' else 'rate'} is {cents(premium)}",
+                    cause_event_ids=(*causes, *(s.event_id for s in segs), *rate_ids),
+                    explanation=f"billed {cents(billed)} for {plan_id}/{'+'.join(s.tier for s in segs)} in"
+                    f" {m:%Y-%m}; {what}",
                     action="correct the bill with an adjustment or fix the rate table", actor="billing",
                 ))
 
@@ -759,7 +802,7 @@ def detect(
         payer = applied[-1].payer_id
         causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
         who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
-        cobra = _cobra_segment(account, m)
+        cobra = _cobra_segment(account, m, plan)
         # 26 CFR 54.4980B-8: a shortfall no larger than the lesser of $50 or 10% counts as full payment
         # unless the plan gives notice and a reasonable time to pay; the notice is this discrepancy.
         insignificant = min(plan.cobra_shortfall_max_cents, net_billed * plan.cobra_shortfall_max_percent // 100)
@@ -822,7 +865,7 @@ def detect(
     pre_tax = [p for p in applied if p.tax_treatment == "pre_tax"]
     if m is not None and pre_tax:
         partners = [
-            s for s in _in_force_all(account, m)
+            s for s in _in_force_all(account, m, plan)
             if s.relationship == "domestic_partner" and not s.tax_dependent
         ]
         if partners:
@@ -876,10 +919,10 @@ def detect(
 
     if (
         m is not None and not month.bills and part.billing_closed_through is not None
-        and m <= part.billing_closed_through and in_force_month(account, m)
+        and m <= part.billing_closed_through and in_force_month(account, m, plan)
     ):
         expected = month.expected_cents or 0
-        covered = _priced_segments(account, m)
+        covered = _priced_segments(account, m, plan)
         add(Finding(
             kind="enrolled_not_billed", key=f"enrolled_not_billed|{key}", month=m,
             payer_id=covered[0].agency_id if covered else None,
@@ -894,7 +937,7 @@ def detect(
 
     due = month.due_on
     deadline = _payment_deadline(account, month, plan)
-    cobra_month = _cobra_segment(account, m) if m is not None else None
+    cobra_month = _cobra_segment(account, m, plan) if m is not None else None
     if (
         m is not None and due is not None and deadline is not None and part.business_date is not None
         and paid == 0 and net_billed > plan.tolerance_cents and part.business_date > deadline
@@ -929,8 +972,8 @@ def detect(
     return found
 
 
-def in_force_month(account: AccountState, month: date) -> bool:
-    return bool(_priced_segments(account, month))
+def in_force_month(account: AccountState, month: date, plan: PlanSettings) -> bool:
+    return bool(_priced_segments(account, month, plan))
 
 
 PAY_PERIODS_A_YEAR = {"weekly": 52, "biweekly": 26, "semi_monthly": 24}
@@ -950,8 +993,8 @@ def _owed_by_deductions(applied: list[PaymentLine], net_billed: int, plan: PlanS
     return per_deduction * len(applied)
 
 
-def _cobra_segment(account: AccountState, month: date) -> CoverageSegment | None:
-    return next((s for s in _priced_segments(account, month) if s.status == "cobra"), None)
+def _cobra_segment(account: AccountState, month: date, plan: PlanSettings) -> CoverageSegment | None:
+    return next((s for s in _priced_segments(account, month, plan) if s.status == "cobra"), None)
 
 
 def _payment_deadline(account: AccountState, month: MonthState, plan: PlanSettings) -> date | None:
@@ -960,7 +1003,7 @@ def _payment_deadline(account: AccountState, month: MonthState, plan: PlanSettin
     due = month.due_on
     if due is None or month.month is None:
         return None
-    cobra = _cobra_segment(account, month.month)
+    cobra = _cobra_segment(account, month.month, plan)
     if cobra is None:
         return due + timedelta(days=plan.grace_days)
     deadline = due + timedelta(days=plan.cobra_grace_days)
@@ -977,7 +1020,7 @@ def _reconcile(
     month = account.months[key]
     in_force_self = None
     if month.month is not None:
-        in_force_self = _priced_segments(account, month.month)
+        in_force_self = _priced_segments(account, month.month, plan)
         month.expected_cents = expected_premium(account, part, month.month, in_force_self, plan)
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)

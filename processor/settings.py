@@ -42,6 +42,20 @@ class PlanSettings(BaseModel):
         default=60, ge=0, description="an enrollment change reaching further back than this needs approval"
     )
     grace_days: int = Field(default=30, ge=0, description="days after the due date before a bill is missing")
+    coverage_start: Literal["event_date", "first_of_month_following"] = Field(
+        default="event_date",
+        description="event_date: coverage is priced from its benefit begin date; first_of_month_following:"
+        " coverage beginning after the 1st is priced from the first of the next month",
+    )
+    proration: Literal["whole_month", "daily"] = Field(
+        default="whole_month",
+        description="whole_month: the coverage in force on the first of the month (or the first to begin in"
+        " it) prices the whole month; daily: each coverage owes its days in the month / days in the month",
+    )
+    retiree_death_month_waived: bool = Field(
+        default=True,
+        description="a retiree's coverage ended by death owes no premium for the month of death",
+    )
     aging_buckets_days: tuple[int, ...] = Field(
         default=(30, 60, 90, 120), min_length=1,
         description="upper bounds (days past due) of the aging buckets in statements; the last is open-ended",

@@ -29,6 +29,7 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     cobra_start: date | None = None  # first month of COBRA continuation coverage
     disability_extension: bool = False
     tax_dependent: bool = True
+    end_reason: str | None = None  # the termination's reason ("death" may waive the month's premium)
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)

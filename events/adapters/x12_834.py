@@ -34,6 +34,8 @@ MAINTENANCE: dict[str, EnrollmentAction] = {
 RELATIONSHIP: dict[str, Relationship] = {"18": "self", "01": "spouse", "19": "child", "53": "domestic_partner"}
 # INS05: A active, C COBRA; S (surviving insured) and T (TEFRA) are not terminations.
 STATUS: dict[str, CoverageStatus] = {"A": "active", "C": "cobra", "S": "active", "T": "active"}
+# INS04 maintenance reason codes the ledger acts on (others are kept by the upstream system).
+REASON: dict[str, str] = {"03": "death"}
 LINES: dict[str, CoverageLine] = {
     "HLT": "health", "HMO": "health", "PPO": "health", "EPO": "health", "POS": "health", "MM": "health",
     "PDG": "health", "MOD": "health", "AK": "health", "AG": "health", "AH": "health", "AJ": "health",
@@ -183,6 +185,8 @@ def _transaction(members: list[_Member], env: dict[str, str], sponsor: str, path
         if status is None:
             report(ins, "INS05", f"benefit status {ins.get(5)!r} is not A, C, S or T")
             continue
+        if status == "active" and ins.get(8) == "RT":
+            status = "retiree"  # INS08 employment status RT: retired
         own_id = _member_id(m, ids)
 
         def safe(value: str) -> str:
@@ -296,4 +300,5 @@ def _coverage_event(cov: _Coverage, m: _Member, number: int, base: str, account:
         benefit_begin=begin,
         benefit_end=end,
         agency_id=agency,
+        reason=REASON.get(m.ins.get(4)),
     )

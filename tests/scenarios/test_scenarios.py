@@ -173,6 +173,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             cobra_start=month(f.pop("cobra_start"), w) if "cobra_start" in f else None,
             disability_extension=bool(f.pop("disability_extension", False)),
             tax_dependent=bool(f.pop("tax_dependent", True)),
+            reason=str(f.pop("reason")) if "reason" in f else None,
         )
     elif kind == "bill":
         m = month(f.pop("month"), w)

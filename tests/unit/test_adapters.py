@@ -87,6 +87,17 @@ def test_term_834_terminates_two_subscribers_and_tefra_status_is_not_a_terminati
     ]
 
 
+def test_a_834_retiree_terminated_by_death_carries_status_retiree_and_reason_death(tmp_path: Path) -> None:
+    # INS04=03 (death), INS05=A, INS08=RT (retired) on the first subscriber of the real term file.
+    text = TERM.read_text().replace("INS*Y*18*024*XN*T*C**FT~", "INS*Y*18*024*03*A*C**RT~", 1)
+    path = tmp_path / "death.x12"
+    path.write_text(text)
+    result = parse(path)
+    assert result.errors == []
+    got = [(e.account_id, e.status, e.reason) for e in result.events if isinstance(e, EnrollmentChanged)]
+    assert got == [("M000010", "retiree", "death"), ("M000011", "active", None)]
+
+
 def test_list_bill_820_gives_six_payments_and_a_balanced_remittance() -> None:
     result = parse(LIST_BILL)
     assert (result.format, result.errors, result.discrepancies) == ("x12-820", [], [])
