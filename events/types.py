@@ -80,6 +80,10 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     # Why the change was made (834 INS04, e.g. "death" for code 03). A retiree's termination by death
     # waives the premium for the month of death when the plan says so (retiree_death_month_waived).
     reason: str | None = None
+    # Group-term life (coverage_line "life"): the face amount, and the member's year of birth, which
+    # gives the age at the end of the tax year that IRS Table I prices the coverage above $50,000 by.
+    coverage_amount_cents: Cents | None = None
+    birth_year: int | None = None
 
 
 class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):

@@ -209,12 +209,18 @@ def cmd_balance(args: argparse.Namespace) -> int:
                     str(c.end_on or ""), c.agency_id)
     out.print(cov)
     months = Table(title="months")
-    for col in ("month", "expected", "billed", "adjusted", "paid", "unapplied", "balance", "due"):
+    for col in ("month", "expected", "billed", "adjusted", "paid", "refunded", "unapplied", "balance", "due",
+                "post-tax", "imputed"):
         months.add_column(col, justify="right")
+
+    def known(amount: int | None) -> str:
+        return money(amount) if amount is not None else "?"
+
     for m in bal.months:
-        months.add_row(f"{m.coverage_month:%Y-%m}", money(m.expected_cents) if m.expected_cents is not None else "?",
-                       money(m.billed_cents), money(m.adjusted_cents), money(m.paid_cents),
-                       money(m.unapplied_cents), money(m.balance_cents), str(m.due_on or ""))
+        months.add_row(f"{m.coverage_month:%Y-%m}", known(m.expected_cents),
+                       money(m.billed_cents), money(m.adjusted_cents), money(m.paid_cents), money(m.refunded_cents),
+                       money(m.unapplied_cents), money(m.balance_cents), str(m.due_on or ""),
+                       known(m.post_tax_cents), known(m.imputed_income_cents))
     out.print(months)
     out.print(f"balance due: {money(bal.balance_cents)}")
     for d in bal.open_discrepancies:

@@ -54,6 +54,7 @@ from processor.state import (
     RetroLine,
     month_key,
 )
+from processor.tax import GTL_EXCLUSION_CENTS, gtl_imputed_cents
 
 LEDGER_SOURCE = "benefits-ledger"
 
@@ -432,6 +433,8 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
             cobra_start=(e.cobra_start or e.benefit_begin) if e.status == "cobra" else None,
             disability_extension=e.disability_extension,
             tax_dependent=e.tax_dependent,
+            coverage_amount_cents=e.coverage_amount_cents,
+            birth_year=e.birth_year,
         )
 
     existing = _segments(account, e.member_id, e.coverage_line)
@@ -876,7 +879,9 @@ def detect(
                 cause_event_ids=tuple(p.event_id for p in pre_tax) + tuple(s.event_id for s in partners),
                 explanation=f"{cents(amount)} for {m:%Y-%m} was deducted pre-tax, but the coverage includes"
                 f" {', '.join(s.member_id for s in partners)}, a domestic partner who is not a tax dependent:"
-                " that share is post-tax (IRC 125) and its employer-paid value is imputed income",
+                " that share is post-tax (IRC 125) and its employer-paid value is imputed income"
+                + (f" ({cents(month.post_tax_cents)} post-tax, {cents(month.imputed_income_cents)} imputed income)"
+                   if month.post_tax_cents is not None and month.imputed_income_cents is not None else ""),
                 action="take the partner's share after tax and report the employer-paid value as imputed income",
                 actor="payroll",
             ))
@@ -972,6 +977,48 @@ def detect(
     return found
 
 
+def tax_split(
+    account: AccountState, part: PartitionState, month: date, in_force_self: list[CoverageSegment],
+    plan: PlanSettings,
+) -> tuple[int | None, int | None]:
+    """The month's post-tax share of the employee's payroll deductions and its imputed income.
+
+    A domestic partner who is not a tax dependent: the difference between the subscriber's tier and
+    the tier without the partner (``partner_tier_without``) is the partner's share; its employee part
+    is post-tax (IRC 125) and its employer part imputed income. When that tier has no rate, the whole
+    coverage is the partner's share (nothing can be separated). Group-term life above $50,000: the
+    IRS Table I cost of the excess, by the age at the end of the year. Only active employees' coverage
+    is paid through payroll; (None, None) while a rate or a needed birth year is not known.
+    """
+    partners = {s.coverage_line for s in _in_force_all(account, month, plan)
+                if s.relationship == "domestic_partner" and not s.tax_dependent}
+    post_tax = imputed = 0
+    for seg in in_force_self:
+        if seg.status != "active":
+            continue
+        rate = part.rate_for(seg.plan, seg.tier, month)
+        if rate is None:
+            return None, None
+        if seg.coverage_line in partners:
+            without_tier = plan.partner_tier_without.get(seg.tier)
+            without = part.rate_for(seg.plan, without_tier, month) if without_tier is not None else None
+            if without is None:
+                post_tax += rate.employee_cents
+                imputed += rate.employer_cents
+            else:
+                post_tax += max(0, rate.employee_cents - without.employee_cents)
+                imputed += max(0, rate.employer_cents - without.employer_cents)
+        if seg.coverage_line != "life":
+            continue
+        paid_after_tax = rate.employee_cents if plan.life_contributions_post_tax else 0
+        post_tax += paid_after_tax
+        if seg.coverage_amount_cents is not None and seg.coverage_amount_cents > GTL_EXCLUSION_CENTS:
+            if seg.birth_year is None:
+                return None, None
+            imputed += gtl_imputed_cents(seg.coverage_amount_cents, month.year - seg.birth_year, paid_after_tax)
+    return post_tax, imputed
+
+
 def in_force_month(account: AccountState, month: date, plan: PlanSettings) -> bool:
     return bool(_priced_segments(account, month, plan))
 
@@ -1022,6 +1069,9 @@ def _reconcile(
     if month.month is not None:
         in_force_self = _priced_segments(account, month.month, plan)
         month.expected_cents = expected_premium(account, part, month.month, in_force_self, plan)
+        month.post_tax_cents, month.imputed_income_cents = tax_split(
+            account, part, month.month, in_force_self, plan
+        )
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)
     # A discrepancy that disappears because this enrollment change reached back into its month is

@@ -52,6 +52,16 @@ class PlanSettings(BaseModel):
         description="whole_month: the coverage in force on the first of the month (or the first to begin in"
         " it) prices the whole month; daily: each coverage owes its days in the month / days in the month",
     )
+    partner_tier_without: dict[str, str] = Field(
+        default_factory=lambda: {"ESP": "EMP", "E1D": "EMP", "FAM": "ECH"},
+        description="the tier a subscriber would have without a domestic partner: the difference between"
+        " the two rates is the partner's share (employee share post-tax, employer share imputed income)",
+    )
+    life_contributions_post_tax: bool = Field(
+        default=True,
+        description="employee contributions for group-term life are taken after tax and so reduce its"
+        " imputed income (IRC 79); false when they are pre-tax through the cafeteria plan",
+    )
     retiree_death_month_waived: bool = Field(
         default=True,
         description="a retiree's coverage ended by death owes no premium for the month of death",

@@ -30,6 +30,8 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     disability_extension: bool = False
     tax_dependent: bool = True
     end_reason: str | None = None  # the termination's reason ("death" may waive the month's premium)
+    coverage_amount_cents: Cents | None = None  # life insurance face amount
+    birth_year: int | None = None
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)
@@ -123,6 +125,10 @@ class MonthState(msgspec.Struct, kw_only=True):
     expected_cents: Cents | None = None
     retro: list[RetroLine] = msgspec.field(default_factory=list)
     refunds: list[RefundLine] = msgspec.field(default_factory=list)
+    # Section 125 / IRC 79, derived from the coverage: the part of the employee's share that must be
+    # taken after tax, and the month's imputed income (None while a rate or an age is not known).
+    post_tax_cents: Cents | None = None
+    imputed_income_cents: Cents | None = None
 
     def totals(self) -> tuple[Cents, Cents, Cents, Cents]:
         """billed, adjusted, paid (applied), unapplied: one pass, for projections."""

@@ -169,6 +169,8 @@ class MonthRow:
     balance_cents: int
     due_on: date | None
     refunded_cents: int = 0
+    post_tax_cents: int | None = None
+    imputed_income_cents: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +236,8 @@ def month_rows(account: AccountState, keys: set[str] | None = None) -> list[Mont
             account_id=account.account_id, coverage_month=m.month, partition=account.partition,
             expected_cents=m.expected_cents, billed_cents=billed, adjusted_cents=adjusted,
             paid_cents=paid, unapplied_cents=unapplied, balance_cents=billed + adjusted - paid + refunded,
-            due_on=m.due_on, refunded_cents=refunded,
+            due_on=m.due_on, refunded_cents=refunded, post_tax_cents=m.post_tax_cents,
+            imputed_income_cents=m.imputed_income_cents,
         ))
     return rows
 

@@ -17,6 +17,7 @@ import psycopg
 from processor.settings import PlanSettings
 from processor.state import decode_account, decode_partition
 from projections.model import CoverageRow, DiscrepancyRow, MonthRow
+from projections.postgres import MONTH_COLUMNS
 from replay.archive import connect, read_archive
 from replay.fold import ReplayError, ReplayResult, replay
 
@@ -89,8 +90,7 @@ def load_live(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, dict[Hasha
     """The live projection tables, keyed as replay keys them."""
     months = {
         (r[0], r[1]): MonthRow(*r) for r in conn.execute(
-            "SELECT account_id, coverage_month, partition, expected_cents, billed_cents, adjusted_cents,"
-            " paid_cents, unapplied_cents, balance_cents, due_on FROM member_month"
+            f"SELECT {MONTH_COLUMNS} FROM member_month"
         )
     }
     coverage = {

@@ -407,6 +407,20 @@ def test_due_accounts_excludes_paid_months_and_open_missing_payment(store: Ledge
     assert "A-flagged" in store.due_accounts(0, date(2026, 4, 1))
 
 
+def test_month_rows_keep_the_derived_post_tax_share_and_imputed_income(store: LedgerStore) -> None:
+    jan, feb = month_state("A1", JAN, 154_380), month_state("A1", FEB, 154_380)
+    jan.post_tax_cents, jan.imputed_income_cents = 11_395, 64_573
+    store.commit_batch(BatchWrite(
+        accounts={"A1": account("A1", jan, feb)}, dirty_months={"A1": {month_key(JAN), month_key(FEB)}},
+        positions=[advance(None, 1, applied=1)],
+    ))  # fmt: skip
+    bal = store.balance("A1")
+    assert bal is not None
+    assert [(m.coverage_month, m.post_tax_cents, m.imputed_income_cents) for m in bal.months] == [
+        (JAN, 11_395, 64_573), (FEB, None, None),  # unknown stays unknown, not zero
+    ]
+
+
 def test_month_accounts_lists_accounts_with_a_month_in_the_range_of_one_partition(store: LedgerStore) -> None:
     accounts = {
         "A-jan": account("A-jan", month_state("A-jan", JAN, 45_000)),

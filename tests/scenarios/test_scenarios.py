@@ -174,6 +174,8 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             disability_extension=bool(f.pop("disability_extension", False)),
             tax_dependent=bool(f.pop("tax_dependent", True)),
             reason=str(f.pop("reason")) if "reason" in f else None,
+            coverage_amount_cents=cents(f.pop("coverage_amount"), w) if "coverage_amount" in f else None,
+            birth_year=int(f.pop("birth_year")) if "birth_year" in f else None,
         )
     elif kind == "bill":
         m = month(f.pop("month"), w)
@@ -257,7 +259,7 @@ def test_scenario(path: Path) -> None:
             actual = {
                 "billed": got.billed_cents, "adjusted": got.adjusted_cents, "paid": got.paid_cents,
                 "unapplied": got.unapplied_cents, "balance": got.balance_cents, "expected": got.expected_cents,
-                "refunded": got.refunded_cents,
+                "refunded": got.refunded_cents, "post_tax": got.post_tax_cents, "imputed": got.imputed_income_cents,
             }
             for name, want in fields.items():
                 if name not in actual:
