@@ -474,6 +474,21 @@ def test_discrepancy_lifecycle_open_change_resolve(store: LedgerStore) -> None:
     assert s.discrepancies_open_by_kind == {"missing_payment": 1}
 
 
+def test_a_superseded_discrepancy_is_closed_but_not_resolved(store: LedgerStore) -> None:
+    store.commit_batch(first_batch())
+    store.commit_batch(BatchWrite(discrepancies_opened=[discrepancy("d1", "A1", "wrong_rate")],
+                                  positions=[advance(3, 4, applied=1)]))
+    store.commit_batch(BatchWrite(
+        discrepancies_closed=[DiscrepancyClose("d1", resolved_by="late-change", recorded_at=T0,
+                                               status="superseded")],
+        positions=[advance(4, 5, applied=1)],
+    ))  # fmt: skip
+    [d1] = store.discrepancies()
+    assert (d1.status, d1.resolved_by) == ("superseded", "late-change")
+    assert store.discrepancies(open_only=True) == []
+    assert store.summary().discrepancies_open_by_kind == {}
+
+
 def test_discrepancies_filter_sort_and_limit(store: LedgerStore) -> None:
     rows = [
         discrepancy("z", "a1", "underpaid", FEB),

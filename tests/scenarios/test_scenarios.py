@@ -230,23 +230,36 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
     return event
 
 
-def run(path: Path) -> tuple[dict[str, Any], Book]:
+def load(path: Path) -> tuple[dict[str, Any], list[InputEvent]]:
+    """The scenario file and its events, in the order the ledger receives them."""
     spec = yaml.safe_load(path.read_text())
     for required in ("title", "events", "expect"):
         if required not in spec:
             raise ScenarioError(f"{path.name}: missing {required!r}")
-    book = Book(plan=PlanSettings(**spec.get("plan", {})))
     counter = itertools.count(1)
-    for i, entry in enumerate(spec["events"], start=1):
-        book.apply(build_event(entry, next(counter), f"{path.name} event {i}"))
+    events = [build_event(entry, next(counter), f"{path.name} event {i}")
+              for i, entry in enumerate(spec["events"], start=1)]
+    return spec, events
+
+
+def run(path: Path) -> tuple[dict[str, Any], Book]:
+    spec, events = load(path)
+    book = Book(plan=PlanSettings(**spec.get("plan", {})))
+    for event in events:
+        book.apply(event)
     return spec, book
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario(path: Path) -> None:
     spec, book = run(path)
+    check(spec, book, path.name)
+
+
+def check(spec: dict[str, Any], book: Any, where: str) -> None:
+    """The scenario's expectations against a book: the pure fold's Book, or a view of the same books
+    read back from a real ledger (tests/integration/test_scenarios_e2e.py) with the same attributes."""
     expect = spec["expect"]
-    where = path.name
 
     per_account = {DEFAULT_ACCOUNT: expect.get("months", {})}
     per_account.update({str(a): v.get("months", {}) for a, v in expect.get("accounts", {}).items()})
