@@ -65,6 +65,10 @@ SAMPLE = [
     "46_enrolled_not_billed",  # enrolled_not_billed (BillingCycleClosed)
     "49_non_dependent_partner_taken_pre_tax",  # tax treatment
     "52_three_biweekly_deductions_are_not_an_overpayment",  # payroll frequency
+    "55_rate_correction_reaches_back_into_paid_months",  # a rate reaching back into billed months
+    "83_daily_proration_splits_a_mid_month_tier_change",  # billing rules as plan settings
+    "86_retiree_death_month_premium_waived",  # retiree death waiver, refund due
+    "89_partner_share_post_tax_and_employer_value_imputed",  # post-tax share and imputed income
 ]
 SAMPLE_PATHS = [HERE / f"{name}.yaml" for name in SAMPLE]
 
