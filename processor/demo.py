@@ -28,6 +28,7 @@ from events.types import (
 )
 from processor.app import run_services
 from processor.fold import last_day
+from processor.settings import PlanSettings
 
 SOURCE = "demo-generator"
 
@@ -53,7 +54,9 @@ INJECTED_KINDS = (
     "tax_treatment",
     "refund_due",
     "remittance_total_mismatch",
+    "cobra_shortfall",
 )
+COBRA_SHARE = 0.04  # of the population: former employees and dependents on COBRA continuation coverage
 Expected = tuple[str, str, date]
 
 
@@ -85,10 +88,18 @@ class _Member:
     agency_id: str
     direct_pay: bool
     status: str
-    hired: date
+    hired: date  # first covered month (for COBRA, the first month of continuation coverage)
     coverages: dict[str, _Coverage]  # coverage line -> coverage
     terminated_after: date | None = None  # last covered day
     dependents: int = 0
+    elected_on: date | None = None  # COBRA election, before HR sends the enrollment
+
+
+def _elect_cobra(p: _Member, rng: random.Random) -> None:
+    """Make a member a COBRA continuation member: pays the 102% premium directly, elected a few weeks
+    before continuation coverage began (and before HR sent the enrollment, 12 days before)."""
+    p.status, p.direct_pay = "cobra", True
+    p.elected_on = p.hired - timedelta(days=12 + rng.randrange(30))
 
 
 def _add_months(d: date, n: int) -> date:
@@ -105,10 +116,21 @@ def _rate(plan: str, tier: str, month: date, renewal: date) -> tuple[int, int, i
     return total, total - employer, employer
 
 
-def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1)) -> Program:
-    """The whole program: every event, in business order, plus the injected discrepancies."""
+def _cobra_premium(total: int, plan: PlanSettings) -> int:
+    """A COBRA month's premium for one coverage: cobra_premium_percent (102) of the plan cost, rounded
+    half up to the cent, as processor/fold.py segment_premium prices it (no disability extensions here)."""
+    return (total * plan.cobra_premium_percent + 50) // 100
+
+
+def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1),
+             plan: PlanSettings | None = None) -> Program:
+    """The whole program: every event, in business order, plus the injected discrepancies.
+
+    ``plan`` (default: the default plan settings) gives the COBRA premium percent and the COBRA
+    shortfall limits, so the program's bills and shortfalls match the ledger's rules."""
     if members < 20 or months < 3:
         raise ValueError("the demo needs at least 20 members and 3 months to place every injected error")
+    rules = plan or PlanSettings()
     rng = random.Random(seed)
     renewal = _add_months(start, months // 2)
     n_agencies = max(3, members // 150)
@@ -167,6 +189,8 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
     for kind in INJECTED_KINDS:
         if kind in ("unmatched_payment", "remittance_total_mismatch"):
             continue
+        if kind == "cobra_shortfall":
+            continue  # placed below, once the COBRA members are chosen
         placed = 0
         while placed < per_kind:
             if cursor >= len(steady):
@@ -190,6 +214,26 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
     # tax-treatment errors, and as many again whose payroll gets it right.
     partner_accounts = {a for (a, _), kind in injections.items() if kind == "tax_treatment"}
     partner_accounts |= {p.account_id for p in steady[cursor:cursor + len(partner_accounts)] if p.dependents}
+
+    # COBRA continuation members: a small share of the members who carry no other injected error (a small
+    # underpayment of theirs would be a COBRA shortfall, not underpaid), later starts, tier changes and
+    # ordinary terminations included. A few of them pay one month a little short: the COBRA shortfalls.
+    end = _add_months(start, months)
+
+    def covered(p: _Member) -> list[date]:
+        """The months billed to the member (and paid in full unless an error is injected)."""
+        last = term_month.get(p.account_id, end)
+        return [m for m in (_add_months(start, i) for i in range(months)) if p.hired <= m < last]
+
+    taken = {a for a, _ in injections} | partner_accounts
+    eligible = [p for p in people if p.status == "active" and p.account_id not in taken and covered(p)]
+    if len(eligible) < per_kind:
+        raise ValueError("not enough members to place the injected errors; raise --members")
+    cobra = rng.sample(eligible, k=min(len(eligible), max(per_kind, round(members * COBRA_SHARE))))
+    for p in cobra:
+        _elect_cobra(p, rng)
+    for p in cobra[:per_kind]:
+        injections[(p.account_id, rng.choice(covered(p)))] = "cobra_shortfall"
     # Agency remittances whose payment total is not the sum of their lines, one per agency at most.
     remit_errors = {(a, _add_months(start, rng.randrange(months)))
                     for a in rng.sample(agencies, k=min(per_kind, len(agencies)))}
@@ -205,13 +249,13 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
         payments: list[Event] = []
 
         if mi == 0 or month == renewal:
-            for plan, (_line, totals, _pct) in PLANS.items():
+            for plan_id, (_line, totals, _pct) in PLANS.items():
                 for tier in totals:
-                    total, ee, er = _rate(plan, tier, month, renewal)
+                    total, ee, er = _rate(plan_id, tier, month, renewal)
                     setup.append(RatePublished(
                         event_id=eid("rate"), account_id=BROADCAST_ACCOUNT, effective_on=month,
                         occurred_at=at(month - timedelta(days=20)), source="rates-admin",
-                        rate_id=f"{plan}-{tier}-{month:%Y%m}", plan=plan, tier=tier, month_from=month,
+                        rate_id=f"{plan_id}-{tier}-{month:%Y%m}", plan=plan_id, tier=tier, month_from=month,
                         month_through=None if month >= renewal else last_day(_add_months(renewal, -1)),
                         total_cents=total, employee_cents=ee, employer_cents=er,
                     ))
@@ -233,6 +277,7 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 relationship=relationship, plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
                 tier=cov.tier, action=action, status=p.status,  # type: ignore[arg-type]
                 benefit_begin=begin, benefit_end=end, agency_id=p.agency_id, tax_dependent=tax_dependent,
+                elected_on=p.elected_on, cobra_start=p.hired if p.status == "cobra" else None,
             )
 
         hr_sends = {"add": month - timedelta(days=12), "terminate": month - timedelta(days=5),
@@ -284,7 +329,7 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
             if not terminated or inject == "billed_not_enrolled":
                 for line, cov in sorted(p.coverages.items()):
                     total, _ee, _er = _rate(cov.plan, cov.tier, month, renewal)
-                    amount = total
+                    amount = _cobra_premium(total, rules) if p.status == "cobra" else total
                     if inject == "wrong_rate" and line == "health":
                         # billing kept last period's rate, or the wrong tier
                         amount = total + rng.choice([-1, 1]) * rng.randrange(1_500, 9_000)
@@ -313,6 +358,13 @@ def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1
                 if inject == "refund_due":
                     # the coverage then ends with this month: the credit can pay no later premium
                     expected.add(("refund_due", p.account_id, month))
+            elif inject == "cobra_shortfall":
+                # the COBRA member pays a little short: no more than the lesser of $50 and 10% of the
+                # premium, so it counts as paid and the member gets a notice (26 CFR 54.4980B-8)
+                limit = min(rules.cobra_shortfall_max_cents, billed_total * rules.cobra_shortfall_max_percent // 100)
+                if limit > 0:  # a plan may set no allowance at all: then the member pays in full
+                    pay -= rng.randint(max(1, limit // 10), limit)
+                    expected.add(("cobra_shortfall", p.account_id, month))
             elif inject == "paid_after_termination":
                 # payroll kept deducting after the termination
                 pay = sum(_rate(c.plan, c.tier, month, renewal)[0] for c in p.coverages.values())
@@ -524,7 +576,7 @@ def run_demo(
 
     from processor.app import open_ledger  # the composition root
 
-    program = generate(members, months, seed)
+    program = generate(members, months, seed, plan=settings.plan)
     if on_start is not None:
         on_start(program)
     with open_ledger(settings, database=DEMO_DATABASE, reset_database=True) as ledger:

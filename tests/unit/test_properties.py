@@ -57,7 +57,40 @@ def test_demo_generate_injects_every_kind_it_claims_and_each_is_a_domain_kind() 
     program = generate(members=30, months=4, seed=7)
     assert set(INJECTED_KINDS) <= set(DISCREPANCY_KINDS)
     assert {kind for kind, _, _ in program.expected} == set(INJECTED_KINDS)
-    assert "retroactive_change" in INJECTED_KINDS
+    # every kind of the domain is injected, so the demo checks each detector end to end
+    assert set(INJECTED_KINDS) == set(DISCREPANCY_KINDS)
+
+
+def test_demo_cobra_members_elect_before_enrollment_and_pay_102_percent_or_a_little_short() -> None:
+    from events.types import EnrollmentChanged, PaymentReceived, PremiumBilled, RatePublished
+
+    program = generate(members=200, months=6, seed=4)
+    events = [e for _, evs in program.phases for e in evs]
+    cobra = [e for e in events if isinstance(e, EnrollmentChanged) and e.status == "cobra"]
+    accounts = {e.account_id for e in cobra}
+    assert len(accounts) >= 2
+    for e in cobra:
+        assert e.elected_on is not None and e.cobra_start is not None
+        assert e.elected_on <= e.occurred_at.date()  # elected before HR sent the enrollment
+    rates = {(e.plan, e.tier, e.month_from): e.total_cents for e in events if isinstance(e, RatePublished)}
+    shortfalls = {(a, m) for kind, a, m in program.expected if kind == "cobra_shortfall"}
+    assert shortfalls and {a for a, _ in shortfalls} <= accounts
+    assert not {(kind, a) for kind, a, _ in program.expected if a in accounts} - {
+        ("cobra_shortfall", a) for a, _ in shortfalls}, "a COBRA member carries another injected error"
+    billed: dict[tuple[str, date], int] = {}
+    for b in (e for e in events if isinstance(e, PremiumBilled) and e.account_id in accounts):
+        rate = max((frm, total) for (plan, tier, frm), total in rates.items()
+                   if plan == b.plan and tier == b.tier and frm <= b.coverage_month)[1]
+        assert b.amount_cents == (rate * 102 + 50) // 100, b
+        billed[(b.account_id, b.coverage_month)] = billed.get((b.account_id, b.coverage_month), 0) + b.amount_cents
+    for p in (e for e in events if isinstance(e, PaymentReceived) and e.account_id in accounts):
+        assert p.coverage_month is not None
+        owed = billed[(p.account_id, p.coverage_month)]
+        short = owed - p.amount_cents
+        if (p.account_id, p.coverage_month) in shortfalls:
+            assert 0 < short <= min(5_000, owed // 10)
+        else:
+            assert short == 0
 
 
 def test_every_generated_event_is_a_valid_input_event() -> None:
