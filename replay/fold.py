@@ -27,7 +27,7 @@ from processor.fold import (
 )
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
-from projections.model import CoverageRow, DiscrepancyRow, MonthRow, coverage_rows, month_rows
+from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow, coverage_rows, fsa_rows, month_rows
 from replay.archive import ArchivedEvent
 
 
@@ -61,6 +61,10 @@ class ReplayResult:
     def coverage_rows(self) -> dict[str, list[CoverageRow]]:
         """Coverage rows per account, in the fold's segment order (the live ``segment`` column)."""
         return {a.account_id: coverage_rows(a) for a in self.accounts.values() if a.coverages}
+
+    def fsa_rows(self) -> list[FsaRow]:
+        """The fsa_account projection rows (derived from the account state, as the store's batches are)."""
+        return [row for a in self.accounts.values() for row in fsa_rows(a)]
 
     def payer_cash(self) -> dict[str, int]:
         """Unapplied cash per payer, non-zero only (as ``LedgerStore.payer_unapplied``)."""
