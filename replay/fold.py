@@ -79,13 +79,18 @@ class Replayer:
         self.strict = strict
         self.result = ReplayResult()
         self._by_partition: dict[int, dict[str, AccountState]] = {}
+        self._parts: dict[int, PartitionState] = {}
 
     def apply(self, row: ArchivedEvent) -> None:
         event = codec.decode_input(row.body)
         res = self.result
-        part = res.partitions.get(row.partition)
+        part = self._parts.get(row.partition)
         if part is None:
-            part = res.partitions[row.partition] = PartitionState(partition=row.partition)
+            part = self._parts[row.partition] = PartitionState(partition=row.partition)
+        if type(event).BROADCAST:
+            # the live batch stores a partition's state only once a broadcast event changed it, so a
+            # partition that saw account events alone (FSA events, say) has no partition_state row
+            res.partitions[row.partition] = part
         try:
             if isinstance(event, RatePublished):
                 apply_partition_event(part, event)
