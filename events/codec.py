@@ -150,6 +150,9 @@ def _check_invariants(event: InputEvent) -> None:
         BROADCAST_ACCOUNT,
         BillingCycleClosed,
         EnrollmentChanged,
+        FsaClaimSubmitted,
+        FsaContributionReceived,
+        FsaElectionMade,
         PaymentReceived,
         PremiumBilled,
         RatePublished,
@@ -188,3 +191,27 @@ def _check_invariants(event: InputEvent) -> None:
     elif isinstance(event, EnrollmentChanged):
         if event.benefit_end is not None and event.benefit_end < event.benefit_begin:
             raise EventDecodeError("benefit_end is before benefit_begin", field="benefit_end")
+    elif isinstance(event, FsaElectionMade):
+        if event.election_cents < 0:
+            raise EventDecodeError("an election must not be negative (0 revokes it)", field="election_cents")
+        _check_plan_year(event.plan_year)
+    elif isinstance(event, FsaContributionReceived):
+        if event.amount_cents <= 0:
+            raise EventDecodeError("a contribution must be positive", field="amount_cents")
+        _check_plan_year(event.plan_year)
+    elif isinstance(event, FsaClaimSubmitted):
+        if event.amount_cents <= 0:
+            raise EventDecodeError("a claim amount must be positive", field="amount_cents")
+        if event.plan_year is not None:
+            _check_plan_year(event.plan_year)
+
+
+# Plan years are calendar-year numbers; anything else is a typo upstream, not a plan year.
+PLAN_YEAR_MIN = 1900
+PLAN_YEAR_MAX = 9998
+
+
+def _check_plan_year(year: int) -> None:
+    if not PLAN_YEAR_MIN <= year <= PLAN_YEAR_MAX:
+        raise EventDecodeError(f"plan_year {year} is not a year between {PLAN_YEAR_MIN} and {PLAN_YEAR_MAX}",
+                               field="plan_year")

@@ -14,17 +14,19 @@ from typing import Any
 
 import msgspec
 
-from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, tag_of
+from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, FsaClaimAdjudicated, tag_of
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _topic_field(cls: type[Event]) -> str | None:
     """Which TopicSettings field carries the type, as the processor checks it (processor.batch.topic_types);
-    output events all go to the discrepancy topic."""
+    claim adjudications go to the claims topic, the other output events to the discrepancy topic."""
     from processor.batch import topic_types
     from processor.settings import TopicSettings
 
+    if cls is FsaClaimAdjudicated:
+        return "claims"
     if cls in OUTPUT_TYPES:
         return "discrepancies"
     topics = TopicSettings()
@@ -78,7 +80,7 @@ def asyncapi() -> dict[str, Any]:
                 "subscribe": {"message": {"name": "dead_letter", "contentType": "application/octet-stream"}},
             }
             continue
-        operation = "subscribe" if field == "discrepancies" else "publish"
+        operation = "subscribe" if field in ("discrepancies", "claims") else "publish"
         channels[name] = {
             "description": f"LEDGER_TOPICS__{field.upper()}",
             operation: {"message": {"oneOf": [{"$ref": f"#/components/messages/{t}"} for t in tags]}},

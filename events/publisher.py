@@ -21,6 +21,9 @@ from events.types import (
     DayClosed,
     EnrollmentChanged,
     Event,
+    FsaClaimSubmitted,
+    FsaContributionReceived,
+    FsaElectionMade,
     PaymentReceived,
     PaymentReversed,
     PremiumBilled,
@@ -44,6 +47,8 @@ def topic_for(event: Event, topics: TopicSettings) -> str:
         return topics.payments
     if isinstance(event, DayClosed | BillingCycleClosed):
         return topics.control
+    if isinstance(event, FsaElectionMade | FsaContributionReceived | FsaClaimSubmitted):
+        return topics.fsa
     raise TypeError(f"{type(event).__name__} is not an input event")
 
 

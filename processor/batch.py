@@ -20,6 +20,7 @@ from events.types import (
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancySuperseded,
+    FsaClaimAdjudicated,
     InputEvent,
     OutputEvent,
     RatePublished,
@@ -39,6 +40,7 @@ from processor.fold import (
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, PartitionState
 from projections.model import (
+    CLAIMS_STREAM,
     ArchiveRow,
     BatchWrite,
     DeadLetterRow,
@@ -79,6 +81,7 @@ def partition_for(key: bytes, partitions: int) -> int:
 def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
     """Which event types belong on which input topic."""
     from events.types import (
+        FSA_TYPES,
         AdjustmentPosted,
         EnrollmentChanged,
         PaymentReceived,
@@ -96,6 +99,7 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
             tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RemittanceReceived), tag_of(RefundIssued),
         }),
         topics.control: frozenset({tag_of(DayClosed), tag_of(BillingCycleClosed)}),
+        topics.fsa: frozenset(tag_of(t) for t in FSA_TYPES),
     }
 
 
@@ -357,11 +361,17 @@ class BatchProcessor:
         write.dirty_months.setdefault(account_id, set()).update(out.dirty_months)
         if out.coverage_changed:
             write.coverage_changed.add(account_id)
+        if out.fsa_changed:
+            write.fsa_changed.add(account_id)
         for payer, delta in out.payer_unapplied_delta.items():
             write.payer_unapplied_delta[payer] = write.payer_unapplied_delta.get(payer, 0) + delta
         opened_now = self._opened_in_batch
         for ev in out.emitted:
             result.emitted.append(ev)
+            if isinstance(ev, FsaClaimAdjudicated):  # not a discrepancy: the relay sends it to the claims topic
+                write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev),
+                                              stream=CLAIMS_STREAM))
+                continue
             write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev)))
             if isinstance(ev, DiscrepancyOpened):
                 row = DiscrepancyRow.from_open(account_id, account.open[_key_of(account, ev)], now)

@@ -244,6 +244,32 @@ def cmd_discrepancies(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fsa(args: argparse.Namespace) -> int:
+    from processor.app import open_store
+
+    with open_store(_settings(), database=args.database) as store:
+        rows = store.fsa_accounts(args.account)
+    if args.json:
+        _print_json({"account_id": args.account, "fsa_accounts": [asdict(r) for r in rows]})
+        return EXIT_OK
+    if not rows:
+        print(f"no flexible spending accounts on {args.account}", file=sys.stderr)
+        return EXIT_OK
+    header = ("year", "type", "member", "election", "contributed", "reimbursed", "carryover in",
+              "carryover out", "available", "status")
+    lines = [header] + [
+        (str(r.plan_year), r.account_type, r.member_id, money(r.election_cents), money(r.contributed_cents),
+         money(r.reimbursed_cents), money(r.carryover_in_cents), money(r.carryover_out_cents),
+         money(r.available_cents), "closed" if r.closed else "open")
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) if i in (1, 2, 9) else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip())
+    return EXIT_OK
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from processor.app import open_store
 
@@ -392,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--account")
     dis.add_argument("--limit", type=int, default=1000)
     dis.set_defaults(fn=cmd_discrepancies)
+
+    fsa = sub.add_parser("fsa", parents=[common], help="an account's flexible spending accounts by plan year")
+    fsa.add_argument("account")
+    fsa.set_defaults(fn=cmd_fsa)
 
     summ = sub.add_parser("summary", parents=[common], help="totals and counts")
     summ.set_defaults(fn=cmd_summary)

@@ -23,6 +23,9 @@ from events.types import (
     DiscrepancyResolved,
     DiscrepancySuperseded,
     EnrollmentChanged,
+    FsaClaimSubmitted,
+    FsaContributionReceived,
+    FsaElectionMade,
     InputEvent,
     OutputEvent,
     PaymentReceived,
@@ -77,6 +80,7 @@ class Outcome:
     payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
     emitted: list[OutputEvent] = field(default_factory=list)
     changed_discrepancies: list[OpenDiscrepancy] = field(default_factory=list)
+    fsa_changed: bool = False  # the account's flexible spending accounts moved (projection fsa_account)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +338,10 @@ def apply_account_event(
         _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
     elif isinstance(event, RemittanceReceived):
         apply_remittance(account, event, out)
+    elif isinstance(event, FsaElectionMade | FsaContributionReceived | FsaClaimSubmitted):
+        from processor.fsa import apply_fsa_event  # processor.fsa builds on this module
+
+        apply_fsa_event(account, event, plan, out)
     else:  # pragma: no cover - broadcast events never reach an account
         raise AssertionError(f"not an account event: {type(event).__name__}")
     account.events_applied += 1

@@ -20,7 +20,7 @@ from events.publisher import SEQUENCE_HEADER
 from processor.batch import BatchProcessor, BatchResult, Record
 from processor.merge import StreamMerger
 from processor.settings import Settings
-from projections.model import LedgerStore, LogTruncated, PositionConflict
+from projections.model import CLAIMS_STREAM, DISCREPANCIES_STREAM, LedgerStore, LogTruncated, PositionConflict
 
 log = logging.getLogger("benefits_ledger.processor")
 
@@ -288,7 +288,8 @@ class ProcessorLoop:
 
 
 class Relay:
-    """Publishes the outbox to the discrepancy topic; ids are deterministic, so a re-publish is visible."""
+    """Publishes the outbox: discrepancy events to the discrepancy topic, FSA claim adjudications to the
+    claims topic. Ids are deterministic, so a re-publish is visible."""
 
     def __init__(self, settings: Settings, bootstrap: str, store: LedgerStore) -> None:
         self.settings = settings
@@ -306,6 +307,14 @@ class Relay:
             await self.producer.stop()
             self.producer = None
 
+    def topic_of(self, stream: str) -> str:
+        """The topic of an outbox row's stream (a TopicSettings field name, as written by the batch)."""
+        topics = self.settings.topics
+        by_stream = {DISCREPANCIES_STREAM: topics.discrepancies, CLAIMS_STREAM: topics.claims}
+        if stream not in by_stream:
+            raise ValueError(f"outbox row for unknown stream {stream!r}; known: {sorted(by_stream)}")
+        return by_stream[stream]
+
     async def publish_pending(self) -> int:
         assert self.producer is not None
         total = 0
@@ -315,7 +324,7 @@ class Relay:
                 return total
             futures = [
                 await self.producer.send(
-                    self.settings.topics.discrepancies, value=row.body, key=row.key.encode(),
+                    self.topic_of(row.stream), value=row.body, key=row.key.encode(),
                     headers=[("event_id", row.event_id.encode())],
                 )
                 for _, row in pending

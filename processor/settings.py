@@ -14,6 +14,92 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEVELOPMENT_HMAC_KEY = "benefits-ledger-development-key-change-me"
 
 
+# A health FSA grace period may run at most 2 months and 15 days past the plan year (IRS Notice 2005-42).
+FSA_GRACE_MAX = (2, 15)
+FSA_CARRYOVER_2026_CENTS = 68_000
+
+
+class FsaSettings(BaseModel):
+    """Flexible spending account rules of the plan; defaults are the 2026 IRS limits.
+
+    A health FSA ends its plan year with a carryover, a grace period or neither, never both
+    (``health_year_end``). Dependent-care accounts have neither; the run-out applies to both. The carryover
+    limit and the grace period length are left unset unless the plan uses them, so that setting one for the
+    other rule is an error rather than silently ignored.
+    """
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    health_limit_cents: int = Field(default=340_000, ge=0, description="largest health FSA election (2026: $3,400)")
+    dependent_care_limit_cents: int = Field(
+        default=750_000, ge=0, description="largest dependent-care election (2026: $7,500)"
+    )
+    dependent_care_mfs_limit_cents: int = Field(
+        default=375_000, ge=0, description="largest dependent-care election, married filing separately ($3,750)"
+    )
+    health_year_end: Literal["carryover", "grace_period", "none"] = Field(
+        default="carryover",
+        description="what happens to an unused health balance: carried over (up to health_carryover_max_cents),"
+        " spent on expenses incurred in a grace period after the plan year, or forfeited",
+    )
+    health_carryover_max_cents: int | None = Field(
+        default=None, ge=0,
+        description="unused health balance carried into the next plan year at most; unset: $680 (2026).",
+    )
+    grace_period_months: int | None = Field(
+        default=None, ge=0, le=2, description="grace period, whole months after the plan year; unset: 2"
+    )
+    grace_period_days: int | None = Field(
+        default=None, ge=0, le=31, description="grace period, days after the months; unset: 15 (2 months 15 days)"
+    )
+    run_out_days: int = Field(
+        default=90, ge=0, le=366,
+        description="days after the plan year (or its grace period) in which claims for it may still be submitted",
+    )
+    plan_year_start_month: int = Field(default=1, ge=1, le=12, description="month the plan year starts (1 = January)")
+
+    @model_validator(mode="after")
+    def _one_year_end_rule(self) -> FsaSettings:
+        rule = self.health_year_end
+        if rule != "grace_period":
+            for name in ("grace_period_months", "grace_period_days"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}: a grace period is set but health_year_end is {rule!r}; a health FSA has either a"
+                        " grace period or a carryover, never both (set health_year_end = 'grace_period')"
+                    )
+        if rule != "carryover" and self.health_carryover_max_cents is not None:
+            raise ValueError(
+                f"health_carryover_max_cents: a carryover is set but health_year_end is {rule!r}; a health FSA"
+                " has either a grace period or a carryover, never both (set health_year_end = 'carryover')"
+            )
+        if self.grace_period > FSA_GRACE_MAX:
+            months, days = self.grace_period
+            raise ValueError(
+                f"grace_period_days: a grace period of {months} months {days} days is longer than the 2 months 15"
+                " days it may run"
+            )
+        if self.dependent_care_mfs_limit_cents > self.dependent_care_limit_cents:
+            raise ValueError("dependent_care_mfs_limit_cents: must not exceed dependent_care_limit_cents")
+        return self
+
+    @property
+    def carryover_max_cents(self) -> int:
+        """What may carry over into the next plan year: 0 unless the plan uses a carryover."""
+        if self.health_year_end != "carryover":
+            return 0
+        return FSA_CARRYOVER_2026_CENTS if self.health_carryover_max_cents is None else self.health_carryover_max_cents
+
+    @property
+    def grace_period(self) -> tuple[int, int]:
+        """(months, days) of the grace period; (0, 0) unless the plan uses one."""
+        if self.health_year_end != "grace_period":
+            return (0, 0)
+        months = FSA_GRACE_MAX[0] if self.grace_period_months is None else self.grace_period_months
+        days = FSA_GRACE_MAX[1] if self.grace_period_days is None else self.grace_period_days
+        return (months, days)
+
+
 class PlanSettings(BaseModel):
     """Billing and reconciliation rules that vary by plan and state."""
 
@@ -71,6 +157,7 @@ class PlanSettings(BaseModel):
         description="upper bounds (days past due) of the aging buckets in statements; the last is open-ended",
     )
     timezone: str = Field(default="UTC", description="IANA zone in which a bare date means the end of that day")
+    fsa: FsaSettings = Field(default_factory=FsaSettings, description="flexible spending accounts")
 
     @model_validator(mode="after")
     def _valid_report_settings(self) -> PlanSettings:
@@ -125,6 +212,20 @@ def load_plan_file(path: Path) -> PlanSettings:
         raise PlanFileError(f"{path}: {problems}") from exc
 
 
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` wins field by field, also inside groups (LEDGER_PLAN__FSA__RUN_OUT_DAYS keeps the file's
+    other fsa settings)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 class TopicSettings(BaseModel):
     """Kafka topic names. Every input topic has the same partition count."""
 
@@ -137,9 +238,11 @@ class TopicSettings(BaseModel):
     control: str = "ledger.control"
     discrepancies: str = "ledger.discrepancies"
     dead_letter: str = "ledger.dead-letter"
+    fsa: str = "ledger.fsa"  # input: FSA elections, contributions and claims
+    claims: str = "ledger.fsa-claims"  # output: one adjudication per FSA claim
 
     def inputs(self) -> tuple[str, ...]:
-        return (self.enrollment, self.rates, self.billing, self.payments, self.control)
+        return (self.enrollment, self.rates, self.billing, self.payments, self.control, self.fsa)
 
 
 class Settings(BaseSettings):
@@ -198,7 +301,7 @@ class Settings(BaseSettings):
             direct = data.get("plan") or {}
             if isinstance(direct, PlanSettings):
                 direct = direct.model_dump(exclude_unset=True)
-            data = {**data, "plan": {**from_file, **direct}}
+            data = {**data, "plan": _merged(from_file, direct)}
         return data
 
     @model_validator(mode="after")

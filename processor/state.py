@@ -171,6 +171,47 @@ class MonthState(msgspec.Struct, kw_only=True):
         return min((b.due_on for b in self.bills), default=None)
 
 
+class FsaYear(msgspec.Struct, kw_only=True):
+    """One flexible spending account (health or dependent care) of one plan year."""
+
+    plan_year: int
+    account_type: str
+    member_id: str
+    election_cents: Cents = 0
+    elected: bool = False  # an election was made (a year may exist only to receive a carryover)
+    election_event_id: str | None = None
+    participation_from: date | None = None  # the first election's effective date: expenses before it are not covered
+    tax_filing_status: str | None = None
+    contributed_cents: Cents = 0
+    reimbursed_cents: Cents = 0
+    carryover_in_cents: Cents = 0
+    carryover_out_cents: Cents = 0
+    closed: bool = False  # the run-out ended and the unused balance was carried over or forfeited
+
+
+class FsaClaim(msgspec.Struct, kw_only=True):
+    """An adjudicated claim, kept so a claim id is paid once and the CLI can list decisions."""
+
+    claim_id: str
+    event_id: str
+    plan_year: int
+    account_type: str
+    requested_cents: Cents
+    approved_cents: Cents
+    decision: str
+
+
+class FsaState(msgspec.Struct, kw_only=True):
+    years: dict[str, FsaYear] = msgspec.field(default_factory=dict)  # "<plan year>|<account type>"
+    claims: dict[str, FsaClaim] = msgspec.field(default_factory=dict)  # by claim_id
+    contribution_ids: dict[str, str] = msgspec.field(default_factory=dict)  # contribution_id -> event id
+    election_ids: dict[str, str] = msgspec.field(default_factory=dict)  # election_id -> event id
+
+
+def fsa_key(plan_year: int, account_type: str) -> str:
+    return f"{plan_year}|{account_type}"
+
+
 class AccountState(msgspec.Struct, kw_only=True):
     account_id: str
     partition: int
@@ -181,6 +222,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     refund_ids: list[str] = msgspec.field(default_factory=list)
     bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
+    fsa: FsaState | None = None  # flexible spending accounts, once the member has any (older snapshots: None)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):

@@ -15,7 +15,8 @@ class TopicLayoutError(RuntimeError):
 
 def ensure_topics(bootstrap: str, settings: Settings) -> dict[str, int]:
     """Create missing topics; refuse input topics whose partition count differs from the setting."""
-    wanted = [*settings.topics.inputs(), settings.topics.discrepancies, settings.topics.dead_letter]
+    wanted = [*settings.topics.inputs(), settings.topics.discrepancies, settings.topics.claims,
+              settings.topics.dead_letter]
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="benefits-ledger-admin")
     try:
         existing = set(admin.list_topics())

@@ -16,6 +16,7 @@ from projections.model import (
     CoverageRow,
     DeadLetterRow,
     DiscrepancyRow,
+    FsaRow,
     MonthRow,
     OutboxRow,
     PositionConflict,
@@ -38,6 +39,7 @@ class MemoryStore:
         self._partitions: dict[int, bytes] = {}
         self._months: dict[tuple[str, date], MonthRow] = {}
         self._coverage: dict[str, list[CoverageRow]] = {}
+        self._fsa: dict[tuple[str, int, str], FsaRow] = {}
         self._discrepancies: dict[str, DiscrepancyRow] = {}
         self._outbox: list[tuple[int, OutboxRow, bool]] = []
         self._payer_unapplied: dict[str, int] = {}
@@ -139,6 +141,8 @@ class MemoryStore:
             self._months[(r.account_id, r.coverage_month)] = r
         for account_id, rows in frozen.coverage.items():
             self._coverage[account_id] = list(rows)
+        for f in frozen.fsa:
+            self._fsa[(f.account_id, f.plan_year, f.account_type)] = f
         for p, snapshot in frozen.partitions:
             self._partitions[p] = snapshot
         for d in batch.discrepancies_opened:
@@ -242,6 +246,9 @@ class MemoryStore:
                        r.account_id, r.effective_on, r.occurred_at, r.recorded_at, r.body, r.body_hash, h)
             for i, (r, h) in enumerate(zip(self.archive, self.chain, strict=True), start=1)
         ), self._chain_heads)
+
+    def fsa_accounts(self, account_id: str) -> list[FsaRow]:
+        return [r for k, r in sorted(self._fsa.items()) if k[0] == account_id]
 
     def payer_unapplied(self) -> dict[str, int]:
         return {p: c for p, c in sorted(self._payer_unapplied.items()) if c}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
+from processor.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 
 
@@ -62,11 +63,17 @@ class PositionAdvance:
     dead_lettered: int
 
 
+# Which topic the relay sends an outbox row to (names of TopicSettings fields, not topic names).
+DISCREPANCIES_STREAM = "discrepancies"
+CLAIMS_STREAM = "claims"
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     event_id: str
     key: str
     body: bytes
+    stream: str = DISCREPANCIES_STREAM
 
 
 @dataclass(slots=True)
@@ -119,6 +126,7 @@ class FrozenState:
     months: list[MonthRow]
     coverage: dict[str, list[CoverageRow]]  # accounts whose coverage rows are rewritten
     partitions: list[tuple[int, bytes]]
+    fsa: list[FsaRow] = field(default_factory=list)  # every FSA account of the accounts whose FSA moved
 
 
 @dataclass(slots=True)
@@ -129,6 +137,7 @@ class BatchWrite:
     accounts: dict[str, AccountState] = field(default_factory=dict)
     dirty_months: dict[str, set[str]] = field(default_factory=dict)
     coverage_changed: set[str] = field(default_factory=set)
+    fsa_changed: set[str] = field(default_factory=set)
     partitions: dict[int, PartitionState] = field(default_factory=dict)
     discrepancies_opened: list[DiscrepancyRow] = field(default_factory=list)
     discrepancies_changed: list[DiscrepancyRow] = field(default_factory=list)
@@ -152,6 +161,7 @@ class BatchWrite:
                 months=months,
                 coverage={a: coverage_rows(self.accounts[a]) for a in self.coverage_changed},
                 partitions=[(p, encode_state(st)) for p, st in self.partitions.items()],
+                fsa=[row for a in sorted(self.fsa_changed) for row in fsa_rows(self.accounts[a])],
             )
         return self.frozen
 
@@ -186,6 +196,23 @@ class CoverageRow:
     end_on: date | None
     agency_id: str
     event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FsaRow:
+    """One flexible spending account of one plan year (projection ``fsa_account``)."""
+
+    account_id: str
+    member_id: str
+    plan_year: int
+    account_type: str
+    election_cents: int
+    contributed_cents: int
+    reimbursed_cents: int
+    carryover_in_cents: int
+    carryover_out_cents: int
+    available_cents: int
+    closed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +269,21 @@ def month_rows(account: AccountState, keys: set[str] | None = None) -> list[Mont
     return rows
 
 
+def fsa_rows(account: AccountState) -> list[FsaRow]:
+    """Projection rows of an account's flexible spending accounts, by plan year and account type."""
+    if account.fsa is None:
+        return []
+    return [
+        FsaRow(
+            account_id=account.account_id, member_id=y.member_id, plan_year=y.plan_year,
+            account_type=y.account_type, election_cents=y.election_cents, contributed_cents=y.contributed_cents,
+            reimbursed_cents=y.reimbursed_cents, carryover_in_cents=y.carryover_in_cents,
+            carryover_out_cents=y.carryover_out_cents, available_cents=available_cents(y), closed=y.closed,
+        )
+        for y in sorted(account.fsa.years.values(), key=lambda y: (y.plan_year, y.account_type))
+    ]
+
+
 def coverage_rows(account: AccountState) -> list[CoverageRow]:
     return [
         CoverageRow(
@@ -285,3 +327,4 @@ class LedgerStore(Protocol):
     def archive_count(self) -> int: ...
     def dead_letters(self, limit: int = 1000) -> list[DeadLetterRow]: ...
     def payer_unapplied(self) -> dict[str, int]: ...
+    def fsa_accounts(self, account_id: str) -> list[FsaRow]: ...

@@ -27,6 +27,7 @@ from projections.model import (
     CoverageRow,
     DeadLetterRow,
     DiscrepancyRow,
+    FsaRow,
     MonthRow,
     OutboxRow,
     PositionConflict,
@@ -152,7 +153,23 @@ UPDATE discrepancy SET status = %s, resolved_by = %s, resolved_recorded_at = %s
 WHERE discrepancy_id = %s
 """
 
-_INSERT_OUTBOX = "INSERT INTO outbox (event_id, key, body) VALUES (%s, %s, %s)"
+_INSERT_OUTBOX = "INSERT INTO outbox (event_id, key, body, stream) VALUES (%s, %s, %s, %s)"
+
+_FSA_COLUMNS = (
+    "account_id, member_id, plan_year, account_type, election_cents, contributed_cents, reimbursed_cents,"
+    " carryover_in_cents, carryover_out_cents, available_cents, closed"
+)
+
+_UPSERT_FSA = f"""
+INSERT INTO fsa_account ({_FSA_COLUMNS})
+SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[],
+                     %b::bigint[], %b::bigint[], %b::bigint[], %b::bool[])
+ON CONFLICT (account_id, plan_year, account_type) DO UPDATE SET
+    member_id = excluded.member_id, election_cents = excluded.election_cents,
+    contributed_cents = excluded.contributed_cents, reimbursed_cents = excluded.reimbursed_cents,
+    carryover_in_cents = excluded.carryover_in_cents, carryover_out_cents = excluded.carryover_out_cents,
+    available_cents = excluded.available_cents, closed = excluded.closed
+"""
 
 _ADD_PAYER_UNAPPLIED = """
 INSERT INTO payer_unapplied AS p (payer_id, unapplied_cents)
@@ -408,7 +425,7 @@ class PostgresStore:
                     cur.execute(_UPSERT_PARTITION, (p, part_bytes))
                 self._write_discrepancies(cur, batch)
                 if batch.outbox:
-                    cur.executemany(_INSERT_OUTBOX, [(o.event_id, o.key, o.body) for o in batch.outbox])
+                    cur.executemany(_INSERT_OUTBOX, [(o.event_id, o.key, o.body, o.stream) for o in batch.outbox])
                 deltas = [(p, d) for p, d in batch.payer_unapplied_delta.items() if d]
                 if deltas:
                     cur.execute(_ADD_PAYER_UNAPPLIED, ([p for p, _ in deltas], [d for _, d in deltas]))
@@ -454,6 +471,14 @@ class PostgresStore:
                 [c.begin_on for _, c in coverage], [c.end_on for _, c in coverage],
                 [c.agency_id for _, c in coverage], [c.event_id for _, c in coverage],
             ))  # fmt: skip
+        fsa = frozen.fsa
+        if fsa:
+            cur.execute(_UPSERT_FSA, (
+                [f.account_id for f in fsa], [f.member_id for f in fsa], [f.plan_year for f in fsa],
+                [f.account_type for f in fsa], [f.election_cents for f in fsa], [f.contributed_cents for f in fsa],
+                [f.reimbursed_cents for f in fsa], [f.carryover_in_cents for f in fsa],
+                [f.carryover_out_cents for f in fsa], [f.available_cents for f in fsa], [f.closed for f in fsa],
+            ))  # fmt: skip
 
     @staticmethod
     def _write_discrepancies(cur: psycopg.Cursor[tuple[Any, ...]], batch: BatchWrite) -> None:
@@ -480,11 +505,11 @@ class PostgresStore:
         """Unpublished outbox rows, oldest first."""
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT seq, event_id, key, body FROM outbox WHERE published_at IS NULL"
+                "SELECT seq, event_id, key, body, stream FROM outbox WHERE published_at IS NULL"
                 " ORDER BY seq LIMIT %s",
                 (limit,),
             ).fetchall()
-        return [(seq, OutboxRow(event_id=e, key=k, body=bytes(b))) for seq, e, k, b in rows]
+        return [(seq, OutboxRow(event_id=e, key=k, body=bytes(b), stream=st)) for seq, e, k, b, st in rows]
 
     def mark_published(self, seqs: list[int]) -> None:
         """Mark outbox rows as published (already published rows keep their first time)."""
@@ -633,6 +658,15 @@ class PostgresStore:
                 )
             heads = {int(p): bytes(h) for p, h in conn.execute("SELECT partition, chain_hash FROM archive_chain_head")}
         return check_heads(report, heads)
+
+    def fsa_accounts(self, account_id: str) -> list[FsaRow]:
+        """The account's flexible spending accounts by plan year and account type."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT {_FSA_COLUMNS} FROM fsa_account WHERE account_id = %s ORDER BY plan_year, account_type",
+                (account_id,),
+            ).fetchall()
+        return [FsaRow(*r) for r in rows]
 
     def payer_unapplied(self) -> dict[str, int]:
         """Unapplied cash per payer, non-zero only, by payer id."""

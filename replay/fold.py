@@ -28,7 +28,7 @@ from processor.fold import (
 )
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
-from projections.model import CoverageRow, DiscrepancyRow, MonthRow, coverage_rows, month_rows
+from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow, coverage_rows, fsa_rows, month_rows
 from replay.archive import ArchivedEvent
 
 
@@ -63,6 +63,10 @@ class ReplayResult:
         """Coverage rows per account, in the fold's segment order (the live ``segment`` column)."""
         return {a.account_id: coverage_rows(a) for a in self.accounts.values() if a.coverages}
 
+    def fsa_rows(self) -> list[FsaRow]:
+        """The fsa_account projection rows (derived from the account state, as the store's batches are)."""
+        return [row for a in self.accounts.values() for row in fsa_rows(a)]
+
     def payer_cash(self) -> dict[str, int]:
         """Unapplied cash per payer, non-zero only (as ``LedgerStore.payer_unapplied``)."""
         return {p: c for p, c in sorted(self.payer_unapplied.items()) if c}
@@ -76,13 +80,18 @@ class Replayer:
         self.strict = strict
         self.result = ReplayResult()
         self._by_partition: dict[int, dict[str, AccountState]] = {}
+        self._parts: dict[int, PartitionState] = {}
 
     def apply(self, row: ArchivedEvent) -> None:
         event = codec.decode_input(row.body)
         res = self.result
-        part = res.partitions.get(row.partition)
+        part = self._parts.get(row.partition)
         if part is None:
-            part = res.partitions[row.partition] = PartitionState(partition=row.partition)
+            part = self._parts[row.partition] = PartitionState(partition=row.partition)
+        if type(event).BROADCAST:
+            # the live batch stores a partition's state only once a broadcast event changed it, so a
+            # partition that saw account events alone (FSA events, say) has no partition_state row
+            res.partitions[row.partition] = part
         try:
             if isinstance(event, RatePublished):
                 candidates = list(self._by_partition.get(row.partition, {}).values())

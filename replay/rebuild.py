@@ -40,13 +40,13 @@ _ARCHIVE_COLS = (
 _COPIED = (
     ("positions", "log_id, topic, partition, next_offset, applied, duplicates, dead_lettered, updated_at", False),
     ("dead_letter", 'seq, log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at', True),
-    ("outbox", "seq, event_id, key, body, published_at", True),
+    ("outbox", "seq, event_id, key, body, stream, published_at", True),
     ("archive_chain_head", "partition, chain_hash", False),
 )
 # Every live table, locked against writes for the switch.
 _TABLES = (
     "positions", "archive", "archive_chain_head", "dead_letter", "outbox", "account_snapshot",
-    "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied",
+    "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied", "fsa_account",
 )
 
 
@@ -84,6 +84,7 @@ def _write_state(store: PostgresStore, replayer: Replayer, written_cash: dict[st
         accounts=dict(res.accounts),
         dirty_months={a: set(s.months) for a, s in res.accounts.items()},
         coverage_changed=set(res.accounts),
+        fsa_changed={a for a, s in res.accounts.items() if s.fsa is not None},
         partitions=dict(res.partitions),
         discrepancies_opened=list(res.discrepancies.values()),
         payer_unapplied_delta={p: c - written_cash.get(p, 0) for p, c in res.payer_unapplied.items()},

@@ -16,7 +16,7 @@ import psycopg
 
 from processor.settings import PlanSettings
 from processor.state import decode_account, decode_partition
-from projections.model import CoverageRow, DiscrepancyRow, MonthRow
+from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow
 from projections.postgres import MONTH_COLUMNS
 from replay.archive import connect, read_archive
 from replay.fold import ReplayError, ReplayResult, replay
@@ -123,9 +123,15 @@ def load_live(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, dict[Hasha
     partitions = {
         int(r[0]): decode_partition(bytes(r[1])) for r in conn.execute("SELECT partition, state FROM partition_state")
     }
+    fsa = {
+        (r[0], r[2], r[3]): FsaRow(*r) for r in conn.execute(
+            "SELECT account_id, member_id, plan_year, account_type, election_cents, contributed_cents,"
+            " reimbursed_cents, carryover_in_cents, carryover_out_cents, available_cents, closed FROM fsa_account"
+        )
+    }
     return {"member_month": dict(months), "member_coverage": dict(coverage), "discrepancy": dict(discrepancies),
             "payer_unapplied": dict(payers), "account_snapshot": dict(accounts),
-            "partition_state": dict(partitions)}
+            "partition_state": dict(partitions), "fsa_account": dict(fsa)}
 
 
 def replayed_tables(res: ReplayResult) -> dict[str, dict[Hashable, Any]]:
@@ -138,8 +144,10 @@ def replayed_tables(res: ReplayResult) -> dict[str, dict[Hashable, Any]]:
     payers: dict[Hashable, Any] = {k: v for k, v in res.payer_cash().items()}
     accounts: dict[Hashable, Any] = {a: (s.partition, s) for a, s in res.accounts.items()}
     partitions: dict[Hashable, Any] = {k: v for k, v in res.partitions.items()}
+    fsa: dict[Hashable, Any] = {(f.account_id, f.plan_year, f.account_type): f for f in res.fsa_rows()}
     return {"member_month": months, "member_coverage": coverage, "discrepancy": discrepancies,
-            "payer_unapplied": payers, "account_snapshot": accounts, "partition_state": partitions}
+            "payer_unapplied": payers, "account_snapshot": accounts, "partition_state": partitions,
+            "fsa_account": fsa}
 
 
 def verify_connection(
@@ -163,7 +171,7 @@ def verify_connection(
     report.events_replayed = res.events_replayed
     live = load_live(conn)
     mine = replayed_tables(res)
-    for table in ("member_month", "member_coverage", "payer_unapplied", "partition_state"):
+    for table in ("member_month", "member_coverage", "payer_unapplied", "partition_state", "fsa_account"):
         compare(report, table, live[table], mine[table])
     compare(report, "discrepancy", live["discrepancy"], mine["discrepancy"],
             equal=lambda a, b: _discrepancy_key(a) == _discrepancy_key(b))

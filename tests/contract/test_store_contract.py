@@ -17,6 +17,8 @@ from processor.state import (
     AccountState,
     BillLine,
     CoverageSegment,
+    FsaState,
+    FsaYear,
     MonthState,
     PartitionState,
     PaymentLine,
@@ -25,6 +27,8 @@ from processor.state import (
 )
 from projections.memory import MemoryStore
 from projections.model import (
+    CLAIMS_STREAM,
+    DISCREPANCIES_STREAM,
     ArchiveRow,
     BatchWrite,
     DeadLetterRow,
@@ -854,3 +858,47 @@ def test_migrations_land_in_the_schema_on_the_search_path(pg_dsn: str) -> None:
             " WHERE table_schema IN ('rebuild', 'public') GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert tables[0][0] == "public" and tables[0][1] == tables[1][1] and tables[1][0] == "rebuild"
+
+
+# ---------------------------------------------------------------------------------------------
+# Flexible spending accounts (issue 8)
+
+
+def _fsa_account(account_id: str, reimbursed: int) -> AccountState:
+    state = AccountState(account_id=account_id, partition=0)
+    state.fsa = FsaState(years={
+        "2026|health": FsaYear(plan_year=2026, account_type="health", member_id=account_id, election_cents=240_000,
+                               elected=True, reimbursed_cents=reimbursed),
+        "2026|dependent_care": FsaYear(plan_year=2026, account_type="dependent_care", member_id=account_id,
+                                       election_cents=500_000, elected=True, contributed_cents=19_231,
+                                       reimbursed_cents=19_231),
+    })
+    return state
+
+
+def test_fsa_accounts_are_projected_only_when_the_batch_says_they_moved(store: LedgerStore) -> None:
+    store.commit_batch(BatchWrite(accounts={"F1": _fsa_account("F1", 150_000)}, fsa_changed={"F1"},
+                                  positions=[advance(None, 1)]))
+    rows = store.fsa_accounts("F1")
+    assert [(r.plan_year, r.account_type, r.election_cents, r.contributed_cents, r.reimbursed_cents,
+             r.available_cents, r.closed) for r in rows] == [
+        (2026, "dependent_care", 500_000, 19_231, 19_231, 0, False),
+        (2026, "health", 240_000, 0, 150_000, 90_000, False),
+    ]
+    # a snapshot write without fsa_changed leaves the rows; with it they are replaced (upsert)
+    store.commit_batch(BatchWrite(accounts={"F1": _fsa_account("F1", 200_000)}, positions=[advance(1, 2)]))
+    assert store.fsa_accounts("F1") == rows
+    store.commit_batch(BatchWrite(accounts={"F1": _fsa_account("F1", 200_000)}, fsa_changed={"F1"},
+                                  positions=[advance(2, 3)]))
+    health = [r for r in store.fsa_accounts("F1") if r.account_type == "health"]
+    assert [(r.reimbursed_cents, r.available_cents) for r in health] == [(200_000, 40_000)]
+    assert store.fsa_accounts("nobody") == []
+    assert store.load_accounts(["F1"])["F1"].fsa == _fsa_account("F1", 200_000).fsa
+
+
+def test_outbox_rows_keep_their_stream(store: LedgerStore) -> None:
+    rows = [OutboxRow(event_id="d1:opened", key="A1", body=b"{}"),
+            OutboxRow(event_id="c1:adjudicated", key="A1", body=b"{}", stream=CLAIMS_STREAM)]
+    store.commit_batch(BatchWrite(outbox=rows, positions=[advance(None, 1)]))
+    assert [(r.event_id, r.stream) for _, r in store.outbox_pending(10)] == [
+        ("d1:opened", DISCREPANCIES_STREAM), ("c1:adjudicated", CLAIMS_STREAM)]

@@ -27,6 +27,10 @@ from events.types import (
     DiscrepancyOpened,
     DiscrepancySuperseded,
     EnrollmentChanged,
+    FsaClaimAdjudicated,
+    FsaClaimSubmitted,
+    FsaContributionReceived,
+    FsaElectionMade,
     InputEvent,
     PaymentReceived,
     PaymentReversed,
@@ -45,6 +49,7 @@ from processor.fold import (
 )
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState, month_key
+from projections.model import fsa_rows
 
 HERE = Path(__file__).parent
 SCENARIOS = sorted(HERE.glob("*.yaml"))
@@ -99,6 +104,7 @@ class Book:
     superseded: list[tuple[str, str, str]] = field(default_factory=list)
     unapplied: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # event id -> reason
+    claims: dict[str, FsaClaimAdjudicated] = field(default_factory=dict)  # claim id -> adjudication
 
     def account(self, account_id: str) -> AccountState:
         if account_id not in self.accounts:
@@ -128,6 +134,8 @@ class Book:
                     self.changed.append((e.account_id, e.kind, e.previous_actual_cents, e.actual_cents))
                 elif isinstance(e, DiscrepancySuperseded):
                     self.superseded.append((e.account_id, e.kind, e.discrepancy_id))
+                elif isinstance(e, FsaClaimAdjudicated):
+                    self.claims[e.claim_id] = e
                 else:
                     self.resolved.append((e.account_id, e.kind, e.discrepancy_id))
             for payer, delta in out.payer_unapplied_delta.items():
@@ -223,6 +231,30 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
     elif kind == "day":
         d = day(f.pop("date"), w)
         event = DayClosed(**common, account_id=BROADCAST_ACCOUNT, effective_on=d, business_date=d)
+    elif kind == "elect":
+        year = int(f.pop("year"))
+        event = FsaElectionMade(
+            **common, account_id=account, effective_on=day(f.pop("effective", date(year, 1, 1)), w),
+            election_id=str(f.pop("election", f"EL-{event_id}")), member_id=str(f.pop("member", account)),
+            plan_year=year, account_type=f.pop("type", "health"), election_cents=cents(f.pop("amount"), w),
+            tax_filing_status=f.pop("filing", None),
+        )
+    elif kind == "contribute":
+        event = FsaContributionReceived(
+            **common, account_id=account, effective_on=day(f.pop("paid"), w),
+            contribution_id=str(f.pop("contribution", f"FC-{event_id}")), plan_year=int(f.pop("year")),
+            account_type=f.pop("type", "dependent_care"), amount_cents=cents(f.pop("amount"), w),
+            payer_id=str(f.pop("payer", agency)),
+        )
+    elif kind == "claim":
+        service = day(f.pop("service"), w)
+        year_raw = f.pop("year", None)
+        event = FsaClaimSubmitted(
+            **common, account_id=account, effective_on=day(f.pop("submitted", service), w),
+            claim_id=str(f.pop("claim", event_id)), account_type=f.pop("type", "health"), service_date=service,
+            amount_cents=cents(f.pop("amount"), w), plan_year=None if year_raw is None else int(year_raw),
+            description=str(f.pop("description", "")),
+        )
     else:
         raise ScenarioError(f"{where}: unknown event type {kind!r}")
     if f:
@@ -315,6 +347,41 @@ def check(spec: dict[str, Any], book: Any, where: str) -> None:
     for causes in expect.get("causes", []):
         d = next(d for st in book.accounts.values() for d in st.open.values() if d.kind == causes["kind"])
         assert set(causes["include"]) <= set(d.cause_event_ids), f"{where}: causes {d.cause_event_ids}"
+    _check_fsa(expect, book, where)
+
+
+def _check_fsa(expect: dict[str, Any], book: Book, where: str) -> None:
+    """``claims``: every adjudicated claim, exactly; ``fsa``: balances of the FSA accounts named."""
+    wanted_claims = {str(c["claim"]): c for c in expect.get("claims", [])}
+    assert sorted(book.claims) == sorted(wanted_claims), f"{where}: adjudicated claims differ: {sorted(book.claims)}"
+    for claim_id, c in wanted_claims.items():
+        got = book.claims[claim_id]
+        w = f"{where} claims.{claim_id}"
+        assert got.decision == c["decision"], f"{w}: decision {got.decision} ({got.reason})"
+        assert got.approved_cents == cents(c["approved"], w), f"{w}: approved {got.approved_cents} ({got.reason})"
+        if "year" in c:
+            assert got.plan_year == int(c["year"]), f"{w}: plan year {got.plan_year}"
+        if "reason_contains" in c:
+            assert c["reason_contains"] in got.reason, f"{w}: reason {got.reason!r}"
+        if "available_after" in c:
+            assert got.available_after_cents == cents(c["available_after"], w), f"{w}: {got.available_after_cents}"
+    for entry in expect.get("fsa", []):
+        account_id = str(entry.get("account", DEFAULT_ACCOUNT))
+        rows = {(r.plan_year, r.account_type): r for r in fsa_rows(book.account(account_id))}
+        key = (int(entry["year"]), str(entry.get("type", "health")))
+        w = f"{where} fsa {account_id} {key}"
+        assert key in rows, f"{w}: no such FSA account; have {sorted(rows)}"
+        row = rows[key]
+        for name, want in entry.items():
+            if name in ("account", "year", "type"):
+                continue
+            if name == "closed":
+                assert row.closed is bool(want), f"{w}: closed {row.closed}"
+                continue
+            column = f"{name}_cents"
+            if not hasattr(row, column):
+                raise ScenarioError(f"{w}: unknown fsa field {name!r}")
+            assert getattr(row, column) == cents(want, w), f"{w}: {name} {getattr(row, column)}"
 
 
 def _actor_of(open_now: list[tuple[Any, ...]], kind: str) -> str:

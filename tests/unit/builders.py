@@ -16,6 +16,9 @@ from events.types import (
     DiscrepancyResolved,
     EnrollmentChanged,
     Event,
+    FsaClaimSubmitted,
+    FsaContributionReceived,
+    FsaElectionMade,
     InputEvent,
     PaymentReceived,
     PaymentReversed,
@@ -123,6 +126,42 @@ def day(business_date: date, *, event_id: str | None = None) -> DayClosed:
     )
 
 
+def elect(
+    election: int, *, year: int = 2026, account_type: str = "health", event_id: str | None = None,
+    account: str = ACCOUNT, on: date | None = None, election_id: str | None = None, filing: str | None = None,
+) -> FsaElectionMade:
+    eid = event_id or _eid("fsa-elect")
+    return FsaElectionMade(
+        event_id=eid, account_id=account, effective_on=on or date(year, 1, 1), occurred_at=T0,
+        election_id=election_id or f"EL-{eid}", member_id=account, plan_year=year,
+        account_type=account_type, election_cents=election, tax_filing_status=filing,  # type: ignore[arg-type]
+    )
+
+
+def contribute(
+    amount: int, *, on: date, year: int = 2026, account_type: str = "dependent_care", event_id: str | None = None,
+    account: str = ACCOUNT, contribution_id: str | None = None,
+) -> FsaContributionReceived:
+    eid = event_id or _eid("fsa-contrib")
+    return FsaContributionReceived(
+        event_id=eid, account_id=account, effective_on=on, occurred_at=T0,
+        contribution_id=contribution_id or f"C-{eid}", plan_year=year, account_type=account_type,  # type: ignore[arg-type]
+        amount_cents=amount, payer_id=AGENCY,
+    )
+
+
+def claim(
+    amount: int, *, service: date, submitted: date | None = None, account_type: str = "health",
+    year: int | None = None, event_id: str | None = None, account: str = ACCOUNT, claim_id: str | None = None,
+) -> FsaClaimSubmitted:
+    eid = event_id or _eid("fsa-claim")
+    return FsaClaimSubmitted(
+        event_id=eid, account_id=account, effective_on=submitted or service, occurred_at=T0,
+        claim_id=claim_id or f"CL-{eid}", account_type=account_type, service_date=service,  # type: ignore[arg-type]
+        amount_cents=amount, plan_year=year, description="office visit",
+    )
+
+
 @dataclass
 class Ledger:
     """Folds events with the pure functions, the way the processor does, for one partition."""
@@ -195,6 +234,9 @@ TOPIC_OF = {
     "billing_cycle_closed": TOPICS.control,
     "refund_issued": TOPICS.payments,
     "remittance_received": TOPICS.payments,
+    "fsa_election_made": TOPICS.fsa,
+    "fsa_contribution_received": TOPICS.fsa,
+    "fsa_claim_submitted": TOPICS.fsa,
 }
 HOME = partition_for(ACCOUNT.encode(), PARTITIONS)
 

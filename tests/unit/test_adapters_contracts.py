@@ -34,5 +34,8 @@ def test_asyncapi_topics_carry_the_types_the_processor_accepts() -> None:
         assert {r["$ref"].rsplit("/", 1)[1] for r in refs} == set(tags)
     assert set(channels) == set(topics.model_dump().values())
     outputs = channels[topics.discrepancies]["subscribe"]["message"]["oneOf"]
-    assert {r["$ref"].rsplit("/", 1)[1] for r in outputs} == {tag_of(c) for c in OUTPUT_TYPES}
+    claims = channels[topics.claims]["subscribe"]["message"]["oneOf"]
+    assert {r["$ref"].rsplit("/", 1)[1] for r in claims} == {"fsa_claim_adjudicated"}
+    assert {r["$ref"].rsplit("/", 1)[1] for r in outputs} == {tag_of(c) for c in OUTPUT_TYPES} - {
+        "fsa_claim_adjudicated"}
     json.dumps(channels)

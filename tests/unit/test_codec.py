@@ -19,6 +19,7 @@ from events.types import (
     DiscrepancyResolved,
     DiscrepancySuperseded,
     Event,
+    FsaClaimAdjudicated,
     PaymentReceived,
     RefundIssued,
     RemittanceReceived,
@@ -29,7 +30,10 @@ from tests.unit.builders import (
     T0,
     adjust,
     bill,
+    claim,
+    contribute,
     day,
+    elect,
     enroll,
     pay,
     rate,
@@ -67,6 +71,11 @@ SAMPLES: list[Event] = [
     BillingCycleClosed(
         event_id="e-cycle", account_id="*", effective_on=JAN, occurred_at=T0, cycle_month=JAN,
     ),
+    elect(340_000, event_id="e-fsa-elect"),
+    elect(375_000, event_id="e-fsa-elect-mfs", account_type="dependent_care", filing="married_filing_separately"),
+    contribute(14_423, event_id="e-fsa-contrib", on=date(2026, 1, 15)),
+    claim(12_000, event_id="e-fsa-claim", service=date(2026, 2, 3), submitted=date(2026, 2, 10)),
+    claim(12_000, event_id="e-fsa-claim-year", service=date(2027, 3, 1), year=2026, account_type="dependent_care"),
 ]
 
 OUTPUT_SAMPLES: list[Event] = [
@@ -90,6 +99,12 @@ OUTPUT_SAMPLES: list[Event] = [
     DiscrepancyResolved(
         event_id="d1:resolved", account_id="M000001", effective_on=JAN, occurred_at=T0, discrepancy_id="d1",
         kind="underpaid", coverage_month=JAN, resolving_event_ids=("e-pay3",), explanation="paid",
+    ),
+    FsaClaimAdjudicated(
+        event_id="e-fsa-claim:adjudicated", account_id="M000001", effective_on=FEB, occurred_at=T0,
+        source="benefits-ledger", causation_id="e-fsa-claim", claim_id="CL-1", account_type="dependent_care",
+        plan_year=2026, decision="partially_approved", requested_cents=20_000, approved_cents=12_000,
+        reason="only $120.00 contributed", available_before_cents=12_000, available_after_cents=0,
     ),
 ]
 
@@ -195,6 +210,14 @@ FIELD_ERRORS: list[tuple[str, Event, dict[str, Any], str]] = [
     ("bill on broadcast id", bill(100), {"account_id": "*"}, "account_id"),
     ("rate on an account", rate(1000), {"account_id": "M000001"}, "account_id"),
     ("day closed on an account", day(date(2026, 1, 31)), {"account_id": "M000001"}, "account_id"),
+    ("negative FSA election", elect(100), {"election_cents": -1}, "election_cents"),
+    ("FSA election plan year not a year", elect(100), {"plan_year": 26}, "plan_year"),
+    ("unknown FSA account type", elect(100), {"account_type": "limited_purpose"}, "account_type"),
+    ("unknown tax filing status", elect(100), {"tax_filing_status": "mfs"}, "tax_filing_status"),
+    ("FSA contribution zero", contribute(100, on=JAN), {"amount_cents": 0}, "amount_cents"),
+    ("FSA claim negative", claim(100, service=JAN), {"amount_cents": -100}, "amount_cents"),
+    ("FSA claim without service date", claim(100, service=JAN), {"service_date": _DELETE}, "service_date"),
+    ("FSA claim plan year out of range", claim(100, service=JAN), {"plan_year": 10_000}, "plan_year"),
     ("missing type tag", pay(100), {"type": _DELETE}, "type"),
     ("unknown type tag", pay(100), {"type": "payment_teleported"}, "type"),
 ]

@@ -1,0 +1,299 @@
+"""Flexible spending accounts: elections, payroll contributions and claims. Pure: no I/O, clock or logging.
+
+The rules (DOMAIN.md; limits and plan choices in ``PlanSettings.fsa``):
+
+- An election is checked against the plan's limit (health, dependent care, dependent care married filing
+  separately). A later election for the same plan year and account type replaces the earlier one; it may
+  not go below what was already reimbursed.
+- Health FSA, uniform coverage: available = election + carryover in - approved so far, from the first day.
+- Dependent care: available = what has been contributed so far (at most the election) - reimbursed so far.
+- A claim's expense must be incurred (service date) within the plan year, or within its grace period when
+  the plan has one (health only), on or after participation began, and not after the claim was submitted.
+- A claim must be submitted (its ``effective_on``: the day the plan received it, never the wall clock) no
+  later than ``run_out_days`` after the last day expenses of its plan year may be incurred.
+- Carryover (health, ``health_year_end = "carryover"``): a plan year closes on the first FSA event of the
+  account dated (``effective_on``) after its run-out deadline; its unused balance, up to
+  ``health_carryover_max_cents``, then becomes available in the next plan year and the rest is forfeited.
+  Closing depends only on folded events, so live processing and replay agree. A claim for a closed year
+  is denied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from events.types import FsaClaimAdjudicated, FsaClaimSubmitted, FsaContributionReceived, FsaElectionMade
+from processor.fold import LEDGER_SOURCE, Outcome, Rejected, cents
+from processor.settings import FsaSettings, PlanSettings
+from processor.state import AccountState, FsaClaim, FsaState, FsaYear, fsa_key
+
+FsaEvent = FsaElectionMade | FsaContributionReceived | FsaClaimSubmitted
+
+ACCOUNT_NAMES = {"health": "health FSA", "dependent_care": "dependent-care FSA"}
+
+
+@dataclass(frozen=True, slots=True)
+class Adjudication:
+    plan_year: int
+    decision: str  # approved | partially_approved | denied
+    approved_cents: int
+    reason: str
+    available_before_cents: int
+    available_after_cents: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Calendar of a plan year
+
+
+def _add_months(first: date, months: int) -> date:
+    """The first of the month ``months`` after ``first`` (a first of a month)."""
+    index = first.year * 12 + first.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def plan_year_of(day: date, s: FsaSettings) -> int:
+    """Plan years are named by the calendar year they start in."""
+    return day.year if day.month >= s.plan_year_start_month else day.year - 1
+
+
+def plan_year_start(year: int, s: FsaSettings) -> date:
+    return date(year, s.plan_year_start_month, 1)
+
+
+def plan_year_end(year: int, s: FsaSettings) -> date:
+    return plan_year_start(year + 1, s) - timedelta(days=1)
+
+
+def has_grace_period(account_type: str, s: FsaSettings) -> bool:
+    return account_type == "health" and s.health_year_end == "grace_period"
+
+
+def incurred_through(year: int, account_type: str, s: FsaSettings) -> date:
+    """The last service date the plan year pays for: its last day, or the end of its grace period."""
+    if not has_grace_period(account_type, s):
+        return plan_year_end(year, s)
+    months, days = s.grace_period
+    return _add_months(plan_year_start(year + 1, s), months) + timedelta(days=days - 1)
+
+
+def claim_deadline(year: int, account_type: str, s: FsaSettings) -> date:
+    """The last day a claim for the plan year may be submitted: the run-out after ``incurred_through``."""
+    return incurred_through(year, account_type, s) + timedelta(days=s.run_out_days)
+
+
+def election_limit(account_type: str, filing_status: str | None, s: FsaSettings) -> tuple[int, str]:
+    """The largest election and the setting that sets it."""
+    if account_type == "health":
+        return s.health_limit_cents, "fsa.health_limit_cents"
+    if filing_status == "married_filing_separately":
+        return s.dependent_care_mfs_limit_cents, "fsa.dependent_care_mfs_limit_cents"
+    return s.dependent_care_limit_cents, "fsa.dependent_care_limit_cents"
+
+
+def available_cents(y: FsaYear) -> int:
+    """What a claim may still be paid from this account now."""
+    if y.closed:
+        return 0
+    if y.account_type == "health":
+        return y.election_cents + y.carryover_in_cents - y.reimbursed_cents
+    return min(y.contributed_cents, y.election_cents) - y.reimbursed_cents
+
+
+# ---------------------------------------------------------------------------------------------
+# Adjudication
+
+
+def claim_plan_year(claim: FsaClaimSubmitted, fsa: FsaState | None, s: FsaSettings) -> int:
+    """The claim's own plan year, else the plan year of its service date. A service date in the grace
+    period of the prior year is paid from the prior year first while that year still has a balance."""
+    if claim.plan_year is not None:
+        return claim.plan_year
+    year = plan_year_of(claim.service_date, s)
+    if has_grace_period(claim.account_type, s) and fsa is not None:
+        prior = fsa.years.get(fsa_key(year - 1, claim.account_type))
+        if (
+            prior is not None and available_cents(prior) > 0
+            and claim.service_date <= incurred_through(year - 1, claim.account_type, s)
+            and claim.effective_on <= claim_deadline(year - 1, claim.account_type, s)
+        ):
+            return year - 1
+    return year
+
+
+def adjudicate(claim: FsaClaimSubmitted, year: int, account: FsaYear | None, s: FsaSettings) -> Adjudication:
+    """Decide one claim against its plan year's account as it stands (None: no such account)."""
+    kind = ACCOUNT_NAMES[claim.account_type]
+    before = available_cents(account) if account is not None else 0
+
+    def denied(reason: str) -> Adjudication:
+        return Adjudication(year, "denied", 0, reason, before, before)
+
+    if account is None or (not account.elected and account.carryover_in_cents == 0):
+        return denied(f"no {kind} election for plan year {year}")
+    start, through = plan_year_start(year, s), incurred_through(year, claim.account_type, s)
+    if claim.service_date < start:
+        return denied(f"service date {claim.service_date} is before plan year {year} began on {start}")
+    if claim.service_date > through:
+        period = f"the grace period of plan year {year}" if has_grace_period(claim.account_type, s) else (
+            f"plan year {year}")
+        return denied(f"service date {claim.service_date} is after {period} ended on {through}")
+    if account.participation_from is not None and claim.service_date < account.participation_from:
+        return denied(f"service date {claim.service_date} is before participation began on"
+                      f" {account.participation_from}")
+    if claim.service_date > claim.effective_on:
+        return denied(f"service date {claim.service_date} is after the claim was submitted on"
+                      f" {claim.effective_on}: expenses are reimbursed once incurred")
+    deadline = claim_deadline(year, claim.account_type, s)
+    if claim.effective_on > deadline:
+        return denied(f"submitted {claim.effective_on}, after the run-out period for plan year {year} ended on"
+                      f" {deadline} ({s.run_out_days} days after {through})")
+    if account.closed:
+        return denied(f"plan year {year} is closed: its unused balance was carried over or forfeited")
+    requested = claim.amount_cents
+    if claim.account_type == "health":
+        funds = f"{cents(account.election_cents)} election"
+        if account.carryover_in_cents:
+            funds += f" + {cents(account.carryover_in_cents)} carried over"
+        basis = f"{funds}, {cents(account.reimbursed_cents)} already reimbursed"
+    else:
+        basis = (f"dependent-care claims are paid up to what has been contributed so far:"
+                 f" {cents(account.contributed_cents)} contributed of the {cents(account.election_cents)} election,"
+                 f" {cents(account.reimbursed_cents)} already reimbursed")
+    if before <= 0:
+        return denied(f"nothing available in the {kind} for {year} ({basis})")
+    if requested <= before:
+        return Adjudication(year, "approved", requested, f"approved in full; {cents(before - requested)} remains",
+                            before, before - requested)
+    return Adjudication(
+        year, "partially_approved", before,
+        f"{cents(before)} of {cents(requested)} approved: only {cents(before)} available ({basis})",
+        before, 0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The fold of FSA events (called by processor.fold.apply_account_event)
+
+
+def apply_fsa_event(account: AccountState, event: FsaEvent, plan: PlanSettings, out: Outcome) -> None:
+    """Fold one FSA event. Raises Rejected before changing anything if it cannot apply."""
+    s = plan.fsa
+    fsa = account.fsa
+    if isinstance(event, FsaElectionMade):
+        _check_election(fsa, event, s)
+    elif isinstance(event, FsaContributionReceived):
+        _check_contribution(fsa, event, s)
+    else:
+        _check_claim(fsa, event)
+    if fsa is None:
+        fsa = account.fsa = FsaState()
+    settle(fsa, event.effective_on, s)
+    out.fsa_changed = True
+    if isinstance(event, FsaElectionMade):
+        year = _year(fsa, event.plan_year, event.account_type, event.member_id)
+        first_day = max(event.effective_on, plan_year_start(event.plan_year, s))
+        if year.participation_from is None or first_day < year.participation_from:
+            year.participation_from = first_day
+        year.election_cents = event.election_cents
+        year.elected = True
+        year.election_event_id = event.event_id
+        year.member_id = event.member_id
+        year.tax_filing_status = event.tax_filing_status
+        fsa.election_ids[event.election_id] = event.event_id
+    elif isinstance(event, FsaContributionReceived):
+        fsa.years[fsa_key(event.plan_year, event.account_type)].contributed_cents += event.amount_cents
+        fsa.contribution_ids[event.contribution_id] = event.event_id
+    else:
+        year_no = claim_plan_year(event, fsa, s)
+        found = fsa.years.get(fsa_key(year_no, event.account_type))
+        decision = adjudicate(event, year_no, found, s)
+        if found is not None:
+            found.reimbursed_cents += decision.approved_cents
+        fsa.claims[event.claim_id] = FsaClaim(
+            claim_id=event.claim_id, event_id=event.event_id, plan_year=year_no, account_type=event.account_type,
+            requested_cents=event.amount_cents, approved_cents=decision.approved_cents, decision=decision.decision,
+        )
+        out.emitted.append(FsaClaimAdjudicated(
+            event_id=f"{event.event_id}:adjudicated", account_id=account.account_id,
+            effective_on=event.effective_on, occurred_at=event.occurred_at, source=LEDGER_SOURCE,
+            causation_id=event.event_id, claim_id=event.claim_id, account_type=event.account_type,
+            plan_year=year_no, decision=decision.decision,  # type: ignore[arg-type]
+            requested_cents=event.amount_cents, approved_cents=decision.approved_cents, reason=decision.reason,
+            available_before_cents=decision.available_before_cents,
+            available_after_cents=decision.available_after_cents,
+        ))
+
+
+def settle(fsa: FsaState, as_of: date, s: FsaSettings) -> None:
+    """Close, oldest first, every plan year whose run-out ended before ``as_of``; a health year's unused
+    balance up to the carryover limit moves to the next year (which may then close too)."""
+    while True:
+        due = [(y.plan_year, k) for k, y in fsa.years.items()
+               if not y.closed and as_of > claim_deadline(y.plan_year, y.account_type, s)]
+        if not due:
+            return
+        y = fsa.years[min(due)[1]]
+        unused = available_cents(y)
+        y.closed = True
+        if y.account_type == "health" and s.health_year_end == "carryover":
+            carry = min(unused, s.carryover_max_cents)
+            if carry > 0:
+                nxt = _year(fsa, y.plan_year + 1, "health", y.member_id)
+                nxt.carryover_in_cents += carry
+                y.carryover_out_cents = carry
+
+
+def _year(fsa: FsaState, plan_year: int, account_type: str, member_id: str) -> FsaYear:
+    key = fsa_key(plan_year, account_type)
+    year = fsa.years.get(key)
+    if year is None:
+        year = fsa.years[key] = FsaYear(plan_year=plan_year, account_type=account_type, member_id=member_id)
+    return year
+
+
+def _check_not_over(plan_year: int, account_type: str, on: date, s: FsaSettings, what: str) -> None:
+    deadline = claim_deadline(plan_year, account_type, s)
+    if on > deadline:
+        raise Rejected(f"{what} for plan year {plan_year} dated {on}: the plan year and its run-out ended on"
+                       f" {deadline}", field="plan_year")
+
+
+def _check_election(fsa: FsaState | None, e: FsaElectionMade, s: FsaSettings) -> None:
+    if fsa is not None and e.election_id in fsa.election_ids:
+        raise Rejected(f"election {e.election_id} is already recorded under event {fsa.election_ids[e.election_id]}",
+                       field="election_id")
+    limit, setting = election_limit(e.account_type, e.tax_filing_status, s)
+    if e.election_cents > limit:
+        status = " (married filing separately)" if setting.endswith("mfs_limit_cents") else ""
+        raise Rejected(f"election {cents(e.election_cents)} exceeds the plan's {ACCOUNT_NAMES[e.account_type]}"
+                       f" limit of {cents(limit)}{status} ({setting})", field="election_cents")
+    _check_not_over(e.plan_year, e.account_type, e.effective_on, s, "an election")
+    current = fsa.years.get(fsa_key(e.plan_year, e.account_type)) if fsa is not None else None
+    if current is not None:
+        if current.closed:
+            raise Rejected(f"plan year {e.plan_year} is closed", field="plan_year")
+        if e.election_cents < current.reimbursed_cents:
+            raise Rejected(f"election {cents(e.election_cents)} is below the {cents(current.reimbursed_cents)}"
+                           f" already reimbursed from the {ACCOUNT_NAMES[e.account_type]} for {e.plan_year}",
+                           field="election_cents")
+
+
+def _check_contribution(fsa: FsaState | None, c: FsaContributionReceived, s: FsaSettings) -> None:
+    if fsa is not None and c.contribution_id in fsa.contribution_ids:
+        raise Rejected(f"contribution {c.contribution_id} is already recorded under event"
+                       f" {fsa.contribution_ids[c.contribution_id]}", field="contribution_id")
+    year = fsa.years.get(fsa_key(c.plan_year, c.account_type)) if fsa is not None else None
+    if year is None or not year.elected:
+        raise Rejected(f"no {ACCOUNT_NAMES[c.account_type]} election for plan year {c.plan_year} to contribute to",
+                       field="plan_year")
+    _check_not_over(c.plan_year, c.account_type, c.effective_on, s, "a contribution")
+    if year.closed:
+        raise Rejected(f"plan year {c.plan_year} is closed", field="plan_year")
+
+
+def _check_claim(fsa: FsaState | None, c: FsaClaimSubmitted) -> None:
+    if fsa is not None and c.claim_id in fsa.claims:
+        raise Rejected(f"claim {c.claim_id} was already adjudicated (event {fsa.claims[c.claim_id].event_id})",
+                       field="claim_id")
