@@ -325,7 +325,8 @@ def test_demo_interrupted_with_sigint_exits_and_leaves_no_server_behind(tmp_path
         return not (running_child(children, "pg_ctl") or running_child(children, "initdb"))
 
     try:
-        run = run_cli(["demo", "--members", "2000", "--months", "12", "--json"], base_env(tmp_path), tmp_path,
+        # big enough that a slow, loaded machine still interrupts it mid-run rather than after it finished
+        run = run_cli(["demo", "--members", "10000", "--months", "12", "--json"], base_env(tmp_path), tmp_path,
                       timeout=120, interrupt_when=running)
         assert run.returncode == 130, (run.returncode, run.stderr[-2000:])
         assert "interrupted" in run.stderr
@@ -340,7 +341,8 @@ def test_demo_interrupted_while_postgres_starts_leaves_no_server_behind(tmp_path
         return bool(postmasters_for(tmp_path / "postgres"))
 
     try:
-        run = run_cli(["demo", "--members", "2000", "--months", "12", "--json"], base_env(tmp_path), tmp_path,
+        # big enough that a slow, loaded machine still interrupts it mid-run rather than after it finished
+        run = run_cli(["demo", "--members", "10000", "--months", "12", "--json"], base_env(tmp_path), tmp_path,
                       timeout=120, interrupt_when=postmaster_appeared)
         assert run.returncode == 130, (run.returncode, run.stderr[-2000:])
         assert_nothing_left(tmp_path, run, wait=5)
