@@ -18,6 +18,7 @@ from events import codec
 from events.types import (
     AdjustmentPosted,
     BillingCycleClosed,
+    CashApplied,
     DayClosed,
     EnrollmentChanged,
     Event,
@@ -43,7 +44,7 @@ def topic_for(event: Event, topics: TopicSettings) -> str:
         return topics.rates
     if isinstance(event, PremiumBilled | AdjustmentPosted):
         return topics.billing
-    if isinstance(event, PaymentReceived | PaymentReversed | RemittanceReceived | RefundIssued):
+    if isinstance(event, PaymentReceived | PaymentReversed | RemittanceReceived | RefundIssued | CashApplied):
         return topics.payments
     if isinstance(event, DayClosed | BillingCycleClosed):
         return topics.control

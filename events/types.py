@@ -176,6 +176,23 @@ class RefundIssued(Event, frozen=True, kw_only=True, tag="refund_issued"):
     coverage_month: date | None = None
 
 
+class CashApplied(Event, frozen=True, kw_only=True, tag="cash_applied"):
+    """Unapplied cash on this account applied, whole, to a member-month of this or another account.
+
+    ``payment_id`` is a payment the ledger holds unapplied (unmatched, after termination, or a
+    duplicate). The ledger releases it here and posts it on ``to_account_id`` as a
+    ``payment_received`` (event id ``<event_id>:payment``, payment id ``application_id``, caused by
+    this event), where it is matched like any payment.
+    """
+
+    application_id: str
+    payment_id: str
+    to_account_id: str
+    to_coverage_month: date
+    amount_cents: Cents
+    reason: str
+
+
 class AdjustmentPosted(Event, frozen=True, kw_only=True, tag="adjustment_posted"):
     """A correction to a month's billed amount (signed cents); never an edit of history."""
 
@@ -316,6 +333,7 @@ InputEvent = (
     | PaymentReceived
     | PaymentReversed
     | RefundIssued
+    | CashApplied
     | AdjustmentPosted
     | DayClosed
     | BillingCycleClosed
@@ -336,6 +354,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     PaymentReceived,
     PaymentReversed,
     RefundIssued,
+    CashApplied,
     AdjustmentPosted,
     DayClosed,
     BillingCycleClosed,

@@ -41,6 +41,7 @@ from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, PartitionState
 from projections.model import (
     CLAIMS_STREAM,
+    PAYMENTS_STREAM,
     ArchiveRow,
     BatchWrite,
     DeadLetterRow,
@@ -83,6 +84,7 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
     from events.types import (
         FSA_TYPES,
         AdjustmentPosted,
+        CashApplied,
         EnrollmentChanged,
         PaymentReceived,
         PaymentReversed,
@@ -97,6 +99,7 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
         topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
         topics.payments: frozenset({
             tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RemittanceReceived), tag_of(RefundIssued),
+            tag_of(CashApplied),
         }),
         topics.control: frozenset({tag_of(DayClosed), tag_of(BillingCycleClosed)}),
         topics.fsa: frozenset(tag_of(t) for t in FSA_TYPES),
@@ -366,6 +369,9 @@ class BatchProcessor:
         for payer, delta in out.payer_unapplied_delta.items():
             write.payer_unapplied_delta[payer] = write.payer_unapplied_delta.get(payer, 0) + delta
         opened_now = self._opened_in_batch
+        for payment in out.derived:  # cash applied elsewhere: the relay posts it on its payments topic
+            write.outbox.append(OutboxRow(event_id=payment.event_id, key=payment.account_id,
+                                          body=codec.encode(payment), stream=PAYMENTS_STREAM))
         for ev in out.emitted:
             result.emitted.append(ev)
             if isinstance(ev, FsaClaimAdjudicated):  # not a discrepancy: the relay sends it to the claims topic

@@ -17,6 +17,7 @@ from typing import Any
 from events.types import (
     AdjustmentPosted,
     BillingCycleClosed,
+    CashApplied,
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
@@ -41,6 +42,7 @@ from processor.state import (
     PAYMENT_APPLIED,
     PAYMENT_DUPLICATE,
     PAYMENT_HELD,
+    PAYMENT_MOVED,
     PAYMENT_REFUNDED,
     PAYMENT_REVERSED,
     UNAPPLIED_STATUSES,
@@ -81,6 +83,7 @@ class Outcome:
     emitted: list[OutputEvent] = field(default_factory=list)
     changed_discrepancies: list[OpenDiscrepancy] = field(default_factory=list)
     fsa_changed: bool = False  # the account's flexible spending accounts moved (projection fsa_account)
+    derived: list[PaymentReceived] = field(default_factory=list)  # payments the ledger posts (cash_applied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +326,8 @@ def apply_account_event(
         _reconcile(account, part, plan, key, event, out)
     elif isinstance(event, RefundIssued):
         _reconcile(account, part, plan, _apply_refund(account, event, out), event, out)
+    elif isinstance(event, CashApplied):
+        _reconcile(account, part, plan, _apply_cash(account, event, out), event, out)
     elif isinstance(event, AdjustmentPosted):
         if any(a.adjustment_id == event.adjustment_id for m in account.months.values() for a in m.adjustments):
             raise Rejected(f"adjustment {event.adjustment_id} is already posted", field="adjustment_id")
@@ -637,6 +642,39 @@ def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
         month.refunds.append(RefundLine(refund_id=e.refund_id, payee_id=e.payee_id, amount_cents=e.amount_cents,
                                         event_id=e.event_id))
     account.refund_ids.append(e.refund_id)
+    return key
+
+
+def _apply_cash(account: AccountState, e: CashApplied, out: Outcome) -> str:
+    """Release held cash from this account and derive the payment that posts it where it belongs;
+    checks everything before changing anything. Returns the key of the month the cash left."""
+    if e.application_id in account.application_ids:
+        raise Rejected(f"cash application {e.application_id} was already folded under another event id",
+                       field="application_id")
+    key = account.payment_months.get(e.payment_id)
+    if key is None:
+        raise Rejected(f"payment {e.payment_id} is unknown on account {account.account_id}", field="payment_id")
+    line = next(p for p in account.months[key].payments if p.payment_id == e.payment_id)
+    if line.status not in UNAPPLIED_STATUSES:
+        raise Rejected(f"payment {e.payment_id} is {line.status}, not unapplied cash", field="payment_id")
+    if e.amount_cents != line.amount_cents:
+        raise Rejected(f"unapplied payment {e.payment_id} of {cents(line.amount_cents)} is applied whole, not"
+                       f" {cents(e.amount_cents)}", field="amount_cents")
+    target = f"{e.to_account_id}/{e.to_coverage_month:%Y-%m}"
+    if e.to_account_id == account.account_id and key == month_key(e.to_coverage_month):
+        raise Rejected(f"payment {e.payment_id} is already on {target}", field="to_coverage_month")
+    line.status = PAYMENT_MOVED
+    line.moved_to = target
+    line.reversal_event_id = e.event_id
+    _delta(out, line.payer_id, -line.amount_cents)
+    account.application_ids.append(e.application_id)
+    out.derived.append(PaymentReceived(
+        event_id=f"{e.event_id}:payment", account_id=e.to_account_id, effective_on=e.effective_on,
+        occurred_at=e.occurred_at, source=LEDGER_SOURCE, causation_id=e.event_id,
+        payment_id=e.application_id, coverage_month=e.to_coverage_month, amount_cents=line.amount_cents,
+        method=line.method, payer_id=line.payer_id, remittance_id=line.remittance_id,  # type: ignore[arg-type]
+        tax_treatment=line.tax_treatment, pay_frequency=line.pay_frequency,  # type: ignore[arg-type]
+    ))
     return key
 
 

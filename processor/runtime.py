@@ -20,7 +20,14 @@ from events.publisher import SEQUENCE_HEADER
 from processor.batch import BatchProcessor, BatchResult, Record
 from processor.merge import StreamMerger
 from processor.settings import Settings
-from projections.model import CLAIMS_STREAM, DISCREPANCIES_STREAM, LedgerStore, LogTruncated, PositionConflict
+from projections.model import (
+    CLAIMS_STREAM,
+    DISCREPANCIES_STREAM,
+    PAYMENTS_STREAM,
+    LedgerStore,
+    LogTruncated,
+    PositionConflict,
+)
 
 log = logging.getLogger("benefits_ledger.processor")
 
@@ -310,7 +317,8 @@ class Relay:
     def topic_of(self, stream: str) -> str:
         """The topic of an outbox row's stream (a TopicSettings field name, as written by the batch)."""
         topics = self.settings.topics
-        by_stream = {DISCREPANCIES_STREAM: topics.discrepancies, CLAIMS_STREAM: topics.claims}
+        by_stream = {DISCREPANCIES_STREAM: topics.discrepancies, CLAIMS_STREAM: topics.claims,
+                     PAYMENTS_STREAM: topics.payments}
         if stream not in by_stream:
             raise ValueError(f"outbox row for unknown stream {stream!r}; known: {sorted(by_stream)}")
         return by_stream[stream]

@@ -62,6 +62,7 @@ PAYMENT_AFTER_TERM = "after_termination"
 PAYMENT_DUPLICATE = "duplicate"
 PAYMENT_REVERSED = "reversed"
 PAYMENT_REFUNDED = "refunded"  # held cash returned to the payer
+PAYMENT_MOVED = "moved"  # held cash applied to another month or account (cash_applied)
 UNAPPLIED_STATUSES = frozenset({PAYMENT_HELD, PAYMENT_AFTER_TERM, PAYMENT_DUPLICATE})
 
 
@@ -78,6 +79,7 @@ class PaymentLine(msgspec.Struct, kw_only=True):
     duplicate_of: str | None = None
     tax_treatment: str | None = None
     pay_frequency: str | None = None
+    moved_to: str | None = None  # "<account>/<YYYY-MM>" once cash_applied moved it there
 
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):
@@ -220,6 +222,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     open: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)  # by key
     payment_months: dict[str, str] = msgspec.field(default_factory=dict)  # payment_id -> month key
     refund_ids: list[str] = msgspec.field(default_factory=list)
+    application_ids: list[str] = msgspec.field(default_factory=list)  # cash_applied events folded here
     bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
     fsa: FsaState | None = None  # flexible spending accounts, once the member has any (older snapshots: None)

@@ -66,6 +66,7 @@ class PositionAdvance:
 # Which topic the relay sends an outbox row to (names of TopicSettings fields, not topic names).
 DISCREPANCIES_STREAM = "discrepancies"
 CLAIMS_STREAM = "claims"
+PAYMENTS_STREAM = "payments"  # payments the ledger posts itself (cash applied to another month or account)
 
 
 @dataclass(frozen=True, slots=True)

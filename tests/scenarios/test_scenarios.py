@@ -22,6 +22,7 @@ from events.types import (
     BROADCAST_ACCOUNT,
     AdjustmentPosted,
     BillingCycleClosed,
+    CashApplied,
     DayClosed,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
@@ -140,6 +141,9 @@ class Book:
                     self.resolved.append((e.account_id, e.kind, e.discrepancy_id))
             for payer, delta in out.payer_unapplied_delta.items():
                 self.unapplied[payer] = self.unapplied.get(payer, 0) + delta
+        for out in outcomes:
+            for derived in out.derived:  # what the relay publishes back to the payments topic
+                self.apply(derived)
 
 
 def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
@@ -217,6 +221,13 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "check"),
             reason=str(f.pop("reason", "refund")), payment_id=f.pop("payment", None),
             coverage_month=month(m_raw, w) if m_raw is not None else None,
+        )
+    elif kind == "apply":
+        event = CashApplied(
+            **common, account_id=account, effective_on=day(f.pop("effective", date(2026, 1, 1)), w),
+            application_id=str(f.pop("application", f"CA-{event_id}")), payment_id=str(f.pop("payment")),
+            to_account_id=str(f.pop("to_account", account)), to_coverage_month=month(f.pop("to_month"), w),
+            amount_cents=cents(f.pop("amount"), w), reason=str(f.pop("reason", "research")),
         )
     elif kind == "adjust":
         m = month(f.pop("month"), w)

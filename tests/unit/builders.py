@@ -233,6 +233,7 @@ TOPIC_OF = {
     "day_closed": TOPICS.control,
     "billing_cycle_closed": TOPICS.control,
     "refund_issued": TOPICS.payments,
+    "cash_applied": TOPICS.payments,
     "remittance_received": TOPICS.payments,
     "fsa_election_made": TOPICS.fsa,
     "fsa_contribution_received": TOPICS.fsa,

@@ -14,6 +14,7 @@ from events.types import (
     INPUT_TYPES,
     OUTPUT_TYPES,
     BillingCycleClosed,
+    CashApplied,
     DiscrepancyAmountChanged,
     DiscrepancyOpened,
     DiscrepancyResolved,
@@ -67,6 +68,11 @@ SAMPLES: list[Event] = [
         event_id="e-refund-credit", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF2",
         payee_id="M000001", amount_cents=1_500, method="ach", reason="credit on a closed account",
         coverage_month=JAN,
+    ),
+    CashApplied(
+        event_id="e-apply", account_id="X999", effective_on=JAN, occurred_at=T0, application_id="CA1",
+        payment_id="P-typo", to_account_id="M000001", to_coverage_month=JAN, amount_cents=78_412,
+        reason="member id typed wrong",
     ),
     BillingCycleClosed(
         event_id="e-cycle", account_id="*", effective_on=JAN, occurred_at=T0, cycle_month=JAN,
