@@ -30,6 +30,7 @@ from events.types import (
     PremiumBilled,
     RatePublished,
     RefundIssued,
+    RefundReturned,
     RemittanceReceived,
 )
 from processor.settings import TopicSettings
@@ -44,7 +45,9 @@ def topic_for(event: Event, topics: TopicSettings) -> str:
         return topics.rates
     if isinstance(event, PremiumBilled | AdjustmentPosted):
         return topics.billing
-    if isinstance(event, PaymentReceived | PaymentReversed | RemittanceReceived | RefundIssued | CashApplied):
+    if isinstance(
+        event, PaymentReceived | PaymentReversed | RemittanceReceived | RefundIssued | RefundReturned | CashApplied
+    ):
         return topics.payments
     if isinstance(event, DayClosed | BillingCycleClosed):
         return topics.control

@@ -176,6 +176,15 @@ class RefundIssued(Event, frozen=True, kw_only=True, tag="refund_issued"):
     coverage_month: date | None = None
 
 
+class RefundReturned(Event, frozen=True, kw_only=True, tag="refund_returned"):
+    """A refund that came back: a returned or voided check, a rejected ACH, or money the payee sent
+    back. Its amount is on the account again: a month's credit reappears, returned held cash is held
+    again."""
+
+    refund_id: str
+    reason: str
+
+
 class CashApplied(Event, frozen=True, kw_only=True, tag="cash_applied"):
     """Unapplied cash on this account applied, whole, to a member-month of this or another account.
 
@@ -333,6 +342,7 @@ InputEvent = (
     | PaymentReceived
     | PaymentReversed
     | RefundIssued
+    | RefundReturned
     | CashApplied
     | AdjustmentPosted
     | DayClosed
@@ -354,6 +364,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     PaymentReceived,
     PaymentReversed,
     RefundIssued,
+    RefundReturned,
     CashApplied,
     AdjustmentPosted,
     DayClosed,

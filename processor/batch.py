@@ -90,6 +90,7 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
         PaymentReversed,
         PremiumBilled,
         RefundIssued,
+        RefundReturned,
         RemittanceReceived,
     )
 
@@ -99,7 +100,7 @@ def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
         topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
         topics.payments: frozenset({
             tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RemittanceReceived), tag_of(RefundIssued),
-            tag_of(CashApplied),
+            tag_of(CashApplied), tag_of(RefundReturned),
         }),
         topics.control: frozenset({tag_of(DayClosed), tag_of(BillingCycleClosed)}),
         topics.fsa: frozenset(tag_of(t) for t in FSA_TYPES),

@@ -34,6 +34,7 @@ from events.types import (
     PremiumBilled,
     RatePublished,
     RefundIssued,
+    RefundReturned,
     RemittanceReceived,
 )
 from processor.settings import PlanSettings
@@ -326,6 +327,8 @@ def apply_account_event(
         _reconcile(account, part, plan, key, event, out)
     elif isinstance(event, RefundIssued):
         _reconcile(account, part, plan, _apply_refund(account, event, out), event, out)
+    elif isinstance(event, RefundReturned):
+        _reconcile(account, part, plan, _return_refund(account, event, out, plan), event, out)
     elif isinstance(event, CashApplied):
         _reconcile(account, part, plan, _apply_cash(account, event, out), event, out)
     elif isinstance(event, AdjustmentPosted):
@@ -626,7 +629,9 @@ def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
         if e.amount_cents != line.amount_cents:
             raise Rejected(f"held payment {e.payment_id} of {cents(line.amount_cents)} is returned whole, not"
                            f" {cents(e.amount_cents)}", field="amount_cents")
+        line.refunded_from = line.status
         line.status = PAYMENT_REFUNDED
+        line.refund_id = e.refund_id
         _delta(out, line.payer_id, -line.amount_cents)
     else:
         if e.coverage_month is None:
@@ -643,6 +648,30 @@ def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
                                         event_id=e.event_id))
     account.refund_ids.append(e.refund_id)
     return key
+
+
+def _return_refund(account: AccountState, e: RefundReturned, out: Outcome, plan: PlanSettings) -> str:
+    """Undo a refund that came back; returns the key of its month."""
+    for key, month in account.months.items():
+        for r in month.refunds:
+            if r.refund_id == e.refund_id:
+                if r.returned_by is not None:
+                    raise Rejected(f"refund {e.refund_id} was already returned by {r.returned_by}", field="refund_id")
+                r.returned_by = e.event_id
+                return key
+        for p in month.payments:
+            if p.refund_id == e.refund_id:
+                if p.status != PAYMENT_REFUNDED:
+                    raise Rejected(f"refund {e.refund_id} was already returned (payment {p.payment_id} is"
+                                   f" {p.status})", field="refund_id")
+                assert p.refunded_from is not None
+                # placed again as if it arrived now: a bill posted meanwhile applies it
+                p.status = p.refunded_from if p.refunded_from == PAYMENT_DUPLICATE else _placement(account, month, plan)
+                p.reversal_event_id = e.event_id
+                if p.status != PAYMENT_APPLIED:
+                    _delta(out, p.payer_id, p.amount_cents)
+                return key
+    raise Rejected(f"refund {e.refund_id} is unknown on account {account.account_id}", field="refund_id")
 
 
 def _apply_cash(account: AccountState, e: CashApplied, out: Outcome) -> str:

@@ -80,6 +80,8 @@ class PaymentLine(msgspec.Struct, kw_only=True):
     tax_treatment: str | None = None
     pay_frequency: str | None = None
     moved_to: str | None = None  # "<account>/<YYYY-MM>" once cash_applied moved it there
+    refund_id: str | None = None  # the refund that returned this held cash
+    refunded_from: str | None = None  # the status it had before (restored if the refund comes back)
 
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):
@@ -115,6 +117,7 @@ class RefundLine(msgspec.Struct, kw_only=True):
     payee_id: str
     amount_cents: Cents
     event_id: str
+    returned_by: str | None = None  # the refund_returned that put the money back on the account
 
 
 class MonthState(msgspec.Struct, kw_only=True):
@@ -161,7 +164,7 @@ class MonthState(msgspec.Struct, kw_only=True):
 
     @property
     def refunded_cents(self) -> Cents:
-        return sum(r.amount_cents for r in self.refunds)
+        return sum(r.amount_cents for r in self.refunds if r.returned_by is None)
 
     @property
     def balance_cents(self) -> Cents:

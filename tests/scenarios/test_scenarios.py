@@ -38,6 +38,7 @@ from events.types import (
     PremiumBilled,
     RatePublished,
     RefundIssued,
+    RefundReturned,
 )
 from processor.fold import (
     Rejected,
@@ -221,6 +222,11 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "check"),
             reason=str(f.pop("reason", "refund")), payment_id=f.pop("payment", None),
             coverage_month=month(m_raw, w) if m_raw is not None else None,
+        )
+    elif kind == "refund_returned":
+        event = RefundReturned(
+            **common, account_id=account, effective_on=day(f.pop("effective", date(2026, 1, 1)), w),
+            refund_id=str(f.pop("refund")), reason=str(f.pop("reason", "check returned")),
         )
     elif kind == "apply":
         event = CashApplied(

@@ -234,6 +234,7 @@ TOPIC_OF = {
     "billing_cycle_closed": TOPICS.control,
     "refund_issued": TOPICS.payments,
     "cash_applied": TOPICS.payments,
+    "refund_returned": TOPICS.payments,
     "remittance_received": TOPICS.payments,
     "fsa_election_made": TOPICS.fsa,
     "fsa_contribution_received": TOPICS.fsa,

@@ -23,6 +23,7 @@ from events.types import (
     FsaClaimAdjudicated,
     PaymentReceived,
     RefundIssued,
+    RefundReturned,
     RemittanceReceived,
 )
 from tests.unit.builders import (
@@ -68,6 +69,10 @@ SAMPLES: list[Event] = [
         event_id="e-refund-credit", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF2",
         payee_id="M000001", amount_cents=1_500, method="ach", reason="credit on a closed account",
         coverage_month=JAN,
+    ),
+    RefundReturned(
+        event_id="e-refund-back", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF2",
+        reason="check returned",
     ),
     CashApplied(
         event_id="e-apply", account_id="X999", effective_on=JAN, occurred_at=T0, application_id="CA1",
