@@ -34,9 +34,10 @@ from processor.fold import (
     candidate_cutoff,
     close_billing_cycle,
     close_day,
-    may_become_missing,
+    day_may_change,
     publish_rate,
 )
+from processor.fsa import closable_through
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, PartitionState
 from projections.model import (
@@ -306,6 +307,7 @@ class BatchProcessor:
             if isinstance(e, DayClosed):
                 cutoff = candidate_cutoff(e.business_date, self.plan)
                 wanted.update(self.store.due_accounts(p, cutoff))
+                wanted.update(self.store.fsa_open_accounts(p, closable_through(e.business_date, self.plan.fsa)))
         self._ensure_accounts(wanted, dict(zip((e.account_id for e in events), partitions, strict=True)))
 
     def _ensure_accounts(self, wanted: set[str], partition_of: dict[str, int]) -> None:
@@ -350,7 +352,7 @@ class BatchProcessor:
                 (account.account_id, close_day(account, part, event, self.plan))
                 for account in list(self._accounts.values())
                 if account.partition == partition
-                and may_become_missing(account, event.business_date, self.plan)
+                and day_may_change(account, event.business_date, self.plan)
             ]
         account = self._accounts[event.account_id]
         if account.partition != partition:

@@ -211,10 +211,17 @@ def publish_rate(
 def close_day(
     account: AccountState, part: PartitionState, event: DayClosed, plan: PlanSettings
 ) -> Outcome:
-    """Re-evaluate the months a new business day can turn missing (see months_to_check)."""
+    """Re-evaluate the months a new business day can turn missing (see months_to_check), and close the
+    flexible spending account plan years whose run-out the day ends."""
     out = Outcome()
     for key in months_to_check(account, event.business_date, plan):
         _reconcile(account, part, plan, key, event, out)
+    if account.fsa is not None:
+        from processor.fsa import fsa_may_close, settle  # processor.fsa builds on this module
+
+        if fsa_may_close(account.fsa, event.business_date, plan.fsa):
+            settle(account.fsa, event.business_date, plan.fsa)
+            out.fsa_changed = True
     return out
 
 
@@ -263,6 +270,17 @@ def candidate_cutoff(business_date: date, plan: PlanSettings) -> date:
 def may_become_missing(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
     """Cheap filter for DayClosed: could any month of this account turn missing on this date?"""
     return bool(months_to_check(account, business_date, plan))
+
+
+def day_may_change(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
+    """Cheap filter for DayClosed: a month may turn missing, or an FSA plan year's run-out ends."""
+    if may_become_missing(account, business_date, plan):
+        return True
+    if account.fsa is None:
+        return False
+    from processor.fsa import fsa_may_close
+
+    return fsa_may_close(account.fsa, business_date, plan.fsa)
 
 
 # ---------------------------------------------------------------------------------------------

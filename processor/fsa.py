@@ -11,8 +11,8 @@ The rules (DOMAIN.md; limits and plan choices in ``PlanSettings.fsa``):
   the plan has one (health only), on or after participation began, and not after the claim was submitted.
 - A claim must be submitted (its ``effective_on``: the day the plan received it, never the wall clock) no
   later than ``run_out_days`` after the last day expenses of its plan year may be incurred.
-- Carryover (health, ``health_year_end = "carryover"``): a plan year closes on the first FSA event of the
-  account dated (``effective_on``) after its run-out deadline; its unused balance, up to
+- Carryover (health, ``health_year_end = "carryover"``): a plan year closes on the first business day
+  (``DayClosed``) or FSA event of the account dated (``effective_on``) after its run-out deadline; its unused balance, up to
   ``health_carryover_max_cents``, then becomes available in the next plan year and the rest is forfeited.
   Closing depends only on folded events, so live processing and replay agree. A claim for a closed year
   is denied.
@@ -224,6 +224,20 @@ def apply_fsa_event(account: AccountState, event: FsaEvent, plan: PlanSettings, 
             available_before_cents=decision.available_before_cents,
             available_after_cents=decision.available_after_cents,
         ))
+
+
+def fsa_may_close(fsa: FsaState, as_of: date, s: FsaSettings) -> bool:
+    """Does ``settle`` close a plan year on this date?"""
+    return any(not y.closed and as_of > claim_deadline(y.plan_year, y.account_type, s) for y in fsa.years.values())
+
+
+def closable_through(as_of: date, s: FsaSettings) -> int:
+    """The latest plan year that a day may close: a superset (the earliest deadline of any account type),
+    so a store query for open years up to it finds every account ``fsa_may_close`` would."""
+    year = plan_year_of(as_of, s)
+    while as_of <= min(claim_deadline(year, t, s) for t in ACCOUNT_NAMES):
+        year -= 1
+    return year
 
 
 def settle(fsa: FsaState, as_of: date, s: FsaSettings) -> None:

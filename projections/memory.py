@@ -91,6 +91,13 @@ class MemoryStore:
             and (month_through is None or r.coverage_month <= month_through)
         })
 
+    def fsa_open_accounts(self, partition: int, plan_year_through: int) -> list[str]:
+        return sorted({
+            r.account_id for r in self._fsa.values()
+            if self._account_partition.get(r.account_id) == partition and not r.closed
+            and r.plan_year <= plan_year_through
+        })
+
     def partition_accounts(self, partition: int) -> list[str]:
         return sorted(a for a, p in self._account_partition.items() if p == partition)
 

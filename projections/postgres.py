@@ -346,6 +346,16 @@ class PostgresStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def fsa_open_accounts(self, partition: int, plan_year_through: int) -> list[str]:
+        """Accounts with an FSA plan year not yet closed, up to the year: those a business day may settle."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT f.account_id FROM fsa_account f JOIN account_snapshot s USING (account_id)"
+                " WHERE s.partition = %s AND NOT f.closed AND f.plan_year <= %s ORDER BY f.account_id",
+                (partition, plan_year_through),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def partition_accounts(self, partition: int) -> list[str]:
         """Every account the partition has a snapshot of."""
         with self._tx() as conn:

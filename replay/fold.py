@@ -23,7 +23,7 @@ from processor.fold import (
     apply_partition_event,
     close_billing_cycle,
     close_day,
-    months_to_check,
+    day_may_change,
     publish_rate,
 )
 from processor.settings import PlanSettings
@@ -100,7 +100,7 @@ class Replayer:
             elif isinstance(event, DayClosed):
                 apply_partition_event(part, event)
                 for candidate in list(self._by_partition.get(row.partition, {}).values()):
-                    if months_to_check(candidate, event.business_date, self.plan):
+                    if day_may_change(candidate, event.business_date, self.plan):
                         self._collect(candidate, close_day(candidate, part, event, self.plan), row)
             elif isinstance(event, BillingCycleClosed):
                 # every account of the partition is judged; those whose cycle month changed are written

@@ -896,6 +896,23 @@ def test_fsa_accounts_are_projected_only_when_the_batch_says_they_moved(store: L
     assert store.load_accounts(["F1"])["F1"].fsa == _fsa_account("F1", 200_000).fsa
 
 
+def test_fsa_open_accounts_lists_open_plan_years_up_to_a_year_on_one_partition(store: LedgerStore) -> None:
+    closed = _fsa_account("F-closed", 0)
+    assert closed.fsa is not None
+    for y in closed.fsa.years.values():
+        y.closed = True
+    other = _fsa_account("F-other", 0)
+    other.partition = 1
+    store.commit_batch(BatchWrite(
+        accounts={"F-open": _fsa_account("F-open", 0), "F-closed": closed, "F-other": other},
+        fsa_changed={"F-open", "F-closed", "F-other"},
+        positions=[advance(None, 1), advance(None, 1, partition=1)],
+    ))  # fmt: skip
+    assert store.fsa_open_accounts(0, 2026) == ["F-open"]
+    assert store.fsa_open_accounts(0, 2025) == []  # its open year is 2026
+    assert store.fsa_open_accounts(1, 2030) == ["F-other"]
+
+
 def test_outbox_rows_keep_their_stream(store: LedgerStore) -> None:
     rows = [OutboxRow(event_id="d1:opened", key="A1", body=b"{}"),
             OutboxRow(event_id="c1:adjudicated", key="A1", body=b"{}", stream=CLAIMS_STREAM)]

@@ -19,7 +19,9 @@ from tests.unit.builders import (
     Feed,
     adjust,
     bill,
+    claim,
     day,
+    elect,
     enroll,
     make,
     pay,
@@ -344,6 +346,25 @@ def test_a_rate_correction_reaching_a_billed_month_is_a_retroactive_change() -> 
 
 def test_a_worker_with_nothing_cached_finds_the_months_a_rate_correction_reaches() -> None:
     assert _rate_corrected_after_billing(restart=True) == _rate_corrected_after_billing(restart=False)
+
+
+def _fsa_year_closed_by_a_day(restart: bool) -> list[tuple[int, str, int, int, bool]]:
+    proc, store = make()
+    feed = Feed()
+    run(proc, store, feed.records(elect(100_000, year=2026), claim(20_000, service=date(2026, 5, 1))))
+    if restart:
+        proc, _ = make(store)  # the worker that gets the business day has nothing cached
+    run(proc, store, feed.records(day(date(2027, 4, 1), event_id="d-runout-over")))
+    return [(r.plan_year, r.account_type, r.carryover_in_cents, r.carryover_out_cents, r.closed)
+            for r in store.fsa_accounts(ACCOUNT)]
+
+
+def test_the_day_after_the_run_out_closes_an_fsa_year_on_warm_and_cold_workers_alike() -> None:
+    # $800.00 unused: $680.00 carries into 2027 without any 2027 event
+    assert _fsa_year_closed_by_a_day(restart=False) == [
+        (2026, "health", 0, 68_000, True), (2027, "health", 68_000, 0, False),
+    ]
+    assert _fsa_year_closed_by_a_day(restart=True) == _fsa_year_closed_by_a_day(restart=False)
 
 
 def test_an_offset_out_of_range_on_a_never_applied_partition_says_retention_deleted_history() -> None:
