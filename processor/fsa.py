@@ -12,8 +12,9 @@ The rules (DOMAIN.md; limits and plan choices in ``PlanSettings.fsa``):
 - A claim must be submitted (its ``effective_on``: the day the plan received it, never the wall clock) no
   later than ``run_out_days`` after the last day expenses of its plan year may be incurred.
 - Carryover (health, ``health_year_end = "carryover"``): a plan year closes on the first business day
-  (``DayClosed``) or FSA event of the account dated (``effective_on``) after its run-out deadline; its unused balance, up to
-  ``health_carryover_max_cents``, then becomes available in the next plan year and the rest is forfeited.
+  (``DayClosed``) or FSA event of the account dated (``effective_on``) after its run-out deadline; its
+  unused balance, up to ``health_carryover_max_cents``, then becomes available in the next plan year and the
+  rest is forfeited.
   Closing depends only on folded events, so live processing and replay agree. A claim for a closed year
   is denied.
 """
