@@ -34,6 +34,7 @@ from events.types import (
     DiscrepancyOpened,
     DiscrepancyResolved,
     DiscrepancySuperseded,
+    FsaClaimAdjudicated,
     InputEvent,
 )
 from processor.app import Ledger, open_ledger, run_services
@@ -41,7 +42,7 @@ from processor.batch import partition_for
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres, stop_postgres_in
 from processor.settings import PlanSettings, Settings
 from processor.state import month_key
-from projections.model import DiscrepancyRow, MonthRow
+from projections.model import DiscrepancyRow, FsaRow, MonthRow
 from tests.conftest import unique_topics
 from tests.integration.support import consume_all
 from tests.scenarios.test_scenarios import HERE, check, load
@@ -69,6 +70,8 @@ SAMPLE = [
     "83_daily_proration_splits_a_mid_month_tier_change",  # billing rules as plan settings
     "86_retiree_death_month_premium_waived",  # retiree death waiver, refund due
     "89_partner_share_post_tax_and_employer_value_imputed",  # post-tax share and imputed income
+    "61_dependent_care_limited_to_contributions",  # FSA claims adjudicated on the claims topic
+    "71_business_day_after_the_run_out_closes_the_year",  # FSA carryover by a business day
 ]
 SAMPLE_PATHS = [HERE / f"{name}.yaml" for name in SAMPLE]
 
@@ -161,6 +164,11 @@ class LedgerView:
     changed: list[tuple[str, str, int, int]]
     unapplied: dict[str, int]
     rejected: dict[str, str]
+    claims: dict[str, FsaClaimAdjudicated]  # from the claims topic
+    fsa: dict[str, list[FsaRow]]  # fsa_account rows by account
+
+    def fsa_rows(self, account_id: str) -> list[FsaRow]:
+        return self.fsa.get(account_id, [])
 
     def account(self, account_id: str) -> AccountView:
         return self.accounts.setdefault(account_id, AccountView())
@@ -201,7 +209,8 @@ def read_back(ledger: Ledger, settings: Settings, events: list[InputEvent], wher
 
     # Discrepancy events as the relay published them, put in outbox order (the fold's order).
     with psycopg.connect(ledger.dsn) as conn:
-        outbox = {str(e): int(s) for s, e in conn.execute("SELECT seq, event_id FROM outbox")}
+        outbox = {str(e): int(s) for s, e in conn.execute(
+            "SELECT seq, event_id FROM outbox WHERE stream = 'discrepancies'")}
     messages = consume_all(ledger.bootstrap, topics.discrepancies)
     published = [codec.decode_output(m.value) for m in messages]
     assert Counter(e.event_id for e in published) == Counter(list(outbox)), (
@@ -249,8 +258,16 @@ def read_back(ledger: Ledger, settings: Settings, events: list[InputEvent], wher
         # A record the fold never saw (undecodable, wrong key or topic) is no scenario's rejection.
         rejected[d.event_id or f"<record {d.topic}/{d.partition}@{d.offset}: {d.reason}>"] = d.reason
 
+    claims: dict[str, FsaClaimAdjudicated] = {}
+    for m in consume_all(ledger.bootstrap, topics.claims):
+        adjudication = codec.decode_output(m.value)
+        assert isinstance(adjudication, FsaClaimAdjudicated), f"{where}: {type(adjudication).__name__} on claims"
+        assert adjudication.claim_id not in claims, f"{where}: claim {adjudication.claim_id} adjudicated twice"
+        claims[adjudication.claim_id] = adjudication
+
     return LedgerView(accounts=accounts, opened=opened, resolved=resolved, superseded=superseded,
-                      changed=changed, unapplied=store.payer_unapplied(), rejected=rejected)
+                      changed=changed, unapplied=store.payer_unapplied(), rejected=rejected, claims=claims,
+                      fsa={a: store.fsa_accounts(a) for a in sorted(account_ids)})
 
 
 def check_counts_and_order(run: E2ERun, ledger_dsn: str) -> None:

@@ -51,7 +51,7 @@ from processor.fold import (
 )
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState, month_key
-from projections.model import fsa_rows
+from projections.model import FsaRow, fsa_rows
 
 HERE = Path(__file__).parent
 SCENARIOS = sorted(HERE.glob("*.yaml"))
@@ -107,6 +107,9 @@ class Book:
     unapplied: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # event id -> reason
     claims: dict[str, FsaClaimAdjudicated] = field(default_factory=dict)  # claim id -> adjudication
+
+    def fsa_rows(self, account_id: str) -> list[FsaRow]:
+        return fsa_rows(self.account(account_id))
 
     def account(self, account_id: str) -> AccountState:
         if account_id not in self.accounts:
@@ -384,7 +387,7 @@ def _check_fsa(expect: dict[str, Any], book: Book, where: str) -> None:
             assert got.available_after_cents == cents(c["available_after"], w), f"{w}: {got.available_after_cents}"
     for entry in expect.get("fsa", []):
         account_id = str(entry.get("account", DEFAULT_ACCOUNT))
-        rows = {(r.plan_year, r.account_type): r for r in fsa_rows(book.account(account_id))}
+        rows = {(r.plan_year, r.account_type): r for r in book.fsa_rows(account_id)}
         key = (int(entry["year"]), str(entry.get("type", "health")))
         w = f"{where} fsa {account_id} {key}"
         assert key in rows, f"{w}: no such FSA account; have {sorted(rows)}"
