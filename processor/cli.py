@@ -209,15 +209,16 @@ def cmd_balance(args: argparse.Namespace) -> int:
                     str(c.end_on or ""), c.agency_id)
     out.print(cov)
     months = Table(title="months")
-    for col in ("month", "expected", "billed", "adjusted", "paid", "refunded", "unapplied", "balance", "due",
-                "post-tax", "imputed"):
+    for col in ("month", "expected", "employee", "employer", "billed", "adjusted", "paid", "refunded", "unapplied",
+                "balance", "due", "post-tax", "imputed"):
         months.add_column(col, justify="right")
 
     def known(amount: int | None) -> str:
         return money(amount) if amount is not None else "?"
 
     for m in bal.months:
-        months.add_row(f"{m.coverage_month:%Y-%m}", known(m.expected_cents),
+        months.add_row(f"{m.coverage_month:%Y-%m}", known(m.expected_cents), known(m.employee_share_cents),
+                       known(m.employer_share_cents),
                        money(m.billed_cents), money(m.adjusted_cents), money(m.paid_cents), money(m.refunded_cents),
                        money(m.unapplied_cents), money(m.balance_cents), str(m.due_on or ""),
                        known(m.post_tax_cents), known(m.imputed_income_cents))

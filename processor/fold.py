@@ -1070,6 +1070,27 @@ def detect(
     return found
 
 
+def premium_shares(
+    segs: list[CoverageSegment], part: PartitionState, month: date, plan: PlanSettings
+) -> tuple[int | None, int | None]:
+    """The month's expected premium as (employee share, employer share); (None, None) while a rate is
+    not known. COBRA continuation is paid wholly by the member; otherwise each coverage's premium (as
+    prorated or waived) is split in the rate table's proportion, the employee's part rounded half up."""
+    employee = employer = 0
+    for seg in segs:
+        rate = part.rate_for(seg.plan, seg.tier, month)
+        if rate is None:
+            return None, None
+        premium = segment_premium(seg, rate, month, plan)
+        if seg.status == "cobra" or rate.total_cents == 0:
+            share = premium if seg.status == "cobra" else 0
+        else:
+            share = (premium * rate.employee_cents * 2 + rate.total_cents) // (2 * rate.total_cents)
+        employee += share
+        employer += premium - share
+    return employee, employer
+
+
 def tax_split(
     account: AccountState, part: PartitionState, month: date, in_force_self: list[CoverageSegment],
     plan: PlanSettings,
@@ -1164,6 +1185,9 @@ def _reconcile(
         month.expected_cents = expected_premium(account, part, month.month, in_force_self, plan)
         month.post_tax_cents, month.imputed_income_cents = tax_split(
             account, part, month.month, in_force_self, plan
+        )
+        month.employee_share_cents, month.employer_share_cents = premium_shares(
+            in_force_self, part, month.month, plan
         )
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)

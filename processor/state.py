@@ -134,6 +134,10 @@ class MonthState(msgspec.Struct, kw_only=True):
     # taken after tax, and the month's imputed income (None while a rate or an age is not known).
     post_tax_cents: Cents | None = None
     imputed_income_cents: Cents | None = None
+    # The expected premium split into the employee's share (payroll deduction or direct payment) and
+    # the employer's contribution; None while a rate is not known.
+    employee_share_cents: Cents | None = None
+    employer_share_cents: Cents | None = None
 
     def totals(self) -> tuple[Cents, Cents, Cents, Cents]:
         """billed, adjusted, paid (applied), unapplied: one pass, for projections."""

@@ -182,6 +182,8 @@ class MonthRow:
     refunded_cents: int = 0
     post_tax_cents: int | None = None
     imputed_income_cents: int | None = None
+    employee_share_cents: int | None = None
+    employer_share_cents: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +267,8 @@ def month_rows(account: AccountState, keys: set[str] | None = None) -> list[Mont
             expected_cents=m.expected_cents, billed_cents=billed, adjusted_cents=adjusted,
             paid_cents=paid, unapplied_cents=unapplied, balance_cents=billed + adjusted - paid + refunded,
             due_on=m.due_on, refunded_cents=refunded, post_tax_cents=m.post_tax_cents,
-            imputed_income_cents=m.imputed_income_cents,
+            imputed_income_cents=m.imputed_income_cents, employee_share_cents=m.employee_share_cents,
+            employer_share_cents=m.employer_share_cents,
         ))
     return rows
 

@@ -99,17 +99,18 @@ ON CONFLICT (account_id) DO UPDATE SET
 _UPSERT_MONTHS = """
 INSERT INTO member_month (account_id, coverage_month, partition, expected_cents, billed_cents,
                           adjusted_cents, paid_cents, unapplied_cents, balance_cents, due_on, refunded_cents,
-                          post_tax_cents, imputed_income_cents)
+                          post_tax_cents, imputed_income_cents, employee_share_cents, employer_share_cents)
 SELECT * FROM unnest(%b::text[], %b::date[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],
                      %b::bigint[], %b::bigint[], %b::bigint[], %b::date[], %b::bigint[], %b::bigint[],
-                     %b::bigint[])
+                     %b::bigint[], %b::bigint[], %b::bigint[])
 ON CONFLICT (account_id, coverage_month) DO UPDATE SET
     partition = excluded.partition, expected_cents = excluded.expected_cents,
     billed_cents = excluded.billed_cents, adjusted_cents = excluded.adjusted_cents,
     paid_cents = excluded.paid_cents, unapplied_cents = excluded.unapplied_cents,
     balance_cents = excluded.balance_cents, due_on = excluded.due_on,
     refunded_cents = excluded.refunded_cents, post_tax_cents = excluded.post_tax_cents,
-    imputed_income_cents = excluded.imputed_income_cents
+    imputed_income_cents = excluded.imputed_income_cents, employee_share_cents = excluded.employee_share_cents,
+    employer_share_cents = excluded.employer_share_cents
 """
 
 _INSERT_COVERAGE = """
@@ -196,7 +197,8 @@ ORDER BY m.account_id
 
 MONTH_COLUMNS = (
     "account_id, coverage_month, partition, expected_cents, billed_cents, adjusted_cents, paid_cents,"
-    " unapplied_cents, balance_cents, due_on, refunded_cents, post_tax_cents, imputed_income_cents"
+    " unapplied_cents, balance_cents, due_on, refunded_cents, post_tax_cents, imputed_income_cents,"
+    " employee_share_cents, employer_share_cents"
 )
 _COVERAGE_COLUMNS = (
     "account_id, member_id, relationship, coverage_line, plan, tier, status, begin_on, end_on, agency_id,"
@@ -468,7 +470,8 @@ class PostgresStore:
                 [m.paid_cents for m in months], [m.unapplied_cents for m in months],
                 [m.balance_cents for m in months], [m.due_on for m in months],
                 [m.refunded_cents for m in months], [m.post_tax_cents for m in months],
-                [m.imputed_income_cents for m in months],
+                [m.imputed_income_cents for m in months], [m.employee_share_cents for m in months],
+                [m.employer_share_cents for m in months],
             ))  # fmt: skip
         if rewritten:
             cur.execute("DELETE FROM member_coverage WHERE account_id = ANY(%s)", (rewritten,))

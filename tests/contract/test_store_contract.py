@@ -411,17 +411,19 @@ def test_due_accounts_excludes_paid_months_and_open_missing_payment(store: Ledge
     assert "A-flagged" in store.due_accounts(0, date(2026, 4, 1))
 
 
-def test_month_rows_keep_the_derived_post_tax_share_and_imputed_income(store: LedgerStore) -> None:
+def test_month_rows_keep_the_premium_shares_post_tax_share_and_imputed_income(store: LedgerStore) -> None:
     jan, feb = month_state("A1", JAN, 154_380), month_state("A1", FEB, 154_380)
     jan.post_tax_cents, jan.imputed_income_cents = 11_395, 64_573
+    jan.employee_share_cents, jan.employer_share_cents = 23_157, 131_223
     store.commit_batch(BatchWrite(
         accounts={"A1": account("A1", jan, feb)}, dirty_months={"A1": {month_key(JAN), month_key(FEB)}},
         positions=[advance(None, 1, applied=1)],
     ))  # fmt: skip
     bal = store.balance("A1")
     assert bal is not None
-    assert [(m.coverage_month, m.post_tax_cents, m.imputed_income_cents) for m in bal.months] == [
-        (JAN, 11_395, 64_573), (FEB, None, None),  # unknown stays unknown, not zero
+    assert [(m.coverage_month, m.post_tax_cents, m.imputed_income_cents, m.employee_share_cents,
+             m.employer_share_cents) for m in bal.months] == [
+        (JAN, 11_395, 64_573, 23_157, 131_223), (FEB, None, None, None, None),  # unknown stays unknown, not zero
     ]
 
 

@@ -325,6 +325,7 @@ def check(spec: dict[str, Any], book: Any, where: str) -> None:
                 "billed": got.billed_cents, "adjusted": got.adjusted_cents, "paid": got.paid_cents,
                 "unapplied": got.unapplied_cents, "balance": got.balance_cents, "expected": got.expected_cents,
                 "refunded": got.refunded_cents, "post_tax": got.post_tax_cents, "imputed": got.imputed_income_cents,
+                "employee": got.employee_share_cents, "employer": got.employer_share_cents,
             }
             for name, want in fields.items():
                 if name not in actual:
