@@ -545,12 +545,17 @@ def _priced_segments(account: AccountState, month: date, plan: PlanSettings) -> 
 def _in_force_all(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
     """Every member's coverage overlapping the month, dependents included."""
     last = last_day(month)
+    if plan.coverage_start == "event_date":  # the common case, without a call per segment
+        return [s for s in account.coverages if s.begin <= last and (s.end is None or s.end >= month)]
     return [s for s in account.coverages
             if priced_begin(s, plan) <= last and (s.end is None or s.end >= month)]
 
 
 def _subscriber_in_force(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
     last = last_day(month)
+    if plan.coverage_start == "event_date":  # the common case, without a call per segment
+        return [s for s in account.coverages
+                if s.relationship == "self" and s.begin <= last and (s.end is None or s.end >= month)]
     return [
         s for s in account.coverages
         if s.relationship == "self" and priced_begin(s, plan) <= last and (s.end is None or s.end >= month)
@@ -840,8 +845,9 @@ def detect(
     def add(f: Finding) -> None:
         found[f.key] = f
 
+    in_force = (in_force_self if in_force_self is not None else _priced_segments(account, m, plan)) if m else []
+    cobra_seg = next((s for s in in_force if s.status == "cobra"), None)
     if m is not None:
-        in_force = in_force_self if in_force_self is not None else _priced_segments(account, m, plan)
         by_plan: dict[str, list[BillLine]] = {}
         for b in month.bills:
             by_plan.setdefault(b.plan, []).append(b)
@@ -898,7 +904,7 @@ def detect(
         payer = applied[-1].payer_id
         causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
         who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
-        cobra = _cobra_segment(account, m, plan)
+        cobra = cobra_seg
         # 26 CFR 54.4980B-8: a shortfall no larger than the lesser of $50 or 10% counts as full payment
         # unless the plan gives notice and a reasonable time to pay; the notice is this discrepancy.
         insignificant = min(plan.cobra_shortfall_max_cents, net_billed * plan.cobra_shortfall_max_percent // 100)
@@ -1034,8 +1040,8 @@ def detect(
         ))
 
     due = month.due_on
-    deadline = _payment_deadline(account, month, plan)
-    cobra_month = _cobra_segment(account, m, plan) if m is not None else None
+    deadline = _payment_deadline(month, plan, cobra_seg)
+    cobra_month = cobra_seg
     if (
         m is not None and due is not None and deadline is not None and part.business_date is not None
         and paid == 0 and net_billed > plan.tolerance_cents and part.business_date > deadline
@@ -1072,15 +1078,15 @@ def detect(
 
 def premium_shares(
     segs: list[CoverageSegment], part: PartitionState, month: date, plan: PlanSettings
-) -> tuple[int | None, int | None]:
-    """The month's expected premium as (employee share, employer share); (None, None) while a rate is
-    not known. COBRA continuation is paid wholly by the member; otherwise each coverage's premium (as
-    prorated or waived) is split in the rate table's proportion, the employee's part rounded half up."""
+) -> tuple[int | None, int | None, int | None]:
+    """The month's expected premium, its employee share and its employer share; all None while a rate
+    is not known. COBRA continuation is paid wholly by the member; otherwise each coverage's premium
+    (as prorated or waived) is split in the rate table's proportion, the employee's part rounded half up."""
     employee = employer = 0
     for seg in segs:
         rate = part.rate_for(seg.plan, seg.tier, month)
         if rate is None:
-            return None, None
+            return None, None, None
         premium = segment_premium(seg, rate, month, plan)
         if seg.status == "cobra" or rate.total_cents == 0:
             share = premium if seg.status == "cobra" else 0
@@ -1088,7 +1094,7 @@ def premium_shares(
             share = (premium * rate.employee_cents * 2 + rate.total_cents) // (2 * rate.total_cents)
         employee += share
         employer += premium - share
-    return employee, employer
+    return employee + employer, employee, employer
 
 
 def tax_split(
@@ -1154,17 +1160,13 @@ def _owed_by_deductions(applied: list[PaymentLine], net_billed: int, plan: PlanS
     return per_deduction * len(applied)
 
 
-def _cobra_segment(account: AccountState, month: date, plan: PlanSettings) -> CoverageSegment | None:
-    return next((s for s in _priced_segments(account, month, plan) if s.status == "cobra"), None)
-
-
-def _payment_deadline(account: AccountState, month: MonthState, plan: PlanSettings) -> date | None:
-    """The last day a month's premium is timely: due date plus grace, or for COBRA the later of the
-    due date plus the COBRA grace period and the election plus the first-payment period."""
+def _payment_deadline(month: MonthState, plan: PlanSettings, cobra: CoverageSegment | None) -> date | None:
+    """The last day a month's premium is timely: due date plus grace, or for COBRA (``cobra``: the
+    month's COBRA coverage) the later of the due date plus the COBRA grace period and the election plus
+    the first-payment period."""
     due = month.due_on
     if due is None or month.month is None:
         return None
-    cobra = _cobra_segment(account, month.month, plan)
     if cobra is None:
         return due + timedelta(days=plan.grace_days)
     deadline = due + timedelta(days=plan.cobra_grace_days)
@@ -1182,13 +1184,17 @@ def _reconcile(
     in_force_self = None
     if month.month is not None:
         in_force_self = _priced_segments(account, month.month, plan)
-        month.expected_cents = expected_premium(account, part, month.month, in_force_self, plan)
-        month.post_tax_cents, month.imputed_income_cents = tax_split(
-            account, part, month.month, in_force_self, plan
-        )
-        month.employee_share_cents, month.employer_share_cents = premium_shares(
+        month.expected_cents, month.employee_share_cents, month.employer_share_cents = premium_shares(
             in_force_self, part, month.month, plan
         )
+        if month.expected_cents is not None and not any(
+            s.coverage_line == "life" or s.relationship == "domestic_partner" for s in account.coverages
+        ):
+            month.post_tax_cents = month.imputed_income_cents = 0  # nothing post-tax, nothing imputed
+        else:
+            month.post_tax_cents, month.imputed_income_cents = tax_split(
+                account, part, month.month, in_force_self, plan
+            )
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)
     # A discrepancy that disappears because this enrollment change reached back into its month is
