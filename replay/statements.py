@@ -18,8 +18,6 @@ from processor.state import PAYMENT_APPLIED, AccountState, MonthState
 from projections.model import DiscrepancyRow
 from replay.fold import ReplayResult
 
-REFUNDS_CENTS = 0  # refunds are not events yet (issue 5): every statement shows 0
-
 
 class TimeParseError(ValueError):
     pass
@@ -201,8 +199,8 @@ def member_statement(account: AccountState, through: date | None) -> Statement:
         assert m.month is not None
         st.lines.append(StatementLine(
             coverage_month=m.month, due_on=m.due_on, billed_cents=m.billed_cents,
-            adjustments_cents=m.adjusted_cents, paid_cents=m.paid_cents, refunds_cents=REFUNDS_CENTS,
-            balance_cents=m.balance_cents + REFUNDS_CENTS, unapplied_cents=m.unapplied_cents,
+            adjustments_cents=m.adjusted_cents, paid_cents=m.paid_cents, refunds_cents=m.refunded_cents,
+            balance_cents=m.balance_cents, unapplied_cents=m.unapplied_cents,
         ))
     st.unapplied_cents = sum(x.unapplied_cents for x in st.lines)
     return st
@@ -212,9 +210,9 @@ def payer_statements(
     accounts: list[AccountState], through: date | None, payer_cash: dict[str, int], only: str | None = None,
 ) -> list[Statement]:
     """Per paying agency and coverage month: billed to it (with the month's adjustments), paid by it
-    (payments applied to a month), and its unapplied cash. Direct-pay members are their own payer and
-    appear here only when asked for by id."""
-    sums: dict[str, dict[date, list[int]]] = {}  # payer -> month -> [billed, adjusted, paid]
+    (payments applied to a month), refunded to it (a month's credit paid back), and its unapplied cash.
+    Direct-pay members are their own payer and appear here only when asked for by id."""
+    sums: dict[str, dict[date, list[int]]] = {}  # payer -> month -> [billed, adjusted, paid, refunded]
     due: dict[tuple[str, date], date | None] = {}
     for account in accounts:
         for m in account.months.values():
@@ -225,7 +223,7 @@ def payer_statements(
                 if only is None and payer == account.account_id:
                     pass  # direct pay: on the member statement
                 elif only is None or payer == only:
-                    cell = sums.setdefault(payer, {}).setdefault(m.month, [0, 0, 0])
+                    cell = sums.setdefault(payer, {}).setdefault(m.month, [0, 0, 0, 0])
                     cell[0] += m.billed_cents
                     cell[1] += m.adjusted_cents
                     due[(payer, m.month)] = m.due_on
@@ -236,16 +234,23 @@ def payer_statements(
                     continue
                 if only is not None and p.payer_id != only:
                     continue
-                cell = sums.setdefault(p.payer_id, {}).setdefault(m.month, [0, 0, 0])
+                cell = sums.setdefault(p.payer_id, {}).setdefault(m.month, [0, 0, 0, 0])
                 cell[2] += p.amount_cents
+            for r in m.refunds:
+                if r.returned_by is not None:
+                    continue  # the refund came back: the credit is the payer's again
+                if (only is None and r.payee_id == account.account_id) or (only is not None and r.payee_id != only):
+                    continue
+                cell = sums.setdefault(r.payee_id, {}).setdefault(m.month, [0, 0, 0, 0])
+                cell[3] += r.amount_cents
     out = []
     for payer in sorted(sums if only is None else {only}):
         st = Statement(kind="payer", id=payer, unapplied_cents=payer_cash.get(payer, 0))
-        for month, (billed, adjusted, paid) in sorted(sums.get(payer, {}).items()):
+        for month, (billed, adjusted, paid, refunded) in sorted(sums.get(payer, {}).items()):
             st.lines.append(StatementLine(
                 coverage_month=month, due_on=due.get((payer, month)), billed_cents=billed,
-                adjustments_cents=adjusted, paid_cents=paid, refunds_cents=REFUNDS_CENTS,
-                balance_cents=billed + adjusted - paid + REFUNDS_CENTS,
+                adjustments_cents=adjusted, paid_cents=paid, refunds_cents=refunded,
+                balance_cents=billed + adjusted - paid + refunded,
             ))
         out.append(st)
     return out

@@ -270,3 +270,31 @@ def test_html_report_is_one_self_contained_file_with_tables_and_charts() -> None
     opened = {b["data-category"]: int(b["data-value"] or 0) for b in parsed.bars if b["data-series"] == "opened"}
     assert opened == {"2026-01": 1}
     assert 'data-total="balance">$858.24<' in page and "2026-02-28T23:59:59.999999+00:00" in page
+
+
+def test_statements_show_refunds_and_their_lines_add_up_to_the_balance() -> None:
+    """A credit refunded on a closed account: billed + adjustments - paid + refunds = balance, on the
+    member's statement and on the paying agency's."""
+    from events.types import RefundIssued
+
+    refund = RefundIssued(event_id="rf-jan", account_id=ACCOUNT, effective_on=date(2026, 2, 10),
+                          occurred_at=at(date(2026, 2, 10)), refund_id="RF-1", payee_id=AGENCY, amount_cents=5_000,
+                          method="check", reason="credit on a closed account", coverage_month=JAN)
+    history = archived([
+        (at(date(2026, 1, 2)), rate(RATE, event_id="rate-1")),
+        (at(date(2026, 1, 2)), enroll(event_id="enr-1", end=date(2026, 1, 31))),
+        (at(date(2026, 1, 2)), bill(RATE, month=JAN, event_id="bill-jan", due_on=date(2026, 1, 10))),
+        (at(date(2026, 1, 20)), pay(RATE + 5_000, month=JAN, event_id="pay-jan")),
+        (at(date(2026, 2, 10)), refund),
+    ])
+    plan = PlanSettings()
+    known = parse_known_at("2026-03-01")
+    r = report_json(build_report(replay(history, plan), plan, known_at=known, through=parse_through("2026-01")))
+    (member,) = r["members"]
+    (jan,) = member["lines"]
+    assert (jan["billed_cents"], jan["paid_cents"], jan["refunds_cents"], jan["balance_cents"]) == (
+        RATE, RATE + 5_000, 5_000, 0)
+    (agency,) = r["payers"]
+    assert agency["totals"] == {"billed_cents": RATE, "adjustments_cents": 0, "paid_cents": RATE + 5_000,
+                                "refunds_cents": 5_000, "balance_cents": 0, "unapplied_cents": 0}
+    assert r["open_discrepancies"] == []  # the refund settled the refund_due
