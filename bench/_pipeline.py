@@ -19,7 +19,7 @@ from processor.app import ensure_database, open_ledger, run_services
 from processor.demo import generate
 from processor.settings import Settings, TopicSettings
 
-EVENTS_PER_MEMBER_YEAR = 36  # roughly, for the demo program's mix
+EVENTS_PER_MEMBER_YEAR = 38  # roughly, for the demo program's mix (FSA participants included)
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nonlocal task
         records = program.events + (settings.partitions - 1) * sum(
             1 for _, phase in program.phases for e in phase if type(e).BROADCAST
-        ) + len(program.exact_duplicates) + len(program.raw_records)
+        ) + len(program.exact_duplicates) + len(program.raw_records) + program.derived_payments
         task = progress.add_task("records applied", total=records)
 
     def step(received: int) -> None:
@@ -93,10 +93,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("credits", money(report.credits_cents)),
             ("unapplied cash", money(report.unapplied_cents)),
             ("records published", f"{report.events_published:,}"),
+            ("payments the ledger posted (cash applied)", f"{report.events_derived:,}"),
             ("applied / duplicates / dead-lettered",
              f"{report.events_applied:,} / {report.events_duplicate:,} / {report.events_dead_lettered:,}"),
+            ("refunds issued / returned", f"{report.refunds_issued} / {report.refunds_returned}"),
             ("discrepancies expected / detected", f"{report.discrepancies_expected} / {report.discrepancies_detected}"),
+            ("discrepancies by status", " / ".join(f"{k} {v}" for k, v in report.discrepancies_by_status.items())),
             ("missed / spurious", f"{report.missed} / {report.spurious}"),
+            ("rows ending in another status", f"{report.status_mismatched}"),
+            ("FSA claims expected / adjudicated", f"{report.claims_expected:,} / {report.claims_adjudicated:,}"),
+            ("FSA claims mismatched", f"{report.claims_mismatched}"),
             ("events per second", f"{report.events_per_second:,.0f}"),
             ("elapsed", f"{report.elapsed_seconds:.1f} s"),
         ]
@@ -109,10 +115,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for kind, n in report.discrepancies_by_kind.items():
             kinds.add_row(kind, str(n))
         out.print(kinds)
+        decisions = Table(title="FSA claims by decision")
+        decisions.add_column("decision")
+        decisions.add_column("count", justify="right")
+        for decision, n in report.claims_by_decision.items():
+            decisions.add_row(decision, str(n))
+        out.print(decisions)
         for m in report.missed_examples:
             out.print(f"[red]missed[/red] {m}")
         for s in report.spurious_examples:
             out.print(f"[red]spurious[/red] {s}")
+        for x in report.mismatch_examples:
+            out.print(f"[red]mismatch[/red] {x}")
         out.print(f"inspect it: benefits-ledger --database {report.database} discrepancies --open")
     return EXIT_OK if report.ok() else EXIT_FINDINGS
 

@@ -32,7 +32,8 @@ DEMO_DB = "benefits_ledger_demo"
 DEMO_KEYS = {
     "events_published", "events_applied", "events_dead_lettered", "discrepancies_expected",
     "discrepancies_detected", "missed", "spurious", "events_per_second", "elapsed_seconds",
-    "discrepancies_by_kind",
+    "discrepancies_by_kind", "discrepancies_by_status", "status_mismatched", "events_derived", "claims_expected",
+    "claims_adjudicated", "claims_by_decision", "claims_mismatched",
 }
 
 
@@ -166,11 +167,21 @@ def test_demo_in_embedded_mode_reports_every_injected_discrepancy_as_json(demo: 
     report = demo.report
     assert isinstance(report, dict)
     assert DEMO_KEYS <= set(report)
-    assert report["missed"] == 0 and report["spurious"] == 0
+    assert report["missed"] == 0 and report["spurious"] == 0 and report["status_mismatched"] == 0
     assert report["discrepancies_detected"] == report["discrepancies_expected"] > 0
-    assert report["events_published"] == (
+    # the ledger posted a payment of its own for each cash application: received = published + derived
+    assert report["events_derived"] == report["cash_applications"] >= 1
+    assert report["events_published"] + report["events_derived"] == (
         report["events_applied"] + report["events_duplicate"] + report["events_dead_lettered"])
+    assert report["counts_add_up"] is True
     assert report["events_dead_lettered"] == 3
+    assert report["discrepancies_by_status"]["resolved"] >= 1 and report["refunds_returned"] >= 1
+    # every FSA claim adjudicated (read from the claims topic) as the generator decided it
+    assert report["claims_mismatched"] == 0
+    assert report["claims_adjudicated"] == report["claims_expected"] > 0
+    assert set(report["claims_by_decision"]) == {"approved", "partially_approved", "denied"}
+    assert sum(report["claims_by_decision"].values()) == report["claims_expected"]
+    assert all(n > 0 for n in report["claims_by_decision"].values())
     assert report["events_per_second"] > 0 and report["elapsed_seconds"] > 0
     by_kind = report["discrepancies_by_kind"]
     assert by_kind and set(by_kind) <= set(DISCREPANCY_KINDS)
@@ -198,7 +209,7 @@ def test_query_commands_read_the_demo_database_consistently(demo: DemoRun) -> No
     all_rows = query(demo, "discrepancies", "--database", DEMO_DB, "--json")
 
     assert summary["counts"] == {
-        "received": report["events_published"], "applied": report["events_applied"],
+        "received": report["events_published"] + report["events_derived"], "applied": report["events_applied"],
         "duplicates": report["events_duplicate"], "dead_lettered": report["events_dead_lettered"],
     }
     assert summary["discrepancies_opened_by_kind"] == report["discrepancies_by_kind"]
@@ -240,7 +251,7 @@ def test_global_options_before_the_subcommand_are_honoured(demo: DemoRun) -> Non
     assert_nothing_left(demo.data_dir, run)
     assert run.returncode == 0
     summary = run.json()
-    assert summary["counts"]["received"] == demo.report["events_published"]
+    assert summary["counts"]["received"] == demo.report["events_published"] + demo.report["events_derived"]
 
 
 # ------------------------------------------------------------------------------------------ publish

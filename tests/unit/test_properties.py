@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from collections import Counter
+from dataclasses import astuple, dataclass, replace
 from datetime import date, timedelta
 from functools import cache
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from events.codec import EventDecodeError, decode_input, decode_output, encode
-from events.types import BROADCAST_ACCOUNT, Event
+from events.types import BROADCAST_ACCOUNT, Event, FsaClaimAdjudicated
 from processor.batch import BatchProcessor, Record, partition_for
-from processor.demo import INJECTED_KINDS, generate
+from processor.demo import CLAIM_DECISIONS, INJECTED_KINDS, Judgement, Program, generate, judge
 from processor.fold import Rejected
 from processor.settings import PlanSettings
 from processor.state import UNAPPLIED_STATUSES
 from projections.memory import MemoryStore
-from projections.model import month_rows
+from projections.model import CLAIMS_STREAM, PAYMENTS_STREAM, OutboxRow, month_rows
 from tests.unit.builders import (
     ACCOUNT,
     JAN,
@@ -93,6 +95,63 @@ def test_demo_cobra_members_elect_before_enrollment_and_pay_102_percent_or_a_lit
             assert short == 0
 
 
+def test_demo_fsa_elections_are_within_the_2026_limits_and_contributions_within_the_election() -> None:
+    from events.types import FsaClaimSubmitted, FsaContributionReceived, FsaElectionMade
+
+    program = generate(members=300, months=12, seed=2)
+    events = [e for _, evs in program.phases for e in evs]
+    elections = {(e.account_id, e.account_type): e for e in events if isinstance(e, FsaElectionMade)}
+    assert 0.08 <= len({a for a, _ in elections}) / program.accounts <= 0.15
+    assert {t for _, t in elections} == {"health", "dependent_care"}
+    contributed: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        if isinstance(e, FsaContributionReceived):
+            assert (e.account_id, e.account_type) in elections and e.plan_year == 2026
+            contributed[(e.account_id, e.account_type)] += e.amount_cents
+    for key, e in elections.items():
+        limit = 340_000 if e.account_type == "health" else (
+            375_000 if e.tax_filing_status == "married_filing_separately" else 750_000)
+        assert 0 < e.election_cents <= limit, e
+        assert contributed[key] == e.election_cents  # a whole plan year of payroll contributes the election
+    claims = [e for e in events if isinstance(e, FsaClaimSubmitted)]
+    assert {c.claim_id for c in claims} == set(program.claims)
+    by_why = Counter((c.why, c.decision) for c in program.claims.values())
+    assert by_why[("ordinary", "approved")] > 100
+    assert by_why[("beyond contributions", "partially_approved")] >= 1
+    assert by_why[("nothing left", "partially_approved")] >= 1 and by_why[("nothing left", "denied")] >= 1
+    assert by_why[("before the plan year", "denied")] >= 1 and by_why[("not yet incurred", "denied")] >= 1
+    for c in program.claims.values():
+        low, high = {"approved": (c.requested_cents, c.requested_cents), "denied": (0, 0),
+                     "partially_approved": (1, c.requested_cents - 1)}[c.decision]
+        assert low <= c.approved_cents <= high, c
+
+
+def test_demo_misdirected_lines_are_applied_to_the_member_and_some_refunds_come_back() -> None:
+    from events.types import CashApplied, PaymentReceived, PremiumBilled, RefundIssued, RefundReturned
+
+    program = generate(members=300, months=12, seed=3)
+    events = [e for _, evs in program.phases for e in evs]
+    applications = [e for e in events if isinstance(e, CashApplied)]
+    assert applications and program.derived_payments == len(applications)
+    payments = {e.payment_id: e for e in events if isinstance(e, PaymentReceived)}
+    for a in applications:
+        line = payments[a.payment_id]
+        assert line.account_id == a.account_id and line.amount_cents == a.amount_cents
+        assert line.coverage_month == a.to_coverage_month and a.effective_on > line.effective_on + timedelta(days=45)
+        billed = sum(e.amount_cents for e in events if isinstance(e, PremiumBilled)
+                     and (e.account_id, e.coverage_month) == (a.to_account_id, a.to_coverage_month))
+        assert billed == a.amount_cents  # the member's month is paid in full once the cash is applied
+        assert program.expected_rows[("unmatched_payment", a.account_id, a.to_coverage_month, "resolved")] == 1
+        assert program.expected_rows[("missing_payment", a.to_account_id, a.to_coverage_month, "resolved")] == 1
+    refunds = {e.refund_id: e for e in events if isinstance(e, RefundIssued)}
+    returned = [e for e in events if isinstance(e, RefundReturned)]
+    assert returned and len(refunds) > len(returned)
+    for r in returned:
+        month = refunds[r.refund_id].coverage_month
+        assert program.expected_rows[("refund_due", r.account_id, month, "resolved")] == 1
+        assert program.expected_rows[("refund_due", r.account_id, month, "open")] == 1
+
+
 def test_every_generated_event_is_a_valid_input_event() -> None:
     program = generate(members=30, months=4, seed=3)
     for _, events in program.phases:
@@ -119,7 +178,31 @@ def program_records(seed: int) -> list[Record]:
     return records
 
 
-def fold_in_batches(records: list[Record], size: int, *, restart: bool = False) -> MemoryStore:
+def relay_derived(rows: list[OutboxRow], pending: list[Record], log_end: dict[tuple[str, int], int], *,
+                  first: bool) -> list[Record]:
+    """The relay: payments the ledger posted (cash applied) go to the payments topic, keyed by account.
+    ``first``: folded before anything still pending, as when the processor keeps up with the publisher
+    (the pending records of that topic partition move one offset on); else at the end of its topic
+    partition's log, as when everything was published before the application was folded. ``log_end``:
+    the next offset of each topic partition after the records folded so far."""
+    for row in rows:
+        key = row.key.encode()
+        tp = (TOPICS.payments, partition_for(key, PARTITIONS))
+        same = [i for i, r in enumerate(pending) if (r.topic, r.partition) == tp]
+        end = max([log_end.get(tp, 0), *(pending[i].offset + 1 for i in same)])
+        if first:
+            offset = pending[same[0]].offset if same else end
+            moved = set(same)
+            pending = [replace(r, offset=r.offset + 1) if i in moved else r for i, r in enumerate(pending)]
+            pending.insert(0, Record(tp[0], tp[1], offset, key, row.body))
+        else:
+            pending.insert(same[-1] + 1 if same else 0, Record(tp[0], tp[1], end, key, row.body))
+    return pending
+
+
+def fold_in_batches(records: list[Record], size: int, *, restart: bool = False,
+                    derived_first: bool = False) -> MemoryStore:
+    """Fold ``records`` in batches of ``size``; the payments the ledger posts are fed back (relay_derived)."""
     store = MemoryStore()
 
     def fresh() -> BatchProcessor:
@@ -127,12 +210,19 @@ def fold_in_batches(records: list[Record], size: int, *, restart: bool = False) 
                               clock=lambda: NOW)
 
     proc = fresh()
-    for start in range(0, len(records), size):
+    pending = list(records)
+    log_end: dict[tuple[str, int], int] = {}
+    while pending:
         if restart:
             proc = fresh()  # a worker restart between batches: cold cache, state from the store
-        result = proc.process(records[start:start + size])
+        batch, pending = pending[:size], pending[size:]
+        for r in batch:
+            log_end[(r.topic, r.partition)] = max(log_end.get((r.topic, r.partition), 0), r.offset + 1)
+        result = proc.process(batch)
         store.commit_batch(result.write)
         proc.committed(result)
+        derived = [row for row in result.write.outbox if row.stream == PAYMENTS_STREAM]
+        pending = relay_derived(derived, pending, log_end, first=derived_first)
     return store
 
 
@@ -178,31 +268,79 @@ SEEDS = st.integers(min_value=0, max_value=7)  # a few programs, each generated 
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=SEEDS, size=st.integers(min_value=1, max_value=500))
-def test_folding_in_batches_of_any_size_gives_the_same_books_as_one_batch(seed: int, size: int) -> None:
+@given(seed=SEEDS, size=st.integers(min_value=1, max_value=500), derived_first=st.booleans())
+def test_folding_in_batches_of_any_size_gives_the_same_books_as_one_batch(seed: int, size: int,
+                                                                          derived_first: bool) -> None:
+    # the payments the ledger posts for cash applications may come back before or after the rest
     records, one_batch = reference(seed)
-    assert books(fold_in_batches(records, size), accounts_of(records)) == one_batch
+    assert books(fold_in_batches(records, size, derived_first=derived_first), accounts_of(records)) == one_batch
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=SEEDS, size=st.integers(min_value=1, max_value=500))
-def test_restarting_the_worker_between_batches_gives_the_same_books(seed: int, size: int) -> None:
+@given(seed=SEEDS, size=st.integers(min_value=1, max_value=500), derived_first=st.booleans())
+def test_restarting_the_worker_between_batches_gives_the_same_books(seed: int, size: int,
+                                                                    derived_first: bool) -> None:
     records, one_batch = reference(seed)
-    assert books(fold_in_batches(records, size, restart=True), accounts_of(records)) == one_batch
+    assert books(fold_in_batches(records, size, restart=True, derived_first=derived_first),
+                 accounts_of(records)) == one_batch
 
 
 def test_one_batch_size_one_run_is_identical_to_one_big_batch() -> None:
     records, one_batch = reference(0)
-    assert books(fold_in_batches(records, 1), accounts_of(records)) == one_batch
-    assert one_batch.counts[0] == len(records)
+    assert books(fold_in_batches(records, 1, derived_first=True), accounts_of(records)) == one_batch
+    # every record, and the payment the ledger posted for each cash application
+    assert one_batch.counts[0] == len(records) + generate(members=30, months=4, seed=0).derived_payments
+
+
+def judge_pure(program: Program, store: MemoryStore) -> Judgement:
+    """The demo's comparison, on the pure fold: discrepancy rows and the adjudications in the outbox."""
+    rows = [(d.kind, d.account_id, d.coverage_month, d.status) for d in store.discrepancies(limit=10**9)]
+    adjudications = [decode_output(row.body) for _, row in store.outbox_pending(10**9) if row.stream == CLAIMS_STREAM]
+    assert all(isinstance(a, FsaClaimAdjudicated) for a in adjudications)
+    return judge(program, rows, adjudications)  # type: ignore[arg-type]
+
+
+def assert_exact(program: Program, store: MemoryStore) -> Judgement:
+    verdict = judge_pure(program, store)
+    assert (verdict.missed, verdict.spurious, verdict.status_mismatched, verdict.claims_mismatched) == (0, 0, 0, 0), (
+        verdict.missed_examples, verdict.spurious_examples, verdict.mismatch_examples)
+    assert verdict.claims_adjudicated == len(program.claims)
+    return verdict
 
 
 def test_the_demo_program_finds_exactly_the_injected_discrepancies() -> None:
     program = generate(members=30, months=4, seed=0)
     _, one_batch = reference(0)
-    detected = {(d[1], d[2], d[3]) for d in one_batch.discrepancies}
-    assert detected == program.expected
-    assert len(one_batch.discrepancies) == len(detected)
+    detected = Counter((d[1], d[2], d[3], d[4]) for d in one_batch.discrepancies)
+    assert {row[:3] for row in detected} == program.expected
+    assert detected == program.expected_rows  # a returned refund's refund_due twice: resolved, then open
+    assert_exact(program, fold_in_batches(program_records(0), 10**6))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_a_year_of_the_demo_program_is_exact_for_several_seeds(seed: int) -> None:
+    """300 subscribers over 12 months: every finding, the status it ends in, every FSA claim's decision."""
+    program = generate(members=300, months=12, seed=seed)
+    feed = Feed()
+    records = [r for _, events in program.phases for r in feed.records(*events)]
+    verdict = assert_exact(program, fold_in_batches(records, 2_000, derived_first=seed % 2 == 0))
+    assert all(verdict.claims_by_decision[d] > 0 for d in CLAIM_DECISIONS)
+
+
+def test_the_comparison_notices_a_wrong_decision_a_wrong_status_and_an_unexpected_row() -> None:
+    """The demo's check is not vacuous: the pure fold judged against a program altered three ways."""
+    program = generate(members=30, months=4, seed=0)
+    store = fold_in_batches(program_records(0), 10**6)
+    claim_id, claim = next((k, c) for k, c in sorted(program.claims.items()) if c.decision == "partially_approved")
+    program.claims[claim_id] = replace(claim, decision="approved", approved_cents=claim.requested_cents)
+    returned = next(r for r in program.expected_rows if r[0] == "refund_due" and r[3] == "open"
+                    and program.expected_rows[(*r[:3], "resolved")])
+    program.expected_rows[returned] -= 1
+    program.expected_rows[(*returned[:3], "resolved")] += 1  # as if the returned refund did not reopen it
+    resolved = next(r for r in program.expected_rows if r[0] == "unmatched_payment" and r[3] == "resolved")
+    del program.expected_rows[resolved]  # as if the cash application's payment were not expected
+    verdict = judge_pure(program, store)
+    assert (verdict.missed, verdict.spurious, verdict.status_mismatched, verdict.claims_mismatched) == (0, 1, 1, 1)
 
 
 # -- (b) balance identity on one account ---------------------------------------------------------
