@@ -12,6 +12,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from events.types import DISCREPANCY_KINDS
 
 EXIT_OK = 0
@@ -264,8 +266,13 @@ def cmd_fsa(args: argparse.Namespace) -> int:
 
     with open_store(_settings(), database=args.database) as store:
         rows = store.fsa_accounts(args.account)
+        state = store.load_accounts([args.account]).get(args.account)
+    # every adjudicated claim, from the account's snapshot (the claims topic has the same decisions)
+    claims = sorted(state.fsa.claims.values(), key=lambda c: (c.submitted_on or date.min, c.claim_id)) if (
+        state is not None and state.fsa is not None) else []
     if args.json:
-        _print_json({"account_id": args.account, "fsa_accounts": [asdict(r) for r in rows]})
+        _print_json({"account_id": args.account, "fsa_accounts": [asdict(r) for r in rows],
+                     "claims": [msgspec.to_builtins(c) for c in claims]})
         return EXIT_OK
     if not rows:
         print(f"no flexible spending accounts on {args.account}", file=sys.stderr)
@@ -282,6 +289,12 @@ def cmd_fsa(args: argparse.Namespace) -> int:
     for line in lines:
         print("  ".join(cell.ljust(w) if i in (1, 2, 9) else cell.rjust(w)
                         for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip())
+    if claims:
+        print()
+        for c in claims:
+            print(f"claim {c.claim_id} ({c.plan_year} {c.account_type}, service {c.service_date or '?'},"
+                  f" submitted {c.submitted_on or '?'}): {c.decision} {money(c.approved_cents)} of"
+                  f" {money(c.requested_cents)}" + (f"; {c.reason}" if c.reason else ""))
     return EXIT_OK
 
 

@@ -215,6 +215,7 @@ def apply_fsa_event(account: AccountState, event: FsaEvent, plan: PlanSettings, 
         fsa.claims[event.claim_id] = FsaClaim(
             claim_id=event.claim_id, event_id=event.event_id, plan_year=year_no, account_type=event.account_type,
             requested_cents=event.amount_cents, approved_cents=decision.approved_cents, decision=decision.decision,
+            service_date=event.service_date, submitted_on=event.effective_on, reason=decision.reason,
         )
         out.emitted.append(FsaClaimAdjudicated(
             event_id=f"{event.event_id}:adjudicated", account_id=account.account_id,

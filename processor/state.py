@@ -208,6 +208,9 @@ class FsaClaim(msgspec.Struct, kw_only=True):
     requested_cents: Cents
     approved_cents: Cents
     decision: str
+    service_date: date | None = None
+    submitted_on: date | None = None
+    reason: str = ""
 
 
 class FsaState(msgspec.Struct, kw_only=True):

@@ -102,7 +102,13 @@ def test_a_claim_is_adjudicated_on_the_claims_topic_and_projected_in_fsa_account
     shown = json.loads(capsys.readouterr().out)
     assert [(a["account_type"], a["available_cents"]) for a in shown["fsa_accounts"]] == [
         ("dependent_care", 0), ("health", 90_000)]
+    assert [(c["claim_id"], c["decision"], c["approved_cents"], c["requested_cents"], c["service_date"])
+            for c in shown["claims"]] == [("CL-1", "partially_approved", 19_231, 40_000, "2026-01-20"),
+                                          ("CL-2", "approved", 150_000, 150_000, "2026-01-02")]
+    assert "$192.31 contributed" in shown["claims"][0]["reason"]
     assert cli.main(["fsa", account]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0].split()[:3] == ["year", "type", "member"]
     assert "$2,400.00" in text[2] and "$900.00" in text[2] and "open" in text[2]
+    assert any(line.startswith("claim CL-1 (2026 dependent_care, service 2026-01-20, submitted 2026-01-21):"
+                               " partially_approved $192.31 of $400.00") for line in text)
