@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -163,11 +163,11 @@ def rate_reaches(account: AccountState, event: RatePublished) -> bool:
     """
     if not any(s.relationship == "self" and s.plan == event.plan for s in account.coverages):
         return False
-    return any(
-        m.month is not None and m.bills and event.month_from <= m.month
-        and (event.month_through is None or m.month <= event.month_through)
-        for m in account.months.values()
-    )
+    return any(m.month is not None and m.bills and _rate_covers(event, m.month) for m in account.months.values())
+
+
+def _rate_covers(event: RatePublished, month: date) -> bool:
+    return event.month_from <= month and (event.month_through is None or month <= event.month_through)
 
 
 def publish_rate(
@@ -180,7 +180,7 @@ def publish_rate(
     known rate until now is simply judged against it.
     """
     affected = [a for a in accounts if rate_reaches(a, event)]
-    before = {a.account_id: _billed_premiums(a, part, plan) for a in affected}
+    before = {a.account_id: _billed_premiums(a, part, plan, lambda m: _rate_covers(event, m)) for a in affected}
     apply_partition_event(part, event)
     days_back = (event.occurred_at.date() - event.month_from).days
     outcomes = []
@@ -189,10 +189,6 @@ def publish_rate(
         for key, was in before[account.account_id].items():
             month = account.months[key]
             assert month.month is not None
-            if month.month < event.month_from or (
-                event.month_through is not None and month.month > event.month_through
-            ):
-                continue
             now = expected_premium(account, part, month.month, plan=plan)
             if now == was:
                 continue
@@ -329,12 +325,7 @@ def apply_account_event(
         _apply_payment(account, event, out, plan)
         _reconcile(account, part, plan, month_key(event.coverage_month), event, out)
     elif isinstance(event, PaymentReversed):
-        paid_key = account.payment_months.get(event.payment_id)
-        if paid_key is None:
-            raise Rejected(f"payment {event.payment_id} is unknown on account {account.account_id}",
-                           field="payment_id")
-        key = paid_key
-        line = next(p for p in account.months[key].payments if p.payment_id == event.payment_id)
+        key, line = _payment_line(account, event.payment_id)
         if line.status == PAYMENT_REVERSED:
             raise Rejected(f"payment {event.payment_id} was already reversed by {line.reversal_event_id}",
                            field="payment_id")
@@ -580,11 +571,16 @@ def _terminated_before(account: AccountState, month: date) -> CoverageSegment | 
     return max(ended, key=lambda s: s.end or s.begin, default=None)
 
 
-def _billed_premiums(account: AccountState, part: PartitionState, plan: PlanSettings) -> dict[str, int | None]:
-    """The premium each already-billed month carries now (before an enrollment change is applied)."""
+def _billed_premiums(
+    account: AccountState, part: PartitionState, plan: PlanSettings,
+    reaches: Callable[[date], bool] | None = None,
+) -> dict[str, int | None]:
+    """The premium each already-billed month (that the change ``reaches``, all by default) carries now,
+    before an enrollment or rate change is applied."""
     return {
         key: expected_premium(account, part, m.month, plan=plan)
-        for key, m in account.months.items() if m.month is not None and m.bills
+        for key, m in account.months.items()
+        if m.month is not None and m.bills and (reaches is None or reaches(m.month))
     }
 
 
@@ -634,6 +630,14 @@ def _replace_payments(account: AccountState, plan: PlanSettings) -> None:
                 p.status = _placement(account, month, plan)
 
 
+def _payment_line(account: AccountState, payment_id: str) -> tuple[str, PaymentLine]:
+    """The month key and line of a payment posted on this account; Rejected if there is none."""
+    key = account.payment_months.get(payment_id)
+    if key is None:
+        raise Rejected(f"payment {payment_id} is unknown on account {account.account_id}", field="payment_id")
+    return key, next(p for p in account.months[key].payments if p.payment_id == payment_id)
+
+
 def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
     """Return held cash, or pay back a month's credit; checks everything before changing anything.
     Returns the key of the month the refund belongs to."""
@@ -642,10 +646,7 @@ def _apply_refund(account: AccountState, e: RefundIssued, out: Outcome) -> str:
     if e.amount_cents <= 0:
         raise Rejected("a refund amount must be positive", field="amount_cents")
     if e.payment_id is not None:
-        key = account.payment_months.get(e.payment_id)
-        if key is None:
-            raise Rejected(f"payment {e.payment_id} is unknown on account {account.account_id}", field="payment_id")
-        line = next(p for p in account.months[key].payments if p.payment_id == e.payment_id)
+        key, line = _payment_line(account, e.payment_id)
         if line.status not in UNAPPLIED_STATUSES:
             raise Rejected(f"payment {e.payment_id} is {line.status}, not held cash: refund the month's credit"
                            " (coverage_month) instead", field="payment_id")
@@ -703,10 +704,7 @@ def _apply_cash(account: AccountState, e: CashApplied, out: Outcome) -> str:
     if e.application_id in account.application_ids:
         raise Rejected(f"cash application {e.application_id} was already folded under another event id",
                        field="application_id")
-    key = account.payment_months.get(e.payment_id)
-    if key is None:
-        raise Rejected(f"payment {e.payment_id} is unknown on account {account.account_id}", field="payment_id")
-    line = next(p for p in account.months[key].payments if p.payment_id == e.payment_id)
+    key, line = _payment_line(account, e.payment_id)
     if line.status not in UNAPPLIED_STATUSES:
         raise Rejected(f"payment {e.payment_id} is {line.status}, not unapplied cash", field="payment_id")
     if e.amount_cents != line.amount_cents:
@@ -1111,7 +1109,8 @@ def tax_split(
     is paid through payroll; (None, None) while a rate or a needed birth year is not known.
     """
     partners = {s.coverage_line for s in _in_force_all(account, month, plan)
-                if s.relationship == "domestic_partner" and not s.tax_dependent}
+                if s.relationship == "domestic_partner" and not s.tax_dependent} if any(
+        s.relationship == "domestic_partner" for s in account.coverages) else set()
     post_tax = imputed = 0
     for seg in in_force_self:
         if seg.status != "active":
@@ -1187,14 +1186,9 @@ def _reconcile(
         month.expected_cents, month.employee_share_cents, month.employer_share_cents = premium_shares(
             in_force_self, part, month.month, plan
         )
-        if month.expected_cents is not None and not any(
-            s.coverage_line == "life" or s.relationship == "domestic_partner" for s in account.coverages
-        ):
-            month.post_tax_cents = month.imputed_income_cents = 0  # nothing post-tax, nothing imputed
-        else:
-            month.post_tax_cents, month.imputed_income_cents = tax_split(
-                account, part, month.month, in_force_self, plan
-            )
+        month.post_tax_cents, month.imputed_income_cents = tax_split(
+            account, part, month.month, in_force_self, plan
+        )
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)
     # A discrepancy that disappears because this enrollment change reached back into its month is
