@@ -5,6 +5,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Exact versions and hashes of everything a fresh machine installs (runtime, dev extras, build backend).
+# pyproject.toml keeps the ranges for people who install the package into their own environment.
+LOCK := requirements.lock
 PYTHON_CANDIDATES := python3.13 python3.12 python3.11 python3
 PACKAGES := events processor projections replay
 
@@ -13,7 +16,7 @@ MONTHS ?= 12
 SEED ?= 7
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo lint bench clean browser
+.PHONY: venv test demo lint bench clean browser lock
 
 venv: $(STAMP)
 
@@ -34,11 +37,18 @@ $(PY):
 	  echo "error: '$$py -m venv' failed (on Debian/Ubuntu install the python3-venv package)" >&2; exit 1; \
 	fi
 
-# Re-install only when pyproject.toml is newer than the stamp.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# Install exactly what the lock says (hashes checked), then the project itself without resolving
+# anything more; re-install only when the lock or pyproject.toml is newer than the stamp.
+$(STAMP): $(LOCK) pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Refresh the lock on purpose (after changing dependencies in pyproject.toml): the newest versions
+# the ranges allow, resolved for every Python from 3.11 on, with the hashes of every published file.
+lock: venv
+	printf 'setuptools>=68\n' | $(VENV)/bin/uv pip compile pyproject.toml - --extra dev --universal \
+	  --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --upgrade -o $(LOCK)
 
 # Each run gets its own pytest temp dir: pytest prunes old runs under the shared one, which would delete
 # the embedded PostgreSQL data of another test run going on at the same time.

@@ -7,6 +7,7 @@ AsyncAPI 2.6 document naming every topic, its key and its messages. Regenerate w
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -37,11 +38,29 @@ def _topic_field(cls: type[Event]) -> str | None:
     return None  # an input type no topic accepts yet
 
 
+def _doc(cls: type) -> str:
+    """A class's docstring as the contracts print it: dedented with ``inspect.cleandoc``, so the text
+    is the same whether the interpreter (3.13 dedents docstrings itself) or msgspec (0.23 does too)
+    already stripped the indentation or not."""
+    return inspect.cleandoc(cls.__doc__ or "")
+
+
+def normalised(node: Any) -> Any:
+    """Every ``description`` in a JSON Schema tree cleaned the same way as ``_doc``: what msgspec
+    emits from a docstring differs between its releases and between Python versions."""
+    if isinstance(node, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else normalised(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [normalised(v) for v in node]
+    return node
+
+
 def json_schema(cls: type[Event]) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(cls)
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{tag_of(cls)}.json",
-              "description": (cls.__doc__ or "").strip(), **schema}
-    return schema
+              "description": _doc(cls), **schema}
+    return normalised(schema)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -62,7 +81,7 @@ def asyncapi() -> dict[str, Any]:
         messages[tag] = {
             "name": tag,
             "title": cls.__name__,
-            "summary": (cls.__doc__ or cls.__name__).strip().splitlines()[0],
+            "summary": (_doc(cls) or cls.__name__).splitlines()[0],
             "contentType": "application/json",
             "bindings": {"kafka": {"key": {
                 "type": "string",
@@ -91,7 +110,7 @@ def asyncapi() -> dict[str, Any]:
                  "description": "Input topics take events keyed by account_id; money is integer cents."},
         "defaultContentType": "application/json",
         "channels": channels,
-        "components": {"messages": messages, "schemas": components},
+        "components": {"messages": messages, "schemas": normalised(components)},
     }
 
 

@@ -11,9 +11,10 @@ from processor.embedded import EmbeddedBroker
 from processor.settings import Settings, TopicSettings
 from processor.topics import ensure_topics
 from tests.e2e.test_cli import base_env, run_cli
+from tests.fixtures import X12_SAMPLES
 from tests.integration.test_pipeline import consume_all
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "x12-samples"
+SAMPLES = X12_SAMPLES
 ALL = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".txt", ".edi"))
 
 

@@ -17,9 +17,10 @@ from psycopg import sql
 from events.adapters.ingest import ingest
 from processor.app import open_ledger
 from processor.settings import Settings
+from tests.fixtures import X12_SAMPLES
 from tests.integration.test_pipeline import consume_all, process_until
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "x12-samples"
+SAMPLES = X12_SAMPLES
 FAMILY = SAMPLES / "834_pyx12_deident_family.txt"
 TERM = SAMPLES / "834_pyx12_deident_term.txt"
 LIST_BILL = SAMPLES / "820_X218_list_bill_payment.edi"

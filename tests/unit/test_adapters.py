@@ -20,9 +20,10 @@ from events.adapters import (
     to_cents,
 )
 from events.types import EnrollmentChanged, PaymentReceived, RemittanceReceived
+from tests.fixtures import X12_SAMPLES
 from tests.unit.builders import enroll, pay
 
-SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "x12-samples"
+SAMPLES = X12_SAMPLES
 FAMILY = SAMPLES / "834_pyx12_deident_family.txt"
 TERM = SAMPLES / "834_pyx12_deident_term.txt"
 LIST_BILL = SAMPLES / "820_X218_list_bill_payment.edi"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from events import contracts
-from events.types import INPUT_TYPES, OUTPUT_TYPES, tag_of
+from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, tag_of
 from processor.batch import topic_types
 from processor.settings import TopicSettings
 
@@ -39,3 +39,25 @@ def test_asyncapi_topics_carry_the_types_the_processor_accepts() -> None:
     assert {r["$ref"].rsplit("/", 1)[1] for r in outputs} == {tag_of(c) for c in OUTPUT_TYPES} - {
         "fsa_claim_adjudicated"}
     json.dumps(channels)
+
+
+def test_schemas_do_not_depend_on_docstring_indentation() -> None:
+    """Python 3.13 and msgspec 0.23 dedent docstrings, older ones do not: the contracts print the same text."""
+
+    class Probe(Event, frozen=True, kw_only=True, tag="indentation_probe"):
+        """First line.
+
+        Second paragraph, indented as in source.
+            A deeper line keeps its relative indent.
+        """
+
+        note: str
+
+    expected = "First line.\n\nSecond paragraph, indented as in source.\n    A deeper line keeps its relative indent."
+    schema = contracts.json_schema(Probe)
+    assert schema["description"] == expected
+    assert schema["$defs"]["Probe"]["description"] == expected
+    raw_indented = {"a": [{"description": "First line.\n\n    Second paragraph, indented as in source.\n"
+                                          "        A deeper line keeps its relative indent.\n    "}]}
+    raw_flush = {"a": [{"description": expected}]}
+    assert contracts.normalised(raw_indented) == contracts.normalised(raw_flush) == raw_flush

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.ingest import synthetic_834
 from events.adapters import MemberIds, parse_bytes
 from events.adapters.x12 import read_x12, read_x12_parallel
+from tests.fixtures import X12_SAMPLES
 
 
 def _with_errors(members: int) -> str:
@@ -34,14 +35,13 @@ def test_parallel_chunks_find_the_same_segments_and_errors_as_one_pass() -> None
 
 # -- robustness: mutated files never crash the parser ---------------------------------------------
 
-from pathlib import Path  # noqa: E402
 
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from events import codec  # noqa: E402
 
-_SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "x12-samples"
+_SAMPLES = X12_SAMPLES
 _TEXTS = [p.read_bytes() for p in sorted(_SAMPLES.iterdir()) if p.suffix in (".txt", ".edi")]
 
 
