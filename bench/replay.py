@@ -36,8 +36,9 @@ if str(REPO_ROOT) not in sys.path:
 import psycopg  # noqa: E402
 
 from events import codec  # noqa: E402
+from events.topics import topic_types  # noqa: E402
 from events.types import tag_of  # noqa: E402
-from processor.batch import partition_for, topic_types  # noqa: E402
+from processor.batch import partition_for  # noqa: E402
 from processor.demo import generate  # noqa: E402
 from processor.settings import PlanSettings, TopicSettings  # noqa: E402
 from projections.chain import GENESIS, link  # noqa: E402

@@ -15,27 +15,10 @@ from typing import Any
 
 import msgspec
 
-from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, FsaClaimAdjudicated, tag_of
+from events.topics import TopicSettings, topic_field_of
+from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, tag_of
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-
-
-def _topic_field(cls: type[Event]) -> str | None:
-    """Which TopicSettings field carries the type, as the processor checks it (processor.batch.topic_types);
-    claim adjudications go to the claims topic, the other output events to the discrepancy topic."""
-    from processor.batch import topic_types
-    from processor.settings import TopicSettings
-
-    if cls is FsaClaimAdjudicated:
-        return "claims"
-    if cls in OUTPUT_TYPES:
-        return "discrepancies"
-    topics = TopicSettings()
-    by_name = {name: field for field, name in topics.model_dump().items()}
-    for topic, tags in topic_types(topics).items():
-        if tag_of(cls) in tags:
-            return by_name[topic]
-    return None  # an input type no topic accepts yet
 
 
 def _doc(cls: type) -> str:
@@ -68,8 +51,6 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 
 def asyncapi() -> dict[str, Any]:
-    from processor.settings import TopicSettings
-
     topics = TopicSettings()
     types = (*INPUT_TYPES, *OUTPUT_TYPES)
     _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
@@ -91,7 +72,7 @@ def asyncapi() -> dict[str, Any]:
             "payload": {"$ref": f"#/components/schemas/{cls.__name__}"},
         }
     for field, name in topics.model_dump().items():
-        tags = [tag_of(c) for c in types if _topic_field(c) == field]
+        tags = [tag_of(c) for c in types if topic_field_of(c) == field]
         if field == "dead_letter":
             channels[name] = {
                 "description": "records that could not be applied: original key and bytes untouched; headers"

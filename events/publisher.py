@@ -15,45 +15,10 @@ from typing import Any
 from kafka import KafkaProducer
 
 from events import codec
-from events.types import (
-    AdjustmentPosted,
-    BillingCycleClosed,
-    CashApplied,
-    DayClosed,
-    EnrollmentChanged,
-    Event,
-    FsaClaimSubmitted,
-    FsaContributionReceived,
-    FsaElectionMade,
-    PaymentReceived,
-    PaymentReversed,
-    PremiumBilled,
-    RatePublished,
-    RefundIssued,
-    RefundReturned,
-    RemittanceReceived,
-)
-from processor.settings import TopicSettings
+from events.topics import TopicSettings, topic_for
+from events.types import Event
 
 SEQUENCE_HEADER = "ledger-seq"  # the producer's send order, ties broken within a millisecond
-
-
-def topic_for(event: Event, topics: TopicSettings) -> str:
-    if isinstance(event, EnrollmentChanged):
-        return topics.enrollment
-    if isinstance(event, RatePublished):
-        return topics.rates
-    if isinstance(event, PremiumBilled | AdjustmentPosted):
-        return topics.billing
-    if isinstance(
-        event, PaymentReceived | PaymentReversed | RemittanceReceived | RefundIssued | RefundReturned | CashApplied
-    ):
-        return topics.payments
-    if isinstance(event, DayClosed | BillingCycleClosed):
-        return topics.control
-    if isinstance(event, FsaElectionMade | FsaContributionReceived | FsaClaimSubmitted):
-        return topics.fsa
-    raise TypeError(f"{type(event).__name__} is not an input event")
 
 
 class PublishError(RuntimeError):

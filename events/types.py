@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import msgspec
 
@@ -25,7 +25,9 @@ FsaAccountType = Literal["health", "dependent_care"]
 TaxFilingStatus = Literal["single", "married_filing_jointly", "married_filing_separately", "head_of_household"]
 ClaimDecision = Literal["approved", "partially_approved", "denied"]
 
-DISCREPANCY_KINDS: tuple[str, ...] = (
+# The discrepancy kinds (DOMAIN.md): used by events, rows, the CLI and the contracts. Add kinds when the
+# domain needs them; never rename one.
+DiscrepancyKind = Literal[
     "underpaid",
     "overpaid",
     "billed_not_enrolled",
@@ -40,7 +42,8 @@ DISCREPANCY_KINDS: tuple[str, ...] = (
     "tax_treatment",
     "cobra_shortfall",
     "refund_due",
-)
+]
+DISCREPANCY_KINDS: tuple[str, ...] = get_args(DiscrepancyKind)
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -230,7 +233,7 @@ class BillingCycleClosed(Event, frozen=True, kw_only=True, tag="billing_cycle_cl
 
 class DiscrepancyOpened(Event, frozen=True, kw_only=True, tag="discrepancy_opened"):
     discrepancy_id: str
-    kind: str
+    kind: DiscrepancyKind
     coverage_month: date | None = None
     payer_id: str | None = None
     expected_cents: Cents
@@ -245,7 +248,7 @@ class DiscrepancyAmountChanged(Event, frozen=True, kw_only=True, tag="discrepanc
     """An open discrepancy's amounts moved (a partial payment, a further bill): still open."""
 
     discrepancy_id: str
-    kind: str
+    kind: DiscrepancyKind
     coverage_month: date | None = None
     previous_expected_cents: Cents
     previous_actual_cents: Cents
@@ -262,7 +265,7 @@ class DiscrepancySuperseded(Event, frozen=True, kw_only=True, tag="discrepancy_s
     """
 
     discrepancy_id: str
-    kind: str
+    kind: DiscrepancyKind
     coverage_month: date | None = None
     superseding_event_ids: tuple[str, ...]
     superseded_by: str | None = None
@@ -271,7 +274,7 @@ class DiscrepancySuperseded(Event, frozen=True, kw_only=True, tag="discrepancy_s
 
 class DiscrepancyResolved(Event, frozen=True, kw_only=True, tag="discrepancy_resolved"):
     discrepancy_id: str
-    kind: str
+    kind: DiscrepancyKind
     coverage_month: date | None = None
     resolving_event_ids: tuple[str, ...]
     explanation: str

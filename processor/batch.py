@@ -14,6 +14,7 @@ from datetime import datetime
 from kafka.partitioner.default import murmur2
 
 from events import codec
+from events.topics import TopicSettings, topic_types
 from events.types import (
     BillingCycleClosed,
     DayClosed,
@@ -38,7 +39,7 @@ from processor.fold import (
     publish_rate,
 )
 from processor.fsa import closable_through
-from processor.settings import PlanSettings, TopicSettings
+from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
 from projections.model import (
     CLAIMS_STREAM,
@@ -78,34 +79,6 @@ class BatchResult:
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so a record's partition can be checked against its key."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def topic_types(topics: TopicSettings) -> dict[str, frozenset[str]]:
-    """Which event types belong on which input topic."""
-    from events.types import (
-        FSA_TYPES,
-        AdjustmentPosted,
-        CashApplied,
-        EnrollmentChanged,
-        PaymentReceived,
-        PaymentReversed,
-        PremiumBilled,
-        RefundIssued,
-        RefundReturned,
-        RemittanceReceived,
-    )
-
-    return {
-        topics.enrollment: frozenset({tag_of(EnrollmentChanged)}),
-        topics.rates: frozenset({tag_of(RatePublished)}),
-        topics.billing: frozenset({tag_of(PremiumBilled), tag_of(AdjustmentPosted)}),
-        topics.payments: frozenset({
-            tag_of(PaymentReceived), tag_of(PaymentReversed), tag_of(RemittanceReceived), tag_of(RefundIssued),
-            tag_of(CashApplied), tag_of(RefundReturned),
-        }),
-        topics.control: frozenset({tag_of(DayClosed), tag_of(BillingCycleClosed)}),
-        topics.fsa: frozenset(tag_of(t) for t in FSA_TYPES),
-    }
 
 
 class BatchProcessor:

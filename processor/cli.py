@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from events.money import format_cents as money
 from events.types import DISCREPANCY_KINDS
 
 EXIT_OK = 0
@@ -33,11 +34,6 @@ def _json_default(value: object) -> object:
 
 def _print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=False) + "\n")
-
-
-def money(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
 
 def _settings() -> Any:

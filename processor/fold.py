@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from events.money import format_cents as cents
 from events.types import (
     AdjustmentPosted,
     BillingCycleClosed,
     CashApplied,
     DayClosed,
     DiscrepancyAmountChanged,
+    DiscrepancyKind,
     DiscrepancyOpened,
     DiscrepancyResolved,
     DiscrepancySuperseded,
@@ -89,7 +91,7 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    kind: str
+    kind: DiscrepancyKind
     key: str
     month: date | None
     payer_id: str | None
@@ -108,11 +110,6 @@ def last_day(month: date) -> date:
 
 def first_of_month(day: date) -> date:
     return day.replace(day=1)
-
-
-def cents(amount: int) -> str:
-    sign = "-" if amount < 0 else ""
-    return f"{sign}${abs(amount) // 100:,}.{abs(amount) % 100:02d}"
 
 
 def discrepancy_id(account_id: str, key: str, opened_by: str) -> str:

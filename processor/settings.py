@@ -9,6 +9,8 @@ import platformdirs
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.topics import TopicSettings
+
 # Development default of ``member_id_hmac_key``: anyone who knows it can test a guessed SSN against a
 # pseudonym, so production must set its own key (LEDGER_MEMBER_ID_HMAC_KEY).
 DEVELOPMENT_HMAC_KEY = "benefits-ledger-development-key-change-me"
@@ -224,25 +226,6 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-class TopicSettings(BaseModel):
-    """Kafka topic names. Every input topic has the same partition count."""
-
-    model_config = {"frozen": True, "extra": "forbid"}
-
-    enrollment: str = "ledger.enrollment"
-    rates: str = "ledger.rates"
-    billing: str = "ledger.billing"
-    payments: str = "ledger.payments"
-    control: str = "ledger.control"
-    discrepancies: str = "ledger.discrepancies"
-    dead_letter: str = "ledger.dead-letter"
-    fsa: str = "ledger.fsa"  # input: FSA elections, contributions and claims
-    claims: str = "ledger.fsa-claims"  # output: one adjudication per FSA claim
-
-    def inputs(self) -> tuple[str, ...]:
-        return (self.enrollment, self.rates, self.billing, self.payments, self.control, self.fsa)
 
 
 class Settings(BaseSettings):

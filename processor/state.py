@@ -10,7 +10,7 @@ from datetime import date
 
 import msgspec
 
-from events.types import Cents
+from events.types import Cents, DiscrepancyKind
 
 
 class CoverageSegment(msgspec.Struct, kw_only=True):
@@ -86,7 +86,7 @@ class PaymentLine(msgspec.Struct, kw_only=True):
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):
     discrepancy_id: str
-    kind: str
+    kind: DiscrepancyKind
     key: str
     coverage_month: date | None
     payer_id: str | None

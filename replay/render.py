@@ -8,12 +8,8 @@ from dataclasses import asdict
 from datetime import UTC
 from typing import Any
 
+from events.money import format_cents
 from replay.statements import Report, Statement
-
-
-def _money(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
 
 def _statement_json(st: Statement) -> dict[str, Any]:
@@ -93,19 +89,19 @@ def report_table(report: Report) -> str:
         for col in ("month", "due", "billed", "adjustments", "paid", "refunds", "balance"):
             t.add_column(col, justify="right")
         for x in st.lines:
-            t.add_row(f"{x.coverage_month:%Y-%m}", str(x.due_on or ""), _money(x.billed_cents),
-                      _money(x.adjustments_cents), _money(x.paid_cents), _money(x.refunds_cents),
-                      _money(x.balance_cents))
-        t.add_row("total", "", _money(st.billed_cents), _money(st.adjustments_cents), _money(st.paid_cents),
-                  _money(st.refunds_cents), _money(st.balance_cents), style="bold")
+            t.add_row(f"{x.coverage_month:%Y-%m}", str(x.due_on or ""), format_cents(x.billed_cents),
+                      format_cents(x.adjustments_cents), format_cents(x.paid_cents), format_cents(x.refunds_cents),
+                      format_cents(x.balance_cents))
+        t.add_row("total", "", *(format_cents(c) for c in (
+            st.billed_cents, st.adjustments_cents, st.paid_cents, st.refunds_cents, st.balance_cents)), style="bold")
         console.print(t)
         if st.unapplied_cents:
-            console.print(f"unapplied cash: {_money(st.unapplied_cents)}")
+            console.print(f"unapplied cash: {format_cents(st.unapplied_cents)}")
     aging = Table(title=f"aging of outstanding amounts at {report.known_at.date()}")
     aging.add_column("bucket")
     aging.add_column("outstanding", justify="right")
     for bucket, cents in report.aging_totals().items():
-        aging.add_row(bucket, _money(cents))
+        aging.add_row(bucket, format_cents(cents))
     console.print(aging)
     if report.open_discrepancies:
         dt = Table(title="open discrepancies as they stood")
@@ -113,7 +109,7 @@ def report_table(report: Report) -> str:
             dt.add_column(col)
         for d in report.open_discrepancies:
             dt.add_row(d.account_id, f"{d.coverage_month:%Y-%m}" if d.coverage_month else "-", d.kind,
-                       _money(d.expected_cents), _money(d.actual_cents), d.actor, d.explanation)
+                       format_cents(d.expected_cents), format_cents(d.actual_cents), d.actor, d.explanation)
         console.print(dt)
     else:
         console.print("no open discrepancies")
@@ -159,7 +155,7 @@ def _bar_chart(title: str, series: list[tuple[str, list[tuple[str, int]]]], mone
         for vi, (legend, value) in enumerate(values):
             h = plot_h * value / peak
             x = x0 + vi * bar_w
-            label = _money(value) if money else str(value)
+            label = format_cents(value) if money else str(value)
             parts.append(f'<rect class="bar" data-category="{_esc(category)}" data-series="{_esc(legend)}"'
                          f' data-value="{value}" x="{x:.1f}" y="{height - bottom - h:.1f}" width="{bar_w - 2:.1f}"'
                          f' height="{h:.1f}" fill="{colours[vi % len(colours)]}"><title>{_esc(category)}'
@@ -172,23 +168,23 @@ def _bar_chart(title: str, series: list[tuple[str, list[tuple[str, int]]]], mone
                      f' fill="{colours[li % len(colours)]}"/><text x="{left + li * 140 + 14}" y="{height - 13}"'
                      f' font-size="11">{_esc(legend)}</text>')
     parts.append(f'<text x="{left - 6}" y="{top + 4}" font-size="10" text-anchor="end">'
-                 f'{_esc(_money(peak) if money else peak)}</text></svg>')
+                 f'{_esc(format_cents(peak) if money else peak)}</text></svg>')
     return "".join(parts)
 
 
 def _statement_html(st: Statement) -> str:
     rows = "".join(
         f"<tr><td>{x.coverage_month:%Y-%m}</td><td>{_esc(x.due_on or '')}</td>"
-        + "".join(f'<td class="num">{_money(v)}</td>' for v in (
+        + "".join(f'<td class="num">{format_cents(v)}</td>' for v in (
             x.billed_cents, x.adjustments_cents, x.paid_cents, x.refunds_cents, x.balance_cents))
         + "</tr>"
         for x in st.lines
     )
     total = ('<tr class="total"><td>total</td><td></td>' + "".join(
-        f'<td class="num" data-total="{name}">{_money(v)}</td>' for name, v in (
+        f'<td class="num" data-total="{name}">{format_cents(v)}</td>' for name, v in (
             ("billed", st.billed_cents), ("adjustments", st.adjustments_cents), ("paid", st.paid_cents),
             ("refunds", st.refunds_cents), ("balance", st.balance_cents))) + "</tr>")
-    cash = f"<p>unapplied cash: {_money(st.unapplied_cents)}</p>" if st.unapplied_cents else ""
+    cash = f"<p>unapplied cash: {format_cents(st.unapplied_cents)}</p>" if st.unapplied_cents else ""
     head = "".join(f'<th class="num">{h}</th>' for h in ("billed", "adjustments", "paid", "refunds", "balance"))
     return (f'<h2>{_esc(st.kind)} {_esc(st.id)}</h2><table class="statement" data-id="{_esc(st.id)}">'
             f"<tr><th>month</th><th>due</th>{head}</tr>{rows}{total}</table>{cash}")
@@ -207,15 +203,15 @@ def report_html(report: Report) -> str:
     discrepancy_series = [(m, [("opened", o), ("resolved", r)]) for m, (o, r) in sorted(per_month.items())]
     open_rows = "".join(
         f"<tr><td>{_esc(d.account_id)}</td><td>{d.coverage_month:%Y-%m}</td><td>{_esc(d.kind)}</td>"
-        f'<td class="num">{_money(d.expected_cents)}</td><td class="num">{_money(d.actual_cents)}</td>'
+        f'<td class="num">{format_cents(d.expected_cents)}</td><td class="num">{format_cents(d.actual_cents)}</td>'
         f"<td>{_esc(d.actor)}</td><td>{_esc(d.explanation)}</td></tr>"
         if d.coverage_month else
         f"<tr><td>{_esc(d.account_id)}</td><td>-</td><td>{_esc(d.kind)}</td>"
-        f'<td class="num">{_money(d.expected_cents)}</td><td class="num">{_money(d.actual_cents)}</td>'
+        f'<td class="num">{format_cents(d.expected_cents)}</td><td class="num">{format_cents(d.actual_cents)}</td>'
         f"<td>{_esc(d.actor)}</td><td>{_esc(d.explanation)}</td></tr>"
         for d in report.open_discrepancies
     )
-    aging_rows = "".join(f'<tr><td>{_esc(b)}</td><td class="num" data-bucket="{_esc(b)}">{_money(c)}</td></tr>'
+    aging_rows = "".join(f'<tr><td>{_esc(b)}</td><td class="num" data-bucket="{_esc(b)}">{format_cents(c)}</td></tr>'
                          for b, c in report.aging_totals().items())
     body = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",

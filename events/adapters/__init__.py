@@ -10,15 +10,14 @@ from pathlib import Path
 
 from events.adapters.common import (
     FORMATS,
-    AmountError,
     FileDiscrepancy,
     IngestError,
     IngestLimits,
     MemberIds,
     ParsedFile,
     TooLarge,
-    to_cents,
 )
+from events.money import AmountError, to_cents
 
 __all__ = [
     "FORMATS",

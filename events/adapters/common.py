@@ -7,7 +7,6 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from events.types import InputEvent
@@ -105,20 +104,3 @@ class MemberIds:
         return "ssn-" + hmac.new(self._key, digits.encode(), hashlib.sha256).hexdigest()[:24]
 
 
-class AmountError(ValueError):
-    pass
-
-
-def to_cents(text: str) -> int:
-    """An X12 or CSV decimal amount ("255", "-10.5", "78.12") to integer cents, exactly; never a float."""
-    raw = text.strip()
-    try:
-        value = Decimal(raw)
-    except InvalidOperation as exc:
-        raise AmountError(f"{raw!r} is not a decimal amount") from exc
-    if not value.is_finite():
-        raise AmountError(f"{raw!r} is not a finite amount")
-    cents = value * 100
-    if cents != cents.to_integral_value():
-        raise AmountError(f"{raw!r} has a fraction of a cent")
-    return int(cents)

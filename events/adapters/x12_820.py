@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from events.adapters.common import AmountError, FileDiscrepancy, IngestError, MemberIds, to_cents
+from events.adapters.common import FileDiscrepancy, IngestError, MemberIds
 from events.adapters.x12 import Seg
+from events.money import AmountError, to_cents
 from events.types import InputEvent, PaymentMethod, PaymentReceived, RemittanceAdjustment, RemittanceReceived
 
 SOURCE = "x12-820"

@@ -8,8 +8,10 @@ from datetime import UTC, date, datetime
 from itertools import count
 
 from events.codec import encode
+from events.topics import topic_for
 from events.types import (
     BROADCAST_ACCOUNT,
+    INPUT_TYPES,
     AdjustmentPosted,
     DayClosed,
     DiscrepancyOpened,
@@ -24,6 +26,7 @@ from events.types import (
     PaymentReversed,
     PremiumBilled,
     RatePublished,
+    tag_of,
 )
 from processor.batch import BatchProcessor, BatchResult, Record, partition_for
 from processor.fold import Outcome, apply_account_event, apply_partition_event, close_day, publish_rate
@@ -223,23 +226,7 @@ PARTITIONS = 4
 LOG = "log-1"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
-TOPIC_OF = {
-    "enrollment_changed": TOPICS.enrollment,
-    "rate_published": TOPICS.rates,
-    "premium_billed": TOPICS.billing,
-    "adjustment_posted": TOPICS.billing,
-    "payment_received": TOPICS.payments,
-    "payment_reversed": TOPICS.payments,
-    "day_closed": TOPICS.control,
-    "billing_cycle_closed": TOPICS.control,
-    "refund_issued": TOPICS.payments,
-    "cash_applied": TOPICS.payments,
-    "refund_returned": TOPICS.payments,
-    "remittance_received": TOPICS.payments,
-    "fsa_election_made": TOPICS.fsa,
-    "fsa_contribution_received": TOPICS.fsa,
-    "fsa_claim_submitted": TOPICS.fsa,
-}
+TOPIC_OF = {tag_of(t): topic_for(t, TOPICS) for t in INPUT_TYPES}
 HOME = partition_for(ACCOUNT.encode(), PARTITIONS)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from events import contracts
+from events.topics import topic_types
 from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, tag_of
-from processor.batch import topic_types
 from processor.settings import TopicSettings
 
 

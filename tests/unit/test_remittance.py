@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from events.codec import decode_input, encode
+from events.topics import topic_types
 from events.types import DiscrepancyAmountChanged, RemittanceReceived
-from processor.batch import topic_types
 from processor.fold import Rejected
 from tests.unit.builders import JAN, T0, TOPICS, Feed, Ledger, make, run
 
