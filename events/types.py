@@ -256,6 +256,9 @@ class DiscrepancyAmountChanged(Event, frozen=True, kw_only=True, tag="discrepanc
     actual_cents: Cents
     changing_event_ids: tuple[str, ...]
     explanation: str
+    # What must be done now, when that changed too (a retroactive change's refund or bill); None in
+    # events recorded before it was carried.
+    action: str | None = None
 
 
 class DiscrepancySuperseded(Event, frozen=True, kw_only=True, tag="discrepancy_superseded"):

@@ -15,44 +15,15 @@ from kafka.partitioner.default import murmur2
 
 from events import codec
 from events.topics import TopicSettings, topic_types
-from events.types import (
-    BillingCycleClosed,
-    DayClosed,
-    DiscrepancyAmountChanged,
-    DiscrepancyOpened,
-    DiscrepancySuperseded,
-    FsaClaimAdjudicated,
-    InputEvent,
-    OutputEvent,
-    RatePublished,
-    tag_of,
-)
-from processor.fold import (
-    Outcome,
-    Rejected,
-    apply_account_event,
-    apply_partition_event,
-    candidate_cutoff,
-    close_billing_cycle,
-    close_day,
-    day_may_change,
-    publish_rate,
-)
-from processor.fsa import closable_through
+from events.types import BillingCycleClosed, DayClosed, InputEvent, OutputEvent, RatePublished, tag_of
+from processor.collect import Collector
+from processor.rules.base import Rejected
+from processor.rules.days import candidate_cutoff
+from processor.rules.fold import fold_event
+from processor.rules.fsa import closable_through
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
-from projections.model import (
-    CLAIMS_STREAM,
-    PAYMENTS_STREAM,
-    ArchiveRow,
-    BatchWrite,
-    DeadLetterRow,
-    DiscrepancyClose,
-    DiscrepancyRow,
-    LedgerStore,
-    OutboxRow,
-    PositionAdvance,
-)
+from projections.model import ArchiveRow, BatchWrite, DeadLetterRow, LedgerStore, PositionAdvance
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +113,8 @@ class BatchProcessor:
         """Fold a batch into a BatchWrite. The caller commits it, or calls reset() if that fails."""
         now = self.clock()
         write = BatchWrite()
-        self._opened_in_batch: dict[str, DiscrepancyRow] = {}
-        result = BatchResult(write=write)
+        collector = Collector(write)
+        result = BatchResult(write=write, emitted=collector.emitted)
         counts: dict[tuple[str, int], list[int]] = {}  # (topic, partition) -> [applied, dup, dead]
         last_offset: dict[tuple[str, int], int] = {}
         decoded: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
@@ -198,7 +169,7 @@ class BatchProcessor:
                      "event_id", event.event_id)
                 continue
             try:
-                outcomes = self._fold(rec.partition, event, write)
+                self._fold(rec.partition, event, collector, now)
             except Rejected as exc:
                 dead(rec, exc.reason, exc.field, event.event_id)
                 continue
@@ -211,8 +182,6 @@ class BatchProcessor:
                 account_id=event.account_id, effective_on=event.effective_on, occurred_at=event.occurred_at,
                 recorded_at=now, body=body, body_hash=digest,
             ))
-            for account_id, out in outcomes:
-                self._collect(account_id, out, write, result, now)
 
         # 5. positions: every consumed offset moves the position, whatever became of the record.
         # They move optimistically so the next batch can be folded while this one commits.
@@ -298,91 +267,19 @@ class BatchProcessor:
         for a in wanted:
             self._accounts.move_to_end(a)
 
-    def _fold(self, partition: int, event: InputEvent, write: BatchWrite) -> list[tuple[str, Outcome]]:
+    def _fold(self, partition: int, event: InputEvent, collector: Collector, recorded_at: datetime) -> None:
+        """The one fold, on this worker's cached state; the outcomes go to the batch's collector."""
         part = self._parts[partition]
-        if isinstance(event, RatePublished):
-            # A rate reaching back into billed months recomputes them on every account it touches.
-            touched = publish_rate(
-                [a for a in self._accounts.values() if a.partition == partition], part, event, self.plan
-            )
-            write.partitions[partition] = part
-            return [(account.account_id, out) for account, out in touched]
-        if isinstance(event, BillingCycleClosed):
-            apply_partition_event(part, event)
-            write.partitions[partition] = part
-            outcomes = []
-            for account in list(self._accounts.values()):
-                if account.partition == partition:
-                    out = close_billing_cycle(account, part, event, self.plan)
-                    if out.dirty_months:
-                        outcomes.append((account.account_id, out))
-            return outcomes
-        if isinstance(event, DayClosed):
-            apply_partition_event(part, event)
-            write.partitions[partition] = part
-            # Only accounts with an unpaid month past the grace period can change on a new day.
-            return [
-                (account.account_id, close_day(account, part, event, self.plan))
-                for account in list(self._accounts.values())
-                if account.partition == partition
-                and day_may_change(account, event.business_date, self.plan)
-            ]
-        account = self._accounts[event.account_id]
-        if account.partition != partition:
-            raise AssertionError(f"account {account.account_id} cached for partition {account.partition}")
-        return [(account.account_id, apply_account_event(account, part, event, self.plan))]
+        reached = fold_event(
+            event, part, self.plan, self._cached_account,
+            lambda: [a for a in self._accounts.values() if a.partition == partition],
+        )
+        if type(event).BROADCAST:
+            collector.write.partitions[partition] = part
+        for account, out in reached:
+            if account.partition != partition:
+                raise AssertionError(f"account {account.account_id} cached for partition {account.partition}")
+            collector.add(account, out, recorded_at)
 
-    def _collect(
-        self, account_id: str, out: Outcome, write: BatchWrite, result: BatchResult, now: datetime
-    ) -> None:
-        account = self._accounts[account_id]
-        write.accounts[account_id] = account
-        write.dirty_months.setdefault(account_id, set()).update(out.dirty_months)
-        if out.coverage_changed:
-            write.coverage_changed.add(account_id)
-        if out.fsa_changed:
-            write.fsa_changed.add(account_id)
-        for payer, delta in out.payer_unapplied_delta.items():
-            write.payer_unapplied_delta[payer] = write.payer_unapplied_delta.get(payer, 0) + delta
-        opened_now = self._opened_in_batch
-        for payment in out.derived:  # cash applied elsewhere: the relay posts it on its payments topic
-            write.outbox.append(OutboxRow(event_id=payment.event_id, key=payment.account_id,
-                                          body=codec.encode(payment), stream=PAYMENTS_STREAM))
-        for ev in out.emitted:
-            result.emitted.append(ev)
-            if isinstance(ev, FsaClaimAdjudicated):  # not a discrepancy: the relay sends it to the claims topic
-                write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev),
-                                              stream=CLAIMS_STREAM))
-                continue
-            write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev)))
-            if isinstance(ev, DiscrepancyOpened):
-                row = DiscrepancyRow.from_open(account_id, account.open[_key_of(account, ev)], now)
-                write.discrepancies_opened.append(row)
-                opened_now[row.discrepancy_id] = row
-            elif isinstance(ev, DiscrepancyAmountChanged):
-                pass  # the row follows through changed_discrepancies below; the event goes to the outbox
-            elif isinstance(ev, DiscrepancySuperseded):
-                write.discrepancies_closed.append(
-                    DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",
-                                     recorded_at=now, status="superseded")
-                )
-            else:
-                write.discrepancies_closed.append(
-                    DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",
-                                     recorded_at=now)
-                )
-        for d in out.changed_discrepancies:
-            row = DiscrepancyRow.from_open(account_id, d, now)
-            if d.discrepancy_id in opened_now:
-                fresh = opened_now[d.discrepancy_id]
-                fresh.expected_cents, fresh.actual_cents = d.expected_cents, d.actual_cents
-                fresh.explanation, fresh.cause_event_ids = d.explanation, d.cause_event_ids
-            else:
-                write.discrepancies_changed.append(row)
-
-
-def _key_of(account: AccountState, ev: DiscrepancyOpened) -> str:
-    for key, d in account.open.items():
-        if d.discrepancy_id == ev.discrepancy_id:
-            return key
-    raise AssertionError(f"opened discrepancy {ev.discrepancy_id} is not open on {account.account_id}")
+    def _cached_account(self, account_id: str) -> AccountState:
+        return self._accounts[account_id]  # _load put every account of the batch in the cache

@@ -39,7 +39,7 @@ from events.types import (
     RemittanceReceived,
 )
 from processor.app import run_services
-from processor.fold import last_day
+from processor.rules.dates import last_day
 from processor.settings import FsaSettings, PlanSettings
 
 SOURCE = "demo-generator"

@@ -129,6 +129,9 @@ class MonthState(msgspec.Struct, kw_only=True):
     payments: list[PaymentLine] = msgspec.field(default_factory=list)
     expected_cents: Cents | None = None
     retro: list[RetroLine] = msgspec.field(default_factory=list)
+    # Where the retroactive change the month shows now begins in ``retro``: lines before it belong to
+    # changes already settled (the bill agreed with the premium again).
+    retro_from: int = 0
     refunds: list[RefundLine] = msgspec.field(default_factory=list)
     # Section 125 / IRC 79, derived from the coverage: the part of the employee's share that must be
     # taken after tax, and the month's imputed income (None while a rate or an age is not known).

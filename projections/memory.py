@@ -21,6 +21,7 @@ from projections.model import (
     OutboxRow,
     PositionConflict,
     Summary,
+    apply_discrepancy_changes,
 )
 
 
@@ -152,16 +153,7 @@ class MemoryStore:
             self._fsa[(f.account_id, f.plan_year, f.account_type)] = f
         for p, snapshot in frozen.partitions:
             self._partitions[p] = snapshot
-        for d in batch.discrepancies_opened:
-            self._discrepancies[d.discrepancy_id] = replace(d)  # a copy: the caller keeps its row
-        for d in batch.discrepancies_changed:
-            stored = self._discrepancies[d.discrepancy_id]
-            stored.expected_cents, stored.actual_cents = d.expected_cents, d.actual_cents
-            stored.explanation, stored.cause_event_ids = d.explanation, d.cause_event_ids
-        for c in batch.discrepancies_closed:
-            stored = self._discrepancies[c.discrepancy_id]
-            stored.status, stored.resolved_by = c.status, c.resolved_by
-            stored.resolved_recorded_at = c.recorded_at
+        apply_discrepancy_changes(self._discrepancies, batch)
         for o in batch.outbox:
             self._outbox.append((len(self._outbox) + 1, o, False))
         for payer, delta in batch.payer_unapplied_delta.items():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Protocol
 
-from processor.fsa import available_cents
+from processor.rules.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 
 
@@ -333,3 +333,17 @@ class LedgerStore(Protocol):
     def dead_letters(self, limit: int = 1000) -> list[DeadLetterRow]: ...
     def payer_unapplied(self) -> dict[str, int]: ...
     def fsa_accounts(self, account_id: str) -> list[FsaRow]: ...
+
+
+def apply_discrepancy_changes(rows: dict[str, DiscrepancyRow], batch: BatchWrite) -> None:
+    """What a batch does to the discrepancy rows (by id); the PostgreSQL store does the same in SQL."""
+    for d in batch.discrepancies_opened:
+        rows[d.discrepancy_id] = replace(d)  # a copy: the caller keeps its row
+    for d in batch.discrepancies_changed:
+        stored = rows[d.discrepancy_id]
+        stored.expected_cents, stored.actual_cents = d.expected_cents, d.actual_cents
+        stored.explanation, stored.action, stored.cause_event_ids = d.explanation, d.action, d.cause_event_ids
+    for c in batch.discrepancies_closed:
+        stored = rows[c.discrepancy_id]
+        stored.status, stored.resolved_by = c.status, c.resolved_by
+        stored.resolved_recorded_at = c.recorded_at

@@ -145,7 +145,7 @@ ON CONFLICT (discrepancy_id) DO UPDATE SET
 """
 
 _CHANGE_DISCREPANCY = """
-UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s, cause_event_ids = %s
+UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s, action = %s, cause_event_ids = %s
 WHERE discrepancy_id = %s
 """
 
@@ -504,7 +504,7 @@ class PostgresStore:
             ])  # fmt: skip
         if batch.discrepancies_changed:
             cur.executemany(_CHANGE_DISCREPANCY, [
-                (d.expected_cents, d.actual_cents, d.explanation, list(d.cause_event_ids), d.discrepancy_id)
+                (d.expected_cents, d.actual_cents, d.explanation, d.action, list(d.cause_event_ids), d.discrepancy_id)
                 for d in batch.discrepancies_changed
             ])  # fmt: skip
         if batch.discrepancies_closed:

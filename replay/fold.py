@@ -1,11 +1,10 @@
-"""Replay: the archive folded again with the processor's own pure functions, in applied order.
+"""Replay: the archive folded again by the processor's own fold, in applied order.
 
-Nothing here decides anything about billing. Each event goes to the same function the processor
-calls (``apply_partition_event``, ``apply_account_event``, ``close_day``), per partition, in seq order;
-a ``DayClosed`` closes the day of every account of its partition for which ``months_to_check`` is
-non-empty, which is exactly the set live processing reaches (its cache plus ``due_accounts``). The
-projection rows are derived with ``projections.model.month_rows`` / ``coverage_rows``, as the store's
-batches are, and discrepancy rows follow the emitted events as ``BatchProcessor._collect`` writes them.
+Nothing here decides anything about billing or dispatches events: each archived event goes to
+``processor.rules.fold.fold_event`` with every account replay holds for its partition (a superset of
+what live processing reaches: its cache plus the store's candidate queries), and each outcome goes
+through the same ``Collector`` the batch processor uses; discrepancy rows follow from the collected
+write with ``apply_discrepancy_changes``, as the in-memory store applies them.
 """
 
 from __future__ import annotations
@@ -15,20 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from events import codec
-from events.types import BillingCycleClosed, DayClosed, DiscrepancyOpened, DiscrepancyResolved, RatePublished
-from processor.fold import (
-    Outcome,
-    Rejected,
-    apply_account_event,
-    apply_partition_event,
-    close_billing_cycle,
-    close_day,
-    day_may_change,
-    publish_rate,
-)
+from processor.collect import Collector
+from processor.rules.base import Rejected
+from processor.rules.fold import fold_event
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
-from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow, coverage_rows, fsa_rows, month_rows
+from projections.model import (
+    BatchWrite,
+    CoverageRow,
+    DiscrepancyRow,
+    FsaRow,
+    MonthRow,
+    apply_discrepancy_changes,
+    coverage_rows,
+    fsa_rows,
+    month_rows,
+)
 from replay.archive import ArchivedEvent
 
 
@@ -88,70 +89,37 @@ class Replayer:
         part = self._parts.get(row.partition)
         if part is None:
             part = self._parts[row.partition] = PartitionState(partition=row.partition)
-        if type(event).BROADCAST:
-            # the live batch stores a partition's state only once a broadcast event changed it, so a
-            # partition that saw account events alone (FSA events, say) has no partition_state row
-            res.partitions[row.partition] = part
+        accounts = self._by_partition.setdefault(row.partition, {})
+
+        def account_of(account_id: str) -> AccountState:
+            account = res.accounts.get(account_id)
+            if account is None:
+                account = res.accounts[account_id] = accounts[account_id] = AccountState(
+                    account_id=account_id, partition=row.partition)
+            return account
+
+        write = BatchWrite()
+        collector = Collector(write)
         try:
-            if isinstance(event, RatePublished):
-                candidates = list(self._by_partition.get(row.partition, {}).values())
-                for touched, out in publish_rate(candidates, part, event, self.plan):
-                    self._collect(touched, out, row)
-            elif isinstance(event, DayClosed):
-                apply_partition_event(part, event)
-                for candidate in list(self._by_partition.get(row.partition, {}).values()):
-                    if day_may_change(candidate, event.business_date, self.plan):
-                        self._collect(candidate, close_day(candidate, part, event, self.plan), row)
-            elif isinstance(event, BillingCycleClosed):
-                # every account of the partition is judged; those whose cycle month changed are written
-                apply_partition_event(part, event)
-                for candidate in list(self._by_partition.get(row.partition, {}).values()):
-                    out = close_billing_cycle(candidate, part, event, self.plan)
-                    if out.dirty_months:
-                        self._collect(candidate, out, row)
-            elif type(event).BROADCAST:
-                raise ReplayError(f"archive seq {row.seq}: replay does not know the broadcast event"
-                                  f" {type(event).__name__} (processor/batch.py folds it; replay/fold.py must too)")
-            else:
-                account = res.accounts.get(event.account_id)
-                if account is None:
-                    account = AccountState(account_id=event.account_id, partition=row.partition)
-                    res.accounts[event.account_id] = account
-                    self._by_partition.setdefault(row.partition, {})[event.account_id] = account
-                self._collect(account, apply_account_event(account, part, event, self.plan), row)
+            for account, out in fold_event(event, part, self.plan, account_of, lambda: list(accounts.values())):
+                collector.add(account, out, row.recorded_at)
         except Rejected as exc:
             # The processor applied this event, so the same fold must apply it again.
             if self.strict:
                 raise ReplayError(f"archive seq {row.seq} ({row.event_id}) is rejected on replay: {exc.reason}"
                                   ) from exc
             res.rejected.append(ReplayRejection(row.seq, row.event_id, exc.reason))
+        else:
+            if type(event).BROADCAST:
+                # as live: a partition's state is stored once a broadcast event changed it, so a
+                # partition that saw account events alone (FSA events, say) has no partition_state row
+                res.partitions[row.partition] = part
+            apply_discrepancy_changes(res.discrepancies, write)
+            for payer, delta in write.payer_unapplied_delta.items():
+                res.payer_unapplied[payer] = res.payer_unapplied.get(payer, 0) + delta
         res.events_replayed += 1
         res.last_seq = row.seq
         res.last_recorded_at = row.recorded_at
-
-    def _collect(self, account: AccountState, out: Outcome, row: ArchivedEvent) -> None:
-        """The store's view of one outcome: payer cash and discrepancy rows (as the batch writes them)."""
-        res = self.result
-        for payer, delta in out.payer_unapplied_delta.items():
-            res.payer_unapplied[payer] = res.payer_unapplied.get(payer, 0) + delta
-        for ev in out.emitted:
-            # other output events (amount changes) reach the row through changed_discrepancies
-            if isinstance(ev, DiscrepancyOpened):
-                opened = next(d for d in account.open.values() if d.discrepancy_id == ev.discrepancy_id)
-                res.discrepancies[ev.discrepancy_id] = DiscrepancyRow.from_open(
-                    account.account_id, opened, row.recorded_at
-                )
-            elif isinstance(ev, DiscrepancyResolved):
-                existing = res.discrepancies.get(ev.discrepancy_id)
-                if existing is not None:
-                    existing.status = "resolved"
-                    existing.resolved_by = ev.causation_id or ""
-                    existing.resolved_recorded_at = row.recorded_at
-        for d in out.changed_discrepancies:
-            existing = res.discrepancies.get(d.discrepancy_id)
-            if existing is not None:
-                existing.expected_cents, existing.actual_cents = d.expected_cents, d.actual_cents
-                existing.explanation, existing.cause_event_ids = d.explanation, d.cause_event_ids
 
 
 def replay(

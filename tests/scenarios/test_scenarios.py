@@ -40,15 +40,9 @@ from events.types import (
     RefundIssued,
     RefundReturned,
 )
-from processor.fold import (
-    Rejected,
-    apply_account_event,
-    apply_partition_event,
-    close_billing_cycle,
-    close_day,
-    last_day,
-    publish_rate,
-)
+from processor.rules.base import Rejected
+from processor.rules.dates import last_day
+from processor.rules.fold import fold_event
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState, month_key
 from projections.model import FsaRow, fsa_rows
@@ -118,16 +112,8 @@ class Book:
 
     def apply(self, event: InputEvent) -> None:
         try:
-            if isinstance(event, RatePublished):
-                outcomes = [out for _, out in publish_rate(self.accounts.values(), self.part, event, self.plan)]
-            elif isinstance(event, DayClosed):
-                apply_partition_event(self.part, event)
-                outcomes = [close_day(a, self.part, event, self.plan) for a in self.accounts.values()]
-            elif isinstance(event, BillingCycleClosed):
-                apply_partition_event(self.part, event)
-                outcomes = [close_billing_cycle(a, self.part, event, self.plan) for a in self.accounts.values()]
-            else:
-                outcomes = [apply_account_event(self.account(event.account_id), self.part, event, self.plan)]
+            reached = fold_event(event, self.part, self.plan, self.account, lambda: list(self.accounts.values()))
+            outcomes = [out for _, out in reached]
         except Rejected as exc:
             self.rejected[event.event_id] = exc.reason
             return
@@ -367,7 +353,8 @@ def check(spec: dict[str, Any], book: Any, where: str) -> None:
         assert phrase in book.rejected[event_id], f"{where}: {event_id} rejected for {book.rejected[event_id]!r}"
     for causes in expect.get("causes", []):
         d = next(d for st in book.accounts.values() for d in st.open.values() if d.kind == causes["kind"])
-        assert set(causes["include"]) <= set(d.cause_event_ids), f"{where}: causes {d.cause_event_ids}"
+        assert set(causes.get("include", [])) <= set(d.cause_event_ids), f"{where}: causes {d.cause_event_ids}"
+        assert not set(causes.get("exclude", [])) & set(d.cause_event_ids), f"{where}: causes {d.cause_event_ids}"
     _check_fsa(expect, book, where)
 
 

@@ -29,7 +29,8 @@ from events.types import (
     tag_of,
 )
 from processor.batch import BatchProcessor, BatchResult, Record, partition_for
-from processor.fold import Outcome, apply_account_event, apply_partition_event, close_day, publish_rate
+from processor.rules.base import Outcome
+from processor.rules.fold import fold_event
 from processor.settings import PlanSettings, TopicSettings
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 from projections.memory import MemoryStore
@@ -184,14 +185,8 @@ class Ledger:
     def apply(self, *events: InputEvent) -> list[Outcome]:
         outs: list[Outcome] = []
         for event in events:
-            if isinstance(event, RatePublished):
-                outs.extend(out for _, out in publish_rate(self.accounts.values(), self.part, event, self.plan))
-            elif isinstance(event, DayClosed):
-                apply_partition_event(self.part, event)
-                for acc in self.accounts.values():
-                    outs.append(close_day(acc, self.part, event, self.plan))
-            else:
-                outs.append(apply_account_event(self.account(event.account_id), self.part, event, self.plan))
+            reached = fold_event(event, self.part, self.plan, self.account, lambda: list(self.accounts.values()))
+            outs.extend(out for _, out in reached)
         for out in outs:
             self.emitted.extend(out.emitted)
             for payer, delta in out.payer_unapplied_delta.items():

@@ -7,7 +7,9 @@ from datetime import date
 import pytest
 
 from events.types import DiscrepancyOpened, DiscrepancyResolved
-from processor.fold import Rejected, discrepancy_id, expected_premium, may_become_missing
+from processor.rules.base import Rejected, discrepancy_id
+from processor.rules.days import months_to_check
+from processor.rules.pricing import expected_premium
 from processor.settings import PlanSettings
 from processor.state import (
     PAYMENT_AFTER_TERM,
@@ -332,7 +334,7 @@ def test_expected_premium_sums_subscriber_lines_and_ignores_dependents() -> None
     led.apply(rate(UMP_FAM, tier="FAM"), rate(18_705, plan=DENTAL, tier="FAM"))
     led.apply(enroll(tier="FAM"), enroll(plan=DENTAL, line="dental", tier="FAM"))
     led.apply(enroll(member=f"{ACCOUNT}-D1", relationship="spouse", tier="FAM"))
-    assert expected_premium(led.account(), led.part, JAN) == 230_668
+    assert expected_premium(led.account(), led.part, JAN, led.plan) == 230_668
 
 
 # -- unmatched payment ----------------------------------------------------------------------------
@@ -498,11 +500,11 @@ def test_missing_payment_is_decided_by_day_closed_only_after_due_plus_grace(
     led = enrolled()
     led.apply(bill(UMP_EMP, event_id="bill-1"))
     assert led.open() == []
-    assert may_become_missing(led.account(), business_date, led.plan) is missing
+    assert bool(months_to_check(led.account(), business_date, led.plan)) is missing
     led.apply(day(business_date, event_id="day-1"))
     assert bool(led.open("missing_payment")) is missing
     # once it is open the month is no longer a candidate: DayClosed only re-checks what it can change
-    assert may_become_missing(led.account(), business_date, led.plan) is False
+    assert months_to_check(led.account(), business_date, led.plan) == []
     if missing:
         d = led.one_open("missing_payment")
         assert (d.expected_cents, d.actual_cents, d.coverage_month) == (78_412, 0, JAN)
@@ -761,8 +763,8 @@ def test_tier_before_and_after_a_change_drive_expected_premium_per_month() -> No
     led = Ledger()
     led.apply(rate(UMP_EMP, tier="EMP"), rate(UMP_FAM, tier="FAM"), enroll(tier="EMP"))
     led.apply(enroll(action="change", tier="FAM", begin=APR))
-    assert expected_premium(led.account(), led.part, MAR) == 78_412
-    assert expected_premium(led.account(), led.part, APR) == 211_963
+    assert expected_premium(led.account(), led.part, MAR, led.plan) == 78_412
+    assert expected_premium(led.account(), led.part, APR, led.plan) == 211_963
 
 
 def test_a_retroactive_termination_makes_already_billed_months_billed_not_enrolled() -> None:

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from events.types import FsaClaimAdjudicated
-from processor.fold import Rejected
-from processor.fsa import claim_deadline, incurred_through, plan_year_of
+from processor.rules.base import Rejected
+from processor.rules.fsa import claim_deadline, incurred_through, plan_year_of
 from processor.settings import FsaSettings, PlanFileError, PlanSettings, Settings, load_plan_file
 from processor.state import encode_state
 from projections.model import CLAIMS_STREAM, FsaRow, fsa_rows

@@ -16,7 +16,7 @@ from events.codec import EventDecodeError, decode_input, decode_output, encode
 from events.types import BROADCAST_ACCOUNT, Event, FsaClaimAdjudicated
 from processor.batch import BatchProcessor, Record, partition_for
 from processor.demo import CLAIM_DECISIONS, INJECTED_KINDS, Judgement, Program, generate, judge
-from processor.fold import Rejected
+from processor.rules.base import Rejected
 from processor.settings import PlanSettings
 from processor.state import UNAPPLIED_STATUSES
 from projections.memory import MemoryStore

@@ -9,7 +9,7 @@ import pytest
 from events.codec import decode_input, encode
 from events.topics import topic_types
 from events.types import DiscrepancyAmountChanged, RemittanceReceived
-from processor.fold import Rejected
+from processor.rules.base import Rejected
 from tests.unit.builders import JAN, T0, TOPICS, Feed, Ledger, make, run
 
 

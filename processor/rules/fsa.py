@@ -24,10 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from events.money import format_cents as cents
 from events.types import FsaClaimAdjudicated, FsaClaimSubmitted, FsaContributionReceived, FsaElectionMade
-from processor.fold import LEDGER_SOURCE, Outcome, Rejected, cents
+from processor.rules.base import LEDGER_SOURCE, Outcome, Rejected
+from processor.rules.dates import add_months
 from processor.settings import FsaSettings, PlanSettings
-from processor.state import AccountState, FsaClaim, FsaState, FsaYear, fsa_key
+from processor.state import AccountState, FsaClaim, FsaState, FsaYear, PartitionState, fsa_key
 
 FsaEvent = FsaElectionMade | FsaContributionReceived | FsaClaimSubmitted
 
@@ -46,12 +48,6 @@ class Adjudication:
 
 # ---------------------------------------------------------------------------------------------
 # Calendar of a plan year
-
-
-def _add_months(first: date, months: int) -> date:
-    """The first of the month ``months`` after ``first`` (a first of a month)."""
-    index = first.year * 12 + first.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
 
 
 def plan_year_of(day: date, s: FsaSettings) -> int:
@@ -76,7 +72,7 @@ def incurred_through(year: int, account_type: str, s: FsaSettings) -> date:
     if not has_grace_period(account_type, s):
         return plan_year_end(year, s)
     months, days = s.grace_period
-    return _add_months(plan_year_start(year + 1, s), months) + timedelta(days=days - 1)
+    return add_months(plan_year_start(year + 1, s), months) + timedelta(days=days - 1)
 
 
 def claim_deadline(year: int, account_type: str, s: FsaSettings) -> date:
@@ -175,11 +171,12 @@ def adjudicate(claim: FsaClaimSubmitted, year: int, account: FsaYear | None, s: 
 
 
 # ---------------------------------------------------------------------------------------------
-# The fold of FSA events (called by processor.fold.apply_account_event)
+# The fold of FSA events
 
 
-def apply_fsa_event(account: AccountState, event: FsaEvent, plan: PlanSettings, out: Outcome) -> None:
+def on_fsa_event(account: AccountState, part: PartitionState, event: FsaEvent, plan: PlanSettings) -> Outcome:
     """Fold one FSA event. Raises Rejected before changing anything if it cannot apply."""
+    out = Outcome()
     s = plan.fsa
     fsa = account.fsa
     if isinstance(event, FsaElectionMade):
@@ -226,6 +223,7 @@ def apply_fsa_event(account: AccountState, event: FsaEvent, plan: PlanSettings, 
             available_before_cents=decision.available_before_cents,
             available_after_cents=decision.available_after_cents,
         ))
+    return out
 
 
 def fsa_may_close(fsa: FsaState, as_of: date, s: FsaSettings) -> bool:

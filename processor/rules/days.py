@@ -1,0 +1,66 @@
+"""Business days: the time-driven rules, decided when a ``day_closed`` is folded, never by the clock.
+
+A new business day can turn a billed, unpaid month into a ``missing_payment`` once its deadline has
+passed, and can end the run-out of a flexible spending account's plan year. ``months_to_check`` is the
+exact set of months a day re-evaluates, whether the account is cached or loaded from the store
+(``LedgerStore.due_accounts`` selects the same), so a restart cannot change the books. Pure.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from events.types import DayClosed
+from processor.rules.base import Outcome, Rejected
+from processor.rules.fsa import fsa_may_close, settle
+from processor.settings import PlanSettings
+from processor.state import PAYMENT_APPLIED, AccountState, PartitionState
+
+
+def close_day(part: PartitionState, e: DayClosed) -> None:
+    """The partition's business date moves forward, never back."""
+    if part.business_date is not None and e.business_date < part.business_date:
+        raise Rejected(f"business_date {e.business_date} is before the closed day {part.business_date}",
+                       field="business_date")
+    part.business_date = e.business_date
+    part.business_date_event_id = e.event_id
+
+
+def candidate_cutoff(business_date: date, plan: PlanSettings) -> date:
+    """Months due before this date may be missing on ``business_date`` (the detector decides)."""
+    return business_date - timedelta(days=min(plan.grace_days, plan.cobra_grace_days))
+
+
+def months_to_check(account: AccountState, business_date: date, plan: PlanSettings) -> list[str]:
+    """Billed, unpaid months past the shortest grace period with no missing payment open yet."""
+    cutoff = candidate_cutoff(business_date, plan)
+    keys = []
+    for key, month in account.months.items():
+        # cheapest tests first: this runs over every cached account of a partition on each day_closed
+        if not month.bills or any(p.status == PAYMENT_APPLIED for p in month.payments):
+            continue  # nothing billed, or something paid
+        due = month.due_on
+        if (
+            due is not None and due < cutoff and month.billed_cents + month.adjusted_cents > 0
+            and f"missing_payment|{key}" not in account.open
+        ):
+            keys.append(key)
+    return keys
+
+
+def day_may_change(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
+    """Cheap filter: a month may turn missing, or an FSA plan year's run-out ends."""
+    if months_to_check(account, business_date, plan):
+        return True
+    return account.fsa is not None and fsa_may_close(account.fsa, business_date, plan.fsa)
+
+
+def day_touches(account: AccountState, part: PartitionState, e: DayClosed, plan: PlanSettings) -> Outcome:
+    """The months the day re-evaluates, and the FSA plan years whose run-out it ends."""
+    out = Outcome()
+    for key in months_to_check(account, e.business_date, plan):
+        out.touch(key)
+    if account.fsa is not None and fsa_may_close(account.fsa, e.business_date, plan.fsa):
+        settle(account.fsa, e.business_date, plan.fsa)
+        out.fsa_changed = True
+    return out

@@ -1,0 +1,320 @@
+"""Payments: posting payment lines on member-months, reversals, cash applied elsewhere, remittances,
+and what a month's payments can be wrong about (short, over, unmatched, duplicate, after termination,
+missing). Pure.
+
+A payment line is applied to a billed month; otherwise it is held as unapplied cash on the payer's
+account (unmatched, after termination, or a duplicate of a line with the same trace) until a later
+event places it: a bill, an enrollment change, a refund of it, or a cash application.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from events.money import format_cents as cents
+from events.types import CashApplied, PaymentReceived, PaymentReversed, RemittanceReceived
+from processor.rules import cobra
+from processor.rules.base import LEDGER_SOURCE, Finding, MonthView, Outcome, Rejected, month_state
+from processor.rules.coverage import closed_from, ended_by, subscriber_in_force, terminated_before
+from processor.rules.lifecycle import settle
+from processor.settings import PlanSettings
+from processor.state import (
+    PAYMENT_AFTER_TERM,
+    PAYMENT_APPLIED,
+    PAYMENT_DUPLICATE,
+    PAYMENT_HELD,
+    PAYMENT_MOVED,
+    PAYMENT_REVERSED,
+    UNAPPLIED_STATUSES,
+    AccountState,
+    MonthState,
+    PartitionState,
+    PaymentLine,
+    month_key,
+)
+
+PAY_PERIODS_A_YEAR = {"weekly": 52, "biweekly": 26, "semi_monthly": 24}
+
+
+# ---------------------------------------------------------------------------------------------
+# Placing cash
+
+
+def placement(account: AccountState, month: MonthState, plan: PlanSettings) -> str:
+    """Where cash for a month goes when it is not a duplicate: applied, held, or after termination."""
+    if month.month is None:
+        return PAYMENT_HELD
+    if month.bills:
+        return PAYMENT_APPLIED
+    if not subscriber_in_force(account, month.month, plan) and terminated_before(account, month.month):
+        return PAYMENT_AFTER_TERM
+    return PAYMENT_HELD
+
+
+def replace_held(account: AccountState, plan: PlanSettings) -> None:
+    """After an enrollment change, held and after-termination cash is placed again: a reinstatement
+    turns a payment after termination into cash for the month, a retroactive termination the reverse."""
+    for month in account.months.values():
+        if month.bills:
+            continue  # cash for a billed month is applied to the bill, whatever the coverage
+        for p in month.payments:
+            if p.status in (PAYMENT_HELD, PAYMENT_AFTER_TERM):
+                p.status = placement(account, month, plan)
+
+
+def payment_line(account: AccountState, payment_id: str) -> tuple[str, PaymentLine]:
+    """The month key and line of a payment posted on this account; Rejected if there is none."""
+    key = account.payment_months.get(payment_id)
+    if key is None:
+        raise Rejected(f"payment {payment_id} is unknown on account {account.account_id}", field="payment_id")
+    return key, next(p for p in account.months[key].payments if p.payment_id == payment_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers
+
+
+def on_payment(account: AccountState, part: PartitionState, e: PaymentReceived, plan: PlanSettings) -> Outcome:
+    if e.payment_id in account.payment_months:
+        raise Rejected(f"payment {e.payment_id} is already posted under another event id", field="payment_id")
+    out = Outcome()
+    key = month_key(e.coverage_month)
+    month = month_state(account, e.coverage_month)
+    duplicate_of = None
+    if e.trace_number is not None and e.coverage_month is not None:
+        duplicate_of = next(
+            (p.payment_id for p in month.payments
+             if p.trace_number == e.trace_number and p.status != PAYMENT_REVERSED),
+            None,
+        )
+    status = PAYMENT_DUPLICATE if duplicate_of is not None else placement(account, month, plan)
+    month.payments.append(PaymentLine(
+        payment_id=e.payment_id, amount_cents=e.amount_cents, payer_id=e.payer_id, method=e.method,
+        trace_number=e.trace_number, remittance_id=e.remittance_id, status=status, event_id=e.event_id,
+        duplicate_of=duplicate_of, tax_treatment=e.tax_treatment, pay_frequency=e.pay_frequency,
+    ))
+    account.payment_months[e.payment_id] = key
+    if status != PAYMENT_APPLIED:
+        out.unapplied(e.payer_id, e.amount_cents)
+    out.touch(key)
+    return out
+
+
+def on_reversal(account: AccountState, part: PartitionState, e: PaymentReversed, plan: PlanSettings) -> Outcome:
+    key, line = payment_line(account, e.payment_id)
+    if line.status == PAYMENT_REVERSED:
+        raise Rejected(f"payment {e.payment_id} was already reversed by {line.reversal_event_id}", field="payment_id")
+    out = Outcome()
+    if line.status != PAYMENT_APPLIED:
+        out.unapplied(line.payer_id, -line.amount_cents)
+    line.status = PAYMENT_REVERSED
+    line.reversal_event_id = e.event_id
+    out.touch(key)
+    return out
+
+
+def on_cash_applied(account: AccountState, part: PartitionState, e: CashApplied, plan: PlanSettings) -> Outcome:
+    """Release held cash from this account and derive the payment that posts it where it belongs;
+    checks everything before changing anything."""
+    if e.application_id in account.application_ids:
+        raise Rejected(f"cash application {e.application_id} was already folded under another event id",
+                       field="application_id")
+    key, line = payment_line(account, e.payment_id)
+    if line.status not in UNAPPLIED_STATUSES:
+        raise Rejected(f"payment {e.payment_id} is {line.status}, not unapplied cash", field="payment_id")
+    if e.amount_cents != line.amount_cents:
+        raise Rejected(f"unapplied payment {e.payment_id} of {cents(line.amount_cents)} is applied whole, not"
+                       f" {cents(e.amount_cents)}", field="amount_cents")
+    target = f"{e.to_account_id}/{e.to_coverage_month:%Y-%m}"
+    if e.to_account_id == account.account_id and key == month_key(e.to_coverage_month):
+        raise Rejected(f"payment {e.payment_id} is already on {target}", field="to_coverage_month")
+    out = Outcome()
+    line.status = PAYMENT_MOVED
+    line.moved_to = target
+    line.reversal_event_id = e.event_id
+    out.unapplied(line.payer_id, -line.amount_cents)
+    account.application_ids.append(e.application_id)
+    out.derived.append(PaymentReceived(
+        event_id=f"{e.event_id}:payment", account_id=e.to_account_id, effective_on=e.effective_on,
+        occurred_at=e.occurred_at, source=LEDGER_SOURCE, causation_id=e.event_id,
+        payment_id=e.application_id, coverage_month=e.to_coverage_month, amount_cents=line.amount_cents,
+        method=line.method, payer_id=line.payer_id, remittance_id=line.remittance_id,  # type: ignore[arg-type]
+        tax_treatment=line.tax_treatment, pay_frequency=line.pay_frequency,  # type: ignore[arg-type]
+    ))
+    out.touch(key)
+    return out
+
+
+def remittance_account(payer_id: str) -> str:
+    """The account a payer's remittances live on."""
+    return f"payer:{payer_id}"
+
+
+def on_remittance(account: AccountState, part: PartitionState, e: RemittanceReceived, plan: PlanSettings) -> Outcome:
+    """A remittance on its payer's account: ``remittance_total_mismatch`` while the payment total
+    (BPR02) differs from the sum of its lines; resolved when a later copy of the remittance balances.
+
+    The finding's key names the remittance, not a month, so month reconciliation never touches it.
+    """
+    if e.account_id != remittance_account(e.payer_id):
+        raise Rejected(f"a remittance of payer {e.payer_id} belongs on account {remittance_account(e.payer_id)},"
+                       f" not {e.account_id}", field="account_id")
+    out = Outcome()
+    key = f"remittance_total_mismatch|remittance:{e.remittance_id}"
+    found: dict[str, Finding] = {}
+    if e.total_cents != e.lines_total_cents:
+        gap = e.total_cents - e.lines_total_cents
+        found[key] = Finding(
+            kind="remittance_total_mismatch", key=key, month=None, payer_id=e.payer_id,
+            expected_cents=e.lines_total_cents, actual_cents=e.total_cents, cause_event_ids=(e.event_id,),
+            explanation=f"remittance {e.remittance_id} (trace {e.trace_number}) from {e.payer_id} pays"
+            f" {cents(e.total_cents)} but its {e.line_count} lines sum to {cents(e.lines_total_cents)};"
+            f" {cents(abs(gap))} {'more' if gap > 0 else 'less'} than the lines",
+            action="correct the remittance: the payment total must equal the sum of its lines", actor="payroll",
+        )
+    settle(account, e, out, found, lambda dkey: dkey == key)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Findings
+
+
+def owed_by_deductions(applied: list[PaymentLine], net_billed: int, plan: PlanSettings) -> int:
+    """What the month's payments should add up to. Payroll deductions of one pay frequency owe, each,
+    (12 / pay periods a year) of the monthly premium, rounded half up to the cent: a month with three
+    biweekly deductions owes 3 x 12/26 of it, one with two owes 2 x 12/26."""
+    frequencies = {p.pay_frequency for p in applied}
+    if plan.payroll_allocation != "per_deduction" or len(frequencies) != 1:
+        return net_billed
+    periods = PAY_PERIODS_A_YEAR.get(next(iter(frequencies)) or "monthly")
+    if periods is None:
+        return net_billed
+    per_deduction = (net_billed * 12 * 2 + periods) // (2 * periods)
+    return per_deduction * len(applied)
+
+
+def find_payment_gap(v: MonthView) -> list[Finding]:
+    """Paid against owed: ``cobra_shortfall``, ``underpaid``, ``refund_due`` or ``overpaid``."""
+    m, month, plan = v.m, v.month, v.plan
+    if m is None or not v.applied or not month.bills:
+        return []
+    paid, net_billed, applied = v.paid, v.net_billed, v.applied
+    refunded = month.refunded_cents
+    owed = owed_by_deductions(applied, net_billed, plan)
+    gap = owed - (paid - refunded)
+    payer = applied[-1].payer_id
+    causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
+    who = "member" if applied[-1].method in ("direct", "card") else "agency_coordinator"
+    if v.cobra is not None and 0 < gap <= cobra.insignificant_shortfall_cents(net_billed, plan):
+        return [Finding(
+            kind="cobra_shortfall", key=f"cobra_shortfall|{v.key}", month=m, payer_id=payer,
+            expected_cents=net_billed, actual_cents=paid, cause_event_ids=causes,
+            explanation=f"COBRA payment {cents(paid)} of {cents(net_billed)} for {m:%Y-%m} is {cents(gap)}"
+            f" short, within the lesser of {cents(plan.cobra_shortfall_max_cents)} and"
+            f" {plan.cobra_shortfall_max_percent}%: treated as paid",
+            action=f"send the member a notice of the {cents(gap)} balance with a reasonable time to pay",
+            actor="member",
+        )]
+    if gap > plan.tolerance_cents:
+        return [Finding(
+            kind="underpaid", key=f"underpaid|{v.key}", month=m, payer_id=payer,
+            expected_cents=owed, actual_cents=paid, cause_event_ids=causes,
+            explanation=f"paid {cents(paid)} of {cents(owed)} owed for {m:%Y-%m}; {cents(gap)} short",
+            action="collect the shortfall; check for a tier or plan change payroll did not follow", actor=who,
+        )]
+    if -gap > plan.tolerance_cents and closed_from(v.account, m):
+        return [Finding(
+            kind="refund_due", key=f"refund_due|{v.key}", month=m, payer_id=payer,
+            expected_cents=net_billed, actual_cents=paid - refunded, cause_event_ids=causes,
+            explanation=f"{cents(-gap)} paid for {m:%Y-%m} is not owed and the coverage has ended:"
+            " it cannot pay a later premium",
+            action=f"refund {cents(-gap)} to {payer}", actor="accounts_staff",
+        )]
+    if -gap > plan.tolerance_cents:
+        return [Finding(
+            kind="overpaid", key=f"overpaid|{v.key}", month=m, payer_id=payer,
+            expected_cents=owed, actual_cents=paid - refunded, cause_event_ids=causes,
+            explanation=f"paid {cents(paid)} against {cents(owed)} owed for {m:%Y-%m}; {cents(-gap)} over",
+            action="refund or credit the excess; check payroll deductions", actor=who,
+        )]
+    return []
+
+
+def find_held_cash(v: MonthView) -> list[Finding]:
+    """Each held line is ``unmatched_payment``, each duplicate ``duplicate_payment``."""
+    m, found = v.m, []
+    for p in v.month.payments:
+        if p.status == PAYMENT_HELD:
+            what = "names no coverage month" if m is None else f"is for {m:%Y-%m}, which was never billed"
+            found.append(Finding(
+                kind="unmatched_payment", key=f"unmatched_payment|{v.key}|{p.payment_id}", month=m,
+                payer_id=p.payer_id, expected_cents=0, actual_cents=p.amount_cents, cause_event_ids=(p.event_id,),
+                explanation=f"payment {p.payment_id} of {cents(p.amount_cents)} from {p.payer_id} {what};"
+                " held as unapplied cash",
+                action="research the payment and apply or refund it", actor="accounts_staff",
+            ))
+        elif p.status == PAYMENT_DUPLICATE:
+            found.append(Finding(
+                kind="duplicate_payment", key=f"duplicate_payment|{v.key}|{p.payment_id}", month=m,
+                payer_id=p.payer_id, expected_cents=0, actual_cents=p.amount_cents, cause_event_ids=(p.event_id,),
+                explanation=f"payment {p.payment_id} repeats trace {p.trace_number} of payment"
+                f" {p.duplicate_of} for {m:%Y-%m}" if m else f"payment {p.payment_id} repeats a trace",
+                action="return the duplicate or apply it as a credit", actor="accounts_staff",
+            ))
+    return found
+
+
+def find_paid_after_termination(v: MonthView) -> list[Finding]:
+    m = v.m
+    after = [p for p in v.month.payments if p.status == PAYMENT_AFTER_TERM]
+    if not after or m is None:
+        return []
+    amount = sum(p.amount_cents for p in after)
+    ended = terminated_before(v.account, m)
+    return [Finding(
+        kind="paid_after_termination", key=f"paid_after_termination|{v.key}", month=m,
+        payer_id=after[0].payer_id, expected_cents=0, actual_cents=amount,
+        cause_event_ids=tuple(p.event_id for p in after) + ended_by(ended),
+        explanation=f"{cents(amount)} paid for {m:%Y-%m}, after coverage ended" + (f" on {ended.end}" if ended else ""),
+        action=f"refund {cents(amount)} to {after[0].payer_id}", actor="accounts_staff",
+    )]
+
+
+def payment_deadline(v: MonthView) -> date | None:
+    """The last day a month's premium is timely: its due date plus the grace period, or the COBRA
+    deadline for a month priced as COBRA continuation."""
+    due = v.month.due_on
+    if due is None or v.m is None:
+        return None
+    if v.cobra is None:
+        return due + timedelta(days=v.plan.grace_days)
+    return cobra.payment_deadline(due, v.plan, v.cobra)
+
+
+def find_missing_payment(v: MonthView) -> list[Finding]:
+    """Billed, nothing paid, and the business date is past the deadline."""
+    m, month, plan, part = v.m, v.month, v.plan, v.part
+    deadline = payment_deadline(v)
+    if (m is None or deadline is None or part.business_date is None or v.paid != 0
+            or v.net_billed <= plan.tolerance_cents or part.business_date <= deadline):
+        return []
+    day = (part.business_date_event_id,) if part.business_date_event_id else ()
+    bills = tuple(b.event_id for b in month.bills)
+    if v.cobra is not None:
+        return [Finding(
+            kind="missing_payment", key=f"missing_payment|{v.key}", month=m, payer_id=month.bills[0].agency_id,
+            expected_cents=v.net_billed, actual_cents=0, cause_event_ids=(*bills, v.cobra.event_id, *day),
+            explanation=f"COBRA premium {cents(v.net_billed)} for {m:%Y-%m} was not paid by {deadline}"
+            f" (due {month.due_on}; elected {v.cobra.elected_on})",
+            action="terminate COBRA continuation coverage for non-payment, effective the end of the last paid month",
+            actor="accounts_staff",
+        )]
+    agency = month.bills[0].agency_id
+    return [Finding(
+        kind="missing_payment", key=f"missing_payment|{v.key}", month=m, payer_id=agency,
+        expected_cents=v.net_billed, actual_cents=0, cause_event_ids=bills + day,
+        explanation=f"{cents(v.net_billed)} billed for {m:%Y-%m} was due {month.due_on} and is unpaid"
+        f" {plan.grace_days} days later ({part.business_date})",
+        action="collect or start delinquency", actor="agency_coordinator" if agency else "member",
+    )]
