@@ -113,18 +113,16 @@ class MonthView:
     cobra: CoverageSegment | None  # its COBRA continuation coverage, if priced as COBRA
     net_billed: int  # billed + adjustments
     applied: list[PaymentLine]  # payments applied to the month
-
-    @property
-    def paid(self) -> int:
-        return sum(p.amount_cents for p in self.applied)
+    paid: int  # their sum
 
     @staticmethod
     def of(account: AccountState, part: PartitionState, plan: PlanSettings, key: str,
            priced: list[CoverageSegment]) -> MonthView:
         month = account.months[key]
         cobra = next((s for s in priced if s.status == "cobra"), None)
+        applied = [p for p in month.payments if p.status == PAYMENT_APPLIED]
         return MonthView(
             account=account, part=part, plan=plan, key=key, month=month, m=month.month, priced=priced,
-            cobra=cobra, net_billed=month.billed_cents + month.adjusted_cents,
-            applied=[p for p in month.payments if p.status == PAYMENT_APPLIED],
+            cobra=cobra, net_billed=month.billed_cents + month.adjusted_cents, applied=applied,
+            paid=sum(p.amount_cents for p in applied),
         )

@@ -36,6 +36,8 @@ def settle(
     in_scope: Callable[[str], bool], retroactive: Retroactive | None = None,
 ) -> None:
     """Make the open discrepancies of a scope (the keys ``in_scope`` accepts) agree with ``found``."""
+    if not found and not account.open:
+        return  # the common case: nothing wrong, nothing open
     superseded: list[OutputEvent] = []
     for dkey, open_d in list(account.open.items()):
         if dkey in found or not in_scope(dkey):
