@@ -17,6 +17,9 @@ CoverageLine = Literal["health", "dental", "vision", "life", "ltd", "std", "fsa"
 Relationship = Literal["self", "spouse", "child", "domestic_partner", "other"]
 EnrollmentAction = Literal["add", "change", "terminate", "reinstate"]
 CoverageStatus = Literal["active", "cobra", "retiree"]
+# What started a COBRA continuation (42 USC 300bb-3): termination or reduced hours give 18 months (29
+# with a disability extension); the secondary events give 36.
+QualifyingEvent = Literal["termination", "reduced_hours", "death", "divorce", "dependent_loss", "medicare"]
 PaymentMethod = Literal["payroll", "ach", "eft", "check", "direct", "card"]
 TaxTreatment = Literal["pre_tax", "post_tax"]
 PayFrequency = Literal["monthly", "semi_monthly", "biweekly", "weekly"]
@@ -42,6 +45,9 @@ DiscrepancyKind = Literal[
     "tax_treatment",
     "cobra_shortfall",
     "refund_due",
+    "unknown_coverage",  # a termination, change or reinstatement for coverage the ledger never heard of
+    "eligibility",  # tier or dependent status inconsistent with the covered people, or an age limit passed
+    "refund_recovery",  # a refund paid out on money that was later reversed
 ]
 DISCREPANCY_KINDS: tuple[str, ...] = get_args(DiscrepancyKind)
 
@@ -90,6 +96,12 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     # gives the age at the end of the tax year that IRS Table I prices the coverage above $50,000 by.
     coverage_amount_cents: Cents | None = None
     birth_year: int | None = None
+    # COBRA: the qualifying event and its date; the maximum coverage period counts from it (18 months,
+    # 29 with a disability extension, 36 for a secondary event). None: the period is not checked.
+    qualifying_event: QualifyingEvent | None = None
+    qualifying_event_on: date | None = None
+    # The covered person's date of birth (834 DMG02), for age limits of dependents (a child to 26).
+    birth_date: date | None = None
 
 
 class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):
@@ -140,6 +152,10 @@ class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     # amount_cents = billed_cents + the adjustments, which ingest checks.
     billed_cents: Cents | None = None
     adjustments: tuple[RemittanceAdjustment, ...] = ()
+    # The coverage a remittance line pays, when the line names it (820 RMR01/RMR02): a remittance with
+    # one line per policy pays each coverage of the member separately, and is matched per coverage.
+    plan: str | None = None
+    coverage_line: CoverageLine | None = None
 
 
 class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):

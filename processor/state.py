@@ -10,7 +10,7 @@ from datetime import date
 
 import msgspec
 
-from events.types import Cents, DiscrepancyKind
+from events.types import Cents, DiscrepancyKind, EnrollmentChanged
 
 
 class CoverageSegment(msgspec.Struct, kw_only=True):
@@ -239,6 +239,9 @@ class AccountState(msgspec.Struct, kw_only=True):
     bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
     fsa: FsaState | None = None  # flexible spending accounts, once the member has any (older snapshots: None)
+    # Terminations, changes and reinstatements that arrived before the coverage they change: kept, in
+    # arrival order, and applied when that coverage arrives (the books do not depend on arrival order).
+    pending_enrollments: list[EnrollmentChanged] = msgspec.field(default_factory=list)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):
@@ -259,6 +262,7 @@ class PartitionState(msgspec.Struct, kw_only=True):
     business_date: date | None = None
     business_date_event_id: str | None = None
     billing_closed_through: date | None = None  # the latest coverage month whose billing cycle closed
+    billing_closed_from: date | None = None  # the first cycle this partition saw close
     billing_closed_event_id: str | None = None
 
     def rate_for(self, plan: str, tier: str, month: date) -> RateEntry | None:

@@ -61,6 +61,8 @@ def close_cycle(part: PartitionState, e: BillingCycleClosed) -> None:
         )
     part.billing_closed_through = e.cycle_month
     part.billing_closed_event_id = e.event_id
+    if part.billing_closed_from is None:
+        part.billing_closed_from = e.cycle_month
 
 
 def cycle_touches(account: AccountState, part: PartitionState, e: BillingCycleClosed, plan: PlanSettings) -> Outcome:

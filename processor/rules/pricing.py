@@ -52,11 +52,22 @@ def segment_premium(seg: CoverageSegment, rate: RateEntry, month: date, plan: Pl
     total = rate.total_cents
     if cobra.is_cobra(seg):
         total = (total * cobra.premium_percent(seg, month, plan) + 50) // 100
-    if plan.proration == "daily":
-        last = last_day(month)
-        days = (min(seg.end or last, last) - max(priced_begin(seg, plan), month)).days + 1
-        total = (total * days * 2 + last.day) // (2 * last.day)
-    return total
+    return prorated(total, seg, month, plan)
+
+
+def first_priced_day(seg: CoverageSegment, month: date, plan: PlanSettings) -> date:
+    """The first day of the month the segment is priced for."""
+    return max(priced_begin(seg, plan), month)
+
+
+def prorated(amount: int, seg: CoverageSegment, month: date, plan: PlanSettings) -> int:
+    """A month's amount for one coverage: all of it, or under daily proration its share of the month's
+    days in force, rounded half up to the cent."""
+    if plan.proration != "daily":
+        return amount
+    last = last_day(month)
+    days = (min(seg.end or last, last) - first_priced_day(seg, month, plan)).days + 1
+    return (amount * days * 2 + last.day) // (2 * last.day)
 
 
 def plan_premium(

@@ -17,6 +17,7 @@ from events.money import format_cents as cents
 from events.types import Cents
 from processor.rules.base import Finding, MonthView
 from processor.rules.coverage import in_force_all
+from processor.rules.pricing import first_priced_day, prorated
 from processor.settings import PlanSettings
 from processor.state import AccountState, CoverageSegment, PartitionState
 
@@ -48,12 +49,24 @@ def gtl_imputed_cents(coverage_cents: Cents, age: int, employee_paid_cents: Cent
     return max(0, cost - employee_paid_cents)
 
 
-def non_dependent_partners(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
-    """Domestic partners covered in the month who are not tax dependents."""
+def non_dependent_partners(
+    account: AccountState, month: date, plan: PlanSettings, priced: list[CoverageSegment],
+) -> list[CoverageSegment]:
+    """Domestic partners who are not tax dependents and whom the month's premium prices: covered on
+    the first day a subscriber's coverage of the same line is priced for in the month (a partner added
+    on the 15th of a month priced at the tier in force on the 1st is not in that month's premium)."""
     if not any(s.relationship == "domestic_partner" for s in account.coverages):
         return []
-    return [s for s in in_force_all(account, month, plan)
-            if s.relationship == "domestic_partner" and not s.tax_dependent]
+    found = []
+    for s in in_force_all(account, month, plan):
+        if s.relationship != "domestic_partner" or s.tax_dependent:
+            continue
+        for seg in priced:
+            start = first_priced_day(seg, month, plan)
+            if seg.coverage_line == s.coverage_line and s.begin <= start and (s.end is None or s.end >= start):
+                found.append(s)
+                break
+    return found
 
 
 def tax_split(
@@ -62,10 +75,11 @@ def tax_split(
     """The month's post-tax share of the employee's payroll deductions and its imputed income.
 
     When the tier without the partner has no rate, the whole coverage is the partner's share (nothing
-    can be separated). Only active employees' coverage is paid through payroll; (None, None) while a
-    rate or a needed birth year is not known.
+    can be separated). Under daily proration each coverage's share is prorated like its premium. Only
+    active employees' coverage is paid through payroll; (None, None) while a rate or a needed birth
+    year is not known.
     """
-    partners = {s.coverage_line for s in non_dependent_partners(account, month, plan)}
+    partners = non_dependent_partners(account, month, plan, priced)
     post_tax = imputed = 0
     for seg in priced:
         if seg.status != "active":
@@ -73,15 +87,17 @@ def tax_split(
         rate = part.rate_for(seg.plan, seg.tier, month)
         if rate is None:
             return None, None
-        if seg.coverage_line in partners:
+        start = first_priced_day(seg, month, plan)
+        if any(p.coverage_line == seg.coverage_line and p.begin <= start and (p.end is None or p.end >= start)
+               for p in partners):
             without_tier = plan.partner_tier_without.get(seg.tier)
             without = part.rate_for(seg.plan, without_tier, month) if without_tier is not None else None
             if without is None:
-                post_tax += rate.employee_cents
-                imputed += rate.employer_cents
+                post_tax += prorated(rate.employee_cents, seg, month, plan)
+                imputed += prorated(rate.employer_cents, seg, month, plan)
             else:
-                post_tax += max(0, rate.employee_cents - without.employee_cents)
-                imputed += max(0, rate.employer_cents - without.employer_cents)
+                post_tax += prorated(max(0, rate.employee_cents - without.employee_cents), seg, month, plan)
+                imputed += prorated(max(0, rate.employer_cents - without.employer_cents), seg, month, plan)
         if seg.coverage_line != "life":
             continue
         paid_after_tax = rate.employee_cents if plan.life_contributions_post_tax else 0
@@ -101,7 +117,7 @@ def find_tax_treatment(v: MonthView) -> list[Finding]:
     pre_tax = [p for p in v.applied if p.tax_treatment == "pre_tax"]
     if not pre_tax:
         return []
-    partners = non_dependent_partners(v.account, m, v.plan)
+    partners = non_dependent_partners(v.account, m, v.plan, v.priced)
     if not partners:
         return []
     amount = sum(p.amount_cents for p in pre_tax)
