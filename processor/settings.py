@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +103,39 @@ class FsaSettings(BaseModel):
         return (months, days)
 
 
+class PayCalendar(BaseModel):
+    """An agency's payroll calendar: how often it pays and one pay date, from which every other follows."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    frequency: Literal["weekly", "biweekly", "semi_monthly", "monthly"]
+    first_pay_date: date = Field(description="any one pay date of the calendar (for semi-monthly: the first"
+                                 " of the month's two; the second is the month's last day, or the 15th + 15)")
+
+
+class TierRule(BaseModel):
+    """Who a coverage tier covers besides the subscriber: a spouse or domestic partner, and children."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    partner: Literal["none", "required", "any"] = "none"
+    children: Literal["none", "required", "any"] = "none"
+    dependents_min: int = Field(default=0, ge=0, description="at least this many dependents in all")
+    dependents_max: int | None = Field(default=None, ge=0, description="at most this many dependents in all")
+
+
+def _default_tiers() -> dict[str, TierRule]:
+    return {
+        "EMP": TierRule(), "IND": TierRule(),
+        "ESP": TierRule(partner="required"), "SPO": TierRule(partner="required"),
+        "ECH": TierRule(children="required"), "CHD": TierRule(children="required"),
+        "FAM": TierRule(partner="any", children="any", dependents_min=2),
+        "E1D": TierRule(partner="any", children="any", dependents_min=1, dependents_max=1),
+        "TWO": TierRule(partner="any", children="any", dependents_min=1, dependents_max=1),
+        "SPC": TierRule(partner="required", children="required"),
+    }
+
+
 class PlanSettings(BaseModel):
     """Billing and reconciliation rules that vary by plan and state."""
 
@@ -157,6 +191,38 @@ class PlanSettings(BaseModel):
     aging_buckets_days: tuple[int, ...] = Field(
         default=(30, 60, 90, 120), min_length=1,
         description="upper bounds (days past due) of the aging buckets in statements; the last is open-ended",
+    )
+    pay_calendars: dict[str, PayCalendar] = Field(
+        default_factory=dict,
+        description="payroll calendars by payer (agency) id: a month's payroll deductions are expected on each"
+        " of its pay dates, so a month with fewer deductions than pay dates is short (per_deduction allocation)",
+    )
+    unmonthed_direct_payments: Literal["oldest_first", "hold"] = Field(
+        default="oldest_first",
+        description="a member's direct payment that names no coverage month: applied to the account's oldest"
+        " month with a balance due (oldest_first), or held as unapplied cash (hold)",
+    )
+    retroactive_terminations: Literal["allowed", "unpaid_only"] = Field(
+        default="allowed",
+        description="allowed: a termination takes effect on the date given, however far back; unpaid_only:"
+        " only when no premium was collected for the period, otherwise coverage ends at the end of the month"
+        " the termination was made in and the premium collected after that is refunded",
+    )
+    cancel_after_short_months: int | None = Field(
+        default=None, ge=1,
+        description="after this many consecutive months underpaid or unpaid, the finding says to cancel"
+        " the coverage for non-payment (off by default)",
+    )
+    tiers: dict[str, TierRule] = Field(
+        default_factory=_default_tiers,
+        description="who each coverage tier covers besides the subscriber; a tier that does not match the"
+        " covered dependents is an eligibility discrepancy (tiers not listed are not checked; a coverage"
+        " line whose dependents the sender never reports is not checked either)",
+    )
+    child_age_limits: dict[str, int] = Field(
+        default_factory=lambda: {"health": 26},
+        description="by coverage line, the age at which a child's coverage ends (PHSA 2714: health to 26);"
+        " coverage runs through the end of the month of that birthday; lines not listed are not checked",
     )
     timezone: str = Field(default="UTC", description="IANA zone in which a bare date means the end of that day")
     fsa: FsaSettings = Field(default_factory=FsaSettings, description="flexible spending accounts")

@@ -32,6 +32,7 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     end_reason: str | None = None  # the termination's reason ("death" may waive the month's premium)
     coverage_amount_cents: Cents | None = None  # life insurance face amount
     birth_year: int | None = None
+    birth_date: date | None = None  # the covered person's, for a dependent's age limit
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)
@@ -82,6 +83,8 @@ class PaymentLine(msgspec.Struct, kw_only=True):
     moved_to: str | None = None  # "<account>/<YYYY-MM>" once cash_applied moved it there
     refund_id: str | None = None  # the refund that returned this held cash
     refunded_from: str | None = None  # the status it had before (restored if the refund comes back)
+    plan: str | None = None  # the coverage the line says it pays (a remittance line per policy)
+    coverage_line: str | None = None
 
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from events.types import EnrollmentChanged
-from processor.rules.dates import last_day, next_month
+from processor.rules.dates import last_day, next_month, same_day_months_later
 from processor.settings import PlanSettings
 from processor.state import AccountState, CoverageSegment
 
@@ -18,7 +18,24 @@ def segments_of(account: AccountState, member_id: str, line: str) -> list[Covera
     return [s for s in account.coverages if s.member_id == member_id and s.coverage_line == line]
 
 
+# COBRA maximum coverage periods in months (42 USC 300bb-2(2)(A)): termination or reduced hours 18,
+# with a disability extension 29; a secondary qualifying event 36.
+COBRA_SECONDARY_EVENTS = frozenset({"death", "divorce", "dependent_loss", "medicare"})
+
+
+def cobra_maximum_end(e: EnrollmentChanged) -> date | None:
+    """The last day COBRA continuation runs at most: the date N months after the qualifying event (the
+    statute's period ends "not earlier than" that date)."""
+    if e.status != "cobra" or e.qualifying_event_on is None:
+        return None
+    months = 36 if e.qualifying_event in COBRA_SECONDARY_EVENTS else 29 if e.disability_extension else 18
+    return same_day_months_later(e.qualifying_event_on, months)
+
+
 def _segment(e: EnrollmentChanged, begin: date, end: date | None) -> CoverageSegment:
+    maximum = cobra_maximum_end(e)
+    if maximum is not None and (end is None or end > maximum):
+        end = maximum  # coverage ends at the maximum period: bills beyond it are for months without coverage
     return CoverageSegment(
         member_id=e.member_id,
         relationship=e.relationship,
@@ -36,6 +53,7 @@ def _segment(e: EnrollmentChanged, begin: date, end: date | None) -> CoverageSeg
         tax_dependent=e.tax_dependent,
         coverage_amount_cents=e.coverage_amount_cents,
         birth_year=e.birth_year,
+        birth_date=e.birth_date,
     )
 
 

@@ -31,3 +31,9 @@ def add_months(first: date, months: int) -> date:
 def months_between(start: date, month: date) -> int:
     """Whole months from the month of ``start`` to the month of ``month`` (0 for the same month)."""
     return (month.year - start.year) * 12 + month.month - start.month
+
+
+def same_day_months_later(day: date, months: int) -> date:
+    """The same day of the month ``months`` later (the month's last day when it is shorter)."""
+    first = add_months(day, months)
+    return first.replace(day=min(day.day, last_day(first).day))

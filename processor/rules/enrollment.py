@@ -11,10 +11,12 @@ hire) has each of those months judged, so every covered month whose cycle closed
 
 from __future__ import annotations
 
+import msgspec
+
 from events.types import EnrollmentChanged
 from processor.rules import coverage, payments, retro
 from processor.rules.base import Finding, Outcome, month_state
-from processor.rules.dates import add_months, first_of_month
+from processor.rules.dates import add_months, first_of_month, last_day
 from processor.rules.lifecycle import settle
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState, month_key
@@ -29,6 +31,7 @@ def on_enrollment(account: AccountState, part: PartitionState, e: EnrollmentChan
         _settle_unknown(account, e, out)
         return out
     before = retro.billed_premiums(account, part, plan)
+    e = _as_plan_allows(account, e, plan)
     coverage.apply_enrollment(account, e)
     if e.action == "add":
         for waiting in _take_pending(account, e.member_id, e.coverage_line):
@@ -44,6 +47,21 @@ def on_enrollment(account: AccountState, part: PartitionState, e: EnrollmentChan
             out.touch(key)
     _settle_unknown(account, e, out)
     return out
+
+
+def _as_plan_allows(account: AccountState, e: EnrollmentChanged, plan: PlanSettings) -> EnrollmentChanged:
+    """Under ``retroactive_terminations = "unpaid_only"`` a termination reaching back over months whose
+    premium was collected ends coverage at the end of the month it was made in instead; what was paid
+    for later months is then refunded through the usual findings."""
+    if plan.retroactive_terminations != "unpaid_only" or e.action != "terminate":
+        return e
+    asked = coverage.change_date(e)
+    made = last_day(e.occurred_at.date())
+    if asked >= made:
+        return e
+    collected = any(m.month is not None and asked < m.month <= made and m.paid_cents > 0
+                    for m in account.months.values())
+    return msgspec.structs.replace(e, benefit_end=made) if collected else e
 
 
 def _take_pending(account: AccountState, member_id: str, line: str) -> list[EnrollmentChanged]:

@@ -16,8 +16,9 @@ from events.types import CashApplied, PaymentReceived, PaymentReversed, Remittan
 from processor.rules import cobra
 from processor.rules.base import LEDGER_SOURCE, Finding, MonthView, Outcome, Rejected, month_state
 from processor.rules.coverage import closed_from, ended_by, subscriber_in_force, terminated_before
+from processor.rules.dates import add_months, last_day
 from processor.rules.lifecycle import settle
-from processor.settings import PlanSettings
+from processor.settings import PayCalendar, PlanSettings
 from processor.state import (
     PAYMENT_AFTER_TERM,
     PAYMENT_APPLIED,
@@ -78,13 +79,18 @@ def on_payment(account: AccountState, part: PartitionState, e: PaymentReceived, 
     if e.payment_id in account.payment_months:
         raise Rejected(f"payment {e.payment_id} is already posted under another event id", field="payment_id")
     out = Outcome()
-    key = month_key(e.coverage_month)
-    month = month_state(account, e.coverage_month)
+    coverage_month = e.coverage_month
+    if coverage_month is None and plan.unmonthed_direct_payments == "oldest_first" and _member_direct(account, e):
+        coverage_month = oldest_balance_due(account)
+    key = month_key(coverage_month)
+    month = month_state(account, coverage_month)
     duplicate_of = None
-    if e.trace_number is not None and e.coverage_month is not None:
+    if e.trace_number is not None and coverage_month is not None:
+        # the same remittance line twice: same trace, month and coverage (one line per policy is not a copy)
         duplicate_of = next(
             (p.payment_id for p in month.payments
-             if p.trace_number == e.trace_number and p.status != PAYMENT_REVERSED),
+             if p.trace_number == e.trace_number and p.status != PAYMENT_REVERSED
+             and (p.plan, p.coverage_line) == (e.plan, e.coverage_line)),
             None,
         )
     status = PAYMENT_DUPLICATE if duplicate_of is not None else placement(account, month, plan)
@@ -92,12 +98,24 @@ def on_payment(account: AccountState, part: PartitionState, e: PaymentReceived, 
         payment_id=e.payment_id, amount_cents=e.amount_cents, payer_id=e.payer_id, method=e.method,
         trace_number=e.trace_number, remittance_id=e.remittance_id, status=status, event_id=e.event_id,
         duplicate_of=duplicate_of, tax_treatment=e.tax_treatment, pay_frequency=e.pay_frequency,
+        plan=e.plan, coverage_line=e.coverage_line,
     ))
     account.payment_months[e.payment_id] = key
     if status != PAYMENT_APPLIED:
         out.unapplied(e.payer_id, e.amount_cents)
     out.touch(key)
     return out
+
+
+def _member_direct(account: AccountState, e: PaymentReceived) -> bool:
+    """A payment the member made directly (not a payroll or agency remittance)."""
+    return e.method in ("direct", "card") or e.payer_id == account.account_id
+
+
+def oldest_balance_due(account: AccountState) -> date | None:
+    """The account's oldest coverage month with a balance due, if any."""
+    due = [m.month for m in account.months.values() if m.month is not None and m.balance_cents > 0]
+    return min(due, default=None)
 
 
 def on_reversal(account: AccountState, part: PartitionState, e: PaymentReversed, plan: PlanSettings) -> Outcome:
@@ -180,18 +198,59 @@ def on_remittance(account: AccountState, part: PartitionState, e: RemittanceRece
 # Findings
 
 
-def owed_by_deductions(applied: list[PaymentLine], net_billed: int, plan: PlanSettings) -> int:
+def pay_dates_in(calendar: PayCalendar, month: date) -> int:
+    """How many pay dates the agency's calendar has in the month (two every month semi-monthly; two or
+    three biweekly; four or five weekly)."""
+    if calendar.frequency == "monthly":
+        return 1
+    if calendar.frequency == "semi_monthly":
+        return 2
+    step = 7 if calendar.frequency == "weekly" else 14
+    first, last = month, last_day(month)
+    offset = (first - calendar.first_pay_date).days % step
+    day = first + timedelta(days=(step - offset) % step)
+    count = 0
+    while day <= last:
+        count += 1
+        day += timedelta(days=step)
+    return count
+
+
+def owed_by_deductions(applied: list[PaymentLine], net_billed: int, plan: PlanSettings, month: date) -> int:
     """What the month's payments should add up to. Payroll deductions of one pay frequency owe, each,
     (12 / pay periods a year) of the monthly premium, rounded half up to the cent: a month with three
-    biweekly deductions owes 3 x 12/26 of it, one with two owes 2 x 12/26."""
+    biweekly deductions owes 3 x 12/26 of it, one with two owes 2 x 12/26. With the payer's pay calendar
+    known, the month owes one deduction per pay date in it, however many arrived: a month with one
+    deduction where two were due is short."""
     frequencies = {p.pay_frequency for p in applied}
     if plan.payroll_allocation != "per_deduction" or len(frequencies) != 1:
         return net_billed
-    periods = PAY_PERIODS_A_YEAR.get(next(iter(frequencies)) or "monthly")
+    calendar = plan.pay_calendars.get(applied[-1].payer_id) if applied[-1].method == "payroll" else None
+    frequency = next(iter(frequencies)) or (calendar.frequency if calendar is not None else "monthly")
+    periods = PAY_PERIODS_A_YEAR.get(frequency)
     if periods is None:
         return net_billed
     per_deduction = (net_billed * 12 * 2 + periods) // (2 * periods)
-    return per_deduction * len(applied)
+    expected = len(applied)
+    if calendar is not None and calendar.frequency == frequency:
+        expected = pay_dates_in(calendar, month)
+    return per_deduction * expected
+
+
+def short_run(v: MonthView) -> str:
+    """The action's suffix when the plan cancels after N consecutive months short and this is the Nth."""
+    limit = v.plan.cancel_after_short_months
+    if limit is None or v.m is None:
+        return ""
+    run, m = 1, v.m
+    while run < limit:
+        m = add_months(m, -1)
+        key = month_key(m)
+        if f"underpaid|{key}" not in v.account.open and f"missing_payment|{key}" not in v.account.open:
+            return ""
+        run += 1
+    return (f"; cancel the coverage for non-payment: {limit} consecutive months short"
+            " (plan setting cancel_after_short_months)")
 
 
 def find_payment_gap(v: MonthView) -> list[Finding]:
@@ -200,8 +259,8 @@ def find_payment_gap(v: MonthView) -> list[Finding]:
     if m is None or not v.applied or not month.bills:
         return []
     paid, net_billed, applied = v.paid, v.net_billed, v.applied
-    refunded = month.refunded_cents
-    owed = owed_by_deductions(applied, net_billed, plan)
+    owed = owed_by_deductions(applied, net_billed, plan, m)
+    refunded = counted_refunds(v, owed)
     gap = owed - (paid - refunded)
     payer = applied[-1].payer_id
     causes = tuple(b.event_id for b in month.bills) + tuple(p.event_id for p in applied)
@@ -221,7 +280,8 @@ def find_payment_gap(v: MonthView) -> list[Finding]:
             kind="underpaid", key=f"underpaid|{v.key}", month=m, payer_id=payer,
             expected_cents=owed, actual_cents=paid, cause_event_ids=causes,
             explanation=f"paid {cents(paid)} of {cents(owed)} owed for {m:%Y-%m}; {cents(gap)} short",
-            action="collect the shortfall; check for a tier or plan change payroll did not follow", actor=who,
+            action="collect the shortfall; check for a tier or plan change payroll did not follow" + short_run(v),
+            actor=who,
         )]
     if -gap > plan.tolerance_cents and closed_from(v.account, m):
         return [Finding(
@@ -239,6 +299,40 @@ def find_payment_gap(v: MonthView) -> list[Finding]:
             action="refund or credit the excess; check payroll deductions", actor=who,
         )]
     return []
+
+
+def counted_refunds(v: MonthView, owed: int) -> int:
+    """The month's refunds as the payment gap counts them: all of them, except that refunds paid from
+    money later reversed count only up to the credit still there (the rest is ``refund_recovery``)."""
+    refunded = v.month.refunded_cents
+    if refunded and any(p.status == PAYMENT_REVERSED for p in v.month.payments):
+        return min(refunded, max(0, v.paid - owed))
+    return refunded
+
+
+def find_refund_recovery(v: MonthView) -> list[Finding]:
+    """A refund paid out of money that was then reversed: the part of it no credit covers any more is
+    owed back by the payee (or billed), not lost between the discrepancies."""
+    m, month = v.m, v.month
+    refunded = month.refunded_cents
+    reversed_ = [p for p in month.payments if p.status == PAYMENT_REVERSED]
+    if m is None or not refunded or not reversed_:
+        return []
+    owed = owed_by_deductions(v.applied, v.net_billed, v.plan, m) if v.applied else v.net_billed
+    credit = max(0, v.paid - owed)
+    over = refunded - credit
+    if over <= 0:
+        return []
+    refunds = [r for r in month.refunds if r.returned_by is None]
+    return [Finding(
+        kind="refund_recovery", key=f"refund_recovery|{v.key}", month=m, payer_id=refunds[0].payee_id,
+        expected_cents=credit, actual_cents=refunded,
+        cause_event_ids=(*(r.event_id for r in refunds), *(p.reversal_event_id or p.event_id for p in reversed_)),
+        explanation=f"{cents(refunded)} refunded for {m:%Y-%m} ({', '.join(r.refund_id for r in refunds)}), but"
+        f" payment {', '.join(p.payment_id for p in reversed_)} that funded it was reversed: only"
+        f" {cents(credit)} of credit is left, so {cents(over)} was paid out of money the ledger no longer has",
+        action=f"recover {cents(over)} from {refunds[0].payee_id}, or bill it for {m:%Y-%m}", actor="accounts_staff",
+    )]
 
 
 def find_held_cash(v: MonthView) -> list[Finding]:
@@ -316,5 +410,5 @@ def find_missing_payment(v: MonthView) -> list[Finding]:
         expected_cents=v.net_billed, actual_cents=0, cause_event_ids=bills + day,
         explanation=f"{cents(v.net_billed)} billed for {m:%Y-%m} was due {month.due_on} and is unpaid"
         f" {plan.grace_days} days later ({part.business_date})",
-        action="collect or start delinquency", actor="agency_coordinator" if agency else "member",
+        action="collect or start delinquency" + short_run(v), actor="agency_coordinator" if agency else "member",
     )]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from events.types import InputEvent
-from processor.rules import billing, payments, retro, s125
+from processor.rules import billing, eligibility, payments, retro, s125
 from processor.rules.base import Finding, MonthView, Outcome
 from processor.rules.coverage import priced_segments
 from processor.rules.lifecycle import settle
@@ -20,12 +20,14 @@ Finder = Callable[[MonthView], list[Finding]]
 MONTH_FINDERS: tuple[Finder, ...] = (
     billing.find_bill_errors,
     payments.find_payment_gap,
+    payments.find_refund_recovery,
     payments.find_held_cash,
     s125.find_tax_treatment,
     payments.find_paid_after_termination,
     retro.find_retroactive_change,
     billing.find_enrolled_not_billed,
     payments.find_missing_payment,
+    eligibility.find_eligibility,
 )
 
 

@@ -110,26 +110,37 @@ def tax_split(
 
 
 def find_tax_treatment(v: MonthView) -> list[Finding]:
-    """A pre-tax deduction for coverage that includes a non-dependent domestic partner."""
+    """A pre-tax deduction where the coverage says post-tax: a non-dependent domestic partner's share,
+    or COBRA or retiree coverage, which the member pays directly after tax (IRC 125 covers employees'
+    salary reductions only)."""
     m, month = v.m, v.month
     if m is None:
         return []
     pre_tax = [p for p in v.applied if p.tax_treatment == "pre_tax"]
     if not pre_tax:
         return []
-    partners = non_dependent_partners(v.account, m, v.plan, v.priced)
-    if not partners:
-        return []
     amount = sum(p.amount_cents for p in pre_tax)
-    split = (f" ({cents(month.post_tax_cents)} post-tax, {cents(month.imputed_income_cents)} imputed income)"
-             if month.post_tax_cents is not None and month.imputed_income_cents is not None else "")
+    partners = non_dependent_partners(v.account, m, v.plan, v.priced)
+    direct = [s for s in v.priced if s.status in ("cobra", "retiree")]
+    reasons, causes = [], [p.event_id for p in pre_tax]
+    if partners:
+        split = (f" ({cents(month.post_tax_cents)} post-tax, {cents(month.imputed_income_cents)} imputed income)"
+                 if month.post_tax_cents is not None and month.imputed_income_cents is not None else "")
+        reasons.append(f"the coverage includes {', '.join(s.member_id for s in partners)}, a domestic partner"
+                       " who is not a tax dependent: that share is post-tax (IRC 125) and its employer-paid"
+                       " value is imputed income" + split)
+        causes += [s.event_id for s in partners]
+    if direct:
+        reasons.append(f"the month is {' and '.join(sorted({s.status for s in direct}))} coverage, which the"
+                       " member pays after tax: a cafeteria plan takes only an employee's salary reductions")
+        causes += [s.event_id for s in direct]
+    if not reasons:
+        return []
     return [Finding(
         kind="tax_treatment", key=f"tax_treatment|{v.key}", month=m, payer_id=pre_tax[-1].payer_id,
-        expected_cents=0, actual_cents=amount,
-        cause_event_ids=tuple(p.event_id for p in pre_tax) + tuple(s.event_id for s in partners),
-        explanation=f"{cents(amount)} for {m:%Y-%m} was deducted pre-tax, but the coverage includes"
-        f" {', '.join(s.member_id for s in partners)}, a domestic partner who is not a tax dependent:"
-        " that share is post-tax (IRC 125) and its employer-paid value is imputed income" + split,
-        action="take the partner's share after tax and report the employer-paid value as imputed income",
+        expected_cents=0, actual_cents=amount, cause_event_ids=tuple(causes),
+        explanation=f"{cents(amount)} for {m:%Y-%m} was deducted pre-tax, but " + "; and ".join(reasons),
+        action=("take the partner's share after tax and report the employer-paid value as imputed income"
+                if partners else "report the payment as after-tax; correct the payroll deduction's tax treatment"),
         actor="payroll",
     )]

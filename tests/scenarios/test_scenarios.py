@@ -178,6 +178,9 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             reason=str(f.pop("reason")) if "reason" in f else None,
             coverage_amount_cents=cents(f.pop("coverage_amount"), w) if "coverage_amount" in f else None,
             birth_year=int(f.pop("birth_year")) if "birth_year" in f else None,
+            birth_date=day(f.pop("birth_date"), w) if "birth_date" in f else None,
+            qualifying_event=f.pop("qualifying_event", None),
+            qualifying_event_on=day(f.pop("qualifying_event_on"), w) if "qualifying_event_on" in f else None,
         )
     elif kind == "bill":
         m = month(f.pop("month"), w)
@@ -196,7 +199,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             amount_cents=cents(f.pop("amount"), w), method=f.pop("method", "payroll"),
             payer_id=str(f.pop("payer", agency)), remittance_id=f.pop("remittance", None),
             trace_number=f.pop("trace", None), tax_treatment=f.pop("tax", None),
-            pay_frequency=f.pop("frequency", None),
+            pay_frequency=f.pop("frequency", None), plan=f.pop("plan", None), coverage_line=f.pop("line", None),
         )
     elif kind == "reverse":
         event = PaymentReversed(
