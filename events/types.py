@@ -26,7 +26,8 @@ PayFrequency = Literal["monthly", "semi_monthly", "biweekly", "weekly"]
 Actor = Literal["agency_coordinator", "payroll", "member", "billing", "accounts_staff"]
 FsaAccountType = Literal["health", "dependent_care"]
 TaxFilingStatus = Literal["single", "married_filing_jointly", "married_filing_separately", "head_of_household"]
-ClaimDecision = Literal["approved", "partially_approved", "denied"]
+# "pending": nothing paid yet, the claim waits for dependent-care contributions (pending_cents).
+ClaimDecision = Literal["approved", "partially_approved", "denied", "pending"]
 
 # The discrepancy kinds (DOMAIN.md): used by events, rows, the CLI and the contracts. Add kinds when the
 # domain needs them; never rename one.
@@ -355,6 +356,10 @@ class FsaClaimAdjudicated(Event, frozen=True, kw_only=True, tag="fsa_claim_adjud
     reason: str
     available_before_cents: Cents
     available_after_cents: Cents
+    # Dependent care: the part of the claim not yet paid because it was not yet contributed; it is paid
+    # (another fsa_claim_adjudicated for the same claim, approved_cents the part paid then) as later
+    # contributions arrive.
+    pending_cents: Cents = 0
 
 
 InputEvent = (

@@ -60,6 +60,16 @@ class FsaSettings(BaseModel):
         description="days after the plan year (or its grace period) in which claims for it may still be submitted",
     )
     plan_year_start_month: int = Field(default=1, ge=1, le=12, description="month the plan year starts (1 = January)")
+    health_cobra_continuation: bool = Field(
+        default=False,
+        description="a health FSA may be continued under COBRA after employment ends (an 834 COBRA enrollment"
+        " of the member's fsa coverage line): participation goes on instead of ending at the termination",
+    )
+    dependent_care_pending: bool = Field(
+        default=True,
+        description="a dependent-care claim beyond what has been contributed keeps its unpaid remainder pending"
+        " and pays it as later contributions arrive; false: the claim is partially approved, finally",
+    )
 
     @model_validator(mode="after")
     def _one_year_end_rule(self) -> FsaSettings:

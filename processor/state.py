@@ -202,6 +202,7 @@ class FsaYear(msgspec.Struct, kw_only=True):
     carryover_in_cents: Cents = 0
     carryover_out_cents: Cents = 0
     closed: bool = False  # the run-out ended and the unused balance was carried over or forfeited
+    pending_cents: Cents = 0  # dependent care: promised to pending claims, paid as contributions arrive
 
 
 class FsaClaim(msgspec.Struct, kw_only=True):
@@ -217,6 +218,7 @@ class FsaClaim(msgspec.Struct, kw_only=True):
     service_date: date | None = None
     submitted_on: date | None = None
     reason: str = ""
+    pending_cents: Cents = 0  # a dependent-care remainder waiting for contributions
 
 
 class FsaState(msgspec.Struct, kw_only=True):
@@ -224,6 +226,9 @@ class FsaState(msgspec.Struct, kw_only=True):
     claims: dict[str, FsaClaim] = msgspec.field(default_factory=dict)  # by claim_id
     contribution_ids: dict[str, str] = msgspec.field(default_factory=dict)  # contribution_id -> event id
     election_ids: dict[str, str] = msgspec.field(default_factory=dict)  # election_id -> event id
+    # account type -> the last day of participation, when employment ended (an 834 termination of the
+    # member's fsa or dcap coverage line); gone again if participation is continued (COBRA) or reinstated
+    ended: dict[str, date] = msgspec.field(default_factory=dict)
 
 
 def fsa_key(plan_year: int, account_type: str) -> str:

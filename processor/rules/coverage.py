@@ -117,15 +117,22 @@ def in_force_all(account: AccountState, month: date, plan: PlanSettings) -> list
             if priced_begin(s, plan) <= last and (s.end is None or s.end >= month)]
 
 
+# Coverage lines with no premium: flexible spending accounts are elections and contributions, not
+# insurance (their enrollment only tells when participation begins and ends).
+UNPRICED_LINES = frozenset({"fsa", "dcap"})
+
+
 def subscriber_in_force(account: AccountState, month: date, plan: PlanSettings) -> list[CoverageSegment]:
-    """The subscriber's own segments overlapping the month (dependents are priced through its tier)."""
+    """The subscriber's own priced segments overlapping the month (dependents are priced through its tier)."""
     last = last_day(month)
     if plan.coverage_start == "event_date":
         return [s for s in account.coverages
-                if s.relationship == "self" and s.begin <= last and (s.end is None or s.end >= month)]
+                if s.relationship == "self" and s.begin <= last and (s.end is None or s.end >= month)
+                and s.coverage_line not in UNPRICED_LINES]
     return [
         s for s in account.coverages
         if s.relationship == "self" and priced_begin(s, plan) <= last and (s.end is None or s.end >= month)
+        and s.coverage_line not in UNPRICED_LINES
     ]
 
 

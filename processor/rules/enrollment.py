@@ -14,7 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from events.types import EnrollmentChanged
-from processor.rules import coverage, payments, retro
+from processor.rules import coverage, fsa, payments, retro
 from processor.rules.base import Finding, Outcome, month_state
 from processor.rules.dates import add_months, first_of_month, last_day
 from processor.rules.lifecycle import settle
@@ -26,7 +26,9 @@ UNKNOWN_PREFIX = "unknown_coverage|coverage:"
 
 def on_enrollment(account: AccountState, part: PartitionState, e: EnrollmentChanged, plan: PlanSettings) -> Outcome:
     out = Outcome(coverage_changed=True)
-    if e.action != "add" and not coverage.segments_of(account, e.member_id, e.coverage_line):
+    out.fsa_changed = fsa.note_participation(account, e, plan)
+    known = coverage.segments_of(account, e.member_id, e.coverage_line) or fsa.has_account(account, e.coverage_line)
+    if e.action != "add" and not known:
         account.pending_enrollments.append(e)  # the coverage it changes has not arrived (yet)
         _settle_unknown(account, e, out)
         return out

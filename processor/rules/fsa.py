@@ -17,6 +17,13 @@ The rules (DOMAIN.md; limits and plan choices in ``PlanSettings.fsa``):
   rest is forfeited.
   Closing depends only on folded events, so live processing and replay agree. A claim for a closed year
   is denied.
+- Participation ends when employment ends (an 834 termination of the member's ``fsa`` or ``dcap``
+  coverage line): an expense incurred after it is denied, the run-out counts from it, and an unused
+  health balance is forfeited rather than carried over. A health FSA continued under COBRA (when the plan
+  allows it, ``health_cobra_continuation``) or a reinstatement goes on as before.
+- Dependent care (``dependent_care_pending``, default on): a claim beyond what has been contributed is
+  paid as far as it can be and its remainder is pending; each later contribution pays pending claims,
+  oldest first, each payment an ``fsa_claim_adjudicated`` of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +32,13 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from events.money import format_cents as cents
-from events.types import FsaClaimAdjudicated, FsaClaimSubmitted, FsaContributionReceived, FsaElectionMade
+from events.types import (
+    EnrollmentChanged,
+    FsaClaimAdjudicated,
+    FsaClaimSubmitted,
+    FsaContributionReceived,
+    FsaElectionMade,
+)
 from processor.rules.base import LEDGER_SOURCE, Outcome, Rejected
 from processor.rules.dates import add_months
 from processor.settings import FsaSettings, PlanSettings
@@ -44,6 +57,7 @@ class Adjudication:
     reason: str
     available_before_cents: int
     available_after_cents: int
+    pending_cents: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +133,19 @@ def claim_plan_year(claim: FsaClaimSubmitted, fsa: FsaState | None, s: FsaSettin
     return year
 
 
-def adjudicate(claim: FsaClaimSubmitted, year: int, account: FsaYear | None, s: FsaSettings) -> Adjudication:
-    """Decide one claim against its plan year's account as it stands (None: no such account)."""
+def submission_deadline(year: int, account_type: str, s: FsaSettings, ended: date | None) -> date:
+    """The last day a claim for the plan year may be submitted: the run-out after the plan year, or
+    after participation ended when employment ended first."""
+    deadline = claim_deadline(year, account_type, s)
+    if ended is not None and ended < incurred_through(year, account_type, s):
+        deadline = min(deadline, ended + timedelta(days=s.run_out_days))
+    return deadline
+
+
+def adjudicate(claim: FsaClaimSubmitted, year: int, account: FsaYear | None, s: FsaSettings,
+               ended: date | None = None) -> Adjudication:
+    """Decide one claim against its plan year's account as it stands (None: no such account);
+    ``ended``: the last day of participation, when employment ended."""
     kind = ACCOUNT_NAMES[claim.account_type]
     before = available_cents(account) if account is not None else 0
 
@@ -139,13 +164,17 @@ def adjudicate(claim: FsaClaimSubmitted, year: int, account: FsaYear | None, s: 
     if account.participation_from is not None and claim.service_date < account.participation_from:
         return denied(f"service date {claim.service_date} is before participation began on"
                       f" {account.participation_from}")
+    if ended is not None and claim.service_date > ended:
+        return denied(f"service date {claim.service_date} is after participation ended on {ended}"
+                      " (employment ended)")
     if claim.service_date > claim.effective_on:
         return denied(f"service date {claim.service_date} is after the claim was submitted on"
                       f" {claim.effective_on}: expenses are reimbursed once incurred")
-    deadline = claim_deadline(year, claim.account_type, s)
+    deadline = submission_deadline(year, claim.account_type, s, ended)
     if claim.effective_on > deadline:
+        after = through if deadline == claim_deadline(year, claim.account_type, s) else ended
         return denied(f"submitted {claim.effective_on}, after the run-out period for plan year {year} ended on"
-                      f" {deadline} ({s.run_out_days} days after {through})")
+                      f" {deadline} ({s.run_out_days} days after {after})")
     if account.closed:
         return denied(f"plan year {year} is closed: its unused balance was carried over or forfeited")
     requested = claim.amount_cents
@@ -158,11 +187,27 @@ def adjudicate(claim: FsaClaimSubmitted, year: int, account: FsaYear | None, s: 
         basis = (f"dependent-care claims are paid up to what has been contributed so far:"
                  f" {cents(account.contributed_cents)} contributed of the {cents(account.election_cents)} election,"
                  f" {cents(account.reimbursed_cents)} already reimbursed")
-    if before <= 0:
-        return denied(f"nothing available in the {kind} for {year} ({basis})")
     if requested <= before:
         return Adjudication(year, "approved", requested, f"approved in full; {cents(before - requested)} remains",
                             before, before - requested)
+    pending = 0
+    if claim.account_type == "dependent_care" and s.dependent_care_pending:
+        # what later contributions may still pay: up to the election not yet reimbursed or promised
+        pending = min(requested, account.election_cents - account.reimbursed_cents - account.pending_cents) - max(
+            before, 0)
+        pending = max(pending, 0)
+    if before <= 0 and pending == 0:
+        return denied(f"nothing available in the {kind} for {year} ({basis})")
+    paid = max(before, 0)
+    if pending:
+        decision = "pending" if paid == 0 else "partially_approved"
+        return Adjudication(
+            year, decision, paid,
+            f"{cents(paid)} of {cents(requested)} paid now, {cents(pending)} pending: dependent-care claims are"
+            f" paid as contributions arrive ({basis})"
+            + (f"; {cents(requested - paid - pending)} is beyond the election" if requested > paid + pending else ""),
+            before, before - paid, pending,
+        )
     return Adjudication(
         year, "partially_approved", before,
         f"{cents(before)} of {cents(requested)} approved: only {cents(before)} available ({basis})",
@@ -201,18 +246,23 @@ def on_fsa_event(account: AccountState, part: PartitionState, event: FsaEvent, p
         year.tax_filing_status = event.tax_filing_status
         fsa.election_ids[event.election_id] = event.event_id
     elif isinstance(event, FsaContributionReceived):
-        fsa.years[fsa_key(event.plan_year, event.account_type)].contributed_cents += event.amount_cents
+        year = fsa.years[fsa_key(event.plan_year, event.account_type)]
+        year.contributed_cents += event.amount_cents
         fsa.contribution_ids[event.contribution_id] = event.event_id
+        if year.pending_cents:
+            _pay_pending(account, fsa, year, event, out)
     else:
         year_no = claim_plan_year(event, fsa, s)
         found = fsa.years.get(fsa_key(year_no, event.account_type))
-        decision = adjudicate(event, year_no, found, s)
+        decision = adjudicate(event, year_no, found, s, fsa.ended.get(event.account_type))
         if found is not None:
             found.reimbursed_cents += decision.approved_cents
+            found.pending_cents += decision.pending_cents
         fsa.claims[event.claim_id] = FsaClaim(
             claim_id=event.claim_id, event_id=event.event_id, plan_year=year_no, account_type=event.account_type,
             requested_cents=event.amount_cents, approved_cents=decision.approved_cents, decision=decision.decision,
             service_date=event.service_date, submitted_on=event.effective_on, reason=decision.reason,
+            pending_cents=decision.pending_cents,
         )
         out.emitted.append(FsaClaimAdjudicated(
             event_id=f"{event.event_id}:adjudicated", account_id=account.account_id,
@@ -221,9 +271,67 @@ def on_fsa_event(account: AccountState, part: PartitionState, event: FsaEvent, p
             plan_year=year_no, decision=decision.decision,  # type: ignore[arg-type]
             requested_cents=event.amount_cents, approved_cents=decision.approved_cents, reason=decision.reason,
             available_before_cents=decision.available_before_cents,
-            available_after_cents=decision.available_after_cents,
+            available_after_cents=decision.available_after_cents, pending_cents=decision.pending_cents,
         ))
     return out
+
+
+def _pay_pending(account: AccountState, fsa: FsaState, year: FsaYear, e: FsaContributionReceived,
+                 out: Outcome) -> None:
+    """A contribution pays the year's pending dependent-care claims, oldest first, as far as it goes."""
+    for claim in fsa.claims.values():
+        available = available_cents(year)
+        if available <= 0:
+            return
+        if claim.pending_cents == 0 or (claim.plan_year, claim.account_type) != (year.plan_year, year.account_type):
+            continue
+        pay = min(claim.pending_cents, available)
+        claim.pending_cents -= pay
+        claim.approved_cents += pay
+        claim.decision = "approved" if claim.pending_cents == 0 else "partially_approved"
+        year.pending_cents -= pay
+        year.reimbursed_cents += pay
+        out.emitted.append(FsaClaimAdjudicated(
+            event_id=f"{e.event_id}:pays:{claim.claim_id}", account_id=account.account_id,
+            effective_on=e.effective_on, occurred_at=e.occurred_at, source=LEDGER_SOURCE, causation_id=e.event_id,
+            claim_id=claim.claim_id, account_type=claim.account_type,  # type: ignore[arg-type]
+            plan_year=claim.plan_year, decision=claim.decision,  # type: ignore[arg-type]
+            requested_cents=claim.requested_cents, approved_cents=pay,
+            reason=f"{cents(pay)} of the pending claim paid from the contribution of {e.effective_on}"
+            + (f"; {cents(claim.pending_cents)} still pending" if claim.pending_cents else "; paid in full"),
+            available_before_cents=available, available_after_cents=available - pay,
+            pending_cents=claim.pending_cents,
+        ))
+
+
+LINE_ACCOUNT_TYPE = {"fsa": "health", "dcap": "dependent_care"}
+
+
+def has_account(account: AccountState, line: str) -> bool:
+    """Does the member have a flexible spending account of the type this coverage line enrolls in?"""
+    account_type = LINE_ACCOUNT_TYPE.get(line)
+    return account_type is not None and account.fsa is not None and any(
+        y.account_type == account_type for y in account.fsa.years.values())
+
+
+def note_participation(account: AccountState, e: EnrollmentChanged, plan: PlanSettings) -> bool:
+    """An 834 change of the member's fsa or dcap coverage line: a termination ends participation (the
+    last day of employment), a reinstatement or, where the plan allows it, a COBRA continuation of the
+    health FSA keeps it going. Returns whether the flexible spending accounts moved."""
+    account_type = LINE_ACCOUNT_TYPE.get(e.coverage_line)
+    if account_type is None:
+        return False
+    fsa = account.fsa
+    if fsa is None:
+        fsa = account.fsa = FsaState()
+    continued = e.status == "cobra" and account_type == "health" and plan.fsa.health_cobra_continuation
+    if e.action == "terminate" and not continued:
+        fsa.ended[account_type] = e.benefit_end if e.benefit_end is not None else e.benefit_begin
+    elif e.action in ("reinstate", "add") or continued:
+        fsa.ended.pop(account_type, None)
+    else:
+        return False
+    return True
 
 
 def fsa_may_close(fsa: FsaState, as_of: date, s: FsaSettings) -> bool:
@@ -251,6 +359,9 @@ def settle(fsa: FsaState, as_of: date, s: FsaSettings) -> None:
         y = fsa.years[min(due)[1]]
         unused = available_cents(y)
         y.closed = True
+        ended = fsa.ended.get(y.account_type)
+        if ended is not None and ended < plan_year_start(y.plan_year + 1, s):
+            continue  # participation ended: the unused balance is forfeited, nothing carries over
         if y.account_type == "health" and s.health_year_end == "carryover":
             carry = min(unused, s.carryover_max_cents)
             if carry > 0:

@@ -376,6 +376,8 @@ def _check_fsa(expect: dict[str, Any], book: Book, where: str) -> None:
             assert c["reason_contains"] in got.reason, f"{w}: reason {got.reason!r}"
         if "available_after" in c:
             assert got.available_after_cents == cents(c["available_after"], w), f"{w}: {got.available_after_cents}"
+        if "pending" in c:
+            assert got.pending_cents == cents(c["pending"], w), f"{w}: pending {got.pending_cents} ({got.reason})"
     for entry in expect.get("fsa", []):
         account_id = str(entry.get("account", DEFAULT_ACCOUNT))
         rows = {(r.plan_year, r.account_type): r for r in book.fsa_rows(account_id)}

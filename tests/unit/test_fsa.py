@@ -93,8 +93,11 @@ def test_an_expense_not_yet_incurred_when_claimed_is_denied() -> None:
 # -- dependent care: only what has been contributed ----------------------------------------------
 
 
-def test_dependent_care_pays_only_what_has_been_contributed_so_far() -> None:
-    ledger = Ledger()
+FINAL = PlanSettings(fsa=FsaSettings(dependent_care_pending=False))
+
+
+def test_dependent_care_pays_only_what_has_been_contributed_so_far_when_the_plan_decides_finally() -> None:
+    ledger = Ledger(plan=FINAL)
     got = decided(ledger, elect(5_000_00, account_type="dependent_care"),
                   contribute(192_31, on=date(2026, 1, 15)),
                   claim(400_00, service=date(2026, 1, 20), account_type="dependent_care"))
@@ -105,11 +108,23 @@ def test_dependent_care_pays_only_what_has_been_contributed_so_far() -> None:
     assert (later.decision, later.approved_cents, later.available_after_cents) == ("approved", 150_00, 42_31)
 
 
-def test_dependent_care_with_nothing_contributed_is_denied_saying_so() -> None:
-    got = decided(Ledger(), elect(5_000_00, account_type="dependent_care"),
+def test_dependent_care_with_nothing_contributed_is_denied_saying_so_when_the_plan_decides_finally() -> None:
+    got = decided(Ledger(plan=FINAL), elect(5_000_00, account_type="dependent_care"),
                   claim(10_00, service=date(2026, 1, 20), account_type="dependent_care"))
     assert (got.decision, got.approved_cents) == ("denied", 0)
     assert "$0.00 contributed" in got.reason
+
+
+def test_dependent_care_pending_remainder_is_paid_by_later_contributions() -> None:
+    ledger = Ledger()
+    got = decided(ledger, elect(5_000_00, account_type="dependent_care"),
+                  contribute(192_31, on=date(2026, 1, 15)),
+                  claim(400_00, service=date(2026, 1, 20), account_type="dependent_care", claim_id="C1"))
+    assert (got.decision, got.approved_cents, got.pending_cents) == ("partially_approved", 192_31, 207_69)
+    ledger.apply(contribute(250_00, on=date(2026, 1, 31)))
+    paid = adjudications(ledger)[-1]
+    assert (paid.claim_id, paid.decision, paid.approved_cents, paid.pending_cents) == ("C1", "approved", 207_69, 0)
+    assert paid.available_after_cents == 250_00 - 207_69
 
 
 def test_dependent_care_contributions_beyond_the_election_are_not_available() -> None:
