@@ -45,6 +45,8 @@ TOPIC_FIELD_OF: dict[str, str] = {
     "payment_received": "payments",
     "payment_reversed": "payments",
     "remittance_received": "payments",
+    "remittance_line_posted": "payments",
+    "remittance_funded": "payments",
     "refund_issued": "payments",
     "refund_returned": "payments",
     "cash_applied": "payments",

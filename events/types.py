@@ -157,6 +157,10 @@ class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     # one line per policy pays each coverage of the member separately, and is matched per coverage.
     plan: str | None = None
     coverage_line: CoverageLine | None = None
+    # Remittance advice: the money of this line does not move with it (its remittance is advice only,
+    # see RemittanceReceived.advice_only). The line is matched against the payment that moves the
+    # money (same trace_number), never posted as cash on its own.
+    advice_only: bool = False
 
 
 class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):
@@ -181,6 +185,33 @@ class RemittanceReceived(Event, frozen=True, kw_only=True, tag="remittance_recei
     total_cents: Cents
     lines_total_cents: Cents
     line_count: int
+    advice_only: bool = False
+    adjustments: tuple[RemittanceAdjustment, ...] = ()
+
+
+class RemittanceLinePosted(Event, frozen=True, kw_only=True, tag="remittance_line_posted"):
+    """Posted by the ledger itself (through the outbox, on the payments topic): a remittance line was
+    applied on its member's account. Keyed by the payer's account, where the remittance is reconciled
+    against the lines the ledger actually posted, not the lines the sender says it sent."""
+
+    remittance_id: str
+    trace_number: str | None = None
+    payer_id: str
+    line_account_id: str
+    payment_id: str
+    coverage_month: date | None = None
+    amount_cents: Cents
+    advice_only: bool = False
+
+
+class RemittanceFunded(Event, frozen=True, kw_only=True, tag="remittance_funded"):
+    """Posted by the ledger itself: the money of a remittance advice arrived (a payment with its trace
+    on the payer's account), so the advice lines on this member's account are paid now."""
+
+    remittance_id: str
+    trace_number: str
+    payment_ids: tuple[str, ...]
+    funding_payment_id: str
 
 
 class RefundIssued(Event, frozen=True, kw_only=True, tag="refund_issued"):
@@ -375,6 +406,8 @@ InputEvent = (
     | DayClosed
     | BillingCycleClosed
     | RemittanceReceived
+    | RemittanceLinePosted
+    | RemittanceFunded
     | FsaElectionMade
     | FsaContributionReceived
     | FsaClaimSubmitted
@@ -397,6 +430,8 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     DayClosed,
     BillingCycleClosed,
     RemittanceReceived,
+    RemittanceLinePosted,
+    RemittanceFunded,
     FsaElectionMade,
     FsaContributionReceived,
     FsaClaimSubmitted,

@@ -249,6 +249,8 @@ class BatchProcessor:
             if isinstance(e, DayClosed):
                 cutoff = candidate_cutoff(e.business_date, self.plan)
                 wanted.update(self.store.due_accounts(p, cutoff))
+                # payer accounts whose remittances a day past their lines' window judges (index: that last day)
+                wanted.update(a for a, due in self._parts[p].remittances_due.items() if due < e.business_date)
                 wanted.update(self.store.fsa_open_accounts(p, closable_through(e.business_date, self.plan.fsa)))
         self._ensure_accounts(wanted, dict(zip((e.account_id for e in events), partitions, strict=True)))
 
@@ -274,7 +276,7 @@ class BatchProcessor:
             event, part, self.plan, self._cached_account,
             lambda: [a for a in self._accounts.values() if a.partition == partition],
         )
-        if type(event).BROADCAST:
+        if type(event).BROADCAST or any(out.partition_changed for _, out in reached):
             collector.write.partitions[partition] = part
         for account, out in reached:
             if account.partition != partition:

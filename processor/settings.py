@@ -218,6 +218,12 @@ class PlanSettings(BaseModel):
         " only when no premium was collected for the period, otherwise coverage ends at the end of the month"
         " the termination was made in and the premium collected after that is refunded",
     )
+    remittance_lines_days: int = Field(
+        default=3, ge=0,
+        description="days after a remittance's payment date in which its lines are expected to be posted; the"
+        " first business day after that judges it with the lines the ledger posted (a missing line is then a"
+        " remittance_total_mismatch), and an advice still without its money is a mismatch too",
+    )
     cancel_after_short_months: int | None = Field(
         default=None, ge=1,
         description="after this many consecutive months underpaid or unpaid, the finding says to cancel"

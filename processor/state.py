@@ -64,6 +64,8 @@ PAYMENT_DUPLICATE = "duplicate"
 PAYMENT_REVERSED = "reversed"
 PAYMENT_REFUNDED = "refunded"  # held cash returned to the payer
 PAYMENT_MOVED = "moved"  # held cash applied to another month or account (cash_applied)
+PAYMENT_ADVISED = "advised"  # a remittance advice line: no money yet, paid when its remittance is funded
+PAYMENT_FUNDS = "funds_remittance"  # money on a payer's account that funds a remittance advice
 UNAPPLIED_STATUSES = frozenset({PAYMENT_HELD, PAYMENT_AFTER_TERM, PAYMENT_DUPLICATE})
 
 
@@ -85,6 +87,35 @@ class PaymentLine(msgspec.Struct, kw_only=True):
     refunded_from: str | None = None  # the status it had before (restored if the refund comes back)
     plan: str | None = None  # the coverage the line says it pays (a remittance line per policy)
     coverage_line: str | None = None
+
+
+class AdviceLine(msgspec.Struct, kw_only=True):
+    account_id: str
+    payment_id: str
+    amount_cents: Cents
+
+
+class RemittanceBook(msgspec.Struct, kw_only=True):
+    """One remittance on its payer's account: what the sender says (the header, once it arrived) and
+    what the ledger actually posted of its lines (``remittance_line_posted``)."""
+
+    remittance_id: str
+    payer_id: str
+    trace_number: str | None = None
+    header_event_id: str | None = None  # None until the remittance_received arrives
+    total_cents: Cents = 0
+    declared_lines_cents: Cents = 0
+    line_count: int = 0
+    adjustments_cents: Cents = 0  # remittance-level ADX: part of the total, of no line
+    payment_date: date | None = None
+    advice_only: bool = False
+    posted_cents: Cents = 0
+    posted_count: int = 0
+    advice_lines: list[AdviceLine] = msgspec.field(default_factory=list)  # advice lines waiting for money
+    judged: bool = False
+    excess_cents: Cents = 0  # cash beyond the posted lines, held as unapplied cash on the payer
+    funded_by: str | None = None  # the payment that moved an advice's money
+    funded_cents: Cents = 0
 
 
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):
@@ -250,6 +281,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     # Terminations, changes and reinstatements that arrived before the coverage they change: kept, in
     # arrival order, and applied when that coverage arrives (the books do not depend on arrival order).
     pending_enrollments: list[EnrollmentChanged] = msgspec.field(default_factory=list)
+    remittances: dict[str, RemittanceBook] = msgspec.field(default_factory=dict)  # a payer's, by remittance id
 
 
 class RateEntry(msgspec.Struct, kw_only=True):
@@ -271,6 +303,9 @@ class PartitionState(msgspec.Struct, kw_only=True):
     business_date_event_id: str | None = None
     billing_closed_through: date | None = None  # the latest coverage month whose billing cycle closed
     billing_closed_from: date | None = None  # the first cycle this partition saw close
+    # payer accounts with a remittance to judge once a business day passes its payment date, by the
+    # earliest such date: a day_closed finds them here, cached or not
+    remittances_due: dict[str, date] = msgspec.field(default_factory=dict)
     billing_closed_event_id: str | None = None
 
     def rate_for(self, plan: str, tier: str, month: date) -> RateEntry | None:

@@ -101,7 +101,8 @@ class Replayer:
         write = BatchWrite()
         collector = Collector(write)
         try:
-            for account, out in fold_event(event, part, self.plan, account_of, lambda: list(accounts.values())):
+            reached = fold_event(event, part, self.plan, account_of, lambda: list(accounts.values()))
+            for account, out in reached:
                 collector.add(account, out, row.recorded_at)
         except Rejected as exc:
             # The processor applied this event, so the same fold must apply it again.
@@ -110,7 +111,7 @@ class Replayer:
                                   ) from exc
             res.rejected.append(ReplayRejection(row.seq, row.event_id, exc.reason))
         else:
-            if type(event).BROADCAST:
+            if type(event).BROADCAST or any(out.partition_changed for _, out in reached):
                 # as live: a partition's state is stored once a broadcast event changed it, so a
                 # partition that saw account events alone (FSA events, say) has no partition_state row
                 res.partitions[row.partition] = part

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from events.types import DiscrepancyKind, InputEvent, OutputEvent, PaymentReceived
+from events.types import DiscrepancyKind, InputEvent, OutputEvent
 from processor.settings import PlanSettings
 from processor.state import (
     PAYMENT_APPLIED,
@@ -47,7 +47,9 @@ class Outcome:
     emitted: list[OutputEvent] = field(default_factory=list)
     changed_discrepancies: list[OpenDiscrepancy] = field(default_factory=list)
     fsa_changed: bool = False  # the account's flexible spending accounts moved (projection fsa_account)
-    derived: list[PaymentReceived] = field(default_factory=list)  # payments the ledger posts (cash_applied)
+    # events the ledger posts itself, through the outbox (a cash application's payment, remittance lines)
+    derived: list[InputEvent] = field(default_factory=list)
+    partition_changed: bool = False  # an account event moved the partition's state (an index of due dates)
 
     def touch(self, key: str) -> None:
         self.touched[key] = None

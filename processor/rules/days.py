@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from events.types import DayClosed
+from processor.rules import remittances
 from processor.rules.base import Outcome, Rejected
 from processor.rules.fsa import fsa_may_close, settle
 from processor.settings import PlanSettings
@@ -49,8 +50,11 @@ def months_to_check(account: AccountState, business_date: date, plan: PlanSettin
 
 
 def day_may_change(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
-    """Cheap filter: a month may turn missing, or an FSA plan year's run-out ends."""
+    """Cheap filter: a month may turn missing, an FSA plan year's run-out ends, or a payer's remittance
+    is due to be judged."""
     if months_to_check(account, business_date, plan):
+        return True
+    if account.remittances and remittances.has_due(account, business_date, plan):
         return True
     return account.fsa is not None and fsa_may_close(account.fsa, business_date, plan.fsa)
 
@@ -63,4 +67,6 @@ def day_touches(account: AccountState, part: PartitionState, e: DayClosed, plan:
     if account.fsa is not None and fsa_may_close(account.fsa, e.business_date, plan.fsa):
         settle(account.fsa, e.business_date, plan.fsa)
         out.fsa_changed = True
+    if account.remittances and remittances.has_due(account, e.business_date, plan):
+        remittances.judge_due(account, part, e, plan, out)
     return out

@@ -29,9 +29,11 @@ from events.types import (
     RatePublished,
     RefundIssued,
     RefundReturned,
+    RemittanceFunded,
+    RemittanceLinePosted,
     RemittanceReceived,
 )
-from processor.rules import billing, days, fsa, payments, pricing, refunds, retro
+from processor.rules import billing, days, fsa, payments, pricing, refunds, remittances, retro
 from processor.rules.base import Outcome
 from processor.rules.enrollment import on_enrollment
 from processor.rules.reconcile import reconcile
@@ -80,10 +82,12 @@ ACCOUNT_HANDLERS: dict[type[Event], AccountHandler] = {
     EnrollmentChanged: on_enrollment,
     PremiumBilled: billing.on_bill,
     AdjustmentPosted: billing.on_adjustment,
-    PaymentReceived: payments.on_payment,
+    PaymentReceived: remittances.on_payment_received,
     PaymentReversed: payments.on_reversal,
     CashApplied: payments.on_cash_applied,
-    RemittanceReceived: payments.on_remittance,
+    RemittanceReceived: remittances.on_remittance,
+    RemittanceLinePosted: remittances.on_line_posted,
+    RemittanceFunded: remittances.on_funded,
     RefundIssued: refunds.on_refund,
     RefundReturned: refunds.on_refund_returned,
     FsaElectionMade: fsa.on_fsa_event,

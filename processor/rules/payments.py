@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from events.money import format_cents as cents
-from events.types import CashApplied, PaymentReceived, PaymentReversed, RemittanceReceived
+from events.types import CashApplied, PaymentReceived, PaymentReversed
 from processor.rules import cobra
 from processor.rules.base import LEDGER_SOURCE, Finding, MonthView, Outcome, Rejected, month_state
 from processor.rules.coverage import closed_from, ended_by, subscriber_in_force, terminated_before
 from processor.rules.dates import add_months, last_day
-from processor.rules.lifecycle import settle
 from processor.settings import PayCalendar, PlanSettings
 from processor.state import (
+    PAYMENT_ADVISED,
     PAYMENT_AFTER_TERM,
     PAYMENT_APPLIED,
     PAYMENT_DUPLICATE,
@@ -93,7 +93,10 @@ def on_payment(account: AccountState, part: PartitionState, e: PaymentReceived, 
              and (p.plan, p.coverage_line) == (e.plan, e.coverage_line)),
             None,
         )
-    status = PAYMENT_DUPLICATE if duplicate_of is not None else placement(account, month, plan)
+    if e.advice_only:
+        status, duplicate_of = PAYMENT_ADVISED, None  # no money yet: paid when its remittance is funded
+    else:
+        status = PAYMENT_DUPLICATE if duplicate_of is not None else placement(account, month, plan)
     month.payments.append(PaymentLine(
         payment_id=e.payment_id, amount_cents=e.amount_cents, payer_id=e.payer_id, method=e.method,
         trace_number=e.trace_number, remittance_id=e.remittance_id, status=status, event_id=e.event_id,
@@ -101,7 +104,7 @@ def on_payment(account: AccountState, part: PartitionState, e: PaymentReceived, 
         plan=e.plan, coverage_line=e.coverage_line,
     ))
     account.payment_months[e.payment_id] = key
-    if status != PAYMENT_APPLIED:
+    if status in UNAPPLIED_STATUSES:
         out.unapplied(e.payer_id, e.amount_cents)
     out.touch(key)
     return out
@@ -123,7 +126,7 @@ def on_reversal(account: AccountState, part: PartitionState, e: PaymentReversed,
     if line.status == PAYMENT_REVERSED:
         raise Rejected(f"payment {e.payment_id} was already reversed by {line.reversal_event_id}", field="payment_id")
     out = Outcome()
-    if line.status != PAYMENT_APPLIED:
+    if line.status in UNAPPLIED_STATUSES:
         out.unapplied(line.payer_id, -line.amount_cents)
     line.status = PAYMENT_REVERSED
     line.reversal_event_id = e.event_id
@@ -160,37 +163,6 @@ def on_cash_applied(account: AccountState, part: PartitionState, e: CashApplied,
         tax_treatment=line.tax_treatment, pay_frequency=line.pay_frequency,  # type: ignore[arg-type]
     ))
     out.touch(key)
-    return out
-
-
-def remittance_account(payer_id: str) -> str:
-    """The account a payer's remittances live on."""
-    return f"payer:{payer_id}"
-
-
-def on_remittance(account: AccountState, part: PartitionState, e: RemittanceReceived, plan: PlanSettings) -> Outcome:
-    """A remittance on its payer's account: ``remittance_total_mismatch`` while the payment total
-    (BPR02) differs from the sum of its lines; resolved when a later copy of the remittance balances.
-
-    The finding's key names the remittance, not a month, so month reconciliation never touches it.
-    """
-    if e.account_id != remittance_account(e.payer_id):
-        raise Rejected(f"a remittance of payer {e.payer_id} belongs on account {remittance_account(e.payer_id)},"
-                       f" not {e.account_id}", field="account_id")
-    out = Outcome()
-    key = f"remittance_total_mismatch|remittance:{e.remittance_id}"
-    found: dict[str, Finding] = {}
-    if e.total_cents != e.lines_total_cents:
-        gap = e.total_cents - e.lines_total_cents
-        found[key] = Finding(
-            kind="remittance_total_mismatch", key=key, month=None, payer_id=e.payer_id,
-            expected_cents=e.lines_total_cents, actual_cents=e.total_cents, cause_event_ids=(e.event_id,),
-            explanation=f"remittance {e.remittance_id} (trace {e.trace_number}) from {e.payer_id} pays"
-            f" {cents(e.total_cents)} but its {e.line_count} lines sum to {cents(e.lines_total_cents)};"
-            f" {cents(abs(gap))} {'more' if gap > 0 else 'less'} than the lines",
-            action="correct the remittance: the payment total must equal the sum of its lines", actor="payroll",
-        )
-    settle(account, e, out, found, lambda dkey: dkey == key)
     return out
 
 

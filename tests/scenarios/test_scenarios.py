@@ -39,6 +39,7 @@ from events.types import (
     RatePublished,
     RefundIssued,
     RefundReturned,
+    RemittanceReceived,
 )
 from processor.rules.base import Rejected
 from processor.rules.dates import last_day
@@ -200,6 +201,7 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             payer_id=str(f.pop("payer", agency)), remittance_id=f.pop("remittance", None),
             trace_number=f.pop("trace", None), tax_treatment=f.pop("tax", None),
             pay_frequency=f.pop("frequency", None), plan=f.pop("plan", None), coverage_line=f.pop("line", None),
+            advice_only=bool(f.pop("advice_only", False)),
         )
     elif kind == "reverse":
         event = PaymentReversed(
@@ -233,6 +235,16 @@ def build_event(entry: dict[str, Any], n: int, where: str) -> InputEvent:
             **common, account_id=account, effective_on=m, adjustment_id=str(f.pop("adjustment", f"J-{event_id}")),
             coverage_month=m, amount_cents=cents(f.pop("amount"), w), reason=str(f.pop("reason", "correction")),
             plan=f.pop("plan", None),
+        )
+    elif kind == "remit":
+        paid_on = day(f.pop("paid"), w)
+        payer = str(f.pop("payer", agency))
+        event = RemittanceReceived(
+            **common, account_id=f"payer:{payer}", effective_on=paid_on, remittance_id=str(f.pop("remittance")),
+            payer_id=payer, payee_id=None, method=f.pop("method", "ach"), payment_date=paid_on,
+            trace_number=str(f.pop("trace")), total_cents=cents(f.pop("total"), w),
+            lines_total_cents=cents(f.pop("lines_total"), w), line_count=int(f.pop("lines")),
+            advice_only=bool(f.pop("advice_only", False)),
         )
     elif kind == "cycle":
         m = month(f.pop("date"), w)

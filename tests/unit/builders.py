@@ -94,13 +94,14 @@ def bill(
 def pay(
     amount: int, *, month: date | None = JAN, event_id: str | None = None, account: str = ACCOUNT,
     payment_id: str | None = None, payer: str = AGENCY, method: str = "payroll",
-    trace: str | None = None, remittance: str | None = None,
+    trace: str | None = None, remittance: str | None = None, advice_only: bool = False,
 ) -> PaymentReceived:
     eid = event_id or _eid("pay")
     return PaymentReceived(
         event_id=eid, account_id=account, effective_on=month or JAN, occurred_at=T0,
         payment_id=payment_id or f"P-{eid}", coverage_month=month, amount_cents=amount,
         method=method, payer_id=payer, remittance_id=remittance, trace_number=trace,  # type: ignore[arg-type]
+        advice_only=advice_only,
     )
 
 
@@ -184,9 +185,13 @@ class Ledger:
 
     def apply(self, *events: InputEvent) -> list[Outcome]:
         outs: list[Outcome] = []
-        for event in events:
+        pending = list(events)
+        while pending:
+            event = pending.pop(0)
             reached = fold_event(event, self.part, self.plan, self.account, lambda: list(self.accounts.values()))
             outs.extend(out for _, out in reached)
+            # what the relay publishes back (a cash application's payment, remittance lines): next
+            pending[:0] = [d for _, out in reached for d in out.derived]
         for out in outs:
             self.emitted.extend(out.emitted)
             for payer, delta in out.payer_unapplied_delta.items():

@@ -24,6 +24,8 @@ from events.types import (
     PaymentReceived,
     RefundIssued,
     RefundReturned,
+    RemittanceFunded,
+    RemittanceLinePosted,
     RemittanceReceived,
 )
 from tests.unit.builders import (
@@ -59,6 +61,15 @@ SAMPLES: list[Event] = [
         event_id="e-remit", account_id="payer:AG-001", effective_on=JAN, occurred_at=T0, remittance_id="R1",
         payer_id="AG-001", payee_id="PE-1", method="ach", payment_date=JAN, trace_number="TRN1",
         total_cents=78_412, lines_total_cents=78_412, line_count=1,
+    ),
+    RemittanceLinePosted(
+        event_id="e-remit-line", account_id="payer:AG-001", effective_on=JAN, occurred_at=T0, remittance_id="R1",
+        trace_number="TRN1", payer_id="AG-001", line_account_id="M000001", payment_id="R1-1", coverage_month=JAN,
+        amount_cents=78_412,
+    ),
+    RemittanceFunded(
+        event_id="e-remit-funded", account_id="M000001", effective_on=JAN, occurred_at=T0, remittance_id="R1",
+        trace_number="TRN1", payment_ids=("R1-1",), funding_payment_id="ACH-1",
     ),
     RefundIssued(
         event_id="e-refund", account_id="M000001", effective_on=JAN, occurred_at=T0, refund_id="RF1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from events.codec import decode_input, encode
 from events.topics import topic_types
 from events.types import DiscrepancyAmountChanged, RemittanceReceived
 from processor.rules.base import Rejected
-from tests.unit.builders import JAN, T0, TOPICS, Feed, Ledger, make, run
+from projections.model import PAYMENTS_STREAM
+from tests.unit.builders import JAN, T0, TOPICS, Feed, Ledger, bill, day, make, pay, run
 
 
 def remit(total: int, lines: int, *, event_id: str = "r-1", remittance: str = "TRN-1", payer: str = "AG-004",
@@ -24,47 +26,94 @@ def remit(total: int, lines: int, *, event_id: str = "r-1", remittance: str = "T
     return RemittanceReceived(**values)
 
 
-def test_a_balanced_remittance_opens_nothing() -> None:
-    ledger = Ledger()
-    ledger.apply(remit(25_500, 25_500))
-    assert ledger.emitted == []
-    assert ledger.account("payer:AG-004").events_applied == 1
+def lines(*amounts: int, remittance: str = "TRN-1", payer: str = "AG-004", advice: bool = False) -> list[Any]:
+    """Remittance lines of three members for January (what an 820's RMR loops become)."""
+    return [pay(a, account=f"M{i}", payer=payer, remittance=remittance, trace=remittance, event_id=f"line-{i}",
+                payment_id=f"{remittance}-{i}", advice_only=advice) for i, a in enumerate(amounts, start=1)]
 
 
-def test_an_imbalanced_remittance_opens_a_mismatch_for_payroll_with_both_amounts() -> None:
+def billed(ledger: Ledger, *amounts: int) -> None:
+    for i, amount in enumerate(amounts, start=1):
+        ledger.apply(bill(amount, account=f"M{i}", event_id=f"bill-{i}"))
+
+
+def test_a_remittance_whose_posted_lines_balance_opens_nothing() -> None:
     ledger = Ledger()
-    ledger.apply(remit(26_000, 25_500))
+    ledger.apply(*lines(10_000, 10_000, 5_500), remit(25_500, 25_500))
+    assert ledger.opened("remittance_total_mismatch") == []
+    book = ledger.account("payer:AG-004").remittances["TRN-1"]
+    assert (book.posted_count, book.posted_cents, book.judged) == (3, 25_500, True)
+
+
+def test_a_total_beyond_the_posted_lines_opens_a_mismatch_and_the_excess_is_unapplied_cash() -> None:
+    ledger = Ledger()
+    ledger.apply(*lines(10_000, 10_000, 5_500), remit(26_000, 25_500))
     [opened] = ledger.opened("remittance_total_mismatch")
     assert (opened.expected_cents, opened.actual_cents) == (25_500, 26_000)
     assert opened.actor == "payroll" and opened.payer_id == "AG-004"
     assert opened.account_id == "payer:AG-004" and opened.coverage_month is None
-    assert opened.cause_event_ids == ("r-1",)
     assert "$255.00" in opened.explanation and "$260.00" in opened.explanation
-    assert ledger.one_open("remittance_total_mismatch", "payer:AG-004").opened_by == "r-1"
+    assert ledger.unapplied["AG-004"] == 25_500 + 500  # three unbilled lines held, and the 5.00 beyond them
 
 
-def test_the_same_remittance_again_under_another_id_does_not_open_a_second_mismatch() -> None:
+def test_a_line_that_never_arrives_is_a_mismatch_once_a_business_day_passes_the_payment_date() -> None:
+    """The sender says three lines of 255.00; the ledger posted two (200.00): the lines total is the ledger's."""
     ledger = Ledger()
-    ledger.apply(remit(26_000, 25_500), remit(26_000, 25_500, event_id="r-2"))
-    assert len(ledger.opened()) == 1
+    ledger.apply(*lines(10_000, 10_000), remit(25_500, 25_500))
+    assert ledger.opened("remittance_total_mismatch") == []  # the third line may still be on its way
+    assert ledger.part.remittances_due == {"payer:AG-004": date(2026, 1, 4)}  # paid Jan 1 + 3 days for lines
+    ledger.apply(day(date(2026, 1, 4)))
+    assert ledger.opened("remittance_total_mismatch") == []
+    ledger.apply(day(date(2026, 1, 5)))
+    [opened] = ledger.opened("remittance_total_mismatch")
+    assert (opened.expected_cents, opened.actual_cents) == (20_000, 25_500)
+    assert "posted 2 of its 3 lines" in opened.explanation
+    assert ledger.part.remittances_due == {}
 
 
 def test_a_corrected_copy_that_balances_resolves_the_mismatch() -> None:
     ledger = Ledger()
-    ledger.apply(remit(26_000, 25_500), remit(25_500, 25_500, event_id="r-fix"))
+    ledger.apply(*lines(10_000, 10_000, 5_500), remit(26_000, 25_500), remit(25_500, 25_500, event_id="r-fix"))
     [resolved] = ledger.resolved("remittance_total_mismatch")
     assert resolved.resolving_event_ids == ("r-fix",)
     assert ledger.open(account_id="payer:AG-004") == []
+    assert ledger.unapplied["AG-004"] == 25_500  # the excess is no longer held
 
 
 def test_a_changed_imbalance_updates_the_open_mismatch() -> None:
     ledger = Ledger()
-    outs = ledger.apply(remit(26_000, 25_500), remit(27_000, 25_500, event_id="r-2"))
-    [changed] = outs[1].changed_discrepancies
+    ledger.apply(*lines(10_000, 10_000, 5_500), remit(26_000, 25_500))
+    outs = ledger.apply(remit(27_000, 25_500, event_id="r-2"))
+    [changed] = outs[0].changed_discrepancies
     assert (changed.expected_cents, changed.actual_cents) == (25_500, 27_000)
-    [event] = outs[1].emitted
+    [event] = outs[0].emitted
     assert isinstance(event, DiscrepancyAmountChanged)
     assert (event.previous_actual_cents, event.actual_cents, event.changing_event_ids) == (26_000, 27_000, ("r-2",))
+
+
+def test_advice_lines_post_no_cash_until_the_payment_with_their_trace_funds_them() -> None:
+    ledger = Ledger()
+    billed(ledger, 10_000, 10_000, 5_500)
+    ledger.apply(*lines(10_000, 10_000, 5_500, advice=True), remit(25_500, 25_500, advice_only=True, method="none"))
+    assert [ledger.account(f"M{i}").months[JAN.isoformat()].paid_cents for i in (1, 2, 3)] == [0, 0, 0]
+    assert ledger.unapplied.get("AG-004", 0) == 0
+    money = pay(26_000, month=None, account="payer:AG-004", payer="AG-004", trace="TRN-1", method="ach",
+                event_id="ach-1", payment_id="ACH-1")
+    ledger.apply(money)
+    assert [ledger.account(f"M{i}").months[JAN.isoformat()].paid_cents for i in (1, 2, 3)] == [10_000, 10_000, 5_500]
+    assert ledger.unapplied["AG-004"] == 500  # what the money brought beyond the lines
+    [opened] = ledger.opened("remittance_total_mismatch")
+    assert (opened.expected_cents, opened.actual_cents) == (25_500, 26_000)
+
+
+def test_advice_whose_money_never_comes_is_a_mismatch_after_its_payment_date() -> None:
+    ledger = Ledger()
+    billed(ledger, 10_000)
+    ledger.apply(*lines(10_000, advice=True), remit(10_000, 10_000, advice_only=True, method="none", line_count=1))
+    ledger.apply(day(date(2026, 1, 5)))
+    [opened] = ledger.opened("remittance_total_mismatch")
+    assert (opened.expected_cents, opened.actual_cents) == (10_000, 0)
+    assert "no payment with its trace has arrived" in opened.explanation
 
 
 def test_a_remittance_on_another_account_than_its_payer_is_rejected() -> None:
@@ -76,18 +125,20 @@ def test_a_remittance_on_another_account_than_its_payer_is_rejected() -> None:
 
 def test_remittances_belong_on_the_payments_topic_and_round_trip() -> None:
     assert "remittance_received" in topic_types(TOPICS)[TOPICS.payments]
+    assert "remittance_line_posted" in topic_types(TOPICS)[TOPICS.payments]
     event = remit(26_000, 25_500)
     assert decode_input(encode(event)) == event
 
 
-def test_the_batch_processor_archives_a_remittance_and_records_its_discrepancy() -> None:
+def test_the_batch_processor_posts_line_reports_and_records_the_mismatch() -> None:
     proc, store = make()
     feed = Feed()
-    event = remit(26_000, 25_500)
-    result = run(proc, store, [feed.record(event, topic=TOPICS.payments)])
-    assert (result.received, result.applied) == (1, 1)
+    first = run(proc, store, feed.records(*lines(10_000, 10_000, 5_500)))
+    reports = [decode_input(r.body) for r in first.write.outbox if r.stream == PAYMENTS_STREAM]
+    assert sorted(type(e).__name__ for e in reports) == ["RemittanceLinePosted"] * 3
+    result = run(proc, store, [*feed.records(*reports), feed.record(remit(26_000, 25_500))])
     [row] = result.write.discrepancies_opened
     assert (row.kind, row.expected_cents, row.actual_cents, row.actor) == (
         "remittance_total_mismatch", 25_500, 26_000, "payroll")
-    again = run(proc, store, [feed.record(event, topic=TOPICS.payments)])
+    again = run(proc, store, [feed.record(remit(26_000, 25_500))])
     assert again.duplicates == 1 and again.write.discrepancies_opened == []
