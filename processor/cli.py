@@ -50,7 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from processor.demo import run_demo
+    from processor.entrypoints.demo import run_demo
 
     console = Console(stderr=True)
     settings = _settings()

@@ -35,8 +35,8 @@ from events.types import (
     RatePublished,
 )
 from processor.app import Ledger, open_ledger, run_services
-from processor.demo import CLAIM_DECISIONS, Program, generate, judge, read_claims, run_program
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres
+from processor.entrypoints.demo import CLAIM_DECISIONS, Program, generate, judge, read_claims, run_program
 from processor.runtime import ProcessorLoop
 from processor.settings import Settings, TopicSettings
 from processor.topics import ensure_topics
@@ -149,13 +149,16 @@ def test_demo_program_detects_every_injected_discrepancy_and_nothing_else(demo_r
 
 def test_demo_program_claims_are_adjudicated_as_the_generator_expects(demo_run: DemoRun) -> None:
     adjudications = read_claims(demo_run.bootstrap, demo_run.settings.topics.claims)
-    rows = [(r.kind, r.account_id, r.coverage_month, r.status)
-            for r in demo_run.ledger.store().discrepancies(limit=10**6)]
-    verdict = judge(demo_run.program, rows, adjudications)
+    store = demo_run.ledger.store()
+    verdict = judge(demo_run.program, store.discrepancies(limit=10**6), adjudications, store.member_months(limit=10**6))
     assert verdict.claims_mismatched == 0, verdict.mismatch_examples
     assert verdict.claims_adjudicated == len(demo_run.program.claims) == len(adjudications)
     assert all(verdict.claims_by_decision[d] > 0 for d in CLAIM_DECISIONS)
     assert (verdict.missed, verdict.spurious, verdict.status_mismatched) == (0, 0, 0)
+    # every member-month to the cent, read back from PostgreSQL; every finding's amounts but the
+    # retroactive changes' the fold still states wrong (issue 10 item 6, tests/unit/test_properties.py)
+    assert verdict.balances_mismatched == 0 and verdict.months_checked > 0, verdict.balance_examples
+    assert set(verdict.amounts_mismatched_by_kind) <= {"retroactive_change"}, verdict.amount_examples
 
 
 def test_demo_program_counts_add_up_and_archive_holds_every_applied_event(demo_run: DemoRun) -> None:
