@@ -103,7 +103,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("FSA claims expected / adjudicated", f"{report.claims_expected:,} / {report.claims_adjudicated:,}"),
             ("FSA claims mismatched", f"{report.claims_mismatched}"),
             ("discrepancy amounts checked / mismatched",
-             f"{report.discrepancy_amounts_checked:,} / {report.amounts_mismatched}"),
+             f"{report.discrepancy_amounts_checked:,} / {report.amounts_mismatched}" + "".join(
+                 f" ({kind} {n})" for kind, n in report.amounts_mismatched_by_kind.items())),
             ("member-months checked / balances mismatched",
              f"{report.member_months_checked:,} / {report.balances_mismatched}"),
             ("proration", report.proration),
