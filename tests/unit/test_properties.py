@@ -152,6 +152,24 @@ def test_demo_misdirected_lines_are_applied_to_the_member_and_some_refunds_come_
         assert program.expected_rows[("refund_due", r.account_id, month, "open")] == 1
 
 
+def test_a_program_too_small_for_its_errors_says_so_and_nothing_else_goes_wrong() -> None:
+    """At the minimum size some seeds leave too few steadily enrolled members: always the demo's usage
+    error (the CLI prints it on one line, exit 2), never another failure."""
+    from processor.entrypoints.demo import ProgramTooSmall
+
+    with pytest.raises(ProgramTooSmall, match="at least 20 members and 3 months"):
+        generate(members=19, months=3, seed=1)
+    outcomes = []
+    for seed in range(40):
+        try:
+            generate(members=20, months=3, seed=seed)
+            outcomes.append("ok")
+        except ProgramTooSmall as exc:
+            outcomes.append(str(exc))
+    assert outcomes.count("ok") >= 30 and set(outcomes) <= {
+        "ok", "not enough members to place the injected errors; raise --members"}
+
+
 def test_every_generated_event_is_a_valid_input_event() -> None:
     program = generate(members=30, months=4, seed=3)
     for _, events in program.phases:

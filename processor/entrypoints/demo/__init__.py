@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from processor.entrypoints.demo.oracle import ExpectedBooks, Judgement, expected_books, judge
 from processor.entrypoints.demo.program import generate
-from processor.entrypoints.demo.records import CLAIM_DECISIONS, INJECTED_KINDS, ExpectedClaim, Program
+from processor.entrypoints.demo.records import (
+    CLAIM_DECISIONS,
+    INJECTED_KINDS,
+    ExpectedClaim,
+    Program,
+    ProgramTooSmall,
+)
 
 if TYPE_CHECKING:
     from processor.entrypoints.demo.run import DEMO_DATABASE, DemoReport, read_claims, run_demo, run_program
@@ -32,6 +38,7 @@ __all__ = [
     "ExpectedClaim",
     "Judgement",
     "Program",
+    "ProgramTooSmall",
     "expected_books",
     "generate",
     "judge",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from events.types import AdjustmentPosted, CashApplied, Event, PaymentReceived, RefundIssued, RefundReturned
 from processor.entrypoints.demo.model import add_months, last_day
-from processor.entrypoints.demo.records import INJECTED_KINDS, TIERS, Member
+from processor.entrypoints.demo.records import INJECTED_KINDS, TIERS, Member, ProgramTooSmall
 
 if TYPE_CHECKING:
     from processor.entrypoints.demo.program import Builder
@@ -43,11 +43,17 @@ class Pool:
 
     def take(self, *fits: Callable[[Member], bool]) -> Member:
         """The first member that fits the first of ``fits`` any member fits (any member without one)."""
+        p = self.take_if_any(*fits)
+        if p is None:
+            raise ProgramTooSmall("not enough members to place the injected errors; raise --members")
+        return p
+
+    def take_if_any(self, *fits: Callable[[Member], bool]) -> Member | None:
         for fit in fits or (lambda p: True,):
             for i, p in enumerate(self.members):
                 if fit(p):
                     return self.members.pop(i)
-        raise ValueError("not enough members to place the injected errors; raise --members")
+        return None
 
 
 def choose(b: Builder) -> None:
@@ -91,7 +97,7 @@ def choose(b: Builder) -> None:
     eligible = [p for p in b.people if p.status == "active" and p.account_id not in taken and p.begin_day == 1
                 and b.covered(p)]
     if len(eligible) < b.per_kind:
-        raise ValueError("not enough members to place the injected errors; raise --members")
+        raise ProgramTooSmall("not enough members to place the injected errors; raise --members")
     cobra = rng.sample(eligible, k=min(len(eligible), max(b.per_kind, round(b.members * COBRA_SHARE))))
     for p in cobra:
         # pays the 102% premium directly, elected a few weeks before continuation coverage began (and
@@ -131,6 +137,8 @@ def several_at_once(b: Builder, pool: Pool) -> None:
       difference; down: refund it);
     - coverage that ended on a day within the month just billed: under daily proration the month owes
       its covered days only; under whole months it changes nothing.
+
+    A small program places what its members allow (the other kinds come first).
     """
     rng, start, months = b.rng, b.start, b.months
     n = max(1, b.per_kind // 2)
@@ -138,20 +146,24 @@ def several_at_once(b: Builder, pool: Pool) -> None:
     for i in range(n):
         # one in three keeps dental and is settled, one keeps dental, one loses every coverage
         shape = {"health", "vision", "dental"} if i % 3 != 2 else {"health", "vision"}
-        p = pool.take(covering(shape), lambda p: "vision" in p.coverages,
-                      lambda p: "dental" in p.coverages)  # small programs: what there is
+        p = pool.take_if_any(covering(shape), lambda p: "vision" in p.coverages,
+                             lambda p: "dental" in p.coverages)  # small programs: what there is
+        if p is None:
+            return  # a small program: every steady member already carries an error
         month = add_months(start, rng.randrange(reach, months - 1))
         lines = tuple(line for line in ("health", "vision") if line in p.coverages)
         b.retro[(p.account_id, month)] = Retro(
             "end_lines", add_months(month, 1 - reach) - timedelta(days=1), lines=lines,
             settle=i % 3 == 0 and "dental" in p.coverages)
     for _ in range(n):
-        p = pool.take()
+        if (p := pool.take_if_any()) is None:
+            return
         month = add_months(start, rng.randrange(1, months - 1))
         tier = rng.choice([t for t in TIERS if t != p.coverages["health"].tier])
         b.retro[(p.account_id, month)] = Retro("tier", add_months(month, -1), tier=tier)
     for _ in range(n):
-        p = pool.take()
+        if (p := pool.take_if_any()) is None:
+            return
         month = add_months(start, rng.randrange(0, months - 1))
         b.retro[(p.account_id, month)] = Retro("mid_month", month + timedelta(days=rng.randint(5, 25) - 1))
 

@@ -27,7 +27,7 @@ from events.types import (
 from processor.entrypoints.demo import injections
 from processor.entrypoints.demo.fsa import fsa_program
 from processor.entrypoints.demo.model import Model, add_months, last_day
-from processor.entrypoints.demo.records import TIERS, Coverage, Expected, Member, Program
+from processor.entrypoints.demo.records import TIERS, Coverage, Expected, Member, Program, ProgramTooSmall
 from processor.settings import PlanSettings
 
 SOURCE = "demo-generator"
@@ -60,7 +60,7 @@ class Builder:
 
     def __init__(self, members: int, months: int, seed: int, start: date, rules: PlanSettings) -> None:
         if members < 20 or months < 3:
-            raise ValueError("the demo needs at least 20 members and 3 months to place every injected error")
+            raise ProgramTooSmall("the demo needs at least 20 members and 3 months to place every injected error")
         self.members, self.months, self.seed, self.start, self.rules = members, months, seed, start, rules
         self.rng = random.Random(seed)
         self.end = add_months(start, months)

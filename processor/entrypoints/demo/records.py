@@ -28,6 +28,12 @@ INJECTED_KINDS = (
 )
 CLAIM_DECISIONS = ("approved", "partially_approved", "denied")
 TIERS = ("EMP", "ESP", "ECH", "FAM")
+
+
+class ProgramTooSmall(ValueError):
+    """The members and months asked for cannot carry every injected error (a usage error of the demo)."""
+
+
 Expected = tuple[str, str, date | None]  # (kind, account_id, coverage_month): one finding
 ExpectedRow = tuple[str, str, date | None, str]  # a finding's discrepancy row and the status it must end in
 
