@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from processor.entrypoints.demo import run_demo
+    from processor.entrypoints.demo import ProgramTooSmall, run_demo
 
     console = Console(stderr=True)
     settings = _settings()
@@ -72,9 +72,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if task is not None:
             progress.update(task, completed=received)
 
-    with progress:
-        report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
-                          proration=args.proration, progress=step, on_start=on_start)
+    try:
+        with progress:
+            report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
+                              proration=args.proration, progress=step, on_start=on_start)
+    except ProgramTooSmall as exc:  # raised before anything is started
+        print(f"benefits-ledger demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         _print_json(asdict(report))
     else:

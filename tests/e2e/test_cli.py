@@ -341,6 +341,15 @@ def test_publish_without_a_broker_says_how_to_get_one(tmp_path: Path) -> None:
     assert "LEDGER_KAFKA_BOOTSTRAP_SERVERS" in run.stderr
 
 
+def test_demo_too_small_for_its_errors_is_a_one_line_usage_error_and_starts_nothing(tmp_path: Path) -> None:
+    run = run_cli(["demo", "--members", "5", "--months", "3"], base_env(tmp_path), tmp_path, timeout=60)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.startswith("benefits-ledger demo: ") and len(run.stderr.strip().splitlines()) == 1
+    assert "at least 20 members" in run.stderr and "Traceback" not in run.stderr
+    assert not set(run.children.values()) & {"postgres", "tansu"}
+    assert_nothing_left(tmp_path, run)
+
+
 # ------------------------------------------------------------------------------------------ SIGINT
 
 
