@@ -437,12 +437,15 @@ def test_the_oracle_notices_a_cent_off_in_a_finding_or_a_member_month_and_a_miss
     clean = judge(program, rows, adjudications, months)  # type: ignore[arg-type]
     underpaid = next(i for i, r in enumerate(rows) if r.kind == "underpaid")
     rows[underpaid] = replace(rows[underpaid], actual_cents=rows[underpaid].actual_cents + 1)
+    after = next(i for i, r in enumerate(rows) if r.kind == "paid_after_termination")
+    rows[after] = replace(rows[after], action="refund $0.01 to AG-001")  # right cents, a stale action
     paid = next(i for i, m in enumerate(months) if m.paid_cents > 0)
     months[paid] = replace(months[paid], paid_cents=months[paid].paid_cents - 1)
     del months[-1]
     verdict = judge(program, rows, adjudications, months)  # type: ignore[arg-type]
-    assert verdict.amounts_mismatched == clean.amounts_mismatched + 1
-    assert verdict.amounts_mismatched_by_kind["underpaid"] == 1
+    assert verdict.amounts_mismatched == clean.amounts_mismatched + 2
+    assert verdict.amounts_mismatched_by_kind["underpaid"] == verdict.amounts_mismatched_by_kind[
+        "paid_after_termination"] == 1
     assert verdict.balances_mismatched == clean.balances_mismatched + 2 == 2
     assert any("paid" in x for x in verdict.balance_examples) and any("no member_month row" in x
                                                                      for x in verdict.balance_examples)

@@ -125,8 +125,22 @@ def expected_books(program: Program) -> ExpectedBooks:
     return ExpectedBooks(rows, model.months())
 
 
-def states_retro_amounts(row: SeenDiscrepancy, want: RowAmounts) -> bool:
-    """A retroactive change states the premium before and after the change, and the refund or bill."""
+# The amount a finding's action tells someone to refund, bill or notify, from its (expected, actual)
+# cents (README, "Discrepancies"); it must follow the amounts when they move while the finding is open.
+ACTION_AMOUNT = {
+    "paid_after_termination": lambda expected, actual: actual,  # refund what was paid
+    "refund_due": lambda expected, actual: actual - expected,  # refund what is not owed
+    "enrolled_not_billed": lambda expected, actual: expected - actual,  # bill the premium
+    "cobra_shortfall": lambda expected, actual: expected - actual,  # notice of the balance
+}
+
+
+def states_amounts(kind: str, row: SeenDiscrepancy, want: RowAmounts) -> bool:
+    """The explanation and action state the amounts: a retroactive change the premium before and after
+    the change and the refund or bill that follows; the kinds of ACTION_AMOUNT the amount to act on."""
+    named = ACTION_AMOUNT.get(kind)
+    if named is not None:
+        return money(named(want.expected_cents, want.actual_cents)) in row.action
     if want.before_cents is None or want.after_cents is None or want.billed_cents is None:
         return True
     difference = want.billed_cents - want.after_cents
@@ -174,7 +188,8 @@ def _amounts(books: ExpectedBooks, rows: Sequence[SeenDiscrepancy]) -> tuple[int
         want = sorted(books.rows[key], key=lambda a: (a.expected_cents, a.actual_cents))
         for r, a in zip(got, want, strict=False):
             checked += 1
-            if (r.expected_cents, r.actual_cents) == (a.expected_cents, a.actual_cents) and states_retro_amounts(r, a):
+            if (r.expected_cents, r.actual_cents) == (a.expected_cents, a.actual_cents) and states_amounts(
+                    key[0], r, a):
                 continue
             mismatched[key[0]] += 1
             if len(examples) < EXAMPLES_MAX:
