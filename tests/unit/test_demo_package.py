@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import processor.entrypoints.demo as demo
 
 PACKAGE = Path(demo.__file__).parent
@@ -67,3 +69,14 @@ def test_generating_and_judging_a_program_loads_none_of_the_ledger() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parents[2]).stdout.split()
     assert out and all(within(m, ("processor.entrypoints", "processor.settings")) or m == "processor" for m in out), out
+
+
+def test_the_demo_command_takes_the_proration_of_its_run() -> None:
+    from processor.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).proration is None  # the plan's (LEDGER_PLAN__PRORATION), whole_month by default
+    assert parser.parse_args(["demo", "--proration", "daily"]).proration == "daily"
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["demo", "--proration", "hourly"])
+    assert exit_.value.code == 2
