@@ -16,7 +16,7 @@ from pathlib import Path
 
 from events.types import BROADCAST_ACCOUNT, DayClosed, Event
 from processor.app import ensure_database, open_ledger, run_services
-from processor.demo import generate
+from processor.entrypoints.demo import generate
 from processor.settings import Settings, TopicSettings
 
 EVENTS_PER_MEMBER_YEAR = 38  # roughly, for the demo program's mix (FSA participants included)

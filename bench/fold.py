@@ -35,7 +35,7 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def _generate() -> Any:
-    for name in ("processor.entrypoints.demo", "processor.demo"):
+    for name in ("processor.entrypoints.demo",):
         try:
             return importlib.import_module(name).generate
         except ImportError:

@@ -1,6 +1,6 @@
 """Replay benchmark: events per second folding the archive, beside the ceiling measured in the same run.
 
-1. A synthetic archive is built fast: the demo program (``processor.demo.generate``) sized to about
+1. A synthetic archive is built fast: the demo program (``processor.entrypoints.demo.generate``) sized to about
    ``--events`` archived events, broadcast copies per partition, canonical bodies and the hash chain,
    COPYed straight into ``archive`` (no Kafka, no processor).
 2. Ceiling: the archive streamed out with COPY (replay.archive.read_archive) and msgspec-decoded, no fold.
@@ -39,7 +39,7 @@ from events import codec  # noqa: E402
 from events.topics import topic_types  # noqa: E402
 from events.types import tag_of  # noqa: E402
 from processor.batch import partition_for  # noqa: E402
-from processor.demo import generate  # noqa: E402
+from processor.entrypoints.demo import generate  # noqa: E402
 from processor.settings import PlanSettings, TopicSettings  # noqa: E402
 from projections.chain import GENESIS, link  # noqa: E402
 from projections.postgres import PostgresStore  # noqa: E402

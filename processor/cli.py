@@ -47,10 +47,11 @@ def _settings() -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from processor.demo import run_demo
+    from processor.entrypoints.demo import ProgramTooSmall, run_demo
 
     console = Console(stderr=True)
     settings = _settings()
@@ -71,9 +72,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if task is not None:
             progress.update(task, completed=received)
 
-    with progress:
-        report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
-                          progress=step, on_start=on_start)
+    try:
+        with progress:
+            report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
+                              proration=args.proration, progress=step, on_start=on_start)
+    except ProgramTooSmall as exc:  # raised before anything is started
+        print(f"benefits-ledger demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         _print_json(asdict(report))
     else:
@@ -101,6 +106,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("rows ending in another status", f"{report.status_mismatched}"),
             ("FSA claims expected / adjudicated", f"{report.claims_expected:,} / {report.claims_adjudicated:,}"),
             ("FSA claims mismatched", f"{report.claims_mismatched}"),
+            ("discrepancy amounts checked / mismatched",
+             f"{report.discrepancy_amounts_checked:,} / {report.amounts_mismatched}" + "".join(
+                 f" ({kind} {n})" for kind, n in report.amounts_mismatched_by_kind.items())),
+            ("member-months checked / balances mismatched",
+             f"{report.member_months_checked:,} / {report.balances_mismatched}"),
+            ("proration", report.proration),
             ("events per second", f"{report.events_per_second:,.0f}"),
             ("elapsed", f"{report.elapsed_seconds:.1f} s"),
         ]
@@ -125,6 +136,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             out.print(f"[red]spurious[/red] {s}")
         for x in report.mismatch_examples:
             out.print(f"[red]mismatch[/red] {x}")
+        for x in report.amount_examples:
+            out.print(f"[red]amounts[/red] {escape(x)}", highlight=False)
+        for x in report.balance_examples:
+            out.print(f"[red]balance[/red] {escape(x)}", highlight=False)
         out.print(f"inspect it: benefits-ledger --database {report.database} discrepancies --open")
     return EXIT_OK if report.ok() else EXIT_FINDINGS
 
@@ -426,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--members", type=int, default=2000, help="subscribers")
     demo.add_argument("--months", type=int, default=12)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--proration", choices=["whole_month", "daily"],
+                      help="price the program and the ledger by whole months or by days (default: the plan's)")
     demo.set_defaults(fn=cmd_demo)
 
     pub = sub.add_parser("publish", parents=[common], help="publish events from a JSON lines file")

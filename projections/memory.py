@@ -251,3 +251,7 @@ class MemoryStore:
 
     def payer_unapplied(self) -> dict[str, int]:
         return {p: c for p, c in sorted(self._payer_unapplied.items()) if c}
+
+    def member_months(self, limit: int = 1000) -> list[MonthRow]:
+        """Member-month rows of every account, by account and month."""
+        return [r for _, r in sorted(self._months.items())][:limit]

@@ -689,3 +689,11 @@ class PostgresStore:
                 " ORDER BY payer_id"
             ).fetchall()
         return {p: int(c) for p, c in rows}
+
+    def member_months(self, limit: int = 1000) -> list[MonthRow]:
+        """Member-month rows of every account, by account and month."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT {MONTH_COLUMNS} FROM member_month ORDER BY account_id, coverage_month LIMIT %s", (limit,),
+            ).fetchall()
+        return [MonthRow(*r) for r in rows]

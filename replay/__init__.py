@@ -2,7 +2,7 @@
 
 - ``replay.archive``: streams the archive in applied order (seq) with COPY; optionally each partition's
   prefix up to the last event recorded at or before R, or one account and its partition's broadcasts.
-- ``replay.fold``: folds it with the processor's own pure functions (processor.fold);
+- ``replay.fold``: folds it with the processor's own fold (processor.rules.fold.fold_event);
   ``replay.parallel`` splits the fold by partition over processes reading one exported snapshot.
 - ``replay.verify``: replay of everything against the live projection tables, row by row.
 - ``replay.statements`` / ``replay.render``: statements, open discrepancies and aging as of (E, R), as a

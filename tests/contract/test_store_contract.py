@@ -921,3 +921,19 @@ def test_outbox_rows_keep_their_stream(store: LedgerStore) -> None:
     store.commit_batch(BatchWrite(outbox=rows, positions=[advance(None, 1)]))
     assert [(r.event_id, r.stream) for _, r in store.outbox_pending(10)] == [
         ("d1:opened", DISCREPANCIES_STREAM), ("c1:adjudicated", CLAIMS_STREAM)]
+
+
+def test_member_months_lists_every_account_month_in_order_up_to_the_limit(store: LedgerStore) -> None:
+    batch = first_batch()
+    batch.archive.append(archive_row(billed("A2", JAN, 30_000), 3, partition=0))
+    batch.accounts["A2"] = account("A2", month_state("A2", FEB, 30_000, 0), month_state("A2", JAN, 12_000, 500))
+    batch.dirty_months["A2"] = {month_key(JAN), month_key(FEB)}
+    batch.positions = [advance(None, 4, applied=4)]
+    store.commit_batch(batch)
+
+    rows = store.member_months(limit=100)
+    assert [(m.account_id, m.coverage_month, m.billed_cents, m.paid_cents, m.balance_cents) for m in rows] == [
+        ("A1", JAN, 45_000, 45_000, 0), ("A2", JAN, 12_000, 500, 11_500), ("A2", FEB, 30_000, 0, 30_000)]
+    balances = [store.balance(a) for a in ("A1", "A2")]
+    assert rows == [m for b in balances if b is not None for m in b.months]  # the same rows balance shows
+    assert store.member_months(limit=2) == rows[:2]

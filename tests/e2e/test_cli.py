@@ -33,8 +33,13 @@ DEMO_KEYS = {
     "events_published", "events_applied", "events_dead_lettered", "discrepancies_expected",
     "discrepancies_detected", "missed", "spurious", "events_per_second", "elapsed_seconds",
     "discrepancies_by_kind", "discrepancies_by_status", "status_mismatched", "events_derived", "claims_expected",
-    "claims_adjudicated", "claims_by_decision", "claims_mismatched",
+    "claims_adjudicated", "claims_by_decision", "claims_mismatched", "discrepancy_amounts_checked",
+    "amounts_mismatched", "amounts_mismatched_by_kind", "amount_examples", "member_months_checked",
+    "balances_mismatched", "balance_examples", "proration",
 }
+# The ledger's retroactive_change findings state the premium before the change after its earlier events
+# (issue 10 item 6, fixed in the fold by the lead): the demo reports them, and exits 1, until then.
+KNOWN_LEDGER_BUG = {"retroactive_change"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -157,7 +162,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     env = base_env(data_dir)
     try:
         run = run_cli(["demo", "--members", "60", "--months", "4", "--seed", "5", "--json"], env, data_dir)
-        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: findings not clean (asserted below)
         yield DemoRun(data_dir, env, run, run.json())
     finally:
         stop_postgres_in(data_dir / "postgres")
@@ -169,6 +174,14 @@ def test_demo_in_embedded_mode_reports_every_injected_discrepancy_as_json(demo: 
     assert DEMO_KEYS <= set(report)
     assert report["missed"] == 0 and report["spurious"] == 0 and report["status_mismatched"] == 0
     assert report["discrepancies_detected"] == report["discrepancies_expected"] > 0
+    # every finding's amounts and every member-month's figures, to the cent, against the demo's oracle
+    assert report["discrepancy_amounts_checked"] == report["discrepancies_expected"]
+    assert report["member_months_checked"] > report["discrepancies_expected"]
+    assert report["balances_mismatched"] == 0, report["balance_examples"]
+    assert set(report["amounts_mismatched_by_kind"]) <= KNOWN_LEDGER_BUG, report["amount_examples"]
+    assert report["amounts_mismatched"] == sum(report["amounts_mismatched_by_kind"].values())
+    assert report["proration"] == "whole_month"
+    assert demo.run.returncode == (0 if report["amounts_mismatched"] == 0 else 1)
     # the ledger posted a payment of its own for each cash application: received = published + derived
     assert report["events_derived"] == report["cash_applications"] >= 1
     assert report["events_published"] + report["events_derived"] == (
@@ -187,6 +200,13 @@ def test_demo_in_embedded_mode_reports_every_injected_discrepancy_as_json(demo: 
     assert by_kind and set(by_kind) <= set(DISCREPANCY_KINDS)
     assert sum(by_kind.values()) == report["discrepancies_detected"]
     assert report["database"] == DEMO_DB
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 item 6: the fold's retroactive_change amounts (the lead's fix)")
+def test_demo_exits_0_with_every_amount_right(demo: DemoRun) -> None:
+    """When this passes, drop the xfail and KNOWN_LEDGER_BUG."""
+    assert demo.report["amounts_mismatched"] == 0, demo.report["amount_examples"]
+    assert demo.run.returncode == 0
 
 
 def test_demo_leaves_no_postgres_or_broker_running(demo: DemoRun) -> None:
@@ -319,6 +339,15 @@ def test_publish_without_a_broker_says_how_to_get_one(tmp_path: Path) -> None:
     run = run_cli(["publish", str(path)], base_env(tmp_path), tmp_path, timeout=60)
     assert run.returncode == 2
     assert "LEDGER_KAFKA_BOOTSTRAP_SERVERS" in run.stderr
+
+
+def test_demo_too_small_for_its_errors_is_a_one_line_usage_error_and_starts_nothing(tmp_path: Path) -> None:
+    run = run_cli(["demo", "--members", "5", "--months", "3"], base_env(tmp_path), tmp_path, timeout=60)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.startswith("benefits-ledger demo: ") and len(run.stderr.strip().splitlines()) == 1
+    assert "at least 20 members" in run.stderr and "Traceback" not in run.stderr
+    assert not set(run.children.values()) & {"postgres", "tansu"}
+    assert_nothing_left(tmp_path, run)
 
 
 # ------------------------------------------------------------------------------------------ SIGINT

@@ -11,7 +11,7 @@ from pathlib import Path
 from test_crash_recovery import UpProcess, wait_for  # same directory (pytest's rootdir-less import)
 
 from processor.app import open_ledger
-from processor.demo import generate
+from processor.entrypoints.demo import generate
 from processor.settings import Settings
 from projections.postgres import PostgresStore
 from replay.verify import verify

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import psycopg
 
 from processor.app import open_ledger
-from processor.demo import generate, run_program
+from processor.entrypoints.demo import generate, run_program
 from processor.settings import PlanSettings, Settings
 from projections.model import ArchiveRow, BatchWrite, PositionAdvance
 from projections.postgres import PostgresStore

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from processor.app import open_ledger
-from processor.demo import generate, run_program
+from processor.entrypoints.demo import generate, run_program
 from processor.settings import PlanSettings, Settings
 from replay.verify import verify
 

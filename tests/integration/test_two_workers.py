@@ -18,7 +18,7 @@ import pytest
 from events import codec
 from processor.app import open_ledger
 from processor.batch import Record
-from processor.demo import generate
+from processor.entrypoints.demo import generate
 from processor.settings import Settings
 from tests.integration.support import (
     UpProcess,

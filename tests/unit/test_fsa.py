@@ -1,4 +1,4 @@
-"""Flexible spending accounts: the pure rules (processor/fsa.py), their settings, and the batch around them."""
+"""Flexible spending accounts: the pure rules (processor/rules/fsa.py), their settings, and the batch around them."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from events.codec import EventDecodeError, decode_input, decode_output, encode
 from events.types import BROADCAST_ACCOUNT, Event, FsaClaimAdjudicated
 from processor.batch import BatchProcessor, Record, partition_for
-from processor.demo import CLAIM_DECISIONS, INJECTED_KINDS, Judgement, Program, generate, judge
+from processor.entrypoints.demo import CLAIM_DECISIONS, INJECTED_KINDS, Judgement, Program, generate, judge
 from processor.rules.base import Rejected
 from processor.settings import PlanSettings
 from processor.state import UNAPPLIED_STATUSES
@@ -152,6 +152,24 @@ def test_demo_misdirected_lines_are_applied_to_the_member_and_some_refunds_come_
         assert program.expected_rows[("refund_due", r.account_id, month, "open")] == 1
 
 
+def test_a_program_too_small_for_its_errors_says_so_and_nothing_else_goes_wrong() -> None:
+    """At the minimum size some seeds leave too few steadily enrolled members: always the demo's usage
+    error (the CLI prints it on one line, exit 2), never another failure."""
+    from processor.entrypoints.demo import ProgramTooSmall
+
+    with pytest.raises(ProgramTooSmall, match="at least 20 members and 3 months"):
+        generate(members=19, months=3, seed=1)
+    outcomes = []
+    for seed in range(40):
+        try:
+            generate(members=20, months=3, seed=seed)
+            outcomes.append("ok")
+        except ProgramTooSmall as exc:
+            outcomes.append(str(exc))
+    assert outcomes.count("ok") >= 30 and set(outcomes) <= {
+        "ok", "not enough members to place the injected errors; raise --members"}
+
+
 def test_every_generated_event_is_a_valid_input_event() -> None:
     program = generate(members=30, months=4, seed=3)
     for _, events in program.phases:
@@ -201,12 +219,12 @@ def relay_derived(rows: list[OutboxRow], pending: list[Record], log_end: dict[tu
 
 
 def fold_in_batches(records: list[Record], size: int, *, restart: bool = False,
-                    derived_first: bool = False) -> MemoryStore:
+                    derived_first: bool = False, plan: PlanSettings | None = None) -> MemoryStore:
     """Fold ``records`` in batches of ``size``; the payments the ledger posts are fed back (relay_derived)."""
     store = MemoryStore()
 
     def fresh() -> BatchProcessor:
-        return BatchProcessor(store, log_id=LOG, plan=PlanSettings(), topics=TOPICS, partitions=PARTITIONS,
+        return BatchProcessor(store, log_id=LOG, plan=plan or PlanSettings(), topics=TOPICS, partitions=PARTITIONS,
                               clock=lambda: NOW)
 
     proc = fresh()
@@ -261,7 +279,9 @@ def accounts_of(records: list[Record]) -> list[str]:
 @cache
 def reference(seed: int) -> tuple[list[Record], Books]:
     records = program_records(seed)
-    return records, books(fold_in_batches(records, len(records)), accounts_of(records))
+    store = fold_in_batches(records, len(records))
+    assert_exact(generate(members=30, months=4, seed=seed), store)  # one batch agrees with the oracle
+    return records, books(store, accounts_of(records))
 
 
 SEEDS = st.integers(min_value=0, max_value=7)  # a few programs, each generated and folded once
@@ -292,19 +312,32 @@ def test_one_batch_size_one_run_is_identical_to_one_big_batch() -> None:
     assert one_batch.counts[0] == len(records) + generate(members=30, months=4, seed=0).derived_payments
 
 
+# The ledger's retroactive_change findings state the premium "before" as it stood after the earlier
+# events of the same change, and the refund or bill of the first event (issue 10, item 6, fixed in the
+# fold by the lead). Until then the oracle's check of those rows is expected to fail, and only theirs.
+KNOWN_LEDGER_BUG = {"retroactive_change"}
+
+
 def judge_pure(program: Program, store: MemoryStore) -> Judgement:
-    """The demo's comparison, on the pure fold: discrepancy rows and the adjudications in the outbox."""
-    rows = [(d.kind, d.account_id, d.coverage_month, d.status) for d in store.discrepancies(limit=10**9)]
+    """The demo's comparison, on the pure fold: discrepancy and member-month rows, and the adjudications
+    in the outbox."""
     adjudications = [decode_output(row.body) for _, row in store.outbox_pending(10**9) if row.stream == CLAIMS_STREAM]
     assert all(isinstance(a, FsaClaimAdjudicated) for a in adjudications)
-    return judge(program, rows, adjudications)  # type: ignore[arg-type]
+    return judge(program, store.discrepancies(limit=10**9), adjudications,  # type: ignore[arg-type]
+                 store.member_months(limit=10**9))
 
 
-def assert_exact(program: Program, store: MemoryStore) -> Judgement:
+def assert_exact(program: Program, store: MemoryStore, *, known: set[str] = KNOWN_LEDGER_BUG) -> Judgement:
+    """Every finding, the status it ends in, its amounts, every member-month's figures and every FSA
+    decision as the oracle computed them (``known``: kinds whose amounts the ledger still states wrong)."""
     verdict = judge_pure(program, store)
     assert (verdict.missed, verdict.spurious, verdict.status_mismatched, verdict.claims_mismatched) == (0, 0, 0, 0), (
         verdict.missed_examples, verdict.spurious_examples, verdict.mismatch_examples)
     assert verdict.claims_adjudicated == len(program.claims)
+    assert verdict.amounts_checked == sum(program.expected_rows.values())  # every row's amounts compared
+    assert set(verdict.amounts_mismatched_by_kind) <= known, verdict.amount_examples
+    assert verdict.balances_mismatched == 0, verdict.balance_examples
+    assert verdict.months_checked == len(store.member_months(limit=10**9)) > 0
     return verdict
 
 
@@ -319,12 +352,64 @@ def test_the_demo_program_finds_exactly_the_injected_discrepancies() -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_a_year_of_the_demo_program_is_exact_for_several_seeds(seed: int) -> None:
-    """300 subscribers over 12 months: every finding, the status it ends in, every FSA claim's decision."""
+    """300 subscribers over 12 months: every finding, the status it ends in, its amounts, every
+    member-month to the cent, every FSA claim's decision."""
     program = generate(members=300, months=12, seed=seed)
     feed = Feed()
     records = [r for _, events in program.phases for r in feed.records(*events)]
     verdict = assert_exact(program, fold_in_batches(records, 2_000, derived_first=seed % 2 == 0))
     assert all(verdict.claims_by_decision[d] > 0 for d in CLAIM_DECISIONS)
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_a_year_of_the_demo_program_priced_by_days_is_exact(seed: int) -> None:
+    """The demo's --proration daily: the program's bills and the oracle price each coverage by its days
+    in the month (mid-month hires, terminations, tier changes, and a termination within a billed month
+    reported after it), and the ledger folds with the same plan setting."""
+    plan = PlanSettings(proration="daily")
+    program = generate(members=300, months=12, seed=seed, plan=plan)
+    feed = Feed()
+    records = [r for _, events in program.phases for r in feed.records(*events)]
+    assert_exact(program, fold_in_batches(records, 2_000, plan=plan))
+    within = mid_month_retro_months(program)
+    assert within and within <= {(a, m) for k, a, m in program.expected if k == "retroactive_change"}
+
+
+def mid_month_retro_months(program: Program) -> set[tuple[str, date]]:
+    """(account, month) of the retroactive changes that end the coverage on a day within a billed month."""
+    from events.types import EnrollmentChanged
+
+    by_id = {e.event_id: e for _, evs in program.phases for e in evs}
+    out = set()
+    for (account, month), event_id in program.retro_changes.items():
+        first = by_id[event_id]
+        assert isinstance(first, EnrollmentChanged)
+        end = first.benefit_end
+        if first.action == "terminate" and end is not None and end.replace(day=1) == month and (
+                end + timedelta(days=1)).day != 1:
+            out.add((account, month))
+    return out
+
+
+def test_under_whole_months_a_termination_within_a_billed_month_changes_nothing() -> None:
+    """The same kind of late termination, priced by whole months: the month was owed in full, so it is
+    no retroactive change (and the oracle expects none: the fold agrees)."""
+    program = generate(members=300, months=12, seed=6)
+    daily = generate(members=300, months=12, seed=6, plan=PlanSettings(proration="daily"))
+    within = mid_month_retro_months(daily)
+    assert within and not within & {(a, m) for k, a, m in program.expected if k == "retroactive_change"}
+    feed = Feed()
+    assert_exact(program, fold_in_batches([r for _, evs in program.phases for r in feed.records(*evs)], 2_000))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 item 6: retroactive_change states the premium before the change"
+                   " after its earlier events, and the first event's refund; the lead fixes it in the fold")
+def test_retroactive_changes_state_the_premium_before_the_change_as_a_whole_and_the_refund() -> None:
+    """When this passes (the fold fixed), drop the xfail and empty KNOWN_LEDGER_BUG."""
+    program = generate(members=300, months=12, seed=1)
+    feed = Feed()
+    store = fold_in_batches([r for _, evs in program.phases for r in feed.records(*evs)], 2_000)
+    assert_exact(program, store, known=set())
 
 
 def test_the_comparison_notices_a_wrong_decision_a_wrong_status_and_an_unexpected_row() -> None:
@@ -341,6 +426,67 @@ def test_the_comparison_notices_a_wrong_decision_a_wrong_status_and_an_unexpecte
     del program.expected_rows[resolved]  # as if the cash application's payment were not expected
     verdict = judge_pure(program, store)
     assert (verdict.missed, verdict.spurious, verdict.status_mismatched, verdict.claims_mismatched) == (0, 1, 1, 1)
+
+
+def test_the_oracle_notices_a_cent_off_in_a_finding_or_a_member_month_and_a_missing_row() -> None:
+    """Amounts and balances are compared, not only kinds: rows altered by a cent, or dropped, are caught."""
+    program = generate(members=30, months=4, seed=0)
+    store = fold_in_batches(program_records(0), 10**6)
+    adjudications = [decode_output(row.body) for _, row in store.outbox_pending(10**9) if row.stream == CLAIMS_STREAM]
+    rows, months = store.discrepancies(limit=10**9), store.member_months(limit=10**9)
+    clean = judge(program, rows, adjudications, months)  # type: ignore[arg-type]
+    underpaid = next(i for i, r in enumerate(rows) if r.kind == "underpaid")
+    rows[underpaid] = replace(rows[underpaid], actual_cents=rows[underpaid].actual_cents + 1)
+    after = next(i for i, r in enumerate(rows) if r.kind == "paid_after_termination")
+    rows[after] = replace(rows[after], action="refund $0.01 to AG-001")  # right cents, a stale action
+    paid = next(i for i, m in enumerate(months) if m.paid_cents > 0)
+    months[paid] = replace(months[paid], paid_cents=months[paid].paid_cents - 1)
+    del months[-1]
+    verdict = judge(program, rows, adjudications, months)  # type: ignore[arg-type]
+    assert verdict.amounts_mismatched == clean.amounts_mismatched + 2
+    assert verdict.amounts_mismatched_by_kind["underpaid"] == verdict.amounts_mismatched_by_kind[
+        "paid_after_termination"] == 1
+    assert verdict.balances_mismatched == clean.balances_mismatched + 2 == 2
+    assert any("paid" in x for x in verdict.balance_examples) and any("no member_month row" in x
+                                                                     for x in verdict.balance_examples)
+
+
+def test_the_oracle_expects_the_premium_billed_before_a_retroactive_change_and_every_kind_of_change() -> None:
+    """The program's retroactive changes: a whole termination, an 834 ending health and vision (settled by
+    credits and a refund, or left open), a tier change on every line, each reaching back into months
+    that were billed right; the oracle's premium before is what was billed."""
+    from events.types import AdjustmentPosted, EnrollmentChanged, PremiumBilled, RefundIssued
+    from processor.entrypoints.demo import expected_books
+
+    program = generate(members=300, months=12, seed=3)
+    events = [e for _, evs in program.phases for e in evs]
+    by_id = {e.event_id: e for e in events}
+    billed = Counter[tuple[str, date]]()
+    for e in events:
+        if isinstance(e, PremiumBilled):
+            billed[(e.account_id, e.coverage_month)] += e.amount_cents
+    books = expected_books(program)
+    retro = [(row, a) for row, amounts in books.rows.items() if row[0] == "retroactive_change" for a in amounts]
+    assert retro and len(retro) == sum(n for r, n in program.expected_rows.items() if r[0] == "retroactive_change")
+    for (_, account, month, _), a in retro:
+        assert month is not None and a.before_cents == billed[(account, month)] != a.after_cents
+    changes: dict[str, set[str]] = {}
+    for (account, _month), event_id in program.retro_changes.items():
+        first = by_id[event_id]
+        assert isinstance(first, EnrollmentChanged)
+        lines = {e.coverage_line for e in events if isinstance(e, EnrollmentChanged) and e.account_id == account
+                 and e.relationship == "self" and e.occurred_at == first.occurred_at}
+        changes.setdefault(first.action, set()).add(",".join(sorted(lines)))
+    assert "health,vision" in changes["terminate"]  # several coverages of one member at once, not all
+    assert any(len(lines.split(",")) >= 2 for lines in changes["change"])
+    reach = Counter(a for a, _ in program.retro_changes)
+    assert max(reach.values()) >= 2  # one change reaching back into two billed months
+    credits = [e for e in events if isinstance(e, AdjustmentPosted)]
+    refunds = {e.coverage_month for e in events if isinstance(e, RefundIssued) and e.refund_id.endswith("-retro")}
+    assert credits and {e.coverage_month for e in credits} == refunds
+    assert all(program.expected_rows[("retroactive_change", e.account_id, e.coverage_month, "resolved")] == 1
+               and program.expected_rows[("overpaid", e.account_id, e.coverage_month, "resolved")] == 1
+               for e in credits)
 
 
 # -- (b) balance identity on one account ---------------------------------------------------------

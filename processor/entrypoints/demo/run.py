@@ -1,0 +1,233 @@
+"""Running the demo on a live stack, as a client of the composition root (processor/app.py): publish
+the program as upstream systems would, wait until the ledger has taken all of it, read its books back
+(the discrepancy and member_month tables through the store, the FSA adjudications from the claims
+topic) and judge them against the oracle. Side effects live here only."""
+
+from __future__ import annotations
+
+import asyncio
+import time as _time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from events import codec
+from events.types import CashApplied, FsaClaimAdjudicated, RefundIssued, RefundReturned
+from processor.app import open_ledger, run_services
+from processor.entrypoints.demo.oracle import judge
+from processor.entrypoints.demo.program import generate
+from processor.entrypoints.demo.records import Program
+
+DEMO_DATABASE = "benefits_ledger_demo"
+ROWS_MAX = 10**8  # discrepancy and member-month rows read back at most (far above any demo size)
+
+
+def read_claims(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[FsaClaimAdjudicated]:
+    """Every adjudication on the claims topic, read from the beginning to the high-water mark of each
+    partition as a fetch reports it (Tansu's end_offsets is not reliable)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        deadline = _time.monotonic() + timeout_s
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions:
+            if _time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic} has no partitions")
+            _time.sleep(0.2)
+            partitions = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[FsaClaimAdjudicated] = []
+        while True:
+            if _time.monotonic() > deadline:
+                raise RuntimeError(f"reading {topic} did not reach its end in {timeout_s:.0f} s")
+            for records in consumer.poll(timeout_ms=500, max_records=20_000).values():
+                for r in records:
+                    event = codec.decode_output(r.value)
+                    if isinstance(event, FsaClaimAdjudicated):
+                        out.append(event)
+            highwater = [consumer.highwater(tp) for tp in tps]
+            if all(hw is not None and consumer.position(tp) >= hw for tp, hw in zip(tps, highwater, strict=True)):
+                return out
+    finally:
+        consumer.close()
+
+
+
+@dataclass
+class DemoReport:
+    members: int
+    accounts: int
+    months: int
+    events_generated: int
+    events_published: int
+    events_applied: int
+    events_duplicate: int
+    events_dead_lettered: int
+    events_derived: int  # payments the ledger posted itself (cash applied): received = published + derived
+    discrepancies_expected: int
+    discrepancies_detected: int
+    missed: int
+    spurious: int
+    missed_examples: list[str]
+    spurious_examples: list[str]
+    discrepancies_by_kind: dict[str, int]
+    discrepancies_by_status: dict[str, int]
+    status_mismatched: int
+    discrepancy_events_published: int
+    claims_expected: int
+    claims_adjudicated: int
+    claims_by_decision: dict[str, int]
+    claims_mismatched: int
+    mismatch_examples: list[str]
+    discrepancy_amounts_checked: int  # discrepancy rows whose amounts the oracle compared
+    amounts_mismatched: int  # rows stating other cents than the oracle (retroactive: or another before/after)
+    amount_examples: list[str]
+    amounts_mismatched_by_kind: dict[str, int]
+    member_months_checked: int
+    balances_mismatched: int  # member-months missing, unexpected, or off by a cent in any figure
+    balance_examples: list[str]
+    proration: str  # whole_month | daily: how the program and the ledger price a month
+    cash_applications: int
+    refunds_issued: int
+    refunds_returned: int
+    coverage_months: int
+    billed_cents: int
+    paid_cents: int
+    outstanding_cents: int
+    credits_cents: int
+    unapplied_cents: int
+    counts_add_up: bool
+    events_per_second: float
+    elapsed_seconds: float
+    database: str
+
+    def ok(self) -> bool:
+        return (self.missed == 0 and self.spurious == 0 and self.status_mismatched == 0
+                and self.claims_mismatched == 0 and self.amounts_mismatched == 0 and self.balances_mismatched == 0
+                and self.counts_add_up)
+
+
+STALL_S = 60.0  # publishing done, nothing received and nothing left in the outbox for this long: give up
+
+
+async def run_program(ledger: Any, program: Program, progress: Callable[[int], None] | None = None) -> int:
+    """Publish the whole program as upstream systems would (in business order, without waiting) and
+    wait until the processor has taken every record, the payments the ledger posts itself included,
+    and the relay has drained the outbox. Returns the records published.
+
+    The processor folds the input topics of a partition in timestamp order (processor/merge.py), so
+    bills never overtake the enrollment they depend on, nor a business day the payments before it. A
+    payment the ledger derives from a cash application is published by the relay once the application is
+    folded, so it may come after later records of the program: the program is built so that its outcome
+    does not depend on where it lands.
+    """
+    topics = ledger.settings.topics
+    stop = asyncio.Event()
+    services = asyncio.create_task(run_services(ledger, stop))
+    watcher = ledger.store()
+    publisher = ledger.publisher()
+
+    def publish_all() -> None:
+        for i, (_name, events) in enumerate(program.phases):
+            extra = program.exact_duplicates if i == len(program.phases) // 2 else []
+            publisher.publish([*events, *extra])
+            if i == 1:
+                for topic_key, key, value in program.raw_records:
+                    publisher.send_raw(getattr(topics, topic_key), value=value, key=key)
+        publisher.flush()
+
+    def check() -> None:
+        if services.done():
+            services.result()  # re-raise the processor's error
+            raise RuntimeError("the processor stopped before catching up")
+
+    try:
+        sending = asyncio.create_task(asyncio.to_thread(publish_all))
+        last, since = -1, _time.monotonic()
+        while True:
+            check()
+            received = (await asyncio.to_thread(watcher.counts)).received
+            if progress is not None:
+                progress(received)
+            if sending.done():
+                sending.result()
+                wanted = publisher.records_sent + program.derived_payments
+                if received >= wanted:
+                    break
+                if received != last:
+                    last, since = received, _time.monotonic()
+                elif _time.monotonic() - since > STALL_S and not await asyncio.to_thread(watcher.outbox_pending, 1):
+                    raise RuntimeError(f"received {received} of {wanted} records ({publisher.records_sent} published,"
+                                       f" {program.derived_payments} posted by the ledger) and nothing moved for"
+                                       f" {STALL_S:.0f} s")
+            await asyncio.sleep(0.05)
+        while await asyncio.to_thread(watcher.outbox_pending, 1):
+            check()
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await services
+        publisher.close()
+    return publisher.records_sent
+
+
+def run_demo(
+    settings: Any, *, members: int, months: int, seed: int, proration: str | None = None,
+    progress: Callable[[int], None] | None = None, on_start: Callable[[Program], None] | None = None,
+) -> DemoReport:
+    """Generate, publish, fold and compare with what was injected and what the oracle computed;
+    everything started is stopped. ``proration`` (whole_month, daily) overrides the plan's for this run:
+    the program and the ledger price by it."""
+    if proration is not None:
+        settings = settings.model_copy(update={"plan": settings.plan.model_copy(update={"proration": proration})})
+    program = generate(members, months, seed, plan=settings.plan)
+    if on_start is not None:
+        on_start(program)
+    with open_ledger(settings, database=DEMO_DATABASE, reset_database=True) as ledger:
+        started = _time.perf_counter()
+        published = asyncio.run(run_program(ledger, program, progress))
+        elapsed = _time.perf_counter() - started
+        store = ledger.store()
+        summary = store.summary()
+        rows = store.discrepancies(limit=ROWS_MAX)
+        adjudications = read_claims(ledger.bootstrap, ledger.settings.topics.claims)
+        verdict = judge(program, rows, adjudications, store.member_months(limit=ROWS_MAX))
+        counts = summary.counts
+        events = [e for _, phase in program.phases for e in phase]
+        report = DemoReport(
+            members=summary.members, accounts=summary.accounts, months=months,
+            events_generated=program.events, events_published=published,
+            events_applied=counts.applied, events_duplicate=counts.duplicates,
+            events_dead_lettered=counts.dead_lettered, events_derived=program.derived_payments,
+            discrepancies_expected=sum(program.expected_rows.values()), discrepancies_detected=len(rows),
+            missed=verdict.missed, spurious=verdict.spurious,
+            missed_examples=verdict.missed_examples, spurious_examples=verdict.spurious_examples,
+            discrepancies_by_kind=dict(summary.discrepancies_opened_by_kind),
+            discrepancies_by_status=dict(sorted(Counter(d.status for d in rows).items())),
+            status_mismatched=verdict.status_mismatched,
+            # the outbox is drained before the report: every opened and resolved event was published
+            discrepancy_events_published=len(rows) + sum(1 for d in rows if d.status == "resolved"),
+            claims_expected=len(program.claims), claims_adjudicated=verdict.claims_adjudicated,
+            claims_by_decision=verdict.claims_by_decision, claims_mismatched=verdict.claims_mismatched,
+            mismatch_examples=verdict.mismatch_examples,
+            discrepancy_amounts_checked=verdict.amounts_checked, amounts_mismatched=verdict.amounts_mismatched,
+            amount_examples=verdict.amount_examples, amounts_mismatched_by_kind=verdict.amounts_mismatched_by_kind,
+            member_months_checked=verdict.months_checked,
+            balances_mismatched=verdict.balances_mismatched, balance_examples=verdict.balance_examples,
+            proration=settings.plan.proration,
+            cash_applications=sum(1 for e in events if isinstance(e, CashApplied)),
+            refunds_issued=sum(1 for e in events if isinstance(e, RefundIssued)),
+            refunds_returned=sum(1 for e in events if isinstance(e, RefundReturned)),
+            coverage_months=summary.coverage_months, billed_cents=summary.billed_cents,
+            paid_cents=summary.paid_cents, outstanding_cents=summary.outstanding_cents,
+            credits_cents=summary.credits_cents, unapplied_cents=summary.unapplied_cents,
+            counts_add_up=counts.received == published + program.derived_payments
+            and counts.received == counts.applied + counts.duplicates + counts.dead_lettered,
+            events_per_second=round(published / elapsed, 1), elapsed_seconds=round(elapsed, 2),
+            database=DEMO_DATABASE,
+        )
+    return report
