@@ -63,6 +63,7 @@ from processor.state import (
     month_key,
 )
 from processor.tax import GTL_EXCLUSION_CENTS, gtl_imputed_cents
+from processor.unknown_tier import tier_in_force
 
 LEDGER_SOURCE = "benefits-ledger"
 
@@ -445,7 +446,8 @@ def _apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
             relationship=e.relationship,
             coverage_line=e.coverage_line,
             plan=e.plan,
-            tier=e.tier,
+            # HD05 absent (tier None): keep the tier the ledger has (processor/unknown_tier.py)
+            tier=e.tier if e.tier is not None else tier_in_force(existing, e.benefit_begin),
             status=e.status,
             begin=begin,
             end=end,
