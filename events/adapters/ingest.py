@@ -78,7 +78,7 @@ def member_ids(settings: Any) -> MemberIds:
 def limits_of(settings: Any) -> IngestLimits:
     return IngestLimits(max_file_bytes=settings.ingest_max_file_bytes,
                         max_line_bytes=settings.ingest_max_line_bytes,
-                        max_members=settings.ingest_max_members_per_file)
+                        max_members=settings.ingest_max_members_per_file, max_errors=settings.ingest_errors_max)
 
 
 def parse_files(paths: Sequence[str], ids: MemberIds, limits: IngestLimits) -> list[ParsedFile]:
