@@ -25,8 +25,8 @@ header DTM*582. A period spanning several months (the months from its first day'
 at most ``PERIOD_MONTHS_MAX``) gives one PaymentReceived per month, the amount split exactly in
 integer cents: equal parts, the remainder cents one each to the earliest months (100.00 over three
 months: 33.34, 33.33, 33.33; -10.00: -3.34, -3.33, -3.33). RMR05 and each ADX01 are split the same
-way. Event ids: ``820:<payer>:<trace>:<line>``, and ``...:<line>:<YYYY-MM>`` per month of a period of
-several months.
+way (a month whose part of an adjustment is zero does not list it). Event ids:
+``820:<payer>:<trace>:<line>``, and ``...:<line>:<YYYY-MM>`` per month of a period of several months.
 
 RMR01 says what RMR02 identifies. Only the qualifiers that name a policy fill the line's coverage:
 IG (insurance policy number) and 1L (group or policy number, organization level) the ``plan``, AZ
@@ -334,7 +334,8 @@ def _transaction(header: dict[str, Seg], lines: list[_Line], remit_adx: list[_Re
                 coverage_month=month, amount_cents=parts[i], method=method, payer_id=payer_id,
                 remittance_id=trace, trace_number=trace, billed_cents=billed_parts[i],
                 adjustments=tuple(RemittanceAdjustment(amount_cents=split[i], reason=a.reason)
-                                  for a, split in zip(adjustment_lines, adjustment_parts, strict=True)),
+                                  for a, split in zip(adjustment_lines, adjustment_parts, strict=True)
+                                  if split[i] or len(months) == 1),
                 advice_only=advice, plan=plan, coverage_line=coverage_line,
             ))
     remittance_adjustments: list[RemittanceAdjustment] = []

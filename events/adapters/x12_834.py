@@ -414,8 +414,9 @@ def _tier(cov: _Coverage, family: _Family | None, action: EnrollmentAction, acco
         derived = family.derived_tier(cov.key)
         if derived is not None:
             tier, people = derived
-            notices.append(f"{path}:{hd.line}: {where} absent: tier {tier} derived from the {people} people the"
-                           f" transaction set covers under subscriber {account} for {hd.get(3)} {hd.get(4)}".rstrip())
+            who = "the subscriber alone" if people == 1 else f"the {people} people"
+            notices.append(f"{path}:{hd.line}: {where} absent: tier {tier} derived from {who} the transaction set"
+                           f" covers under subscriber {account} for {hd.get(3)} {hd.get(4)}".rstrip())
             return tier, ()
     if action == "terminate":
         return None, ()  # ending a coverage needs no tier
