@@ -274,7 +274,7 @@ def read_x12(text: str, path: str, max_errors: int | None = None) -> tuple[list[
         if chunk.trailing:
             after = chunk.offset + chunk.segments
             errors.append(IngestError(
-                file=path, line=after, segment_id="IEA", loop="ISA",
+                file=path, line=after, segment_id="IEA", loop="ISA", code="022",
                 reason=f"after the interchange trailer IEA (line {after}) the file goes on with"
                 f" {chunk.trailing} characters that are not an X12 interchange (no ISA): they are not read"))
     return segs, _dedupe(errors)

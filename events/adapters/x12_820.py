@@ -119,7 +119,7 @@ def map_820(segs: list[Seg], path: str, ids: MemberIds, *, bad_lines: frozenset[
 
     def unterminated(at: Seg) -> None:
         err(at, None, f"transaction set ST02={at.get(2)} has no SE trailer (the file is cut short or an SE is"
-            " missing): nothing of it is ingested", "I6")
+            " missing): nothing of it is ingested", "2")
 
     for seg in segs:
         if seg.id == "GS":

@@ -168,7 +168,7 @@ def map_834(segs: list[Seg], path: str, ids: MemberIds, *, bad_lines: frozenset[
 
     def unterminated(at: Seg) -> None:
         err(at, None, f"transaction set ST02={at.get(2)} has no SE trailer (the file is cut short or an SE is"
-            f" missing): none of its {len(members)} members is ingested", "I6")
+            f" missing): none of its {len(members)} members is ingested", "2")
 
     for seg in segs:
         if seg.id == "ISA":
