@@ -7,6 +7,7 @@ import io
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pyx12.x12file
@@ -38,21 +39,21 @@ def segments(text: str) -> list[list[str]]:
     return out
 
 
-def read_999(ack: Acknowledgment) -> dict[str, dict[str, object]]:
+def read_999(ack: Acknowledgment) -> dict[str, dict[str, Any]]:
     """The transaction sets a 999 acknowledges: {ST02: {"ik5": [...], "ik3": [(id, pos, code)], "ik4": [...]}},
     after pyx12 has validated the 999 against 005010X231A1 with no error."""
     assert ack.kind == "999"
     _segs, errors = read_x12(ack.text, "ack.999")
     assert errors == [], [e.text() for e in errors]
-    sets: dict[str, dict[str, object]] = {}
-    current: dict[str, object] = {}
+    sets: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] = {}
     for seg in segments(ack.text):
         if seg[0] == "AK2":
             current = sets.setdefault(seg[2], {"ik5": [], "ik3": [], "ik4": []})
         elif seg[0] == "IK3":
-            current["ik3"].append((seg[1], int(seg[2]), seg[4]))  # type: ignore[attr-defined]
+            current["ik3"].append((seg[1], int(seg[2]), seg[4]))
         elif seg[0] == "IK4":
-            current["ik4"].append((int(seg[1]), seg[3]))  # type: ignore[attr-defined]
+            current["ik4"].append((int(seg[1]), seg[3]))
         elif seg[0] == "IK5":
             current["ik5"] = seg[1:]
         elif seg[0] == "AK9":
@@ -80,7 +81,7 @@ def test_the_999_lists_every_reported_error_of_a_transaction_set_accepted_with_e
     one = sets["0001"]
     assert one["ik5"] == ["E", "4", "5"], "E: five lines were published; 4: SE01 count; 5: a segment in error"
     segment_errors = [e for e in parsed.errors if e.segment_id not in ("ST", "SE")]
-    assert {(e.segment_id, e.segment) for e in segment_errors} == {(s, p) for s, p, _ in one["ik3"]}  # type: ignore[attr-defined]
+    assert {(e.segment_id, e.segment) for e in segment_errors} == {(s, p) for s, p, _ in one["ik3"]}
     assert one["ik3"] == [("RMR", 13, "8")]
     assert one["ik4"] == [(4, "6")], "RMR04, invalid character"
 

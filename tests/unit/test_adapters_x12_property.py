@@ -59,7 +59,7 @@ def structure(text: str) -> Structure:
         segs = [s.strip("\r\n\t ").split(ele) for s in chunk.source[chunk.start:chunk.end].split(seg_term)]
         segs = [s for s in segs if s != [""]]
         isa13 = segs[0][13] if len(segs[0]) > 13 else ""
-        gs06 = st_line = 0
+        gs06, st_line = "", 0
         st02 = trace = ""
         ordinal = hd_number = rmr_number = 0
         for i, els in enumerate(segs):
@@ -81,10 +81,10 @@ def structure(text: str) -> Structure:
             elif seg_id == "INS":
                 ordinal += 1
                 hd_number = 0
-                out.units.append(Unit("INS", line, -1, st_line, (isa13, str(gs06), st02, str(ordinal))))
+                out.units.append(Unit("INS", line, -1, st_line, (isa13, gs06, st02, str(ordinal))))
             elif seg_id == "HD" and ordinal:
                 hd_number += 1
-                out.units.append(Unit("HD", line, -1, st_line, (isa13, str(gs06), st02, str(ordinal),
+                out.units.append(Unit("HD", line, -1, st_line, (isa13, gs06, st02, str(ordinal),
                                                                 str(hd_number))))
             elif seg_id == "RMR":
                 rmr_number += 1
