@@ -181,8 +181,9 @@ def _check_invariants(event: InputEvent) -> None:
         if event.amount_cents < 0:
             raise EventDecodeError("a bill amount must not be negative; post an adjustment", field="amount_cents")
     elif isinstance(event, PaymentReceived):
-        if event.amount_cents <= 0:
-            raise EventDecodeError("a payment amount must be positive; reverse it instead", field="amount_cents")
+        # Negative: a take-back (the payer recovers money paid earlier for the month, 820 RMR04 < 0).
+        if event.amount_cents == 0:
+            raise EventDecodeError("a payment of zero moves no money", field="amount_cents")
         if event.coverage_month is not None and event.coverage_month.day != 1:
             raise EventDecodeError("coverage_month must be the first of a month", field="coverage_month")
     elif isinstance(event, BillingCycleClosed):

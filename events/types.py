@@ -13,14 +13,16 @@ Cents = int
 # are published once to every partition so each partition folds them in order with its accounts.
 BROADCAST_ACCOUNT = "*"
 
-CoverageLine = Literal["health", "dental", "vision", "life", "ltd", "std", "fsa", "dcap"]
+# "ltc": long-term care (834 HD03 LTC).
+CoverageLine = Literal["health", "dental", "vision", "life", "ltd", "std", "fsa", "dcap", "ltc"]
 Relationship = Literal["self", "spouse", "child", "domestic_partner", "other"]
 EnrollmentAction = Literal["add", "change", "terminate", "reinstate"]
 CoverageStatus = Literal["active", "cobra", "retiree"]
 # What started a COBRA continuation (42 USC 300bb-3): termination or reduced hours give 18 months (29
 # with a disability extension); the secondary events give 36.
 QualifyingEvent = Literal["termination", "reduced_hours", "death", "divorce", "dependent_loss", "medicare"]
-PaymentMethod = Literal["payroll", "ach", "eft", "check", "direct", "card"]
+# "none": no money moves with this remittance (820 BPR04 NON, non-payment data): remittance advice.
+PaymentMethod = Literal["payroll", "ach", "eft", "check", "direct", "card", "none"]
 TaxTreatment = Literal["pre_tax", "post_tax"]
 PayFrequency = Literal["monthly", "semi_monthly", "biweekly", "weekly"]
 Actor = Literal["agency_coordinator", "payroll", "member", "billing", "accounts_staff"]
@@ -75,7 +77,10 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     relationship: Relationship = "self"
     plan: str
     coverage_line: CoverageLine
-    tier: str
+    # The coverage level (834 HD05: EMP, ESP, ECH, FAM...). None: the sender did not say; the ledger
+    # keeps the tier it has, else the coverage is accepted with the tier unknown and a discrepancy for
+    # the agency coordinator.
+    tier: str | None = None
     action: EnrollmentAction
     status: CoverageStatus = "active"
     benefit_begin: date
@@ -103,6 +108,10 @@ class EnrollmentChanged(Event, frozen=True, kw_only=True, tag="enrollment_change
     qualifying_event_on: date | None = None
     # The covered person's date of birth (834 DMG02), for age limits of dependents (a child to 26).
     birth_date: date | None = None
+    # Situational elements the sender left out and the adapter could neither derive nor default, each
+    # with where it was missing, e.g. "HD05 (file 834_x.txt, line 40, segment 23)". Empty when the
+    # sender said everything the ledger needs.
+    missing_elements: tuple[str, ...] = ()
 
 
 class RatePublished(Event, frozen=True, kw_only=True, tag="rate_published"):
@@ -131,15 +140,24 @@ class PremiumBilled(Event, frozen=True, kw_only=True, tag="premium_billed"):
 
 
 class RemittanceAdjustment(msgspec.Struct, frozen=True, kw_only=True):
-    """An adjustment on a remittance line (X12 820 ADX): ADX01 amount and ADX02 reason code."""
+    """An adjustment (X12 820 ADX): ADX01 amount (signed cents) and ADX02 reason code.
+
+    On a remittance line (2320A/2320B, for the current payment) it explains RMR04 against RMR05. On the
+    remittance itself (2200A organization level, 2200B individual level, for a previous payment) it
+    is part of BPR02 but of no line; ``account_id`` then names the member account of a 2200B
+    adjustment (None at organization level and on a line).
+    """
 
     amount_cents: Cents
     reason: str
+    account_id: str | None = None
 
 
 class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     payment_id: str
     coverage_month: date | None = None
+    # Positive: money paid for the month. Negative: a take-back: the payer recovers money paid earlier
+    # for this month (an 820 RMR04 below zero).
     amount_cents: Cents
     method: PaymentMethod
     payer_id: str
@@ -150,17 +168,20 @@ class PaymentReceived(Event, frozen=True, kw_only=True, tag="payment_received"):
     # A payroll deduction's pay frequency: a biweekly deduction is 12/26 of a monthly premium.
     pay_frequency: PayFrequency | None = None
     # From a remittance line: what the payer says was billed (RMR05) and its adjustments (ADX); then
-    # amount_cents = billed_cents + the adjustments, which ingest checks.
+    # amount_cents = billed_cents + the adjustments, which ingest checks. A line whose coverage period
+    # spans several months is one event per month, each of these amounts split exactly (remainder cents
+    # to the earliest months, so per month billed + adjustments may differ from amount by a cent).
     billed_cents: Cents | None = None
     adjustments: tuple[RemittanceAdjustment, ...] = ()
-    # The coverage a remittance line pays, when the line names it (820 RMR01/RMR02): a remittance with
-    # one line per policy pays each coverage of the member separately, and is matched per coverage.
-    plan: str | None = None
-    coverage_line: CoverageLine | None = None
     # Remittance advice: the money of this line does not move with it (its remittance is advice only,
     # see RemittanceReceived.advice_only). The line is matched against the payment that moves the
     # money (same trace_number), never posted as cash on its own.
     advice_only: bool = False
+    # The coverage the line pays, when the sender names it (820 RMR01 a policy number qualifier, RMR02
+    # the policy): ``plan`` the policy or plan identifier, ``coverage_line`` when the qualifier says
+    # the line (AZ health insurance policy, B7 life insurance policy). None: the line does not say.
+    plan: str | None = None
+    coverage_line: CoverageLine | None = None
 
 
 class PaymentReversed(Event, frozen=True, kw_only=True, tag="payment_reversed"):
@@ -174,6 +195,13 @@ class RemittanceReceived(Event, frozen=True, kw_only=True, tag="remittance_recei
     ``total_cents`` is what the payer says it paid (BPR02); ``lines_total_cents`` the sum of its
     remittance lines (RMR04). They differ when the payer's payroll made an error; the ledger records
     the remittance and opens ``remittance_total_mismatch``. The lines are PaymentReceived events.
+    A well-formed remittance balances: total_cents = lines_total_cents + the sum of ``adjustments``
+    (remittance-level ADX, adjustments for previous payments that belong to no line).
+
+    ``advice_only``: no money moves with this remittance (BPR01 I remittance information only, U split
+    payment and remittance, P prenotification of future transfers, or BPR04 NON non-payment data). Its
+    lines are advice: the ledger matches them against the payment that moves the money by
+    ``trace_number`` and posts no cash from them.
     """
 
     remittance_id: str

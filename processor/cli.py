@@ -368,7 +368,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             agency_accounts = store.agency_accounts
         report = ingest(args.files, settings, dry_run=args.dry_run, strict=args.strict, ledger=ledger,
                         agency_accounts=agency_accounts,
-                        publisher=lambda: Publisher(bootstrap or "", settings.topics, settings.partitions))
+                        publisher=lambda: Publisher(bootstrap or "", settings.topics, settings.partitions),
+                        ack_dir=Path(args.ack) if args.ack else None)
     if args.json:
         _print_json(report.to_json())
     else:
@@ -474,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--strict", action="store_true", help="publish nothing if any file has an error")
     ing.add_argument("--compare", action="store_true",
                      help="compare audit 834s (BGN08=4, INS03=030) with the ledger's enrollment (reads the database)")
+    ing.add_argument("--ack", metavar="DIR",
+                     help="write the X12 acknowledgments for the senders into DIR: a 999 per interchange"
+                     " (accepted and rejected transaction sets, their errors) and a TA1 for envelope errors")
     ing.set_defaults(fn=cmd_ingest)
 
     dl = sub.add_parser("deadletter", parents=[common], help="records that could not be applied")

@@ -356,6 +356,10 @@ class Settings(BaseSettings):
     ingest_max_members_per_file: int = Field(
         default=1_000_000, ge=1, description="most member loops (834 INS, 820 ENT) or CSV rows in one file"
     )
+    ingest_errors_max: int = Field(
+        default=1000, ge=1, description="most errors one file may have: at the next, ingest stops reading it and"
+        " ingests nothing of it"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -33,6 +33,7 @@ class CoverageSegment(msgspec.Struct, kw_only=True):
     coverage_amount_cents: Cents | None = None  # life insurance face amount
     birth_year: int | None = None
     birth_date: date | None = None  # the covered person's, for a dependent's age limit
+    missing_elements: tuple[str, ...] = ()  # what the sender left out (834 HD05...), with where
 
     def overlaps_month(self, month_first: date, month_last: date) -> bool:
         return self.begin <= month_last and (self.end is None or self.end >= month_first)

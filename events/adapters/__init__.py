@@ -7,6 +7,7 @@ ParsedFile out); ``parse_path`` adds reading the file within the size limit.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from events.adapters.common import (
     FORMATS,
@@ -16,6 +17,8 @@ from events.adapters.common import (
     MemberIds,
     ParsedFile,
     TooLarge,
+    clean_errors,
+    errors_capped,
 )
 from events.money import AmountError, to_cents
 
@@ -56,6 +59,12 @@ def detect_format(data: bytes) -> str | None:
 
 def parse_bytes(data: bytes, path: str, ids: MemberIds, limits: IngestLimits | None = None) -> ParsedFile:
     """Events, errors and discrepancies of one file. Nothing here reads or writes anything."""
+    result = _parse_bytes(data, path, ids, limits)
+    result.errors = clean_errors(result.errors)
+    return result
+
+
+def _parse_bytes(data: bytes, path: str, ids: MemberIds, limits: IngestLimits | None) -> ParsedFile:
     from events.adapters.tabular import parse_csv, parse_jsonl
 
     limits = limits or IngestLimits()
@@ -71,7 +80,7 @@ def parse_bytes(data: bytes, path: str, ids: MemberIds, limits: IngestLimits | N
     result = ParsedFile(path=path, format=fmt)
     if fmt == "jsonl":
         result.events, result.errors = parse_jsonl(data, path, max_line_bytes=limits.max_line_bytes,
-                                                   max_rows=limits.max_members)
+                                                   max_rows=limits.max_members, max_errors=limits.max_errors)
         return result
     try:
         text = data.decode("utf-8-sig")
@@ -82,7 +91,7 @@ def parse_bytes(data: bytes, path: str, ids: MemberIds, limits: IngestLimits | N
         text = data.decode("latin-1")
     if fmt == "csv":
         result.events, result.errors = parse_csv(text, path, max_line_bytes=limits.max_line_bytes,
-                                                 max_rows=limits.max_members)
+                                                 max_rows=limits.max_members, max_errors=limits.max_errors)
         return result
     return _parse_x12(text, path, fmt, ids, limits, result)
 
@@ -91,38 +100,87 @@ def _parse_x12(text: str, path: str, fmt: str, ids: MemberIds, limits: IngestLim
                ) -> ParsedFile:
     import os
 
-    from events.adapters.x12 import PARALLEL_MIN_SEGMENTS, read_x12, read_x12_parallel, redact, split_raw
+    from events.adapters.x12 import (
+        ISA_LENGTH,
+        PARALLEL_MIN_SEGMENTS,
+        read_x12,
+        read_x12_parallel,
+        redact,
+        segment_stats,
+    )
     from events.adapters.x12_820 import map_820
     from events.adapters.x12_834 import map_834
 
-    raw, _ele = split_raw(text)
-    longest = max((len(s) for s in raw), default=0)
+    stripped = text.lstrip("\ufeff\r\n\t ")
+    count, longest = segment_stats(stripped, stripped[ISA_LENGTH - 1])
     if longest > limits.max_line_bytes:
         result.errors.append(IngestError(
             file=path, reason=f"a segment is {longest} characters, more than the limit of {limits.max_line_bytes}"
             " (setting ingest_max_line_bytes)"))
         return result
     workers = min(os.cpu_count() or 1, 8)
-    if len(raw) >= PARALLEL_MIN_SEGMENTS and workers > 1:
-        segs, syntax = read_x12_parallel(text, path, workers)
+    if count >= PARALLEL_MIN_SEGMENTS and workers > 1:
+        segs, syntax = read_x12_parallel(text, path, workers, max_errors=limits.max_errors)
     else:
-        segs, syntax = read_x12(text, path)
+        segs, syntax = read_x12(text, path, max_errors=limits.max_errors)
     bad_lines = frozenset(e.line for e in syntax if e.line is not None and e.segment_id not in
                           ("ISA", "IEA", "GS", "GE", "ST", "SE"))
-    if fmt == "x12-834":
-        r834 = map_834(segs, path, ids, bad_lines=bad_lines, max_members=limits.max_members)
-        result.events, ssns = list(r834.events), r834.ssns
-        mapped, result.notices, result.audit_ids = r834.errors, r834.notices, r834.audit_ids
-        result.full_file = r834.full_file
-    else:
-        r820 = map_820(segs, path, ids, bad_lines=bad_lines, max_members=limits.max_members)
-        result.events, ssns = list(r820.events), r820.ssns
-        mapped, result.discrepancies = r820.errors, r820.discrepancies
+    by_type, unknown = _by_transaction_type(segs, path)
+    mapped: list[IngestError] = list(unknown)
+    ssns: set[str] = set()
+    if by_type.get("834"):
+        r834 = map_834(by_type["834"], path, ids, bad_lines=bad_lines, max_members=limits.max_members)
+        result.events.extend(r834.events)
+        ssns |= r834.ssns
+        mapped += r834.errors
+        result.notices += r834.notices
+        result.audit_ids, result.full_file = r834.audit_ids, r834.full_file
+        result.accepted.update(r834.accepted)
+    if by_type.get("820"):
+        r820 = map_820(by_type["820"], path, ids, bad_lines=bad_lines, max_members=limits.max_members)
+        result.events.extend(r820.events)
+        ssns |= r820.ssns
+        mapped += r820.errors
+        result.discrepancies, result.notices = r820.discrepancies, result.notices + r820.notices
+        result.accepted.update(r820.accepted)
     seen = {(e.line, e.element) for e in syntax}
     errors = syntax + [e for e in mapped if (e.line, e.element) not in seen]
     errors.sort(key=lambda e: (e.line or 0, e.element or ""))
+    if len(errors) > limits.max_errors:
+        errors = [*errors[:limits.max_errors], errors_capped(path, limits.max_errors, errors[limits.max_errors].line)]
+        result.events.clear()
+        result.accepted.clear()
     result.errors = redact(errors, ssns)
     return result
+
+
+_ENVELOPE_IDS = ("ISA", "GS", "GE", "IEA")
+
+
+def _by_transaction_type(segs: list[Any], path: str) -> tuple[dict[str, list[Any]], list[IngestError]]:
+    """The segments of each transaction set type (ST01), each list with the envelopes around them,
+    and an error for each transaction set of a type ingest does not read."""
+    out: dict[str, list[Any]] = {"834": [], "820": []}
+    errors: list[IngestError] = []
+    current: str | None = None
+    for seg in segs:
+        if seg.id in _ENVELOPE_IDS:
+            for kept in out.values():
+                kept.append(seg)
+            continue
+        if seg.id == "ST":
+            current = seg.get(1)
+            if current not in out:
+                errors.append(IngestError(
+                    file=path, line=seg.line, segment=seg.position or None, segment_id="ST", loop="ST",
+                    element="ST01", code="1",
+                    reason=f"transaction set {current!r} is not one ingest reads (834 benefit enrollment, 820"
+                    " premium payment): nothing of it is ingested"))
+        if current in out:
+            out[current].append(seg)
+        if seg.id == "SE":
+            current = None
+    return out, errors
 
 
 def parse_path(path: Path, ids: MemberIds, limits: IngestLimits | None = None) -> ParsedFile:

@@ -57,13 +57,15 @@ def compare_audit(parsed: ParsedFile, current: Mapping[str, Sequence[LedgerCover
         in_force = [c for c in segments if c.end_on is None or c.end_on >= event.benefit_begin]
         base = {"account_id": event.account_id, "member_id": event.member_id,
                 "coverage_line": event.coverage_line, "event_id": event.event_id}
-        file_terms = _terms(event.plan, event.tier, event.status, event.benefit_end)
+        file_terms = _terms(event.plan, event.tier or "", event.status, event.benefit_end)
         if not in_force:
             events.append(msgspec.structs.replace(event, action="add"))
             audit.append({**base, "difference": "missing_in_ledger", "file": file_terms, "ledger": None,
                           "published": "add"})
             continue
         ledger = max(in_force, key=lambda c: c.begin_on)
+        if event.tier is None:  # HD05 not sent: the audit does not contradict the ledger's tier
+            file_terms["tier"] = ledger.tier
         ledger_terms = _terms(ledger.plan, ledger.tier, ledger.status, ledger.end_on)
         if ledger_terms == file_terms:
             continue  # the same terms: nothing to publish

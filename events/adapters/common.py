@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from events.types import InputEvent
@@ -25,7 +25,9 @@ class IngestError:
     segment_id: str | None = None
     loop: str | None = None
     element: str | None = None
-    code: str | None = None  # pyx12's error code, when pyx12 found it
+    # The acknowledgment's code for it: IK403 for an element error, IK304 for a segment, IK502 for
+    # ST/SE, AK905 for GS/GE, TA105 for ISA/IEA (pyx12's, when pyx12 found it)
+    code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +75,9 @@ class ParsedFile:
     audit_ids: set[str] = field(default_factory=set)  # 834 events that restate terms (audit), see audit.py
     audit: list[dict[str, Any]] = field(default_factory=list)  # differences found by compare_audit
     full_file: bool = False  # a full-file audit (BGN08=4): the sponsor's whole enrollment
+    # X12: events published from each transaction set, by the line of its ST (the acknowledgment
+    # says which were accepted); a transaction set absent here gave none
+    accepted: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,40 @@ class IngestLimits:
     max_file_bytes: int = 256 * 1024 * 1024
     max_line_bytes: int = 64 * 1024
     max_members: int = 1_000_000
+    max_errors: int = 1000  # more errors than this: reading stops, nothing of the file is ingested
+
+
+REASON_CHARS_MAX = 500
+
+
+def printable(text: str, limit: int = REASON_CHARS_MAX) -> str:
+    """``text`` safe to print and store: control and other unprintable characters escaped (a reason
+    may quote a file's bytes), at most ``limit`` characters."""
+    out = text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[:limit - 1] + "\u2026"
+
+
+def clean_errors(errors: list[IngestError]) -> list[IngestError]:
+    return [e if e.reason.isprintable() and len(e.reason) <= REASON_CHARS_MAX
+            and (e.segment_id is None or e.segment_id.isprintable())
+            else replace(e, reason=printable(e.reason), segment_id=printable(e.segment_id, 8) if e.segment_id else None)
+            for e in errors]
+
+
+def errors_capped(path: str, max_errors: int, line: int | None) -> IngestError:
+    """The last error of a file that reached ``max_errors``."""
+    return IngestError(
+        file=path, line=line, reason=f"stopped after {max_errors} errors (setting ingest_errors_max): the rest of"
+        " the file is not read and nothing of it is ingested")
+
+
+def split_exactly(amount: int, parts: int) -> list[int]:
+    """``amount`` cents in ``parts`` integer parts that sum to it exactly: equal parts, the remainder
+    cents one each to the first parts (1000 in 3: 334, 333, 333; -1000 in 3: -334, -333, -333)."""
+    assert parts > 0
+    sign = -1 if amount < 0 else 1
+    each, rest = divmod(abs(amount), parts)
+    return [sign * (each + (1 if i < rest else 0)) for i in range(parts)]
 
 
 class TooLarge(ValueError):

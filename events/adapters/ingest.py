@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ class IngestReport:
     published_events: int = 0
     records: int = 0
     withheld: list[str] = field(default_factory=list)
+    acknowledgments: list[str] = field(default_factory=list)  # files written by --ack
 
     @property
     def errors(self) -> int:
@@ -44,6 +46,7 @@ class IngestReport:
             "strict": self.strict,
             "published_events": self.published_events,
             "records": self.records,
+            "acknowledgments": self.acknowledgments,
         }
 
     def text_lines(self) -> tuple[list[str], list[str]]:
@@ -62,6 +65,7 @@ class IngestReport:
                            + (f"; published as {a['published']}" if a["published"] else "; nothing published"))
             out.append(f"{f.path}: {f.format}, {len(f.events)} events, {len(f.errors)} errors,"
                        f" {len(f.discrepancies)} discrepancies")
+        out.extend(f"acknowledgment: {a}" for a in self.acknowledgments)
         if self.dry_run:
             out.append(f"dry run: {sum(len(f.events) for f in self.files)} events would be published")
         elif self.withheld:
@@ -78,7 +82,7 @@ def member_ids(settings: Any) -> MemberIds:
 def limits_of(settings: Any) -> IngestLimits:
     return IngestLimits(max_file_bytes=settings.ingest_max_file_bytes,
                         max_line_bytes=settings.ingest_max_line_bytes,
-                        max_members=settings.ingest_max_members_per_file)
+                        max_members=settings.ingest_max_members_per_file, max_errors=settings.ingest_errors_max)
 
 
 def parse_files(paths: Sequence[str], ids: MemberIds, limits: IngestLimits) -> list[ParsedFile]:
@@ -93,10 +97,70 @@ def parse_files(paths: Sequence[str], ids: MemberIds, limits: IngestLimits) -> l
     return parsed
 
 
+class ControlNumbers:
+    """The interchange control numbers (ISA13) of the acknowledgments written to one directory: the last
+    one used is kept in ``.interchange-control-number`` there, so each is used once (9 digits, then
+    it starts again at 1). A lock keeps two ingests writing to the directory apart."""
+
+    FILE = ".interchange-control-number"
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.FILE
+
+    def __enter__(self) -> ControlNumbers:
+        import fcntl
+
+        self._fh = self.path.open("a+", encoding="ascii")
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        self._fh.seek(0)
+        text = self._fh.read().strip()
+        self.last = int(text) if text.isdigit() else 0
+        return self
+
+    def next(self) -> int:
+        self.last = self.last % 999_999_999 + 1
+        return self.last
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"{self.last}\n")
+        self._fh.close()  # closing releases the lock
+
+
+def write_acknowledgments(files: Sequence[ParsedFile], directory: Path, now: datetime,
+                          withheld: Sequence[str] = ()) -> list[str]:
+    """For every X12 file, its interchanges' 999 and TA1 (events.adapters.ack) written to ``directory``
+    as ``<file name>.<ISA13>.999`` and ``.ta1``. Returns the paths written."""
+    from events.adapters.ack import acknowledgments
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    with ControlNumbers(directory) as numbers:
+        for parsed in files:
+            if not parsed.format.startswith("x12"):
+                continue
+            try:
+                data = Path(parsed.path).read_bytes()
+            except OSError:
+                continue  # the read error is already in the report
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")
+            for ack in acknowledgments(text, parsed, now=now, next_control=numbers.next,
+                                       withheld=parsed.path in withheld):
+                target = directory / f"{Path(parsed.path).name}.{ack.interchange}.{ack.kind.lower()}"
+                target.write_text(ack.text, encoding="ascii", errors="replace")
+                written.append(str(target))
+    return written
+
+
 def ingest(paths: Sequence[str], settings: Any, *, dry_run: bool = False, strict: bool = False,
            publisher: Callable[[], Any] | None = None,
            ledger: Callable[[list[str]], Mapping[str, Sequence[Any]]] | None = None,
-           agency_accounts: Callable[[list[str]], list[str]] | None = None) -> IngestReport:
+           agency_accounts: Callable[[list[str]], list[str]] | None = None,
+           ack_dir: Path | None = None, now: datetime | None = None) -> IngestReport:
     """Parse every file first, then publish (unless dry run, or --strict and some file has errors).
 
     ``ledger(accounts)`` returns the ledger's current coverages of those accounts; when given, audit
@@ -118,11 +182,16 @@ def ingest(paths: Sequence[str], settings: Any, *, dry_run: bool = False, strict
     report = IngestReport(files=files, dry_run=dry_run, strict=strict)
     if strict:
         report.withheld = [f.path for f in files if f.errors]
-    if dry_run or report.withheld:
-        return report
-    events: list[InputEvent] = [e for f in files for e in f.events]
-    if events and publisher is not None:
-        with publisher() as pub:
-            report.records = pub.publish(events)
-        report.published_events = len(events)
+    if not (dry_run or report.withheld):
+        events: list[InputEvent] = [e for f in files for e in f.events]
+        if events and publisher is not None:
+            with publisher() as pub:
+                report.records = pub.publish(events)
+            report.published_events = len(events)
+    if ack_dir is not None:
+        # Written once the events are published (a failed publish raises before). --strict with an error
+        # anywhere publishes nothing: every transaction set of every file is then rejected. A dry run
+        # writes what would be acknowledged.
+        report.acknowledgments = write_acknowledgments(
+            files, ack_dir, now or datetime.now(UTC), withheld=[f.path for f in files] if report.withheld else ())
     return report

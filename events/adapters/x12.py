@@ -8,12 +8,12 @@ never written to (``x12valid`` would write an acknowledgment beside them).
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from events.adapters.common import IngestError
+from events.adapters.common import IngestError, errors_capped
 
 ISA_LENGTH = 106
 
@@ -67,11 +67,12 @@ _TRAILERS = {"isa": ("ISA", "IEA"), "gs": ("GS", "GE"), "st": ("ST", "SE")}
 class _Recorder:
     """A pyx12 error handler that records errors with the segment they belong to (and logs nothing)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, max_errors: int | None = None) -> None:
         import pyx12.error_handler
 
         self._base = pyx12.error_handler.errh_null()
         self.path = path
+        self.max_errors = max_errors
         self.errors: list[IngestError] = []
         self.line: int | None = None
         self.position: int | None = None
@@ -112,6 +113,8 @@ class _Recorder:
             file=self.path, reason=reason, line=line or self.line, segment=self.position,
             segment_id=segment_id or self.segment_id, loop=self.loop, element=element, code=code,
         ))
+        if self.max_errors is not None and len(self.errors) > self.max_errors:
+            raise ErrorCapReached(_dedupe(self.errors))
 
     def handle_errors(self, err_list: list[Any]) -> None:
         for err_type, code, reason, _value, src_line in err_list:
@@ -151,18 +154,149 @@ class _Recorder:
         pass
 
 
-def read_x12(text: str, path: str) -> tuple[list[Seg], list[IngestError]]:
-    """Every segment of an interchange in order, and what pyx12 found wrong (syntax, codes, counts)."""
+class ErrorCapReached(Exception):
+    """More errors than the file may have (setting ingest_errors_max): reading stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interchange:
+    """One ISA...IEA of a file: where it is in the file's text (``start``, ``end``), the number of
+    segments before it in the file (pyx12 numbers lines by segment, so a line of this interchange +
+    ``offset`` is its line in the file), its own segment count, and how much text after it is not
+    another interchange."""
+
+    source: str
+    start: int
+    end: int
+    offset: int
+    segments: int
+    trailing: int = 0
+
+    @property
+    def head(self) -> str:
+        return self.source[self.start:self.start + ISA_LENGTH]
+
+    def reader(self) -> _SliceReader:
+        return _SliceReader(self.source, self.start, self.end)
+
+
+class _SliceReader:
+    """A read-only text file over part of a string, so pyx12 reads the file without a copy of it
+    (``io.StringIO`` would hold four bytes a character)."""
+
+    closed = False
+
+    def __init__(self, source: str, start: int, end: int) -> None:
+        self._source, self._at, self._end = source, start, end
+
+    def read(self, size: int = -1) -> str:
+        stop = self._end if size is None or size < 0 else min(self._end, self._at + size)
+        text = self._source[self._at:stop]
+        self._at = stop
+        return text
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def segment_stats(text: str, seg_term: str, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """(segments that are not blank, the longest segment's length) of ``text[start:end]``, without
+    splitting it into a list (a big file would be held twice)."""
+    end = len(text) if end is None else end
+    count = longest = 0
+    at = start
+    while at < end:
+        stop = text.find(seg_term, at, end)
+        if stop < 0:
+            stop = end
+        if text[at:stop].strip("\r\n\t "):
+            count += 1
+            longest = max(longest, stop - at)
+        at = stop + 1
+    return count, longest
+
+
+def split_interchanges(text: str) -> list[Interchange]:
+    """The interchanges of a file, each with its own separators (ISA04, ISA16 and the character after
+    ISA16 declare them). Line breaks between segments are allowed; text after the last IEA that does
+    not start another ISA is counted as ``trailing`` of the interchange before it."""
+    out: list[Interchange] = []
+    at = len(text) - len(text.lstrip("\ufeff\r\n\t "))
+    offset = 0
+    while at < len(text):
+        if not text.startswith("ISA", at) or len(text) - at < ISA_LENGTH:
+            if out:
+                out[-1] = dataclasses.replace(out[-1], trailing=len(text) - at)
+            else:
+                count, _ = segment_stats(text, "~", at)
+                out.append(Interchange(source=text, start=at, end=len(text), offset=0, segments=count))
+            break
+        ele, seg_term = text[at + 3], text[at + ISA_LENGTH - 1]
+        trailer = re.compile(re.escape(seg_term) + r"[\r\n\t ]*IEA" + re.escape(ele) + "[^" + re.escape(seg_term)
+                             + "]*" + re.escape(seg_term)).search(text, at)
+        end = trailer.end() if trailer is not None else len(text)
+        count, _ = segment_stats(text, seg_term, at, end)
+        out.append(Interchange(source=text, start=at, end=end, offset=offset, segments=count))
+        offset += count
+        at = end
+        while at < len(text) and text[at] in "\r\n\t ":
+            at += 1
+    return out
+
+
+def read_x12(text: str, path: str, max_errors: int | None = None) -> tuple[list[Seg], list[IngestError]]:
+    """Every segment of a file in order, and what pyx12 found wrong (syntax, codes, counts, trailers).
+
+    Each interchange is read on its own (pyx12 counts IEA segments across interchanges, and each may
+    declare separators of its own). An interchange pyx12 cannot read is not mapped at all; neither is
+    anything when more than ``max_errors`` errors are found (reading stops there)."""
+    segs: list[Seg] = []
+    errors: list[IngestError] = []
+    control_numbers: dict[str, int] = {}
+    for chunk in split_interchanges(text):
+        isa13 = chunk.head.split(chunk.head[3])[13:14]
+        if isa13 and isa13[0] in control_numbers:
+            errors.append(IngestError(
+                file=path, line=chunk.offset + 1, segment_id="ISA", loop="ISA", element="ISA13", code="025",
+                reason=f"interchange control number {isa13[0]} is also the one of the interchange on line"
+                f" {control_numbers[isa13[0]]}: ISA13 must be unique within the file"))
+        elif isa13:
+            control_numbers[isa13[0]] = chunk.offset + 1
+        budget = None if max_errors is None else max_errors - len(errors)
+        try:
+            chunk_segs, chunk_errors = _read_interchange(chunk, path, budget)
+        except ErrorCapReached as capped:
+            assert max_errors is not None
+            found: list[IngestError] = capped.args[0]
+            return [], [*_dedupe(errors + found)[:max_errors], errors_capped(path, max_errors, found[-1].line)]
+        segs.extend(chunk_segs)
+        errors.extend(chunk_errors)
+        if chunk.trailing:
+            after = chunk.offset + chunk.segments
+            errors.append(IngestError(
+                file=path, line=after, segment_id="IEA", loop="ISA", code="022",
+                reason=f"after the interchange trailer IEA (line {after}) the file goes on with"
+                f" {chunk.trailing} characters that are not an X12 interchange (no ISA): they are not read"))
+    return segs, _dedupe(errors)
+
+
+def _read_interchange(chunk: Interchange, path: str, max_errors: int | None) -> tuple[list[Seg], list[IngestError]]:
     import pyx12.errors
     import pyx12.params
     import pyx12.x12context
 
     params = pyx12.params.params()
-    recorder = _Recorder(path)
+    recorder = _Recorder(path, max_errors)
     segs: list[Seg] = []
     errors: list[IngestError] = []
+    shift = chunk.offset
+
+    def check_cap() -> None:
+        if max_errors is not None and len(errors) + len(recorder.errors) > max_errors:
+            raise ErrorCapReached(_dedupe(errors + recorder.errors))
+
     try:
-        with pyx12.x12context.X12ContextReader(params, recorder, io.StringIO(text)) as reader:
+        with pyx12.x12context.X12ContextReader(params, recorder, chunk.reader()) as reader:
             for node in reader.iter_segments():
                 seg = node.seg_data
                 if seg is None:
@@ -180,15 +314,22 @@ def read_x12(text: str, path: str) -> tuple[list[Seg], list[IngestError]]:
                         file=path, reason=str(reason), line=node.cur_line_number, segment=node.seg_count,
                         segment_id=seg_id, loop=segs[-1].loop, code=str(code),
                     ))
+                check_cap()
+            # pyx12's context reader leaves the check for missing trailers (SE, GE, IEA) to its caller
+            reader.src.cleanup()
+            recorder.handle_errors(reader.src.pop_errors())
+    except ErrorCapReached as capped:
+        raise ErrorCapReached([_shift(e, shift) for e in capped.args[0]]) from None
     except Exception as exc:  # pyx12 raises X12Error, EngineError, and on some damage IndexError or KeyError
-        # Reading stopped part-way: nothing of the file is mapped, so no half-read member is published.
+        # Reading stopped part-way: nothing of the interchange is mapped, so no half-read member is published.
         last = segs[-1] if segs else None
         errors.append(IngestError(
             file=path, reason=f"not a readable X12 interchange; pyx12 stopped after this segment:"
             f" {type(exc).__name__}: {exc}", line=last.line if last else recorder.line,
             segment=last.position if last else None, segment_id=last.id if last else recorder.segment_id,
             loop=last.loop if last else None))
-        return [], _dedupe(errors + recorder.errors)
+        return [], [_shift(e, shift) for e in _dedupe(errors + recorder.errors)]
+    last_line = segs[-1].line if segs else None
     for index, after in recorder.pending:
         e = recorder.errors[index]
         if e.line is None:
@@ -196,7 +337,25 @@ def read_x12(text: str, path: str) -> tuple[list[Seg], list[IngestError]]:
             if seg is not None:
                 recorder.errors[index] = dataclasses.replace(e, line=seg.line, segment=seg.position or None,
                                                              loop=seg.loop)
-    return segs, _dedupe(errors + recorder.errors)
+            else:  # a trailer that never came: reported where it should have followed
+                recorder.errors[index] = dataclasses.replace(e, line=last_line)
+    unread = chunk.segments - len(segs)
+    if unread > 0 and segs:
+        # pyx12 stops without a word at an empty segment, and drops a last segment without terminator
+        seg_term = chunk.head[-1]
+        why = ("follow an empty segment (two segment terminators with nothing between)"
+               if re.compile(re.escape(seg_term) + r"[\r\n]*" + re.escape(seg_term)).search(
+                   chunk.source, chunk.start, chunk.end)
+               else f"have no segment terminator ({seg_term!r}, declared by the ISA)")
+        errors.append(IngestError(
+            file=path, line=last_line, segment=segs[-1].position or None, segment_id=segs[-1].id, loop=segs[-1].loop,
+            reason=f"reading stopped after this segment: {unread} segments {why} and are not read"))
+    segs = [dataclasses.replace(s, line=s.line + shift) for s in segs] if shift else segs
+    return segs, [_shift(e, shift) for e in _dedupe(errors + recorder.errors)]
+
+
+def _shift(e: IngestError, lines: int) -> IngestError:
+    return dataclasses.replace(e, line=e.line + lines) if lines and e.line is not None else e
 
 
 def _dedupe(errors: list[IngestError]) -> list[IngestError]:
@@ -241,7 +400,8 @@ def split_raw(text: str) -> tuple[list[str], str]:
     return [s for s in raw if s.strip()], ele
 
 
-def read_x12_parallel(text: str, path: str, workers: int) -> tuple[list[Seg], list[IngestError]]:
+def read_x12_parallel(text: str, path: str, workers: int, max_errors: int | None = None
+                      ) -> tuple[list[Seg], list[IngestError]]:
     """``read_x12`` for one big transaction set: the members (834 INS, 820 ENT loops) are cut into
     chunks, each wrapped in the file's own header and a trailer that counts it, and validated by pyx12
     in a process pool; lines and positions are mapped back to the file. The real trailers (SE, GE, IEA)
@@ -252,12 +412,12 @@ def read_x12_parallel(text: str, path: str, workers: int) -> tuple[list[Seg], li
     raw, ele = split_raw(text)
     ids = [r.split(ele, 1)[0] for r in raw]
     if ids.count("ST") != 1 or ids.count("GS") != 1 or ids.count("ISA") != 1 or ids[-3:] != ["SE", "GE", "IEA"]:
-        return read_x12(text, path)
+        return read_x12(text, path, max_errors)
     st_at, se_at = ids.index("ST"), len(ids) - 3
     member = "INS" if "INS" in ids else "ENT"
     starts = [i for i in range(st_at, se_at) if ids[i] == member]
     if len(starts) < 2 * workers:
-        return read_x12(text, path)
+        return read_x12(text, path, max_errors)
     first = starts[0]
     header = raw[:first]
     per = max(1, len(starts) // (workers * 2))
@@ -275,12 +435,12 @@ def read_x12_parallel(text: str, path: str, workers: int) -> tuple[list[Seg], li
         jobs.append((a, len(body), "~\n".join(c.replace("~", " ") for c in chunk) + "~\n" if ele != "~"
                      else None))
     if any(j[2] is None for j in jobs):
-        return read_x12(text, path)
+        return read_x12(text, path, max_errors)
     segs: list[Seg] = []
     errors: list[IngestError] = []
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        results = list(pool.map(read_x12, [j[2] for j in jobs], [path] * len(jobs)))
+        results = list(pool.map(read_x12, [j[2] for j in jobs], [path] * len(jobs), [max_errors] * len(jobs)))
     for n, ((a, length, _), (chunk_segs, chunk_errors)) in enumerate(zip(jobs, results, strict=True)):
 
         def original(line: int | None, a: int = a, length: int = length) -> int | None:

@@ -32,7 +32,18 @@ def cobra_maximum_end(e: EnrollmentChanged) -> date | None:
     return same_day_months_later(e.qualifying_event_on, months)
 
 
-def _segment(e: EnrollmentChanged, begin: date, end: date | None) -> CoverageSegment:
+UNKNOWN_TIER = "unknown"  # no rate is published for it, so such a coverage is never priced by accident
+
+
+def tier_in_force(existing: list[CoverageSegment], on: date) -> str:
+    """The tier an enrollment without one (834 HD05 absent, not derivable) takes: the tier of the
+    member's segment in force for that coverage line, else of its latest segment, else unknown."""
+    current = [s for s in existing if s.begin <= on and (s.end is None or s.end >= on)]
+    chosen = max(current or existing, key=lambda s: s.begin, default=None)
+    return chosen.tier if chosen is not None else UNKNOWN_TIER
+
+
+def _segment(e: EnrollmentChanged, begin: date, end: date | None, tier: str) -> CoverageSegment:
     maximum = cobra_maximum_end(e)
     if maximum is not None and (end is None or end > maximum):
         end = maximum  # coverage ends at the maximum period: bills beyond it are for months without coverage
@@ -41,7 +52,7 @@ def _segment(e: EnrollmentChanged, begin: date, end: date | None) -> CoverageSeg
         relationship=e.relationship,
         coverage_line=e.coverage_line,
         plan=e.plan,
-        tier=e.tier,
+        tier=tier,
         status=e.status,
         begin=begin,
         end=end,
@@ -54,27 +65,29 @@ def _segment(e: EnrollmentChanged, begin: date, end: date | None) -> CoverageSeg
         coverage_amount_cents=e.coverage_amount_cents,
         birth_year=e.birth_year,
         birth_date=e.birth_date,
+        missing_elements=e.missing_elements,
     )
 
 
 def apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
     """Fold one enrollment change into the member's segments for its coverage line."""
     existing = segments_of(account, e.member_id, e.coverage_line)
+    tier = e.tier if e.tier is not None else tier_in_force(existing, e.benefit_begin)
     if e.action == "add":
-        account.coverages.append(_segment(e, e.benefit_begin, e.benefit_end))
+        account.coverages.append(_segment(e, e.benefit_begin, e.benefit_end, tier))
     elif e.action == "change":
         # Split the segment in force on the change date: old terms before, new terms from it on.
         at = e.benefit_begin
         current = next((s for s in existing if s.begin <= at and (s.end is None or s.end >= at)), None)
         if current is None:
-            account.coverages.append(_segment(e, at, e.benefit_end))
+            account.coverages.append(_segment(e, at, e.benefit_end, tier))
         else:
             old_end = current.end
             if current.begin == at:
                 account.coverages.remove(current)
             else:
                 current.end = at - timedelta(days=1)
-            account.coverages.append(_segment(e, at, e.benefit_end if e.benefit_end is not None else old_end))
+            account.coverages.append(_segment(e, at, e.benefit_end if e.benefit_end is not None else old_end, tier))
     elif e.action == "terminate":
         last = e.benefit_end if e.benefit_end is not None else e.benefit_begin
         for s in existing:
@@ -87,7 +100,7 @@ def apply_enrollment(account: AccountState, e: EnrollmentChanged) -> None:
     elif e.action == "reinstate":
         latest = max(existing, key=lambda s: s.begin, default=None)
         if latest is None or (latest.end is not None and latest.end < e.benefit_begin - timedelta(days=1)):
-            account.coverages.append(_segment(e, e.benefit_begin, e.benefit_end))
+            account.coverages.append(_segment(e, e.benefit_begin, e.benefit_end, tier))
         else:
             latest.end = e.benefit_end
             latest.end_event_id = None

@@ -11,6 +11,7 @@ from datetime import date
 
 from events.money import format_cents as cents
 from processor.rules.base import Finding, MonthView
+from processor.rules.coverage import UNKNOWN_TIER
 from processor.rules.dates import last_day, same_day_months_later
 from processor.rules.pricing import first_priced_day, segment_premium
 from processor.settings import PlanSettings, TierRule
@@ -48,6 +49,9 @@ def find_eligibility(v: MonthView) -> list[Finding]:
     found = []
     for seg in v.priced:
         line = seg.coverage_line
+        if seg.tier == UNKNOWN_TIER:
+            found.append(_unknown_tier(v, seg, m))
+            continue
         reported = [s for s in account.coverages if s.relationship != "self" and s.coverage_line == line]
         if not reported:
             continue
@@ -92,3 +96,15 @@ def find_eligibility(v: MonthView) -> list[Finding]:
             actor="agency_coordinator",
         ))
     return found
+
+
+def _unknown_tier(v: MonthView, seg: CoverageSegment, m: date) -> Finding:
+    """A coverage whose sender never said its tier, and the ledger had none to keep: nothing can price it."""
+    where = "; ".join(seg.missing_elements) or "the enrollment carried no tier"
+    return Finding(
+        kind="eligibility", key=f"eligibility|{v.key}|{seg.coverage_line}", month=m, payer_id=seg.agency_id,
+        expected_cents=0, actual_cents=0, cause_event_ids=(seg.event_id,),
+        explanation=f"{seg.coverage_line} coverage ({seg.plan}) of {seg.member_id} in {m:%Y-%m} has no known"
+        f" coverage level (tier): {where}; it cannot be priced",
+        action="send the coverage level (834 HD05) for this coverage", actor="agency_coordinator",
+    )

@@ -102,3 +102,44 @@ def test_ssns_never_reach_the_output_in_text_or_json(tmp_path: Path) -> None:
     assert "[redacted]" in outputs and "ssn-" in outputs
     for ssn in (*SSN_834, *SSN_820, *SAMPLE_820_SSNS):
         assert ssn not in outputs
+
+
+def test_ack_writes_a_999_per_interchange_that_pyx12_reads_back_with_the_errors_reported(tmp_path: Path) -> None:
+    import io
+
+    import pyx12.x12file
+
+    text = (SAMPLES / "820_X218_list_bill_payment.edi").read_text()
+    bad = tmp_path / "bad.edi"
+    bad.write_text(text.replace("RMR*IG*555777**45", "RMR*IG*555777**4X5"))
+    hand = SAMPLES / "handwritten"
+    files = [str(bad), str(hand / "834_two_interchanges.txt"), str(hand / "820_advice_bpr01_i_bpr04_non.edi"),
+             str(hand / "834_hd05_absent_derivable.txt")]
+    acks = tmp_path / "acks"
+    run = run_cli(["ingest", "--dry-run", "--json", "--ack", str(acks), *files], base_env(tmp_path), tmp_path,
+                  timeout=60)
+    assert run.returncode == 1, run.stderr  # the bad file has an error
+    report = run.json()
+    written = [Path(p).name for p in report["acknowledgments"]]
+    assert written == ["bad.edi.000010216.999", "834_two_interchanges.txt.000004008.999",
+                       "834_two_interchanges.txt.000005008.999", "820_advice_bpr01_i_bpr04_non.edi.000004001.999",
+                       "834_hd05_absent_derivable.txt.000004009.999"]
+    [bad_report] = [f for f in report["files"] if f["path"] == str(bad)]
+    [error] = bad_report["errors"]
+
+    def read(name: str) -> list[list[str]]:
+        reader = pyx12.x12file.X12Reader(io.StringIO((acks / name).read_text()))
+        segs = [[s.get_seg_id(), *(e.format() for e in s.elements)] for s in reader]
+        assert reader.pop_errors() == []
+        return segs
+
+    segs = read("bad.edi.000010216.999")
+    assert ["IK3", "RMR", str(error["segment"]), "", "8"] in segs and ["IK4", "4", "", "6"] in segs
+    assert ["IK5", "E", "5"] in segs
+    for name in written[1:]:
+        assert [s for s in read(name) if s[0] == "IK5"] == [["IK5", "A"]] * sum(1 for s in read(name) if s[0] == "AK2")
+
+    plain = run_cli(["ingest", "--dry-run", "--ack", str(acks), files[2]], base_env(tmp_path), tmp_path, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    assert f"acknowledgment: {acks / written[3]}" in plain.stdout
+    assert (acks / ".interchange-control-number").read_text().strip() == "6", "five interchanges, then one more"

@@ -154,3 +154,35 @@ def test_an_audit_834_is_compared_with_the_ledger_not_applied_blindly(
         balance = ledger.store().balance("M000002")
         assert balance is not None
         assert {c.tier for c in balance.coverages if c.end_on is None} == {"ESP"}
+
+
+def test_files_as_real_senders_write_them_reach_the_ledger_and_nothing_is_dead_lettered(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """HD05 absent (derived, then kept through a change that does not say it), BPR04 NON advice,
+    take-backs, remittance-level ADX and a quarter's period split to the cent, through the real
+    broker and PostgreSQL: every event is applied, none dead-lettered."""
+    hand = SAMPLES / "handwritten"
+    settings = settings_factory()
+    with open_ledger(settings) as ledger:
+        first = ingest([str(hand / "834_hd05_absent_derivable.txt")], settings, publisher=ledger.publisher)
+        asyncio.run(process_until(ledger, first.records, relay=False))
+        change = ingest([str(hand / "834_hd05_absent_not_derivable.txt")], settings, publisher=ledger.publisher)
+        [event] = [e for f in change.files for e in f.events if getattr(e, "tier", "x") is None
+                   and getattr(e, "action", "") == "change"]
+        assert event.missing_elements == ("HD05 (file 834_hd05_absent_not_derivable.txt, line 10, segment 8)",)
+        names = ("820_advice_bpr01_i_bpr04_non.edi", "820_takeback_negative_rmr04.edi",
+                 "820_adx_remittance_and_line_level.edi", "820_period_several_months.edi")
+        payments = ingest([str(hand / n) for n in names], settings, publisher=ledger.publisher)
+        assert [f.errors for f in change.files + payments.files] == [[]] * 5
+        total = first.records + change.records + payments.records
+        asyncio.run(process_until(ledger, total, relay=False))
+        store = ledger.store()
+        counts = store.counts()
+        assert (counts.received, counts.applied, counts.duplicates, counts.dead_lettered) == (total, total, 0, 0)
+        balance = store.balance("M4001")
+        assert balance is not None
+        health = sorted((c for c in balance.coverages if c.member_id == "M4001" and c.coverage_line == "health"),
+                        key=lambda c: c.begin_on)
+        assert [(c.plan, c.tier, str(c.begin_on)) for c in health] == [
+            ("UMP", "FAM", "2026-04-01"), ("UMP-PLUS", "FAM", "2026-05-01")], "the change kept the derived tier"

@@ -96,7 +96,7 @@ def test_a_834_retiree_terminated_by_death_carries_status_retiree_and_reason_dea
     result = parse(path)
     assert result.errors == []
     got = [(e.account_id, e.status, e.reason) for e in result.events if isinstance(e, EnrollmentChanged)]
-    assert got == [("M000010", "retiree", "death"), ("M000011", "active", None)]
+    assert got == [("M000010", "retiree", "death"), ("M000011", "active", "notification_only")]  # INS04 XN
 
 
 def test_list_bill_820_gives_six_payments_and_a_balanced_remittance() -> None:
@@ -168,9 +168,17 @@ def test_a_bad_maintenance_code_rejects_that_member_only(tmp_path: Path) -> None
 
 def test_an_unknown_insurance_line_is_rejected_naming_hd03(tmp_path: Path) -> None:
     result = parse(mutate(tmp_path, TERM, "HD*024**PPO**EMP~\nDTP*349*D8*20260331~\nINS*Y*18*024*XN*T*C**FT~\n",
-                          "HD*024**LTC**EMP~\nDTP*349*D8*20260331~\nINS*Y*18*024*XN*T*C**FT~\n"))
+                          "HD*024**XYZ**EMP~\nDTP*349*D8*20260331~\nINS*Y*18*024*XN*T*C**FT~\n"))
     assert [(e.segment_id, e.element) for e in result.errors] == [("HD", "HD03")]
     assert [e.account_id for e in result.events] == ["M000011"]
+
+
+def test_long_term_care_hd03_ltc_is_a_line_of_its_own(tmp_path: Path) -> None:
+    result = parse(mutate(tmp_path, TERM, "HD*024**PPO**EMP~\nDTP*349*D8*20260331~\nINS*Y*18*024*XN*T*C**FT~\n",
+                          "HD*024**LTC**EMP~\nDTP*349*D8*20260331~\nINS*Y*18*024*XN*T*C**FT~\n"))
+    assert result.errors == []
+    assert [(e.account_id, e.coverage_line, e.plan) for e in result.events if isinstance(e, EnrollmentChanged)] == [
+        ("M000010", "ltc", "LTC"), ("M000011", "health", "PPO")]
 
 
 def test_a_non_numeric_amount_is_an_error_and_the_remittance_no_longer_balances(tmp_path: Path) -> None:
@@ -316,7 +324,7 @@ def test_csv_with_a_type_column_and_an_unknown_header() -> None:
 
 def test_json_lines_errors_name_line_and_field() -> None:
     good = codec.encode(pay(100, event_id="j-1"))
-    bad = codec.encode(pay(100, event_id="j-2")).replace(b'"amount_cents":100', b'"amount_cents":-5')
+    bad = codec.encode(pay(100, event_id="j-2")).replace(b'"amount_cents":100', b'"amount_cents":0')
     result = parse_bytes(good + b"\n\n" + bad + b"\n", "e.jsonl", IDS)
     assert [e.event_id for e in result.events] == ["j-1"]
     [error] = result.errors

@@ -271,6 +271,7 @@ class Model:
         mine = [s for s in acc.segments if s.member_id == e.member_id and s.line == e.coverage_line]
 
         def new(begin: date, end: date | None) -> Segment:
+            assert e.tier is not None, "the demo's program always states the tier"
             return Segment(e.member_id, e.relationship, e.coverage_line, e.plan, e.tier, e.status, begin, end)
 
         if e.action == "add":
