@@ -100,5 +100,5 @@ def _change(account: AccountState, trigger: InputEvent, out: Outcome, current: O
     ))
     current.expected_cents, current.actual_cents = f.expected_cents, f.actual_cents
     current.explanation, current.action = f.explanation, f.action
-    current.cause_event_ids = tuple(dict.fromkeys((*current.cause_event_ids, *f.cause_event_ids)))
+    current.cause_event_ids = tuple(dict.fromkeys((*current.cause_event_ids, *f.cause_event_ids, trigger.event_id)))
     out.changed_discrepancies.append(current)
