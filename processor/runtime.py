@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
@@ -333,6 +334,15 @@ class ProcessorLoop:
                 )
 
 
+class _Tagged(msgspec.Struct):
+    type: str
+
+
+def _event_type(body: bytes) -> bytes:
+    """The type tag of an outbox body, for the ``type`` header subscribers can route on unparsed."""
+    return msgspec.json.decode(body, type=_Tagged).type.encode()
+
+
 class Relay:
     """Publishes the outbox: discrepancy events to the discrepancy topic, FSA claim adjudications to the
     claims topic. Ids are deterministic, so a re-publish is visible."""
@@ -390,7 +400,8 @@ class Relay:
             futures = [
                 await self.producer.send(
                     self.topic_of(row.stream), value=row.body, key=row.key.encode(),
-                    headers=[("event_id", row.event_id.encode())],
+                    headers=[("event_id", row.event_id.encode()), ("content-type", b"application/json"),
+                             ("type", _event_type(row.body))],
                 )
                 for _, row in pending
             ]
