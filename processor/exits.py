@@ -143,10 +143,13 @@ def classify(exc: BaseException) -> LedgerExit | None:
 
     if isinstance(exc, psycopg.OperationalError):
         return ServiceUnreachable(f"PostgreSQL unreachable ({DATABASE_SETTING}): {_short(' '.join(str(exc).split()))}")
-    from aiokafka.errors import KafkaConnectionError as AioConnectionError
-    from kafka.errors import KafkaTimeoutError, NoBrokersAvailable
+    import aiokafka.errors
+    import kafka.errors
 
-    if isinstance(exc, NoBrokersAvailable | KafkaTimeoutError | AioConnectionError):
+    lost = tuple(getattr(module, name) for module in (kafka.errors, aiokafka.errors)
+                 for name in ("NoBrokersAvailable", "KafkaTimeoutError", "KafkaConnectionError")
+                 if hasattr(module, name))
+    if isinstance(exc, lost):
         return ServiceUnreachable(f"Kafka unreachable ({BROKER_SETTING}): {exc}")
     return None
 

@@ -26,8 +26,16 @@ def print_table(table: Table, console: Console | None = None) -> None:
     """Print at the table's natural width when the console is narrower: rich would otherwise shrink
     columns and cut amounts with an ellipsis (a terminal wraps the long lines instead)."""
     console = console or Console()
-    needed = console.measure(table).maximum
-    console.print(table, width=max(console.width, needed))
+    needed = console.measure(table, options=console.options.update(max_width=100_000)).maximum
+    width = console.width
+    if needed <= width:
+        console.print(table)
+        return
+    console.width = needed  # print caps its width argument at the console's
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def amounts_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
