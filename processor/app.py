@@ -77,7 +77,10 @@ class Ledger:
 
 
 def publisher(settings: Settings, bootstrap: str, **producer: Any) -> Publisher:
-    """A Publisher with the settings' TLS and SASL options (every producer goes through here)."""
+    """A Publisher with the settings' TLS and SASL options (every producer goes through here); a broker
+    that does not answer is one line naming LEDGER_KAFKA_BOOTSTRAP_SERVERS within connect_timeout_s."""
+    if bootstrap:
+        probe_broker(bootstrap, settings.connect_timeout_s)
     return Publisher(bootstrap, settings.topics, settings.partitions,
                      **{**kafka_python_options(settings), **producer})
 
