@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from events.publisher import Publisher
 from processor.batch import BatchResult
 from processor.embedded import broker_cluster_id, resolve_endpoints
-from processor.exits import UsageError, probe_broker, probe_database
+from processor.exits import UsageError, classify, probe_broker, probe_database
 from processor.health import Health, database_check
 from processor.kafka_clients import faust_credentials, kafka_python_options
 from processor.runtime import ProcessorLoop, Relay
@@ -313,10 +314,13 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
             try:
                 while True:
                     await processor.run_once()
-            except BaseException as exc:  # kept for the exit code; Faust only logs it and stops
-                if not isinstance(exc, asyncio.CancelledError):
-                    ledger.failure = exc
-                raise
+            except Exception as exc:  # kept for the exit code; Faust itself only logs it and stops
+                ledger.failure = exc
+                if classify(exc) is None:
+                    raise  # a bug: Faust logs its traceback and the worker crashes
+                # An expected stop (a truncated log, a lost service): stop the worker as on SIGTERM;
+                # `up` then ends with one line and the exit code, no traceback.
+                os.kill(os.getpid(), signal.SIGTERM)
             finally:
                 await processor.stop()
 
