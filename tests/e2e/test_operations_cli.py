@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -162,3 +163,53 @@ def test_read_commands_never_create_or_migrate_and_migrate_does(pg_server: Embed
     finally:
         with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# -- progress on a terminal only ---------------------------------------------------------------------
+
+
+def test_publish_and_ingest_draw_a_progress_bar_on_a_terminal_only(broker: Any, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from events import codec
+    from processor.settings import Settings, TopicSettings
+    from processor.topics import ensure_topics
+    from tests.e2e.test_cli import cli_argv
+    from tests.unit.builders import enroll
+
+    suffix = uuid.uuid4().hex[:12]
+    defaults = TopicSettings()
+    topics = TopicSettings(**{f: f"{getattr(defaults, f)}.{suffix}" for f in TopicSettings.model_fields})
+    ensure_topics(broker.bootstrap, Settings(kafka_bootstrap_servers=broker.bootstrap, topics=topics,
+                                             database_url="postgresql:///unused", data_dir=tmp_path))
+    env = base_env(tmp_path, LEDGER_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, COLUMNS="120",
+                   **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(codec.encode(enroll(event_id=f"{suffix}-{i}", account=f"PB-{i}")).decode() + "\n"
+                            for i in range(50)))
+    assert sys.executable
+    for argv, label in ((["publish", str(path)], "publishing events"), (["ingest", str(path)], "publishing events")):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(cli_argv(*argv), env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(60)
+        os.close(master)
+        terminal = b"".join(chunks).decode(errors="replace")
+        assert proc.returncode == 0, terminal
+        assert label in terminal and "50/50" in terminal and "\x1b[" in terminal, terminal
+        piped = run_cli(argv, env, tmp_path, timeout=60)
+        assert piped.returncode == 0, piped.stderr
+        assert label not in piped.stderr and "\x1b" not in piped.stderr + piped.stdout
