@@ -34,6 +34,12 @@ def _print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=False) + "\n")
 
 
+def _dsn_dbname(dsn: str | None) -> str | None:
+    import psycopg
+
+    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") if dsn else None  # type: ignore[return-value]
+
+
 def _settings() -> Any:
     from processor.settings import Settings
 
@@ -48,10 +54,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from processor.demo import run_demo
+    from processor.demo import DEMO_DATABASE, run_demo
 
     console = Console(stderr=True)
     settings = _settings()
+    database = args.database or DEMO_DATABASE
+    ledger_db = settings.database_name if settings.embedded_database else _dsn_dbname(settings.database_url)
+    if database == ledger_db:  # the demo drops and recreates its database: never the ledger's own
+        raise exits.UsageError(f"demo recreates --database {database}, which is the ledger's own database;"
+                               " name another one (default benefits_ledger_demo)")
     progress = Progress(
         TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=args.json or not console.is_terminal,
@@ -71,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     with progress:
         report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
-                          progress=step, on_start=on_start)
+                          progress=step, on_start=on_start, database=database)
     if args.json:
         _print_json(asdict(report))
     else:
@@ -147,8 +158,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         from faust.worker import Worker
 
         # The worker installs the same one-format handler (Faust's own would add colour codes).
+        # --json: a service's output is its log, so JSON lines
         worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False,
-                        logging_config=logging_config(settings.log_format, level))
+                        logging_config=logging_config("json" if args.json else settings.log_format, level))
         code = EXIT_OK
         try:
             worker.execute_from_commandline()
@@ -532,7 +544,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings()  # an invalid setting is a usage error (exit 2) before anything starts
     # one format for every command; only long-running services log at INFO by default
     level = settings.log_level if args.command in ("up", "serve") or settings.log_level == "DEBUG" else "WARNING"
-    configure(settings.log_format, level)
+    configure("json" if args.json and args.command in ("up", "serve") else settings.log_format, level)
     return int(args.fn(args))
 
 

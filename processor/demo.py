@@ -971,14 +971,16 @@ async def run_program(ledger: Any, program: Program, progress: Callable[[int], N
 def run_demo(
     settings: Any, *, members: int, months: int, seed: int,
     progress: Callable[[int], None] | None = None, on_start: Callable[[Program], None] | None = None,
+    database: str = DEMO_DATABASE,
 ) -> DemoReport:
-    """Generate, publish, fold and compare with what was injected; everything started is stopped."""
+    """Generate, publish, fold and compare with what was injected; everything started is stopped.
+    ``database`` is dropped and recreated (default benefits_ledger_demo)."""
     from processor.app import open_ledger  # the composition root
 
     program = generate(members, months, seed, plan=settings.plan)
     if on_start is not None:
         on_start(program)
-    with open_ledger(settings, database=DEMO_DATABASE, reset_database=True) as ledger:
+    with open_ledger(settings, database=database, reset_database=True) as ledger:
         started = _time.perf_counter()
         published = asyncio.run(run_program(ledger, program, progress))
         elapsed = _time.perf_counter() - started
@@ -1014,7 +1016,7 @@ def run_demo(
             counts_add_up=counts.received == published + program.derived_payments
             and counts.received == counts.applied + counts.duplicates + counts.dead_lettered,
             events_per_second=round(published / elapsed, 1), elapsed_seconds=round(elapsed, 2),
-            database=DEMO_DATABASE,
+            database=database,
         )
     return report
 

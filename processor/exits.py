@@ -154,9 +154,21 @@ def classify(exc: BaseException) -> LedgerExit | None:
     return None
 
 
+def _write_error(line: str) -> None:
+    """The final line on stderr, in the log format in force: with JSON logs it is a JSON log line too."""
+    from processor import logs
+
+    if logs.current_format == "json":
+        import logging
+
+        logging.getLogger("benefits_ledger").error(line.removeprefix("error: "))
+    else:
+        print(line, file=sys.stderr)
+
+
 def run(fn: Callable[[], int], *, stderr: Callable[[str], None] | None = None) -> int:
     """Run a command; an expected failure becomes one line on stderr and its exit code."""
-    write = stderr or (lambda line: print(line, file=sys.stderr))
+    write = stderr or _write_error
     try:
         return int(fn())
     except KeyboardInterrupt:

@@ -18,6 +18,9 @@ DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 LogFormat = Literal["text", "json"]
 
+# The format configure() installed last: the final error line of a command follows it (processor/exits.py).
+current_format: LogFormat = "text"
+
 # Libraries that log a line per record or per request at INFO: kept at WARNING unless DEBUG is asked for.
 _CHATTY = ("aiokafka", "kafka", "faust", "mode")
 
@@ -52,7 +55,9 @@ def logging_config(fmt: LogFormat, level: str = "INFO", stream: IO[str] | None =
 
 def configure(fmt: LogFormat = "text", level: str = "INFO", stream: IO[str] | None = None) -> dict[str, Any]:
     """Install the one handler; returns the config (``up`` hands the same one to the Faust worker)."""
+    global current_format
     config = logging_config(fmt, level, stream)
     logging.config.dictConfig(config)
+    current_format = fmt
     logging.captureWarnings(True)
     return config

@@ -213,3 +213,26 @@ def test_publish_and_ingest_draw_a_progress_bar_on_a_terminal_only(broker: Any, 
         piped = run_cli(argv, env, tmp_path, timeout=60)
         assert piped.returncode == 0, piped.stderr
         assert label not in piped.stderr and "\x1b" not in piped.stderr + piped.stdout
+
+
+def test_demo_refuses_to_recreate_the_ledgers_own_database(tmp_path: Path) -> None:
+    run = run_cli(["--database", "benefits_ledger", "demo", "--members", "5"], base_env(tmp_path), tmp_path,
+                  timeout=60)
+    assert run.returncode == 2
+    assert "the ledger's own database" in _one_error_line(run.stderr)
+    assert not (tmp_path / "postgres").exists(), "nothing was started"
+
+
+def test_with_json_logs_even_the_final_error_is_a_json_line(tmp_path: Path) -> None:
+    import json
+
+    port = _closed_port()
+    env = base_env(tmp_path, LEDGER_DATABASE_URL=f"postgresql://ledger@127.0.0.1:{port}/x",
+                   LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}")
+    for argv in (["up", "--json"], ["up"]):
+        run_env = env if argv == ["up", "--json"] else {**env, "LEDGER_LOG_FORMAT": "json"}
+        run = run_cli(argv, run_env, tmp_path, timeout=60)
+        assert run.returncode == 3
+        [line] = [x for x in run.stderr.splitlines() if x.strip()]
+        record = json.loads(line)
+        assert record["level"] == "ERROR" and "unreachable" in record["message"]
