@@ -825,12 +825,13 @@ def judge(program: Program, rows: list[tuple[str, str, date | None, str]],
     )
 
 
-def read_claims(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[FsaClaimAdjudicated]:
+def read_claims(bootstrap: str, topic: str, timeout_s: float = 60.0, **client: Any) -> list[FsaClaimAdjudicated]:
     """Every adjudication on the claims topic, read from the beginning to the high-water mark of each
-    partition as a fetch reports it (Tansu's end_offsets is not reliable)."""
+    partition as a fetch reports it (Tansu's end_offsets is not reliable). ``client``: more KafkaConsumer
+    options (TLS and SASL: processor.kafka_clients.kafka_python_options)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client)
     try:
         deadline = _time.monotonic() + timeout_s
         partitions = consumer.partitions_for_topic(topic)
@@ -987,7 +988,10 @@ def run_demo(
         store = ledger.store()
         summary = store.summary()
         rows = store.discrepancies(limit=10**9)
-        adjudications = read_claims(ledger.bootstrap, ledger.settings.topics.claims)
+        from processor.kafka_clients import kafka_python_options
+
+        adjudications = read_claims(ledger.bootstrap, ledger.settings.topics.claims,
+                                    **kafka_python_options(ledger.settings))
         verdict = judge(program, [(d.kind, d.account_id, d.coverage_month, d.status) for d in rows], adjudications)
         counts = summary.counts
         events = [e for _, phase in program.phases for e in phase]
