@@ -77,6 +77,14 @@ def test_up_folds_into_the_database_named_by_the_global_option(
             up.start()
             wait_for(lambda: store.counts().received >= 5 * 3 + settings.partitions, up, "the records")
         assert up.stop() == 0, up.log_tail()
+        # one text format for the ledger's, Faust's and the clients' lines; no escape codes in a file
+        import re
+
+        lines = [line for line in up.log_path().read_text().splitlines() if line.strip()]
+        pattern = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+        assert lines and all(pattern.match(line) for line in lines), lines
+        assert any("partitions assigned" in line for line in lines)
+        assert not any("\x1b" in line for line in lines)
         default = postgres_store(settings.database_url)
         try:
             default.migrate()
