@@ -36,6 +36,7 @@ class Health:
         self._lock = threading.Lock()
         self._beats: dict[str, float] = {}
         self._consuming: dict[str, bool] = {}
+        self._passive: set[str] = set()
         self._database_check = database_check
         self.stall_s = stall_s
         self.db_check_s = db_check_s
@@ -43,10 +44,14 @@ class Health:
         self._db_error: str | None = "not checked yet"
         self.stopped: str | None = None  # why the service stopped on purpose
 
-    def register(self, name: str) -> None:
+    def register(self, name: str, *, passive: bool = False) -> None:
+        """A service that will beat. ``passive``: one that has no loop of its own (the web app answers
+        requests): it counts as live and consuming while the process runs; readiness is its database."""
         with self._lock:
+            if passive:
+                self._passive.add(name)
             self._beats[name] = time.monotonic()
-            self._consuming[name] = False
+            self._consuming[name] = passive
 
     def beat(self, name: str, *, consuming: bool = True) -> None:
         """Called by a service's loop on every turn."""
@@ -62,7 +67,7 @@ class Health:
     def live(self) -> tuple[bool, dict[str, Any]]:
         now = time.monotonic()
         with self._lock:
-            ages = {n: round(now - t, 3) for n, t in self._beats.items()}
+            ages = {n: round(0.0 if n in self._passive else now - t, 3) for n, t in self._beats.items()}
         stuck = [n for n, age in ages.items() if age > self.stall_s]
         ok = not stuck and self.stopped is None
         return ok, {"live": ok, "heartbeat_age_s": ages, "stuck": stuck, "stopped": self.stopped}
@@ -146,3 +151,13 @@ class OpsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def start_ops_server(settings: Any, dsn: str, name: str) -> OpsServer | None:
+    """For a process without a service loop (``benefits-ledger serve``): /metrics, /livez and /readyz on
+    LEDGER_METRICS_PORT (None when it is unset), ready while the database answers."""
+    if settings.metrics_port is None:
+        return None
+    health = Health(database_check=database_check(dsn, settings.connect_timeout_s))
+    health.register(name, passive=True)
+    return OpsServer(health, settings.metrics_host, settings.metrics_port).start()

@@ -290,6 +290,24 @@ def test_health_endpoints_say_live_ready_and_why_not() -> None:
         server.stop()
 
 
+def test_a_web_app_without_a_loop_is_live_and_ready_while_its_database_answers() -> None:
+    from processor.health import start_ops_server
+
+    port = _closed_port()
+    settings = Settings(metrics_port=port)
+    server = start_ops_server(settings, f"postgresql://ledger@127.0.0.1:{_closed_port()}/x", "web")
+    assert server is not None
+    try:
+        server.health.stall_s = 0.0  # no heartbeat needed: it has no loop
+        time.sleep(0.01)
+        assert _get(port, "/livez")[0] == 200
+        code, body = _get(port, "/readyz")
+        assert code == 503 and json.loads(body)["database_error"], "its database is down"
+    finally:
+        server.stop()
+    assert start_ops_server(Settings(), "postgresql:///x", "web") is None, "no port: no endpoint"
+
+
 # -- tables ------------------------------------------------------------------------------------------
 
 
