@@ -18,6 +18,8 @@ ENV PYTHONUNBUFFERED=1 \
 # Installed from the wheels above: a regular (non-editable) install into site-packages.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links /wheels benefits-ledger
+# The compose services' entrypoint: a deliberate stop (exit 4) is not restarted (see docker/ledger-service).
+COPY --chmod=0755 docker/ledger-service /usr/local/bin/ledger-service
 # Non-root. Its home is the working directory, where the Faust worker keeps its data directory, and
 # holds LEDGER_DATA_DIR's default (only used by the embedded stack, which compose does not use).
 RUN useradd --create-home --home-dir /home/ledger --uid 10001 --user-group --shell /usr/sbin/nologin ledger

@@ -16,7 +16,7 @@ MONTHS ?= 12
 SEED ?= 7
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo lint bench clean browser lock
+.PHONY: venv test demo lint bench clean browser lock asyncapi
 
 venv: $(STAMP)
 
@@ -52,7 +52,7 @@ lock: venv
 
 # Each run gets its own pytest temp dir: pytest prunes old runs under the shared one, which would delete
 # the embedded PostgreSQL data of another test run going on at the same time.
-test: venv browser
+test: venv browser asyncapi
 	@base=$$(mktemp -d -t benefits-ledger-tests.XXXXXX) && \
 	$(PY) -m pytest -q -p no:cacheprovider --basetemp="$$base" $(PYTEST_ARGS) tests; \
 	status=$$?; rm -rf "$$base"; exit $$status
@@ -67,6 +67,18 @@ browser:
 	      || echo "warning: could not install chromium; the HTML report test will be skipped"; \
 	  else echo "warning: chromium is not installed; the HTML report test will be skipped"; fi; }
 
+# The official AsyncAPI parser (npm @asyncapi/parser) checks docs/asyncapi.json in the tests. Installed
+# from the committed package-lock.json into tools/asyncapi/node_modules, install scripts off. Best
+# effort like chromium: without node/npm the install is skipped and that test says why it skipped.
+ASYNCAPI_DIR := tools/asyncapi
+asyncapi: $(ASYNCAPI_DIR)/node_modules/.package-lock.json
+
+$(ASYNCAPI_DIR)/node_modules/.package-lock.json: $(ASYNCAPI_DIR)/package-lock.json $(ASYNCAPI_DIR)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null \
+	    || echo "warning: could not install @asyncapi/parser; the AsyncAPI parser test will be skipped"; \
+	else echo "warning: npm is not installed; the AsyncAPI parser test will be skipped"; fi
+
 demo: venv
 	$(VENV)/bin/benefits-ledger demo --members $(MEMBERS) --months $(MONTHS) --seed $(SEED)
 
@@ -78,5 +90,5 @@ bench: venv
 	$(PY) bench/throughput.py
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(ASYNCAPI_DIR)/node_modules build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

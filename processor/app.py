@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 from events.publisher import Publisher
 from processor.batch import BatchResult
 from processor.embedded import broker_cluster_id, resolve_endpoints
+from processor.exits import UsageError, classify, probe_broker, probe_database
+from processor.health import Health, database_check
+from processor.kafka_clients import faust_credentials, kafka_python_options
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
 from processor.topics import ensure_topics
@@ -41,6 +45,14 @@ class Ledger:
     log_id: str
     store_factory: StoreFactory = postgres_store
     _stores: list[LedgerStore] = field(default_factory=list)
+    health: Health | None = None
+    # The exception a service of the Faust worker stopped with (the worker itself only logs it).
+    failure: BaseException | None = None
+
+    def new_health(self) -> Health:
+        """A Health whose readiness checks this ledger's database."""
+        self.health = Health(database_check=database_check(self.dsn, self.settings.connect_timeout_s))
+        return self.health
 
     def store(self) -> LedgerStore:
         """A new store (its own connection); closed with the ledger."""
@@ -50,18 +62,62 @@ class Ledger:
 
     def processor(self, **kwargs: Any) -> ProcessorLoop:
         kwargs.setdefault("read_store", self.store())
+        kwargs.setdefault("health", self.health)
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
 
     def relay(self) -> Relay:
-        return Relay(self.settings, self.bootstrap, self.store())
+        return Relay(self.settings, self.bootstrap, self.store(), health=self.health)
 
     def publisher(self, **producer: Any) -> Publisher:
-        return Publisher(self.bootstrap, self.settings.topics, self.settings.partitions, **producer)
+        return publisher(self.settings, self.bootstrap, **producer)
 
     def close(self) -> None:
         for store in self._stores:
             store.close()
         self._stores.clear()
+
+
+def publisher(settings: Settings, bootstrap: str, **producer: Any) -> Publisher:
+    """A Publisher with the settings' TLS and SASL options (every producer goes through here); a broker
+    that does not answer is one line naming LEDGER_KAFKA_BOOTSTRAP_SERVERS within connect_timeout_s."""
+    if bootstrap:
+        probe_broker(bootstrap, settings.connect_timeout_s)
+    return Publisher(bootstrap, settings.topics, settings.partitions,
+                     **{**kafka_python_options(settings), **producer})
+
+
+def configured_dsn(settings: Settings) -> str | None:
+    """LEDGER_DATABASE_URL with LEDGER_DATABASE_PASSWORD (a secret file, best) added: no password in the DSN."""
+    if settings.database_url is None:
+        return None
+    if settings.database_password is None:
+        return settings.database_url
+    import psycopg
+
+    return psycopg.conninfo.make_conninfo(settings.database_url,
+                                         password=settings.database_password.get_secret_value())
+
+
+def pending_migrations(dsn: str) -> list[str]:
+    """Packaged migrations the database has not applied (all of them on a database without the schema)."""
+    import psycopg
+
+    from projections.postgres import migration_files
+
+    wanted = [f.name.removesuffix(".sql") for f in migration_files()]
+    with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+            return wanted
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    return [v for v in wanted if v not in done]
+
+
+def _schema_gap(missing: list[str]) -> str:
+    from projections.postgres import migration_files
+
+    if len(missing) == len(migration_files()):
+        return "has no ledger schema"
+    return f"lacks migrations {', '.join(missing)}"
 
 
 def ensure_database(server_dsn: str, name: str, *, reset: bool = False) -> str:
@@ -121,10 +177,21 @@ def open_ledger(
     own, recreated with ``reset_database``).
     """
     settings = settings or Settings()
+    timeout = settings.connect_timeout_s
+    # Configured services are probed first: one line naming the setting within connect_timeout_s,
+    # instead of a client's 30-second retry loop and its traceback.
+    if settings.kafka_bootstrap_servers is not None:
+        probe_broker(settings.kafka_bootstrap_servers, timeout)
+    configured = configured_dsn(settings)
+    if configured is not None:
+        probe_database(configured if database is None else _server_of(configured), timeout)
     with resolve_endpoints(settings) as (bootstrap, server_dsn, cluster_id):
+        server_dsn = configured or server_dsn
         name = database or (settings.database_name if settings.embedded_database else None)
         dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
-        ledger = Ledger(settings, bootstrap, dsn, cluster_id or broker_cluster_id(bootstrap), store_factory)
+        log_id = cluster_id or broker_cluster_id(bootstrap, **kafka_python_options(settings),
+                                                 bootstrap_timeout_ms=int(timeout * 1000))
+        ledger = Ledger(settings, bootstrap, dsn, log_id, store_factory)
         try:
             ledger.store().migrate()
             ensure_topics(bootstrap, settings)
@@ -137,23 +204,56 @@ def open_ledger(
             ledger.close()
 
 
+def _server_of(dsn: str) -> str:
+    """The same server's maintenance database (for checks made before a named database exists)."""
+    import psycopg
+
+    return psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+
+
 @contextlib.contextmanager
-def open_store(settings: Settings | None = None, *, database: str | None = None) -> Iterator[LedgerStore]:
-    """Only the database (for queries): the embedded PostgreSQL is reused if running, else started."""
+def open_store(
+    settings: Settings | None = None, *, database: str | None = None, migrate: bool = False,
+) -> Iterator[LedgerStore]:
+    """Only the database (for queries): the embedded PostgreSQL is reused if running, else started.
+
+    Reading never changes the schema: a database that does not exist, or lacks migrations, is a
+    UsageError that says to run ``benefits-ledger migrate``. ``migrate=True`` (the migrate command)
+    creates the database if needed and applies the migrations.
+    """
+    import psycopg
+
     from processor.embedded import EmbeddedPostgres
 
     settings = settings or Settings()
+    configured = configured_dsn(settings)
     with contextlib.ExitStack() as stack:
-        if settings.database_url is not None:
-            server_dsn = settings.database_url
+        if configured is not None:
+            probe_database(configured if database is None or migrate else _server_of(configured),
+                           settings.connect_timeout_s)
+            server_dsn = configured
             name = database
         else:
-            server_dsn = stack.enter_context(EmbeddedPostgres(Path(settings.data_dir) / "postgres")).dsn
+            data = Path(settings.data_dir) / "postgres"
+            if not migrate and not (data / "PG_VERSION").exists():
+                raise UsageError(f"no ledger database in {data} (LEDGER_DATA_DIR): run `benefits-ledger migrate`,"
+                                 " `up` or `demo` first, or set LEDGER_DATABASE_URL")
+            server_dsn = stack.enter_context(EmbeddedPostgres(data)).dsn
             name = database or settings.database_name
-        dsn = ensure_database(server_dsn, name) if name else server_dsn
+        if migrate:
+            dsn = ensure_database(server_dsn, name) if name else server_dsn
+        else:
+            dsn = psycopg.conninfo.make_conninfo(server_dsn, dbname=name) if name else server_dsn
+            probe_database(dsn, settings.connect_timeout_s)
+            missing = pending_migrations(dsn)
+            if missing:
+                shown = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "postgres"
+                raise UsageError(f"database {shown!r} {_schema_gap(missing)}: run `benefits-ledger migrate`"
+                                 " (reading commands never change the schema)")
         store = postgres_store(dsn)
         try:
-            store.migrate()
+            if migrate:
+                store.migrate()
             yield store
         finally:
             store.close()
@@ -201,6 +301,7 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
         store="memory://",
         broker_session_timeout=ledger.settings.session_timeout_ms / 1000,
         topic_partitions=ledger.settings.partitions,
+        broker_credentials=faust_credentials(ledger.settings),
     )
     app.producer_only = True
 
@@ -213,6 +314,13 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
             try:
                 while True:
                     await processor.run_once()
+            except Exception as exc:  # kept for the exit code; Faust itself only logs it and stops
+                ledger.failure = exc
+                if classify(exc) is None:
+                    raise  # a bug: Faust logs its traceback and the worker crashes
+                # An expected stop (a truncated log, a lost service): stop the worker as on SIGTERM;
+                # `up` then ends with one line and the exit code, no traceback.
+                os.kill(os.getpid(), signal.SIGTERM)
             finally:
                 await processor.stop()
 

@@ -230,8 +230,9 @@ class BatchProcessor:
             if expected is None:
                 expected = self._key_partition[rec.key] = partition_for(rec.key, self.partitions)
             if expected != rec.partition:
-                return (f"account {event.account_id} belongs on partition {expected}, not {rec.partition}",
-                        "account_id", None)
+                return (f"account {event.account_id} belongs on partition {expected}, not {rec.partition}"
+                        " (partition = murmur2 of the key, the Java client's default; librdkafka producers"
+                        " need partitioner=murmur2_random)", "account_id", None)
         return None, None, event
 
     def _load(self, events: list[InputEvent], partitions: list[int]) -> None:

@@ -16,10 +16,8 @@ import msgspec
 
 from events.money import format_cents as money
 from events.types import DISCREPANCY_KINDS
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1  # the command ran, and what it found is not clean (demo missed something, bad lines)
-EXIT_USAGE = 2
+from processor import exits
+from processor.exits import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE  # documented in processor/exits.py
 
 
 def _json_default(value: object) -> object:
@@ -34,6 +32,12 @@ def _json_default(value: object) -> object:
 
 def _print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, default=_json_default, sort_keys=False) + "\n")
+
+
+def _dsn_dbname(dsn: str | None) -> str | None:
+    import psycopg
+
+    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") if dsn else None  # type: ignore[return-value]
 
 
 def _settings() -> Any:
@@ -51,10 +55,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from processor.entrypoints.demo import ProgramTooSmall, run_demo
+    from processor.entrypoints.demo import DEMO_DATABASE, ProgramTooSmall, run_demo
 
     console = Console(stderr=True)
     settings = _settings()
+    database = args.database or DEMO_DATABASE
+    ledger_db = settings.database_name if settings.embedded_database else _dsn_dbname(settings.database_url)
+    if database == ledger_db:  # the demo drops and recreates its database: never the ledger's own
+        raise exits.UsageError(f"demo recreates --database {database}, which is the ledger's own database;"
+                               " name another one (default benefits_ledger_demo)")
     progress = Progress(
         TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, disable=args.json or not console.is_terminal,
@@ -75,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         with progress:
             report = run_demo(settings, members=args.members, months=args.months, seed=args.seed,
-                              proration=args.proration, progress=step, on_start=on_start)
+                              proration=args.proration, progress=step, on_start=on_start, database=database)
     except ProgramTooSmall as exc:  # raised before anything is started
         print(f"benefits-ledger demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -146,38 +155,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from processor.app import faust_app, open_ledger
+    from processor.health import OpsServer
+    from processor.logs import logging_config
 
     settings = _settings()
     process = args.role in ("all", "processor")
     relay = args.role in ("all", "relay")
-    # Our own handler: Faust's logging setup filters INFO out of the root handlers, and partition
-    # assignments are what an operator of a worker group wants to see.
-    ledger_log = logging.getLogger("benefits_ledger")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    ledger_log.addHandler(handler)
-    ledger_log.setLevel(logging.INFO)
-    ledger_log.propagate = False
-    with open_ledger(settings) as ledger:
+    level = args.loglevel.upper() if args.loglevel else settings.log_level
+    with open_ledger(settings, database=args.database) as ledger:
         logging.getLogger("benefits_ledger").warning(
             "ledger up: broker %s, log %s, role %s", ledger.bootstrap, ledger.log_id, args.role
         )
+        health = ledger.new_health()
+        ops = OpsServer(health, settings.metrics_host, settings.metrics_port).start() if (
+            settings.metrics_port is not None) else None
         app = faust_app(ledger, relay=relay, process=process)
         from faust.worker import Worker
 
-        worker = Worker(app, loglevel=args.loglevel, quiet=True)
+        # The worker installs the same one-format handler (Faust's own would add colour codes).
+        # --json: a service's output is its log, so JSON lines
+        worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False,
+                        logging_config=logging_config("json" if args.json else settings.log_format, level))
+        code = EXIT_OK
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
-            return code
-    return EXIT_OK
+        finally:
+            if ops is not None:
+                ops.stop()
+        if ledger.failure is not None:
+            raise ledger.failure  # exits.run turns a truncated log into exit 4, a lost service into 3
+    return code
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from events import codec
-    from events.publisher import Publisher
-    from processor.app import running_embedded_broker
+    from processor.app import publisher, running_embedded_broker
+    from processor.tables import ProgressPublisher, progress_bar
 
     settings = _settings()
     bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
@@ -196,7 +211,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 events.append(codec.decode_input(line))
             except codec.EventDecodeError as exc:
                 errors.append({"file": str(path), "line": lineno, "field": exc.field, "reason": exc.reason})
-    with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
+    with progress_bar(not args.json) as bar, ProgressPublisher(publisher(settings, bootstrap), bar) as pub:
         records = pub.publish(events)
     result = {"file": str(path), "events": len(events), "records": records, "errors": errors}
     if args.json:
@@ -227,18 +242,20 @@ def cmd_balance(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from processor.tables import print_table
+
     out = Console()
     cov = Table(title=f"coverage of {bal.account_id}")
     for col in ("member", "relationship", "line", "plan", "tier", "status", "begin", "end", "agency"):
-        cov.add_column(col)
+        cov.add_column(col, no_wrap=True)
     for c in bal.coverages:
         cov.add_row(c.member_id, c.relationship, c.coverage_line, c.plan, c.tier, c.status, str(c.begin_on),
                     str(c.end_on or ""), c.agency_id)
-    out.print(cov)
+    print_table(cov, out)
     months = Table(title="months")
     for col in ("month", "expected", "employee", "employer", "billed", "adjusted", "paid", "refunded", "unapplied",
                 "balance", "due", "post-tax", "imputed"):
-        months.add_column(col, justify="right")
+        months.add_column(col, justify="right", no_wrap=True)  # an amount is never cut (print_table)
 
     def known(amount: int | None) -> str:
         return money(amount) if amount is not None else "?"
@@ -249,7 +266,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
                        money(m.billed_cents), money(m.adjusted_cents), money(m.paid_cents), money(m.refunded_cents),
                        money(m.unapplied_cents), money(m.balance_cents), str(m.due_on or ""),
                        known(m.post_tax_cents), known(m.imputed_income_cents))
-    out.print(months)
+    print_table(months, out)
     out.print(f"balance due: {money(bal.balance_cents)}")
     for d in bal.open_discrepancies:
         out.print(f"open {d.kind} [{d.discrepancy_id}]: {d.explanation} -> {d.actor}: {d.action}")
@@ -318,8 +335,30 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        for key, value in data.items():
-            print(f"{key}: {value}")
+        from rich.console import Console
+
+        from processor.tables import print_table, summary_tables
+
+        out = Console()
+        for table in summary_tables(summary):
+            print_table(table, out)
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create the database if needed and apply the migrations (reading commands never do)."""
+    from processor.app import open_store
+
+    with open_store(_settings(), database=args.database, migrate=True) as store:
+        versions = store.applied_migrations() if hasattr(store, "applied_migrations") else []
+        dsn = getattr(store, "dsn", "")
+    import psycopg
+
+    name = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") if dsn else None
+    if args.json:
+        _print_json({"database": name, "migrations": versions})
+    else:
+        print(f"database {name}: {len(versions)} migrations applied, the last {versions[-1] if versions else '-'}")
     return EXIT_OK
 
 
@@ -341,8 +380,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import contextlib
 
     from events.adapters.ingest import ingest
-    from events.publisher import Publisher
-    from processor.app import running_embedded_broker
+    from processor.app import publisher, running_embedded_broker
+    from processor.tables import ProgressPublisher, progress_bar, spinner
 
     settings = _settings()
     bootstrap = None
@@ -366,9 +405,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
             ledger = current_coverages
             agency_accounts = store.agency_accounts
+        bar = stack.enter_context(progress_bar(not args.json))
+        stack.enter_context(spinner(bar, f"reading {len(args.files)} file(s)"))
         report = ingest(args.files, settings, dry_run=args.dry_run, strict=args.strict, ledger=ledger,
                         agency_accounts=agency_accounts,
-                        publisher=lambda: Publisher(bootstrap or "", settings.topics, settings.partitions),
+                        publisher=lambda: ProgressPublisher(publisher(settings, bootstrap or ""), bar),
                         ack_dir=Path(args.ack) if args.ack else None)
     if args.json:
         _print_json(report.to_json())
@@ -383,8 +424,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_deadletter_retry(args: argparse.Namespace) -> int:
     from events.adapters.deadletter import resubmit, select
-    from events.publisher import Publisher
-    from processor.app import open_store, running_embedded_broker
+    from processor.app import open_store, publisher, running_embedded_broker
 
     settings = _settings()
     with open_store(settings, database=args.database) as store:
@@ -399,7 +439,7 @@ def cmd_deadletter_retry(args: argparse.Namespace) -> int:
             print("error: no broker: set LEDGER_KAFKA_BOOTSTRAP_SERVERS or start `benefits-ledger up` first",
                   file=sys.stderr)
             return EXIT_USAGE
-        with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
+        with publisher(settings, bootstrap) as pub:
             done = [r.to_dict() for r in resubmit(rows, pub)]
     if args.json:
         _print_json({"dry_run": args.dry_run, "resubmitted": done})
@@ -425,18 +465,35 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("benefits-ledger")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options(suppress=True)
     parser = argparse.ArgumentParser(
         prog="benefits-ledger", parents=[_common_options(suppress=False)],
         description="Premium and benefit accounts: an event-sourced ledger on Kafka and PostgreSQL.",
+        epilog="exit codes: 0 ok, 1 findings, 2 usage, 3 a service unreachable, 4 data integrity stop",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", parents=[common], help="run the processor and the relay (Faust worker)")
-    up.add_argument("--role", choices=["all", "processor", "relay"], default="all")
-    up.add_argument("--loglevel", default="warning")
+    up = sub.add_parser("up", parents=[common], help="run the processor and the relay (Faust worker); migrates")
+    up.add_argument("--role", choices=["all", "processor", "relay"], default="all",
+                    help="processor, relay or both (default)")
+    up.add_argument("--loglevel", default=None, choices=["debug", "info", "warning", "error"],
+                    help="level of the ledger's logs (default LEDGER_LOG_LEVEL, INFO)")
     up.set_defaults(fn=cmd_up)
+
+    mig = sub.add_parser("migrate", parents=[common],
+                         help="create the database if needed and apply the schema migrations")
+    mig.set_defaults(fn=cmd_migrate)
 
     demo = sub.add_parser("demo", parents=[common], help="generate a program with known errors and check them")
     demo.add_argument("--members", type=int, default=2000, help="subscribers")
@@ -447,11 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=cmd_demo)
 
     pub = sub.add_parser("publish", parents=[common], help="publish events from a JSON lines file")
-    pub.add_argument("file")
+    pub.add_argument("file", help="JSON lines file, one wire event per line")
     pub.set_defaults(fn=cmd_publish)
 
     bal = sub.add_parser("balance", parents=[common], help="an account's coverage, months and balance")
-    bal.add_argument("account")
+    bal.add_argument("account", help="member account id (the Kafka key), e.g. M07000417")
     bal.set_defaults(fn=cmd_balance)
 
     dis = sub.add_parser("discrepancies", parents=[common], help="list discrepancies")
@@ -462,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.set_defaults(fn=cmd_discrepancies)
 
     fsa = sub.add_parser("fsa", parents=[common], help="an account's flexible spending accounts by plan year")
-    fsa.add_argument("account")
+    fsa.add_argument("account", help="member account id, e.g. M07000417")
     fsa.set_defaults(fn=cmd_fsa)
 
     summ = sub.add_parser("summary", parents=[common], help="totals and counts")
@@ -470,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", parents=[common],
                          help="ingest X12 834/820, CSV or JSON lines files (format recognised by content)")
-    ing.add_argument("files", nargs="+", metavar="FILE")
+    ing.add_argument("files", nargs="+", metavar="FILE",
+                     help="X12 834/820, CSV or JSON lines files (the format is recognised by content)")
     ing.add_argument("--dry-run", action="store_true", help="parse and report; publish nothing")
     ing.add_argument("--strict", action="store_true", help="publish nothing if any file has an error")
     ing.add_argument("--compare", action="store_true",
@@ -501,16 +559,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    from processor.logs import configure
+
+    settings = _settings()  # an invalid setting is a usage error (exit 2) before anything starts
+    # one format for every command; only long-running services log at INFO by default
+    level = settings.log_level if args.command in ("up", "serve") or settings.log_level == "DEBUG" else "WARNING"
+    configure("json" if args.json and args.command in ("up", "serve") else settings.log_format, level)
+    return int(args.fn(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    """Exit codes (processor/exits.py): 0 ok, 1 findings, 2 usage, 3 a service unreachable, 4 a data
+    integrity stop. Expected failures end with one line on stderr, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except KeyboardInterrupt:
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        return 130
+    return exits.run(lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -217,11 +217,12 @@ class _BrokerExitedEarly(RuntimeError):
     pass
 
 
-def broker_cluster_id(bootstrap: str, *, timeout_ms: int = 10_000) -> str:
-    """The cluster id a Kafka-protocol broker reports (a broker restart under Tansu changes it)."""
+def broker_cluster_id(bootstrap: str, *, timeout_ms: int = 10_000, **client: Any) -> str:
+    """The cluster id a Kafka-protocol broker reports (a broker restart under Tansu changes it).
+    ``client``: more KafkaAdminClient options (TLS, SASL, bootstrap_timeout_ms)."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **client)
     try:
         return str(admin.describe_cluster()["cluster_id"])
     finally:

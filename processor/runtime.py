@@ -13,11 +13,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
 from events.publisher import SEQUENCE_HEADER
+from processor import metrics
 from processor.batch import BatchProcessor, BatchResult, Record
+from processor.health import Health
+from processor.kafka_clients import aiokafka_options
 from processor.merge import StreamMerger
 from processor.settings import Settings
 from projections.model import (
@@ -45,6 +49,7 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.runner.drain()
         self.runner.merger.revoke((tp.topic, tp.partition) for tp in revoked)
         self.runner.processor.revoke(tp.partition for tp in revoked)
+        metrics.forget_partitions(revoked)
         if revoked:
             log.info("partitions revoked: %s", _describe(revoked))
 
@@ -52,6 +57,7 @@ class _Rebalance(ConsumerRebalanceListener):
         # No await before the seek: aiokafka's fetcher runs concurrently and would otherwise try to
         # reset a partition that has no position yet.
         self.runner.seek_to_stored(list(assigned))
+        self.runner.joined = True  # a member of the group now, even if it got no partition
         log.info("partitions assigned: %s", _describe(assigned))
 
 
@@ -83,8 +89,12 @@ class ProcessorLoop:
         clock: Callable[[], datetime] = utcnow,
         on_batch: Callable[[BatchResult], None] | None = None,
         read_store: LedgerStore | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health
+        self.joined = False
+        self._gauges = metrics.DatabaseGauges(store)
         self.bootstrap = bootstrap
         self.store = store
         # Folding and the rebalance listener read through their own connection, so they do not wait
@@ -104,7 +114,7 @@ class ProcessorLoop:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
-        self._pending: tuple[BatchResult, asyncio.Task[None]] | None = None
+        self._pending: tuple[BatchResult, asyncio.Task[float]] | None = None
         self.batches = 0
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
@@ -120,10 +130,14 @@ class ProcessorLoop:
 
     async def start(self) -> None:
         s = self.settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        security = aiokafka_options(s)
+        if self.health is not None:
+            self.health.register("processor")
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", **security)
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
+            **security,
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="none",  # a position past the log end is an error, never a silent reset
@@ -147,6 +161,9 @@ class ProcessorLoop:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+        self._gauges.close()
+        if self.health is not None:
+            self.health.unregister("processor")
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -174,6 +191,8 @@ class ProcessorLoop:
         except OffsetOutOfRangeError as exc:
             raise self._out_of_range(exc) from exc
         self._check_highwater(fetched)
+        if self.health is not None:
+            self.health.beat("processor", consuming=self.joined or bool(self.consumer.assignment()))
         merger = self.merger
         for tp, messages in fetched.items():
             merger.add((tp.topic, tp.partition),
@@ -182,9 +201,12 @@ class ProcessorLoop:
         assignment = self.consumer.assignment()
         pause: list[TopicPartition] = []
         resume: list[TopicPartition] = []
+        applied_to = self.processor.positions()
         for tp in assignment:
             key = (tp.topic, tp.partition)
-            merger.set_highwater(key, self.consumer.highwater(tp))
+            highwater = self.consumer.highwater(tp)
+            merger.set_highwater(key, highwater)
+            metrics.record_lag(tp.topic, tp.partition, highwater, applied_to.get(key, 0))
             (pause if merger.full(key) else resume).append(tp)
         records = merger.take(self.settings.batch_events_max, time.time() * 1000)
         for tp in assignment:
@@ -194,6 +216,8 @@ class ProcessorLoop:
             self.consumer.pause(*pause)
         if resume:
             self.consumer.resume(*[tp for tp in resume if tp not in pause])
+        if self._gauges.due():
+            await self._refresh_gauges()
         if not records:
             await self.drain()
             return 0
@@ -201,16 +225,30 @@ class ProcessorLoop:
         await self._publish_dead_letters(result)
         if not await self.drain():
             return 0  # the earlier batch lost a position race; this one was folded on stale state
-        self._pending = (result, asyncio.create_task(asyncio.to_thread(self.store.commit_batch, result.write)))
+        self._pending = (result, asyncio.create_task(asyncio.to_thread(self._commit, result)))
         return len(records)
 
     async def apply(self, records: list[Record]) -> BatchResult:
         """Fold and commit one batch, waiting for the commit (tests and tools use this)."""
         result = self.processor.process(records)
         await self._publish_dead_letters(result)
-        self._pending = (result, asyncio.create_task(asyncio.to_thread(self.store.commit_batch, result.write)))
+        self._pending = (result, asyncio.create_task(asyncio.to_thread(self._commit, result)))
         await self.drain()
         return result
+
+    def _commit(self, result: BatchResult) -> float:
+        """The store transaction (in a thread); returns how long it took."""
+        started = time.perf_counter()
+        self.store.commit_batch(result.write)
+        return time.perf_counter() - started
+
+    async def _refresh_gauges(self) -> None:
+        import psycopg
+
+        try:
+            await asyncio.to_thread(self._gauges.refresh)
+        except psycopg.Error as exc:  # only the gauges go stale; /readyz reports the database itself
+            log.warning("metrics: cannot read the database gauges: %s", exc)
 
     async def drain(self) -> bool:
         """Wait for the in-flight commit; False if it lost a position race (state was reset)."""
@@ -219,7 +257,7 @@ class ProcessorLoop:
         result, task = self._pending
         self._pending = None
         try:
-            await task
+            commit_seconds = await task
         except PositionConflict as exc:
             # Another worker applied these offsets first (a rebalance overtook this batch): nothing of
             # ours was written. Forget cached state and continue from the stored positions.
@@ -232,6 +270,8 @@ class ProcessorLoop:
             self.processor.reset()
             raise
         self.processor.committed(result)
+        metrics.record_batch(result, commit_seconds)
+        metrics.CACHE_ACCOUNTS.set(len(getattr(self.processor, "_accounts", ())))
         assert self.consumer is not None
         offsets = {TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions}
         if offsets:
@@ -294,25 +334,43 @@ class ProcessorLoop:
                 )
 
 
+class _Tagged(msgspec.Struct):
+    type: str
+
+
+def _event_type(body: bytes) -> bytes:
+    """The type tag of an outbox body, for the ``type`` header subscribers can route on unparsed."""
+    return msgspec.json.decode(body, type=_Tagged).type.encode()
+
+
 class Relay:
     """Publishes the outbox: discrepancy events to the discrepancy topic, FSA claim adjudications to the
     claims topic. Ids are deterministic, so a re-publish is visible."""
 
-    def __init__(self, settings: Settings, bootstrap: str, store: LedgerStore) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, store: LedgerStore, *,
+                 health: Health | None = None) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.store = store
+        self.health = health
         self.producer: AIOKafkaProducer | None = None
         self.published = 0
+        self._gauges = metrics.DatabaseGauges(store)
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        if self.health is not None:
+            self.health.register("relay")
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
+                                         **aiokafka_options(self.settings))
         await self.producer.start()
 
     async def stop(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+        self._gauges.close()
+        if self.health is not None:
+            self.health.unregister("relay")
 
     def topic_of(self, stream: str) -> str:
         """The topic of an outbox row's stream (a TopicSettings field name, as written by the batch)."""
@@ -325,6 +383,15 @@ class Relay:
 
     async def publish_pending(self) -> int:
         assert self.producer is not None
+        if self.health is not None:
+            self.health.beat("relay")
+        if self._gauges.due():
+            import psycopg
+
+            try:
+                await asyncio.to_thread(self._gauges.refresh)
+            except psycopg.Error as exc:  # only the gauges go stale; /readyz reports the database itself
+                log.warning("metrics: cannot read the outbox gauges: %s", exc)
         total = 0
         while True:
             pending = await asyncio.to_thread(self.store.outbox_pending, self.settings.relay_batch_max)
@@ -333,11 +400,14 @@ class Relay:
             futures = [
                 await self.producer.send(
                     self.topic_of(row.stream), value=row.body, key=row.key.encode(),
-                    headers=[("event_id", row.event_id.encode())],
+                    headers=[("event_id", row.event_id.encode()), ("content-type", b"application/json"),
+                             ("type", _event_type(row.body))],
                 )
                 for _, row in pending
             ]
             await asyncio.gather(*futures)
             await asyncio.to_thread(self.store.mark_published, [seq for seq, _ in pending])
+            for _, row in pending:
+                metrics.OUTBOX_PUBLISHED.labels(self.topic_of(row.stream)).inc()
             total += len(pending)
             self.published += len(pending)

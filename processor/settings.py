@@ -16,6 +16,9 @@ from events.topics import TopicSettings
 # pseudonym, so production must set its own key (LEDGER_MEMBER_ID_HMAC_KEY).
 DEVELOPMENT_HMAC_KEY = "benefits-ledger-development-key-change-me"
 
+# Where secret files are mounted by compose and Kubernetes unless LEDGER_SECRETS_DIR says otherwise.
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
 
 # A health FSA grace period may run at most 2 months and 15 days past the plan year (IRS Notice 2005-42).
 FSA_GRACE_MAX = (2, 15)
@@ -360,6 +363,59 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="most errors one file may have: at the next, ingest stops reading it and"
         " ingests nothing of it"
     )
+    # -- operations (issue 15): Kafka security and topic shape, timeouts, metrics, logs -------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how every Kafka client (processor, relay, publisher, admin) connects"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism; required with SASL_PLAINTEXT and SASL_SSL"
+    )
+    kafka_sasl_username: str | None = Field(default=None, max_length=256, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password; best from a secret file (LEDGER_SECRETS_DIR)"
+    )
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="client private key (mutual TLS)")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="password of the client key")
+    kafka_replication_factor: int = Field(
+        default=3, ge=1, le=32,
+        description="replication factor of the topics the ledger creates; the embedded broker (one node) uses 1",
+    )
+    kafka_min_insync_replicas: int = Field(
+        default=2, ge=1, le=32,
+        description="min.insync.replicas of the topics the ledger creates (with acks=all a write needs this many"
+        " replicas); the embedded broker uses 1",
+    )
+    kafka_retention_ms: int = Field(
+        default=-1, ge=-1,
+        description="retention.ms of the input topics and of the discrepancy and claims topics: -1 keeps"
+        " everything, so a new ledger (or a new subscriber) can start from the beginning",
+    )
+    kafka_dead_letter_retention_ms: int | None = Field(
+        default=None, ge=-1,
+        description="retention.ms of the dead-letter topic; unset: the broker's default (the dead_letter table"
+        " is the record)",
+    )
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="how long a broker or database may take to answer before it counts as unreachable (exit 3)",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="password for LEDGER_DATABASE_URL, kept out of the DSN; best from a secret file",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="HTTP port of /metrics, /livez and /readyz (processor, relay, web app); unset: no endpoint",
+    )
+    metrics_host: str = Field(default="127.0.0.1", max_length=255, description="address the metrics endpoint binds")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one line per record; json: one JSON object per line (JSON lines)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="level of the ledger's own loggers"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -379,9 +435,49 @@ class Settings(BaseSettings):
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (self.kafka_sasl_mechanism is None or not self.kafka_sasl_username
+                     or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_mechanism,"
+                " kafka_sasl_username and kafka_sasl_password (LEDGER_KAFKA_SASL_*)"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together (mutual TLS)")
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError("kafka_min_insync_replicas must not exceed kafka_replication_factor")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+        """Secrets may come from files (compose and Kubernetes ``secrets:``): one file per setting, named
+        like its variable (``ledger_database_password``), in LEDGER_SECRETS_DIR (default /run/secrets).
+        Arguments and the environment win over files."""
+        import os
+
+        from pydantic_settings import SecretsSettingsSource
+
+        directory = Path(os.environ.get("LEDGER_SECRETS_DIR") or DEFAULT_SECRETS_DIR)
+        sources: tuple[Any, ...] = (init_settings, env_settings, dotenv_settings)
+        if directory.is_dir():
+            sources += (SecretsSettingsSource(settings_cls, secrets_dir=directory),)
+        return sources
+
     @property
     def embedded_broker(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def topic_replication_factor(self) -> int:
+        """What topics are created with: the embedded broker is one node, so 1 there."""
+        return 1 if self.embedded_broker else self.kafka_replication_factor
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        return 1 if self.embedded_broker else self.kafka_min_insync_replicas
 
     @property
     def embedded_database(self) -> bool:

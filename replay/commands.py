@@ -98,20 +98,21 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _statements(args: argparse.Namespace) -> int:
+    from processor.settings import Settings
     from replay.archive import connect, read_archive
     from replay.fold import ReplayError, replay
     from replay.render import report_csv, report_html, report_json, report_table
     from replay.statements import TimeParseError, build_report, parse_known_at, parse_through
 
     fmt = "json" if args.json and args.format is None else (args.format or "table")
+    try:  # a bad date is a usage error before anything is opened
+        known_at = parse_known_at(args.known_at, tz=Settings().plan.timezone)
+        through = parse_through(args.through)
+    except TimeParseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with _dsn(args) as (dsn, settings):
         plan = settings.plan
-        try:
-            known_at = parse_known_at(args.known_at, tz=plan.timezone)
-            through = parse_through(args.through)
-        except TimeParseError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
         with connect(dsn) as conn:
             try:
                 with _progress(fmt == "table" or args.out is not None, None, "replaying") as step:

@@ -38,6 +38,9 @@ def _parse_date(text: str) -> date | None:
 
 
 def _month_end(year: int, month: int) -> date:
+    """Last day of a month; a month outside 1-12 (``2026-13``, ``2026-00``) is an error, never rolled over."""
+    if not 1 <= month <= 12 or not 1 <= year <= 9998:
+        raise TimeParseError(f"{year:04d}-{month:02d} is not a month (months are 01 to 12)")
     nxt = date(year + (month == 12), month % 12 + 1, 1)
     return nxt - timedelta(days=1)
 

@@ -192,7 +192,7 @@ class FixedIdBroker:
                 self.proc.wait(10)
 
 
-def test_up_exits_with_a_clear_error_when_the_broker_lost_applied_records(
+def test_up_exits_4_with_a_clear_error_when_the_broker_lost_applied_records(
     settings_factory: Callable[..., Settings], tmp_path: Path,
 ) -> None:
     from events.types import EnrollmentChanged
@@ -240,8 +240,9 @@ def test_up_exits_with_a_clear_error_when_the_broker_lost_applied_records(
             except subprocess.TimeoutExpired:
                 raise AssertionError(f"`up` kept running on a truncated log:\n{up.log_tail()}") from None
             output = up.log_tail()
-            assert code != 0, output
+            assert code == 4, output  # a deliberate data integrity stop: not to be restarted blindly
             assert "LogTruncated" in output, output
+            assert "Traceback" not in output, output
             assert "lost data" in output or "restarted" in output, output
             assert settings.topics.enrollment in output
             store = ledger.store()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from events import contracts
-from events.topics import topic_types
+from events.topics import INPUT_TOPIC_FIELDS, topic_types
 from events.types import INPUT_TYPES, OUTPUT_TYPES, Event, tag_of
 from processor.settings import TopicSettings
 
@@ -19,25 +19,27 @@ def test_every_event_type_has_a_schema_and_a_message() -> None:
     tags = {tag_of(c) for c in (*INPUT_TYPES, *OUTPUT_TYPES)}
     assert set(contracts.json_schemas()) == tags
     doc = contracts.asyncapi()
-    assert set(doc["components"]["messages"]) == tags
+    assert set(doc["components"]["messages"]) == tags | {"dead_letter"}
     schema = contracts.json_schemas()["remittance_received"]
     definition = schema["$defs"]["RemittanceReceived"]
-    assert definition["properties"]["total_cents"] == {"type": "integer"}
+    assert definition["properties"]["total_cents"]["type"] == "integer"
     assert "lines_total_cents" in definition["required"]
 
 
 def test_asyncapi_topics_carry_the_types_the_processor_accepts() -> None:
     topics = TopicSettings()
-    channels = contracts.asyncapi()["channels"]
+    doc = contracts.asyncapi()
+    channels = {c["address"]: c for c in doc["channels"].values()}
     for topic, tags in topic_types(topics).items():
-        refs = channels[topic]["publish"]["message"]["oneOf"]
-        assert {r["$ref"].rsplit("/", 1)[1] for r in refs} == set(tags)
+        assert set(channels[topic]["messages"]) == set(tags)
     assert set(channels) == set(topics.model_dump().values())
-    outputs = channels[topics.discrepancies]["subscribe"]["message"]["oneOf"]
-    claims = channels[topics.claims]["subscribe"]["message"]["oneOf"]
-    assert {r["$ref"].rsplit("/", 1)[1] for r in claims} == {"fsa_claim_adjudicated"}
-    assert {r["$ref"].rsplit("/", 1)[1] for r in outputs} == {tag_of(c) for c in OUTPUT_TYPES} - {
-        "fsa_claim_adjudicated"}
+    outputs = channels[topics.discrepancies]["messages"]
+    claims = channels[topics.claims]["messages"]
+    assert set(claims) == {"fsa_claim_adjudicated"}
+    assert set(outputs) == {tag_of(c) for c in OUTPUT_TYPES} - {"fsa_claim_adjudicated"}
+    # what the ledger does with each channel: it receives the inputs and sends the rest
+    actions = {op["channel"]["$ref"].rsplit("/", 1)[1]: op["action"] for op in doc["operations"].values()}
+    assert actions == {f: ("receive" if f in INPUT_TOPIC_FIELDS else "send") for f in topics.model_dump()}
     json.dumps(channels)
 
 

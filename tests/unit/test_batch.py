@@ -115,13 +115,14 @@ def test_a_record_whose_key_is_not_the_account_id_is_dead_lettered() -> None:
     assert dead.key == b"SOMEONE-ELSE"
 
 
-def test_a_record_on_the_wrong_partition_is_dead_lettered_naming_the_right_one() -> None:
+def test_a_record_on_the_wrong_partition_is_dead_lettered_naming_the_right_one_and_the_partitioner() -> None:
     proc, store = make()
     feed = Feed()
     wrong = (HOME + 1) % PARTITIONS
     result = run(proc, store, [feed.record(pay(100), partition=wrong)])
     dead = the_dead(result)
-    assert dead.reason == f"account {ACCOUNT} belongs on partition {HOME}, not {wrong}"
+    assert dead.reason.startswith(f"account {ACCOUNT} belongs on partition {HOME}, not {wrong} ")
+    assert "murmur2" in dead.reason and "partitioner=murmur2_random" in dead.reason
     assert dead.field == "account_id"
 
 

@@ -15,7 +15,7 @@ import processor.entrypoints.demo as demo
 PACKAGE = Path(demo.__file__).parent
 RULES = ("processor.fold", "processor.fsa", "processor.tax", "processor.rules", "processor.state")
 # what the demo may import of the project: the event language, the plan settings, the composition root
-ALLOWED = ("events", "processor.settings", "processor.app", "processor.entrypoints.demo")
+ALLOWED = ("events", "processor.settings", "processor.app", "processor.kafka_clients", "processor.entrypoints.demo")
 FIRST_PARTY = ("events", "processor", "projections", "replay", "bench", "tests")
 
 

@@ -23,12 +23,13 @@ DEMO_DATABASE = "benefits_ledger_demo"
 ROWS_MAX = 10**8  # discrepancy and member-month rows read back at most (far above any demo size)
 
 
-def read_claims(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[FsaClaimAdjudicated]:
+def read_claims(bootstrap: str, topic: str, timeout_s: float = 60.0, **client: Any) -> list[FsaClaimAdjudicated]:
     """Every adjudication on the claims topic, read from the beginning to the high-water mark of each
-    partition as a fetch reports it (Tansu's end_offsets is not reliable)."""
+    partition as a fetch reports it (Tansu's end_offsets is not reliable). ``client``: more KafkaConsumer
+    options (TLS and SASL: processor.kafka_clients.kafka_python_options)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **client)
     try:
         deadline = _time.monotonic() + timeout_s
         partitions = consumer.partitions_for_topic(topic)
@@ -178,23 +179,28 @@ async def run_program(ledger: Any, program: Program, progress: Callable[[int], N
 def run_demo(
     settings: Any, *, members: int, months: int, seed: int, proration: str | None = None,
     progress: Callable[[int], None] | None = None, on_start: Callable[[Program], None] | None = None,
+    database: str = DEMO_DATABASE,
 ) -> DemoReport:
     """Generate, publish, fold and compare with what was injected and what the oracle computed;
     everything started is stopped. ``proration`` (whole_month, daily) overrides the plan's for this run:
-    the program and the ledger price by it."""
+    the program and the ledger price by it. ``database`` is dropped and recreated (default
+    benefits_ledger_demo)."""
     if proration is not None:
         settings = settings.model_copy(update={"plan": settings.plan.model_copy(update={"proration": proration})})
     program = generate(members, months, seed, plan=settings.plan)
     if on_start is not None:
         on_start(program)
-    with open_ledger(settings, database=DEMO_DATABASE, reset_database=True) as ledger:
+    with open_ledger(settings, database=database, reset_database=True) as ledger:
         started = _time.perf_counter()
         published = asyncio.run(run_program(ledger, program, progress))
         elapsed = _time.perf_counter() - started
         store = ledger.store()
         summary = store.summary()
         rows = store.discrepancies(limit=ROWS_MAX)
-        adjudications = read_claims(ledger.bootstrap, ledger.settings.topics.claims)
+        from processor.kafka_clients import kafka_python_options
+
+        adjudications = read_claims(ledger.bootstrap, ledger.settings.topics.claims,
+                                    **kafka_python_options(ledger.settings))
         verdict = judge(program, rows, adjudications, store.member_months(limit=ROWS_MAX))
         counts = summary.counts
         events = [e for _, phase in program.phases for e in phase]
@@ -228,6 +234,6 @@ def run_demo(
             counts_add_up=counts.received == published + program.derived_payments
             and counts.received == counts.applied + counts.duplicates + counts.dead_lettered,
             events_per_second=round(published / elapsed, 1), elapsed_seconds=round(elapsed, 2),
-            database=DEMO_DATABASE,
+            database=database,
         )
     return report
