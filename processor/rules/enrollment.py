@@ -11,6 +11,8 @@ hire) has each of those months judged, so every covered month whose cycle closed
 
 from __future__ import annotations
 
+from datetime import date
+
 import msgspec
 
 from events.types import EnrollmentChanged
@@ -32,23 +34,31 @@ def on_enrollment(account: AccountState, part: PartitionState, e: EnrollmentChan
         account.pending_enrollments.append(e)  # the coverage it changes has not arrived (yet)
         _settle_unknown(account, e, out)
         return out
-    before = retro.billed_premiums(account, part, plan)
     e = _as_plan_allows(account, e, plan)
+    waiting = _take_pending(account, e.member_id, e.coverage_line) if e.action == "add" else []
+    # A change moves nothing before the month its earliest date falls in (one month earlier, for a
+    # reinstatement extending a segment that ended then): the cost does not grow with the history.
+    since = add_months(first_of_month(min(d for c in (e, *waiting) for d in _dates(c))), -1)
+    before = retro.billed_premiums(account, part, plan, lambda m: m >= since)
     coverage.apply_enrollment(account, e)
-    if e.action == "add":
-        for waiting in _take_pending(account, e.member_id, e.coverage_line):
-            coverage.apply_enrollment(account, waiting)
-    payments.replace_held(account, plan)
+    for kept in waiting:
+        coverage.apply_enrollment(account, kept)
+    payments.replace_held(account, plan, since)
     retro.note_changes(
         account, part, plan, before, event_id=e.event_id, change_date=coverage.change_date(e),
         days_back=(e.occurred_at.date() - coverage.change_date(e)).days, cause="enrollment",
     )
-    _closed_cycle_months(account, part, e, plan)
+    for key in _closed_cycle_months(account, part, e, plan):
+        out.touch(key)
     for key, month in account.months.items():
-        if month.month is not None:
+        if month.month is not None and month.month >= since:
             out.touch(key)
     _settle_unknown(account, e, out)
     return out
+
+
+def _dates(e: EnrollmentChanged) -> tuple[date, ...]:
+    return (e.benefit_begin,) if e.benefit_end is None else (e.benefit_begin, e.benefit_end)
 
 
 def _as_plan_allows(account: AccountState, e: EnrollmentChanged, plan: PlanSettings) -> EnrollmentChanged:
@@ -74,19 +84,24 @@ def _take_pending(account: AccountState, member_id: str, line: str) -> list[Enro
     return sorted(mine, key=lambda p: (coverage.change_date(p), p.occurred_at))
 
 
-def _closed_cycle_months(account: AccountState, part: PartitionState, e: EnrollmentChanged, plan: PlanSettings) -> None:
-    """Months of this coverage whose billing cycle already closed get a month to be judged in."""
+def _closed_cycle_months(account: AccountState, part: PartitionState, e: EnrollmentChanged,
+                         plan: PlanSettings) -> list[str]:
+    """Months of this coverage whose billing cycle already closed get a month to be judged in; returns
+    the keys of the months it created."""
     closed_through = part.billing_closed_through
     if closed_through is None or e.relationship != "self":
-        return
+        return []
     earliest = part.billing_closed_from or closed_through
+    created = []
     for seg in coverage.segments_of(account, e.member_id, e.coverage_line):
         m = max(first_of_month(coverage.priced_begin(seg, plan)), earliest)
         last = closed_through if seg.end is None else min(first_of_month(seg.end), closed_through)
         while m <= last:
             if month_key(m) not in account.months:
                 month_state(account, m)
+                created.append(month_key(m))
             m = add_months(m, 1)
+    return created
 
 
 def _settle_unknown(account: AccountState, trigger: EnrollmentChanged, out: Outcome) -> None:

@@ -52,11 +52,12 @@ def placement(account: AccountState, month: MonthState, plan: PlanSettings) -> s
     return PAYMENT_HELD
 
 
-def replace_held(account: AccountState, plan: PlanSettings) -> None:
-    """After an enrollment change, held and after-termination cash is placed again: a reinstatement
-    turns a payment after termination into cash for the month, a retroactive termination the reverse."""
+def replace_held(account: AccountState, plan: PlanSettings, since: date) -> None:
+    """After an enrollment change (reaching back to ``since``), held and after-termination cash is
+    placed again: a reinstatement turns a payment after termination into cash for the month, a
+    retroactive termination the reverse."""
     for month in account.months.values():
-        if month.bills:
+        if month.bills or month.month is None or month.month < since:
             continue  # cash for a billed month is applied to the bill, whatever the coverage
         for p in month.payments:
             if p.status in (PAYMENT_HELD, PAYMENT_AFTER_TERM):
