@@ -6,7 +6,8 @@ with the projections in the same transaction, so a restarted worker resumes exac
 
 from __future__ import annotations
 
-from datetime import date
+import bisect
+from datetime import date, timedelta
 
 import msgspec
 
@@ -295,7 +296,30 @@ class RateEntry(msgspec.Struct, kw_only=True):
     event_id: str
 
 
-class PartitionState(msgspec.Struct, kw_only=True):
+_FOREVER = date.max
+
+
+def _timeline(entries: list[RateEntry]) -> tuple[list[date], list[tuple[date, RateEntry]]]:
+    """The publications of one plan and tier laid out as non-overlapping spans, later ones over
+    earlier ones: (span starts, [(span end, entry)]), for a binary search by month."""
+    spans: list[tuple[date, date, RateEntry]] = []
+    for entry in entries:
+        start, end = entry.month_from, entry.month_through or _FOREVER
+        kept: list[tuple[date, date, RateEntry]] = []
+        for s, e, old in spans:
+            if e < start or s > end:
+                kept.append((s, e, old))
+                continue
+            if s < start:
+                kept.append((s, start - timedelta(days=1), old))
+            if e > end:
+                kept.append((end + timedelta(days=1), e, old))
+        kept.append((start, end, entry))
+        spans = sorted(kept, key=lambda x: x[0])
+    return [s for s, _, _ in spans], [(e, entry) for _, e, entry in spans]
+
+
+class PartitionState(msgspec.Struct, kw_only=True, dict=True):
     """Reference data every partition folds in its own order: rates and the business date."""
 
     partition: int
@@ -310,11 +334,25 @@ class PartitionState(msgspec.Struct, kw_only=True):
     billing_closed_event_id: str | None = None
 
     def rate_for(self, plan: str, tier: str, month: date) -> RateEntry | None:
-        """The latest-published rate covering the month: a later publication overrides an earlier one."""
-        for entry in reversed(self.rates.get(f"{plan}|{tier}", ())):
-            if entry.month_from <= month and (entry.month_through is None or month <= entry.month_through):
-                return entry
-        return None
+        """The latest-published rate covering the month: a later publication overrides an earlier one.
+
+        A binary search over the plan and tier's publications laid out as spans, built once per
+        publication (``rates_changed``) and kept beside the state, never encoded with it."""
+        key = f"{plan}|{tier}"
+        cache: dict[str, tuple[list[date], list[tuple[date, RateEntry]]]] = self.__dict__.setdefault("_spans", {})
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = _timeline(self.rates.get(key, []))
+        starts, spans = found
+        i = bisect.bisect_right(starts, month) - 1
+        if i < 0:
+            return None
+        end, entry = spans[i]
+        return entry if month <= end else None
+
+    def rates_changed(self, plan: str, tier: str) -> None:
+        """A publication was added for the plan and tier: its spans are laid out again on next use."""
+        self.__dict__.get("_spans", {}).pop(f"{plan}|{tier}", None)
 
 
 def month_key(month: date | None) -> str:

@@ -35,6 +35,7 @@ def add_rate(part: PartitionState, event: RatePublished) -> None:
             event_id=event.event_id,
         )
     )
+    part.rates_changed(event.plan, event.tier)
 
 
 def segment_premium(seg: CoverageSegment, rate: RateEntry, month: date, plan: PlanSettings) -> int:
