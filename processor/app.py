@@ -78,6 +78,18 @@ def ensure_database(server_dsn: str, name: str, *, reset: bool = False) -> str:
     return psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
 
 
+def ledger_role_dsn(admin_dsn: str) -> str:
+    """Embedded stack: migrate the database as the administrator, give the archive to its own role and
+    the rest to the ledger's (projections/roles.py), and return the DSN the ledger uses: its own role,
+    not a superuser. Changes nothing when all is already in place."""
+    import psycopg
+
+    from projections.roles import LEDGER_ROLE, apply_setup
+
+    apply_setup(admin_dsn, LEDGER_ROLE)
+    return psycopg.conninfo.make_conninfo(admin_dsn, user=LEDGER_ROLE)
+
+
 def _runtime_file(settings: Settings) -> Path:
     return Path(settings.data_dir) / "run" / "broker.json"
 
@@ -124,6 +136,8 @@ def open_ledger(
     with resolve_endpoints(settings) as (bootstrap, server_dsn, cluster_id):
         name = database or (settings.database_name if settings.embedded_database else None)
         dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
+        if settings.embedded_database:
+            dsn = ledger_role_dsn(dsn)
         ledger = Ledger(settings, bootstrap, dsn, cluster_id or broker_cluster_id(bootstrap), store_factory)
         try:
             ledger.store().migrate()
@@ -151,6 +165,8 @@ def open_store(settings: Settings | None = None, *, database: str | None = None)
             server_dsn = stack.enter_context(EmbeddedPostgres(Path(settings.data_dir) / "postgres")).dsn
             name = database or settings.database_name
         dsn = ensure_database(server_dsn, name) if name else server_dsn
+        if settings.database_url is None:
+            dsn = ledger_role_dsn(dsn)
         store = postgres_store(dsn)
         try:
             store.migrate()

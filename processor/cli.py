@@ -477,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     from replay.commands import add_audit_parsers
 
     add_audit_parsers(sub, common)
+
+    from projections.roles import add_setup_roles_parser  # issue 12: the ledger is not a superuser
+
+    add_setup_roles_parser(sub, common)
     return parser
 
 

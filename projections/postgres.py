@@ -222,6 +222,10 @@ FROM positions
 """
 
 
+class MigrationNeedsAdmin(RuntimeError):
+    """A migration changes what only an administrator may change (the archive is not the ledger's)."""
+
+
 def migration_files() -> list[Traversable]:
     """The packaged ``projections/migrations/*.sql`` files, in the order they apply (by file name)."""
     folder = resources.files("projections").joinpath("migrations")
@@ -278,7 +282,13 @@ class PostgresStore:
                 done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,))
                 if done.fetchone() is not None:
                     continue
-                conn.execute(file.read_text(encoding="utf-8").encode())  # several statements, no params
+                try:
+                    conn.execute(file.read_text(encoding="utf-8").encode())  # several statements, no params
+                except errors.InsufficientPrivilege as exc:
+                    raise MigrationNeedsAdmin(
+                        f"migration {version} needs more than this role may do ({exc.diag.message_primary}):"
+                        " apply it as an administrator with `benefits-ledger setup-roles --admin-dsn DSN`"
+                    ) from exc
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
     def applied_migrations(self) -> list[str]:
