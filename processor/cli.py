@@ -328,8 +328,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from events.adapters.ingest import ingest
     from events.publisher import Publisher
     from processor.app import running_embedded_broker
+    from processor.keys import KeyRequired, member_id_key
 
     settings = _settings()
+    try:
+        member_id_key(settings)  # pseudonyms need a real key: refuse before reading any file
+    except KeyRequired as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     bootstrap = None
     if not args.dry_run:
         bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
@@ -489,8 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from processor.keys import KeyRequired
+
     try:
         return int(args.fn(args))
+    except KeyRequired as exc:  # no usable secret key outside the embedded demo (processor/keys.py)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
