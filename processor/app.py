@@ -18,6 +18,7 @@ from processor.embedded import broker_cluster_id, resolve_endpoints
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
 from processor.topics import ensure_topics
+from projections.anchor import Anchorer
 from projections.model import LedgerStore
 
 log = logging.getLogger("benefits_ledger")
@@ -50,7 +51,23 @@ class Ledger:
 
     def processor(self, **kwargs: Any) -> ProcessorLoop:
         kwargs.setdefault("read_store", self.store())
+        if "anchor" not in kwargs:
+            kwargs["anchor"] = self.anchorer(kwargs["read_store"])
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
+
+    def anchorer(self, store: LedgerStore) -> Anchorer | None:
+        """Checkpoints of the chain heads, signed and written outside the database; None for a store that
+        keeps no chain. Raises processor.keys.KeyRequired without a key (outside the embedded demo)."""
+        from processor.keys import anchor_key
+        from projections.anchor import Anchorer, anchor_logs, archive_identity
+
+        read_heads = getattr(store, "chain_heads", None)
+        if read_heads is None:
+            return None
+        archive = archive_identity(self.dsn)
+        return Anchorer(anchor_key(self.settings), anchor_logs(self.settings, archive, self.bootstrap), archive,
+                        read_heads, interval_events_max=self.settings.anchor_interval_events_max,
+                        interval_ms=self.settings.anchor_interval_ms)
 
     def relay(self) -> Relay:
         return Relay(self.settings, self.bootstrap, self.store())
@@ -136,6 +153,10 @@ def open_ledger(
     with resolve_endpoints(settings) as (bootstrap, server_dsn, cluster_id):
         name = database or (settings.database_name if settings.embedded_database else None)
         dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
+        if reset_database and name:  # a new archive: the checkpoints of the dropped one no longer apply
+            from projections.anchor import default_anchor_file
+
+            default_anchor_file(settings, name).unlink(missing_ok=True)
         if settings.embedded_database:
             dsn = ledger_role_dsn(dsn)
         ledger = Ledger(settings, bootstrap, dsn, cluster_id or broker_cluster_id(bootstrap), store_factory)

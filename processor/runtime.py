@@ -20,6 +20,7 @@ from events.publisher import SEQUENCE_HEADER
 from processor.batch import BatchProcessor, BatchResult, Record
 from processor.merge import StreamMerger
 from processor.settings import Settings
+from projections.anchor import Anchorer
 from projections.model import (
     CLAIMS_STREAM,
     DISCREPANCIES_STREAM,
@@ -83,8 +84,10 @@ class ProcessorLoop:
         clock: Callable[[], datetime] = utcnow,
         on_batch: Callable[[BatchResult], None] | None = None,
         read_store: LedgerStore | None = None,
+        anchor: Anchorer | None = None,
     ) -> None:
         self.settings = settings
+        self.anchor = anchor  # checkpoints of the chain heads, outside the database (projections/anchor.py)
         self.bootstrap = bootstrap
         self.store = store
         # Folding and the rebalance listener read through their own connection, so they do not wait
@@ -141,6 +144,9 @@ class ProcessorLoop:
         self._stopping.set()
         if self._pending is not None and self.consumer is not None:
             await self.drain()
+        if self.anchor is not None:
+            await self.anchor.flush()
+            self.anchor.close()
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
@@ -196,6 +202,8 @@ class ProcessorLoop:
             self.consumer.resume(*[tp for tp in resume if tp not in pause])
         if not records:
             await self.drain()
+            if self.anchor is not None:
+                await self.anchor.after_commit(())  # idle: partitions whose anchor_interval_ms ran out
             return 0
         result = self.processor.process(records)
         await self._publish_dead_letters(result)
@@ -232,6 +240,8 @@ class ProcessorLoop:
             self.processor.reset()
             raise
         self.processor.committed(result)
+        if self.anchor is not None:
+            await self.anchor.after_commit(result.write.archive)
         assert self.consumer is not None
         offsets = {TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions}
         if offsets:

@@ -682,6 +682,19 @@ class PostgresStore:
             heads = {int(p): bytes(h) for p, h in conn.execute("SELECT partition, chain_hash FROM archive_chain_head")}
         return check_heads(report, heads)
 
+    def chain_heads(self, partitions: list[int]) -> list[tuple[int, int, str, bytes, bytes]]:
+        """(partition, seq, event_id, chain_hash, head's chain_hash) of each partition's last archived
+        event, in one snapshot (projections/anchor.py signs them)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT h.partition, a.seq, a.event_id, a.chain_hash, h.chain_hash FROM archive_chain_head h"
+                " CROSS JOIN LATERAL (SELECT seq, event_id, chain_hash FROM archive"
+                "   WHERE partition = h.partition ORDER BY seq DESC LIMIT 1) a"
+                " WHERE h.partition = ANY(%s::int[]) ORDER BY h.partition",
+                (partitions,),
+            ).fetchall()
+        return [(int(p), int(q), str(e), bytes(c), bytes(h)) for p, q, e, c, h in rows]
+
     def fsa_accounts(self, account_id: str) -> list[FsaRow]:
         """The account's flexible spending accounts by plan year and account type."""
         with self._tx() as conn:
