@@ -16,7 +16,7 @@ import pytest
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres, stop_postgres_in
 from processor.settings import Settings, TopicSettings
 
-_INTEGRATION_DIRS = ("integration", "e2e")
+_INTEGRATION_DIRS = ("integration", "e2e", "faults")
 _SERVICE_FIXTURES = {"broker", "pg_server", "pg_dsn"}
 _previous_sigterm: Any = None
 
