@@ -29,6 +29,7 @@ verify is a forged or damaged checkpoint. ``rebuild`` refuses to switch over an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -155,11 +156,27 @@ class TopicAnchorLog:
         from kafka import KafkaProducer
 
         if self._producer is None:
+            self._ensure_topic()
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", retries=5)
         futures = [self._producer.send(self.topic, key=self.key.encode(), value=line.rstrip(b"\n")) for line in lines]
         self._producer.flush(timeout=30)
         for f in futures:
             f.get(timeout=30)  # raises the broker's error: the checkpoints stay pending
+
+    def _ensure_topic(self) -> None:
+        """Create the topic if missing (brokers with auto-creation off): one partition, kept forever."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="benefits-ledger-anchor")
+        try:
+            if self.topic not in set(admin.list_topics()):
+                with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
+                    admin.create_topics([NewTopic(name=self.topic, num_partitions=1, replication_factor=1,
+                                                  topic_configs={"retention.ms": "-1"})])
+        finally:
+            admin.close()
 
     def read(self) -> Iterator[tuple[str, bytes]]:
         from kafka import KafkaConsumer, TopicPartition

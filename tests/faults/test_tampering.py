@@ -178,3 +178,35 @@ def test_verify_archive_refuses_to_run_without_the_anchor_key(ledger: Ledger) ->
     wrong = subprocess.run(cli_argv("verify-archive", "--json"), env=other, capture_output=True, text=True,
                            timeout=120, stdin=subprocess.DEVNULL, check=False)
     assert wrong.returncode == 1 and json.loads(wrong.stdout)["first_broken"]["kind"] == "checkpoint"
+
+
+def test_checkpoints_on_a_topic_catch_a_truncated_tail_without_the_file(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """Production: several workers append to one checkpoint topic; the file alone would be per host."""
+    topic = f"ledger.checkpoints.{os.urandom(6).hex()}"
+    settings = settings_factory(anchor_interval_events_max=50, anchor_topic=topic)
+    with open_ledger(settings) as running:
+        asyncio.run(run_program(running, generate(members=20, months=3, seed=22)))
+    assert settings.database_url is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update({"PYTHONPATH": str(REPO_ROOT), "LEDGER_DATA_DIR": str(settings.data_dir),
+                "LEDGER_DATABASE_URL": settings.database_url, "LEDGER_ANCHOR_TOPIC": topic,
+                "LEDGER_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "", **ledger_keys_env()})
+    ledger = Ledger(settings, settings.database_url, env)
+    ledger.anchor_file().unlink()  # only the topic is left
+    code, doc = ledger.verify_archive()
+    assert code == 0 and doc["checkpoints"] >= 4 and doc["events_unanchored"] == 0, doc
+    assert doc["checkpoint_logs"][-1] == f"topic {topic}"
+
+    seq, partition, event_id = newest_row(ledger.dsn)
+    with psycopg.connect(ledger.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE archive DISABLE TRIGGER archive_no_update_delete")
+        conn.execute("DELETE FROM archive WHERE seq = %s", (seq,))
+        conn.execute("ALTER TABLE archive ENABLE TRIGGER archive_no_update_delete")
+        conn.execute("UPDATE archive_chain_head SET chain_hash = (SELECT chain_hash FROM archive WHERE partition = %s"
+                     " ORDER BY seq DESC LIMIT 1) WHERE partition = %s", (partition, partition))
+    code, doc = ledger.verify_archive()
+    assert code == 1
+    assert {k: doc["first_broken"][k] for k in ("kind", "partition", "seq", "event_id")} == {
+        "kind": "truncated", "partition": partition, "seq": seq, "event_id": event_id}
