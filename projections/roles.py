@@ -190,10 +190,13 @@ def setup_sql(role: str = LEDGER_ROLE) -> str:
             .replace("__ARCHIVE_FUNCTIONS__", functions).lstrip("\n"))
 
 
-def apply_setup(admin_dsn: str, role: str = LEDGER_ROLE, *, migrate: bool = True) -> list[str]:
+def apply_setup(admin_dsn: str, role: str = LEDGER_ROLE, *, migrate: bool = True, password: str | None = None,
+                ) -> list[str]:
     """Migrate as the administrator (some migrations need more than the ledger may do), then run the
-    script; returns the notices the server sent (what was changed beyond the grants)."""
+    script; returns the notices the server sent (what was changed beyond the grants). ``password`` sets
+    the role's password (stored as SCRAM by the server) for a ledger that logs in over TCP."""
     import psycopg
+    from psycopg import sql
 
     from projections.postgres import PostgresStore
 
@@ -208,6 +211,9 @@ def apply_setup(admin_dsn: str, role: str = LEDGER_ROLE, *, migrate: bool = True
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         try:
             conn.execute(setup_sql(role).encode())
+            if password is not None:
+                conn.execute("SET password_encryption = 'scram-sha-256'")
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
         except psycopg.errors.InsufficientPrivilege as exc:
             raise RoleSetupError(f"{exc.diag.message_primary}: setup-roles needs an administrator's DSN") from exc
         except psycopg.errors.RaiseException as exc:
@@ -256,8 +262,16 @@ def cmd_setup_roles(args: Any) -> int:
         print("error: setup-roles needs --admin-dsn (an administrator of the ledger's database), or --print for"
               " the SQL; the embedded stack sets up its roles by itself", file=sys.stderr)
         return 2
+    password = None
+    if args.ledger_password_env:
+        import os
+
+        password = os.environ.get(args.ledger_password_env)
+        if not password:
+            print(f"error: --ledger-password-env {args.ledger_password_env}: that variable is not set", file=sys.stderr)
+            return 2
     try:
-        notices = apply_setup(args.admin_dsn, role)
+        notices = apply_setup(args.admin_dsn, role, password=password)
         report = role_report(args.admin_dsn, role)
     except (RoleSetupError, psycopg.Error) as exc:
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}", file=sys.stderr)
@@ -282,6 +296,8 @@ def add_setup_roles_parser(sub: Any, common: Any) -> None:
     p.add_argument("--admin-dsn", metavar="DSN",
                    help="an administrator's DSN of the ledger's database: migrate, then apply the roles")
     p.add_argument("--ledger-role", default=LEDGER_ROLE, help=f"the ledger's login role (default {LEDGER_ROLE})")
+    p.add_argument("--ledger-password-env", metavar="VAR",
+                   help="set the ledger role's password (SCRAM) from this environment variable")
     p.add_argument("--print", dest="print_sql", action="store_true",
                    help="print the SQL for an administrator to run (after the migrations) instead of applying it")
     p.set_defaults(fn=cmd_setup_roles)

@@ -250,9 +250,9 @@ def test_the_embedded_ledger_runs_as_a_role_that_cannot_touch_the_archive_and_st
         stop_postgres_in(tmp_path / "postgres")
 
 
-def run_setup_roles(*args: str) -> subprocess.CompletedProcess[str]:
+def run_setup_roles(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
-    env.update({"PYTHONPATH": str(REPO_ROOT), **ledger_keys_env()})
+    env.update({"PYTHONPATH": str(REPO_ROOT), **ledger_keys_env(), **extra})
     return subprocess.run(cli_argv("setup-roles", *args), env=env, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL, check=False)
 
@@ -269,8 +269,12 @@ def test_setup_roles_prepares_a_configured_server_for_an_unprivileged_ledger(
     doc = json.loads(applied.stdout)
     assert doc["superuser"] is False and doc["member_of_archivist"] is False
     assert doc["archive_owner"] == ARCHIVIST and sorted(doc["archive_privileges"]) == ["INSERT", "SELECT"]
-    again = run_setup_roles("--admin-dsn", pg_dsn, "--json")  # idempotent
+    again = run_setup_roles("--admin-dsn", pg_dsn, "--json", "--ledger-password-env", "APP_DB_PASSWORD",
+                            APP_DB_PASSWORD="a password for tcp logins")  # idempotent; sets a SCRAM password
     assert again.returncode == 0 and json.loads(again.stdout)["notices"] == []
+    with psycopg.connect(pg_dsn) as conn:
+        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (LEDGER_ROLE,)).fetchone()
+    assert stored is not None and stored[0].startswith("SCRAM-SHA-256$")
 
     ledger_dsn = make_conninfo(pg_dsn, user=LEDGER_ROLE)
     settings = settings_factory(database_url=ledger_dsn)

@@ -224,11 +224,19 @@ def test_ledger_points_at_the_compose_kafka_and_postgres(services: dict[str, Any
     kafka = environment(services["kafka"])
     pg = environment(services["postgres"])
     advertised = kafka["KAFKA_ADVERTISED_LISTENERS"].split("://", 1)[1]
-    dsn = f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    setup = services["setup-roles"]
+    app_password = environment(setup)["APP_DB_PASSWORD"]
+    # the ledger logs in as its own unprivileged role, which setup-roles creates as the image's admin user
+    dsn = f"postgresql://ledger_app:{app_password}@postgres:5432/{pg['POSTGRES_DB']}"
     for name in LEDGER_SERVICES:
         env = ledger_environment(services[name])
         assert env["LEDGER_KAFKA_BOOTSTRAP_SERVERS"] == advertised, name
         assert env["LEDGER_DATABASE_URL"] == dsn, name
+        assert services[name]["depends_on"]["setup-roles"]["condition"] == "service_completed_successfully"
+    args = build_parser().parse_args(command(setup))
+    assert args.command == "setup-roles" and args.ledger_password_env == "APP_DB_PASSWORD"
+    assert args.admin_dsn == f"postgresql://{pg['POSTGRES_USER']}@postgres:5432/{pg['POSTGRES_DB']}"
+    assert environment(setup)["PGPASSWORD"] == pg["POSTGRES_PASSWORD"]
 
 
 # -- settings ---------------------------------------------------------------------------------------
