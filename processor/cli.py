@@ -496,10 +496,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from processor.keys import KeyRequired
+    from projections.postgres import MigrationNeedsAdmin
 
     try:
         return int(args.fn(args))
-    except KeyRequired as exc:  # no usable secret key outside the embedded demo (processor/keys.py)
+    except (KeyRequired, MigrationNeedsAdmin) as exc:  # set up before it can run (processor/keys.py, roles)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
