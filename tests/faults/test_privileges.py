@@ -194,6 +194,7 @@ FORBIDDEN = (
     f"SET ROLE {ARCHIVIST}",
     f"GRANT {ARCHIVIST} TO {LEDGER_ROLE}",
     "ALTER ROLE ledger_app SUPERUSER",
+    "COPY (SELECT 1) TO PROGRAM 'id'",  # what a superuser could do as the server's OS user
     "UPDATE archive_chain_head SET partition = partition WHERE false",  # allowed: the heads move (anchored)
 )
 
