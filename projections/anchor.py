@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -258,29 +259,45 @@ class Anchorer:
         self.pending: dict[int, int] = {}  # partition -> events archived since its last checkpoint
         self.since: dict[int, float] = {}  # partition -> when its first such event was committed
         self.written = 0
+        # checkpoint() runs in a worker thread while commits go on counting: the counts are guarded, and
+        # one checkpoint runs at a time
+        self._state = threading.Lock()
+        self._serial: asyncio.Lock | None = None
 
     def committed(self, archived: Sequence[Any]) -> None:
         """Count the archive rows of a committed batch (anything with a ``partition``)."""
         now = self.clock()
-        for row in archived:
-            self.pending[row.partition] = self.pending.get(row.partition, 0) + 1
-            self.since.setdefault(row.partition, now)
+        with self._state:
+            for row in archived:
+                self.pending[row.partition] = self.pending.get(row.partition, 0) + 1
+                self.since.setdefault(row.partition, now)
 
     def due(self) -> list[int]:
         now = self.clock()
-        return sorted(p for p, n in self.pending.items()
-                      if n >= self.interval_events_max or now - self.since[p] >= self.interval_s)
+        with self._state:
+            return sorted(p for p, n in self.pending.items()
+                          if n >= self.interval_events_max or now - self.since[p] >= self.interval_s)
 
     def checkpoint(self, partitions: Sequence[int] | None = None) -> int:
         """Sign and append the current heads of ``partitions`` (default: every pending one). A log that
-        cannot be written leaves them pending, to be tried again after the next commit."""
-        wanted = sorted(self.pending if partitions is None else partitions)
+        cannot be written, or heads that cannot be read, leave them pending, to be tried again after the
+        next commit."""
+        import psycopg
+
+        with self._state:
+            wanted = sorted(self.pending if partitions is None else partitions)
+            taken = {p: self.pending.get(p, 0) for p in wanted}
         if not wanted:
             return 0
         now = datetime.now(UTC)
         lines: list[bytes] = []
         done: list[int] = []
-        for partition, seq, event_id, row_hash, head_hash in self.read_heads(wanted):
+        try:
+            heads = self.read_heads(wanted)
+        except psycopg.Error as exc:
+            log.error("cannot read the chain heads to checkpoint them (%s); retried after the next commit", exc)
+            return 0
+        for partition, seq, event_id, row_hash, head_hash in heads:
             if row_hash != head_hash:  # never sign what does not agree with itself
                 log.error("partition %s: chain head %s is not the link of its last event (seq %s); not"
                           " checkpointing it: run verify-archive", partition, head_hash.hex()[:16], seq)
@@ -294,23 +311,36 @@ class Anchorer:
                 log.error("cannot append checkpoints to %s (%s); they are retried after the next commit",
                           target.name, exc)
                 return 0
-        for p in done:
-            self.pending.pop(p, None)
-            self.since.pop(p, None)
-        self.written += len(lines)
+        with self._state:  # events committed meanwhile stay pending (the heads may or may not cover them)
+            for p in done:
+                left = self.pending.get(p, 0) - taken.get(p, 0)
+                if left > 0:
+                    self.pending[p], self.since[p] = left, self.clock()
+                else:
+                    self.pending.pop(p, None)
+                    self.since.pop(p, None)
+            self.written += len(lines)
         return len(lines)
 
     async def after_commit(self, archived: Sequence[Any]) -> None:
         """The processor's hook after each commit (and, with nothing archived, on idle fetches)."""
         self.committed(archived)
-        due = self.due()
-        if due:
-            await asyncio.to_thread(self.checkpoint, due)
+        if self.due():
+            async with self._one_at_a_time():
+                due = self.due()
+                if due:
+                    await asyncio.to_thread(self.checkpoint, due)
 
     async def flush(self) -> None:
         """At stop: every pending partition."""
         if self.pending:
-            await asyncio.to_thread(self.checkpoint)
+            async with self._one_at_a_time():
+                await asyncio.to_thread(self.checkpoint)
+
+    def _one_at_a_time(self) -> asyncio.Lock:
+        if self._serial is None:
+            self._serial = asyncio.Lock()
+        return self._serial
 
     def close(self) -> None:
         for target in self.logs:

@@ -100,3 +100,23 @@ def test_an_inconsistent_head_is_never_signed_and_a_failed_write_stays_pending()
                   lambda ps: [(0, 5, "e5", b"a" * 32, b"a" * 32)], interval_events_max=1, interval_ms=1000)
     ok.committed(rows(0))
     assert ok.checkpoint() == 0 and ok.pending == {0: 1}, "retried after the next commit"
+
+
+def test_events_committed_while_a_checkpoint_is_written_stay_pending() -> None:
+    anchorer: Anchorer
+
+    def read_heads(partitions: list[int]) -> list[tuple[int, int, str, bytes, bytes]]:
+        anchorer.committed(rows(0, 0))  # another commit lands while the heads are read
+        return [(0, 5, "e5", b"a" * 32, b"a" * 32)]
+
+    class Memory:
+        name = "memory"
+
+        def append(self, lines: list[bytes]) -> None:
+            pass
+
+    anchorer = Anchorer(KEY, [Memory()], "ledger.public", read_heads, interval_events_max=3,  # type: ignore[list-item]
+                        interval_ms=1000)
+    anchorer.committed(rows(0, 0, 0))
+    assert anchorer.checkpoint() == 1
+    assert anchorer.pending == {0: 2}, "the two later events are not counted as covered"
