@@ -293,7 +293,8 @@ class Settings(BaseSettings):
     )
     anchor_interval_events_max: int = Field(
         default=1000, ge=1, le=1_000_000,
-        description="a partition's chain head is checkpointed after at most this many archived events",
+        description="a partition's chain head is checkpointed by the first commit that brings it this many"
+        " archived events since its last checkpoint",
     )
     anchor_interval_ms: int = Field(
         default=5000, ge=10, le=3_600_000,

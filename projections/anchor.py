@@ -15,8 +15,9 @@ ended, after event E at seq S, with link H", signed with HMAC-SHA256 under a key
   to, kept forever (retention.ms=-1) and writable by the ledger's principal only (ACLs), out of the
   database administrator's reach.
 
-A partition is checkpointed after at most ``anchor_interval_events_max`` archived events, at the latest
-``anchor_interval_ms`` after its first event not yet checkpointed, and when the processor stops. A
+A partition is checkpointed by the commit that brings it ``anchor_interval_events_max`` archived events
+since its last checkpoint, at the latest ``anchor_interval_ms`` after its first event not yet
+checkpointed, and when the processor stops. A
 checkpoint covers every earlier event of its partition (the chain links them), so what is not covered is
 the tail written since the last one: ``verify-archive`` counts it (``events_unanchored``).
 
