@@ -96,6 +96,16 @@ def measure_pipeline(bootstrap: str, dsn: str, n_events: int, seed: int, partiti
     """Events per second from the first publish to the last applied, on fresh topics and database."""
     suffix = uuid.uuid4().hex[:8]
     db_dsn = ensure_database(dsn, f"bench_pipeline_{suffix}")
+    import secrets
+    import shutil
+    import tempfile
+
+    # configured services are not the embedded demo: the processor needs an anchor key (a throwaway one
+    # here) and writes its checkpoints, which are part of what is measured, to a throwaway directory
+    data_dir = tempfile.mkdtemp(prefix="bench-pipeline-")
     settings = Settings(kafka_bootstrap_servers=bootstrap, database_url=db_dsn, topics=topic_settings(suffix),
-                        partitions=partitions)
-    return asyncio.run(_measure(settings, suffix, n_events, seed))
+                        partitions=partitions, data_dir=data_dir, anchor_hmac_key=secrets.token_hex(32))
+    try:
+        return asyncio.run(_measure(settings, suffix, n_events, seed))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

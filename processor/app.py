@@ -22,6 +22,7 @@ from processor.kafka_clients import faust_credentials, kafka_python_options
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
 from processor.topics import ensure_topics
+from projections.anchor import Anchorer
 from projections.model import LedgerStore
 
 log = logging.getLogger("benefits_ledger")
@@ -63,7 +64,23 @@ class Ledger:
     def processor(self, **kwargs: Any) -> ProcessorLoop:
         kwargs.setdefault("read_store", self.store())
         kwargs.setdefault("health", self.health)
+        if "anchor" not in kwargs:
+            kwargs["anchor"] = self.anchorer(kwargs["read_store"])
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
+
+    def anchorer(self, store: LedgerStore) -> Anchorer | None:
+        """Checkpoints of the chain heads, signed and written outside the database; None for a store that
+        keeps no chain. Raises processor.keys.KeyRequired without a key (outside the embedded demo)."""
+        from processor.keys import anchor_key
+        from projections.anchor import Anchorer, anchor_logs, archive_identity
+
+        read_heads = getattr(store, "chain_heads", None)
+        if read_heads is None:
+            return None
+        archive = archive_identity(self.dsn)
+        return Anchorer(anchor_key(self.settings), anchor_logs(self.settings, archive, self.bootstrap), archive,
+                        read_heads, interval_events_max=self.settings.anchor_interval_events_max,
+                        interval_ms=self.settings.anchor_interval_ms)
 
     def relay(self) -> Relay:
         return Relay(self.settings, self.bootstrap, self.store(), health=self.health)
@@ -134,6 +151,18 @@ def ensure_database(server_dsn: str, name: str, *, reset: bool = False) -> str:
     return psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
 
 
+def ledger_role_dsn(admin_dsn: str) -> str:
+    """Embedded stack: migrate the database as the administrator, give the archive to its own role and
+    the rest to the ledger's (projections/roles.py), and return the DSN the ledger uses: its own role,
+    not a superuser. Changes nothing when all is already in place."""
+    import psycopg
+
+    from projections.roles import LEDGER_ROLE, apply_setup
+
+    apply_setup(admin_dsn, LEDGER_ROLE)
+    return psycopg.conninfo.make_conninfo(admin_dsn, user=LEDGER_ROLE)
+
+
 def _runtime_file(settings: Settings) -> Path:
     return Path(settings.data_dir) / "run" / "broker.json"
 
@@ -189,6 +218,12 @@ def open_ledger(
         server_dsn = configured or server_dsn
         name = database or (settings.database_name if settings.embedded_database else None)
         dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
+        if reset_database and name:  # a new archive: the checkpoints of the dropped one no longer apply
+            from projections.anchor import default_anchor_file
+
+            default_anchor_file(settings, name).unlink(missing_ok=True)
+        if settings.embedded_database:
+            dsn = ledger_role_dsn(dsn)
         log_id = cluster_id or broker_cluster_id(bootstrap, **kafka_python_options(settings),
                                                  bootstrap_timeout_ms=int(timeout * 1000))
         ledger = Ledger(settings, bootstrap, dsn, log_id, store_factory)
@@ -250,6 +285,8 @@ def open_store(
                 shown = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "postgres"
                 raise UsageError(f"database {shown!r} {_schema_gap(missing)}: run `benefits-ledger migrate`"
                                  " (reading commands never change the schema)")
+        if settings.database_url is None:
+            dsn = ledger_role_dsn(dsn)  # the embedded stack's ledger role, not the administrator
         store = postgres_store(dsn)
         try:
             if migrate:

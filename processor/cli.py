@@ -381,9 +381,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from events.adapters.ingest import ingest
     from processor.app import publisher, running_embedded_broker
+    from processor.keys import KeyRequired, member_id_key
     from processor.tables import ProgressPublisher, progress_bar, spinner
 
     settings = _settings()
+    try:
+        member_id_key(settings)  # pseudonyms need a real key: refuse before reading any file
+    except KeyRequired as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     bootstrap = None
     if not args.dry_run:
         bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
@@ -556,6 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     from replay.commands import add_audit_parsers
 
     add_audit_parsers(sub, common)
+
+    from projections.roles import add_setup_roles_parser  # issue 12: the ledger is not a superuser
+
+    add_setup_roles_parser(sub, common)
     return parser
 
 

@@ -134,6 +134,11 @@ def classify(exc: BaseException) -> LedgerExit | None:
         return IntegrityStop(f"data integrity stop (LogTruncated): {exc}")
     if isinstance(exc, PlanFileError):
         return UsageError(str(exc))
+    from processor.keys import KeyRequired
+    from projections.postgres import MigrationNeedsAdmin
+
+    if isinstance(exc, KeyRequired | MigrationNeedsAdmin):  # set up before it can run (processor/keys.py, roles)
+        return UsageError(str(exc))
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"LEDGER_{'__'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in exc.errors()

@@ -24,6 +24,7 @@ from processor.health import Health
 from processor.kafka_clients import aiokafka_options
 from processor.merge import StreamMerger
 from processor.settings import Settings
+from projections.anchor import Anchorer
 from projections.model import (
     CLAIMS_STREAM,
     DISCREPANCIES_STREAM,
@@ -90,11 +91,13 @@ class ProcessorLoop:
         on_batch: Callable[[BatchResult], None] | None = None,
         read_store: LedgerStore | None = None,
         health: Health | None = None,
+        anchor: Anchorer | None = None,
     ) -> None:
         self.settings = settings
         self.health = health
         self.joined = False
         self._gauges = metrics.DatabaseGauges(store)
+        self.anchor = anchor  # checkpoints of the chain heads, outside the database (projections/anchor.py)
         self.bootstrap = bootstrap
         self.store = store
         # Folding and the rebalance listener read through their own connection, so they do not wait
@@ -155,6 +158,9 @@ class ProcessorLoop:
         self._stopping.set()
         if self._pending is not None and self.consumer is not None:
             await self.drain()
+        if self.anchor is not None:
+            await self.anchor.flush()
+            self.anchor.close()
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
@@ -220,6 +226,8 @@ class ProcessorLoop:
             await self._refresh_gauges()
         if not records:
             await self.drain()
+            if self.anchor is not None:
+                await self.anchor.after_commit(())  # idle: partitions whose anchor_interval_ms ran out
             return 0
         result = self.processor.process(records)
         await self._publish_dead_letters(result)
@@ -272,6 +280,8 @@ class ProcessorLoop:
         self.processor.committed(result)
         metrics.record_batch(result, commit_seconds)
         metrics.CACHE_ACCOUNTS.set(len(getattr(self.processor, "_accounts", ())))
+        if self.anchor is not None:
+            await self.anchor.after_commit(result.write.archive)
         assert self.consumer is not None
         offsets = {TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions}
         if offsets:

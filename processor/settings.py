@@ -347,10 +347,11 @@ class Settings(BaseSettings):
         default=None, description="TOML, YAML or JSON file of plan settings; LEDGER_PLAN__* variables override it"
     )
     plan: PlanSettings = Field(default_factory=PlanSettings)
-    member_id_hmac_key: SecretStr = Field(
-        default=SecretStr(DEVELOPMENT_HMAC_KEY),
-        description="key of the HMAC-SHA256 that replaces SSN member ids (NM108 = 34) in ingested files;"
-        " the default is for development only: set LEDGER_MEMBER_ID_HMAC_KEY in production",
+    member_id_hmac_key: SecretStr | None = Field(
+        default=None,
+        description="key (at least 32 bytes) of the HMAC-SHA256 that replaces SSN member ids (NM108 = 34) in"
+        " ingested files; unset: the embedded demo uses a public demo key, anything else refuses to ingest"
+        " (processor/keys.py)",
     )
     ingest_max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="largest file ingest reads")
     ingest_max_line_bytes: int = Field(
@@ -415,6 +416,31 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="level of the ledger's own loggers"
+    )
+    # issue 12: keys from a secret file or the environment; chain heads anchored outside the database
+    member_id_hmac_key_file: Path | None = Field(
+        default=None, description="file holding member_id_hmac_key (instead of the variable)"
+    )
+    anchor_hmac_key: SecretStr | None = Field(
+        default=None,
+        description="key (at least 32 bytes) that signs the archive's checkpoints; PostgreSQL never sees it."
+        " Unset: the embedded demo uses a public demo key, anything else refuses to process",
+    )
+    anchor_hmac_key_file: Path | None = Field(default=None, description="file holding anchor_hmac_key")
+    anchor_file: Path | None = Field(
+        default=None, description="append-only checkpoint log; unset: data_dir/anchors/<database>.jsonl"
+    )
+    anchor_topic: str | None = Field(
+        default=None, description="also append checkpoints to this Kafka topic (production: retention.ms=-1)"
+    )
+    anchor_interval_events_max: int = Field(
+        default=1000, ge=1, le=1_000_000,
+        description="a partition's chain head is checkpointed by the first commit that brings it this many"
+        " archived events since its last checkpoint",
+    )
+    anchor_interval_ms: int = Field(
+        default=5000, ge=10, le=3_600_000,
+        description="and at the latest this long after its first event not yet checkpointed (and at stop)",
     )
 
     @model_validator(mode="before")

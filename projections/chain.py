@@ -68,6 +68,7 @@ class BrokenLink:
     partition: int
     event_id: str
     reason: str
+    kind: str = "chain"  # "chain": a link or body does not match; "head": the recorded head is not the last link
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,6 @@ def check_heads(report: ChainReport, recorded: dict[int, bytes]) -> ChainReport:
         seq, event_id = report.last.get(partition, (0, ""))
         reason = ("the recorded chain head is not this partition's last link: events after this one are"
                   " missing, or the head was altered")
-        return ChainReport(report.events_checked, BrokenLink(seq, partition, event_id, reason), report.partitions,
-                           report.heads, report.last)
+        broken = BrokenLink(seq, partition, event_id, reason, "head")
+        return ChainReport(report.events_checked, broken, report.partitions, report.heads, report.last)
     return report

@@ -222,6 +222,10 @@ FROM positions
 """
 
 
+class MigrationNeedsAdmin(RuntimeError):
+    """A migration changes what only an administrator may change (the archive is not the ledger's)."""
+
+
 def migration_files() -> list[Traversable]:
     """The packaged ``projections/migrations/*.sql`` files, in the order they apply (by file name)."""
     folder = resources.files("projections").joinpath("migrations")
@@ -278,7 +282,13 @@ class PostgresStore:
                 done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (version,))
                 if done.fetchone() is not None:
                     continue
-                conn.execute(file.read_text(encoding="utf-8").encode())  # several statements, no params
+                try:
+                    conn.execute(file.read_text(encoding="utf-8").encode())  # several statements, no params
+                except errors.InsufficientPrivilege as exc:
+                    raise MigrationNeedsAdmin(
+                        f"migration {version} needs more than this role may do ({exc.diag.message_primary}):"
+                        " apply it as an administrator with `benefits-ledger setup-roles --admin-dsn DSN`"
+                    ) from exc
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
     def applied_migrations(self) -> list[str]:
@@ -671,6 +681,19 @@ class PostgresStore:
                 )
             heads = {int(p): bytes(h) for p, h in conn.execute("SELECT partition, chain_hash FROM archive_chain_head")}
         return check_heads(report, heads)
+
+    def chain_heads(self, partitions: list[int]) -> list[tuple[int, int, str, bytes, bytes]]:
+        """(partition, seq, event_id, chain_hash, head's chain_hash) of each partition's last archived
+        event, in one snapshot (projections/anchor.py signs them)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT h.partition, a.seq, a.event_id, a.chain_hash, h.chain_hash FROM archive_chain_head h"
+                " CROSS JOIN LATERAL (SELECT seq, event_id, chain_hash FROM archive"
+                "   WHERE partition = h.partition ORDER BY seq DESC LIMIT 1) a"
+                " WHERE h.partition = ANY(%s::int[]) ORDER BY h.partition",
+                (partitions,),
+            ).fetchall()
+        return [(int(p), int(q), str(e), bytes(c), bytes(h)) for p, q, e, c, h in rows]
 
     def fsa_accounts(self, account_id: str) -> list[FsaRow]:
         """The account's flexible spending accounts by plan year and account type."""

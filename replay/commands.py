@@ -144,28 +144,74 @@ def _statements(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _archive_checker(settings: Any, dsn: str) -> Callable[[], dict[str, Any]]:
+    """Recompute the hash chain and check the signed checkpoints (projections/anchor.py); the result is
+    ``verify-archive --json``'s document. Raises processor.keys.KeyRequired without an anchor key."""
+    from processor.app import running_embedded_broker
+    from processor.keys import anchor_key
+    from projections.anchor import anchor_logs, archive_identity, verify_anchors
+    from projections.postgres import PostgresStore
+    from replay.archive import connect
+
+    key = anchor_key(settings)
+
+    def check() -> dict[str, Any]:
+        archive = archive_identity(dsn)
+        logs = anchor_logs(settings, archive, settings.kafka_bootstrap_servers or running_embedded_broker(settings))
+        store = PostgresStore(dsn)
+        try:
+            chain = store.verify_archive()
+        finally:
+            store.close()
+        with connect(dsn) as conn:
+            try:
+                anchors = verify_anchors(conn, key, logs, archive)
+            finally:
+                conn.rollback()
+        broken: dict[str, Any] | None = None
+        if chain.first_broken is not None:
+            b = chain.first_broken
+            broken = {"seq": b.seq, "partition": b.partition, "event_id": b.event_id, "reason": b.reason,
+                      "kind": b.kind}
+        elif anchors.findings:
+            f = anchors.findings[0]
+            broken = {"seq": f.seq, "partition": f.partition, "event_id": f.event_id, "reason": f.reason,
+                      "kind": f.kind}
+        return {"events_checked": chain.events_checked, "partitions": chain.partitions, "first_broken": broken,
+                "checkpoints": anchors.checkpoints, "events_unanchored": anchors.events_unanchored,
+                "checkpoint_logs": anchors.logs,
+                "anchor_findings": [{"kind": f.kind, "partition": f.partition, "seq": f.seq, "event_id": f.event_id,
+                                     "reason": f.reason} for f in anchors.findings]}
+
+    return check
+
+
 def cmd_verify_archive(args: argparse.Namespace) -> int:
-    """Recompute the archive's hash chain; name the first broken link."""
+    """Recompute the archive's hash chain and check its signed checkpoints; name the first broken link,
+    a truncated tail or a rewritten one. Exit 0 clean, 1 broken, 2 no anchor key (outside the demo)."""
     from processor.app import open_store
     from processor.settings import Settings
 
-    with open_store(Settings(), database=args.database) as store:
-        verify = getattr(store, "verify_archive", None)
-        if verify is None:  # pragma: no cover - open_store always gives a PostgresStore
+    settings = Settings()
+    with open_store(settings, database=args.database) as store:
+        dsn = getattr(store, "dsn", None)
+        if not isinstance(dsn, str):  # pragma: no cover - open_store always gives a PostgresStore
             raise RuntimeError("this store keeps no hash chain")
-        report = verify()
-    broken = report.first_broken
+        doc = _archive_checker(settings, dsn)()
+    broken = doc["first_broken"]
     if args.json:
-        sys.stdout.write(dumps({
-            "events_checked": report.events_checked,
-            "first_broken": None if broken is None else {"seq": broken.seq, "partition": broken.partition,
-                                                         "event_id": broken.event_id, "reason": broken.reason},
-        }) + "\n")
-    elif broken is None:
-        print(f"archive intact: {report.events_checked:,} events checked over {report.partitions} partition chains")
+        sys.stdout.write(dumps(doc) + "\n")
     else:
-        print(f"BROKEN at seq {broken.seq} (partition {broken.partition}, event {broken.event_id}): {broken.reason};"
-              f" {report.events_checked:,} events checked")
+        if broken is None:
+            print(f"archive intact: {doc['events_checked']:,} events checked over {doc['partitions']} partition"
+                  f" chains")
+        else:
+            print(f"BROKEN at seq {broken['seq']} (partition {broken['partition']}, event {broken['event_id']}):"
+                  f" {broken['reason']}; {doc['events_checked']:,} events checked")
+        for f in doc["anchor_findings"][1 if broken is not None and broken["kind"] not in ("chain", "head") else 0:]:
+            print(f"  {f['kind']}: {f['reason']}")
+        print(f"{doc['checkpoints']:,} signed checkpoints checked ({', '.join(doc['checkpoint_logs'])});"
+              f" {doc['events_unanchored']:,} events archived since the last checkpoint of their partition")
     return EXIT_OK if broken is None else EXIT_FINDINGS
 
 
@@ -174,7 +220,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from replay.rebuild import rebuild
 
     with _dsn(args) as (dsn, settings), _progress(not args.json, None, "rebuilding") as step:
-        report = rebuild(dsn, settings.plan, switch=not args.no_switch, progress=step)
+        check = _archive_checker(settings, dsn)  # refuses to rebuild over an archive that fails verification
+
+        def archive_problem() -> str | None:
+            broken = check()["first_broken"]
+            return None if broken is None else (f"seq {broken['seq']} (partition {broken['partition']},"
+                                                f" event {broken['event_id']}): {broken['reason']}")
+
+        report = rebuild(dsn, settings.plan, switch=not args.no_switch, progress=step, check_archive=archive_problem)
     if args.json:
         sys.stdout.write(dumps(report.as_json()) + "\n")
     else:
@@ -185,6 +238,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         if report.switched:
             print(f"switched: {report.live_schema} is the rebuilt schema ({report.caught_up} events caught up"
                   f" under the lock); the previous one is kept as {report.retired_schema}")
+        elif report.archive_problem is not None:
+            print(f"NOT rebuilt: the archive fails verification ({report.archive_problem}); run verify-archive")
         elif report.mismatches:
             print(f"NOT switched: the rebuilt schema {report.built_schema} does not verify; it is kept for inspection")
         else:

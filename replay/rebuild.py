@@ -1,17 +1,26 @@
 """``benefits-ledger rebuild``: the projections built afresh from the archive in a new schema beside the
-live one, verified, and switched in by renaming the two schemas in one transaction.
+live one, verified, and moved in, table by table, in one transaction. The archive itself never moves.
 
-1. A schema ``<live>_rebuild_<stamp>`` is created and migrated (the migrations name no schema).
-2. In one REPEATABLE READ snapshot of the live schema: the archive up to its last seq S, the positions,
-   dead letters, outbox and chain heads are copied, and the archive is folded (replay.fold) into the
-   new projection tables, written by the store's own batch writer.
-3. The new schema is verified on its own: replay of its archive equals its projection tables.
-4. The switch: one transaction locks the live tables against writes (reads go on), folds and copies
-   the events archived after S, copies the bookkeeping tables again, renames ``<live>`` to
-   ``<live>_retired_<stamp>`` and the new schema to ``<live>``, and touches every retired table so
-   other sessions' prepared statements are re-planned against the new tables. A processor blocked on
-   the lock resolves its tables again when it resumes; processors running a changed fold must be
-   restarted all the same (their cached state came from the old fold).
+0. The live archive is verified first (hash chain and, when given, the signed checkpoints outside the
+   database, projections/anchor.py): a rebuild over an archive that fails verification is refused, since
+   it would turn tampered events into books that verify.
+1. A schema ``<live>_rebuild_<stamp>`` is created and migrated (the migrations name no schema); the ledger
+   owns it (it may create schemas, it owns no archive there that counts).
+2. In one REPEATABLE READ snapshot of the live schema the archive up to its last seq S is copied into the
+   new schema (a scratch copy, for step 3) and folded (replay.fold) into the new projection tables,
+   written by the store's own batch writer.
+3. The new schema is verified on its own: replay of its copy of the archive equals its projection tables.
+4. The switch: one transaction locks the positions, the chain heads, the outbox, the dead letters and
+   the live projections against writes (every batch moves positions, and every batch that archives
+   takes the chain heads, first), folds the events archived after S, moves each live projection table to
+   ``<live>_retired_<stamp>`` and the rebuilt one into the live schema, and drops the rest of the new
+   schema (its scratch archive). Moving a table invalidates other sessions' plans of it, so a processor
+   that resumes after the lock resolves its tables again and writes into the new ones; processors
+   running a changed fold must be restarted all the same (their cached state came from the old fold).
+
+The archive, its chain heads, the positions, the outbox and the dead letters stay where they are: the
+ledger's role may append to the archive but not replace it (projections/roles.py), and a rebuild needs
+no more than that role.
 """
 
 from __future__ import annotations
@@ -36,18 +45,14 @@ _ARCHIVE_COLS = (
     'seq, log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
     " occurred_at, recorded_at, body, body_hash, chain_hash"
 )
-# Bookkeeping copied as it is (not derived from the archive): (table, columns, has identity seq).
-_COPIED = (
-    ("positions", "log_id, topic, partition, next_offset, applied, duplicates, dead_lettered, updated_at", False),
-    ("dead_letter", 'seq, log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at', True),
-    ("outbox", "seq, event_id, key, body, stream, published_at", True),
-    ("archive_chain_head", "partition, chain_hash", False),
+# The fold's output: rebuilt and moved in. A migration that adds a projection table adds it here.
+PROJECTIONS = (
+    "account_snapshot", "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied",
+    "fsa_account",
 )
-# Every live table, locked against writes for the switch.
-_TABLES = (
-    "positions", "archive", "archive_chain_head", "dead_letter", "outbox", "account_snapshot",
-    "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied", "fsa_account",
-)
+# Locked against writes for the switch: a batch moves its positions first, and takes the chain heads
+# before it archives anything (the ledger may not lock the archive itself, nor needs to).
+_LOCKED = ("positions", "archive_chain_head", "dead_letter", "outbox", *PROJECTIONS)
 
 
 class RebuildError(RuntimeError):
@@ -64,12 +69,14 @@ class RebuildReport:
     rows_compared: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     switched: bool = False
+    archive_problem: str | None = None  # why the live archive failed verification (nothing was built)
 
     def as_json(self) -> dict[str, Any]:
         return {"live_schema": self.live_schema, "built_schema": self.built_schema,
                 "retired_schema": self.retired_schema, "events_replayed": self.events_replayed,
                 "caught_up": self.caught_up, "rows_compared": self.rows_compared,
-                "mismatches": self.mismatches, "switched": self.switched}
+                "mismatches": self.mismatches, "switched": self.switched,
+                "archive_problem": self.archive_problem}
 
 
 def _schema_dsn(dsn: str, schema: str) -> str:
@@ -94,40 +101,39 @@ def _write_state(store: PostgresStore, replayer: Replayer, written_cash: dict[st
     written_cash.update(res.payer_unapplied)
 
 
-def _copy_bookkeeping(cur: psycopg.Cursor[tuple[Any, ...]], live: str, new: str) -> None:
-    for table, cols, identity in _COPIED:
-        target = sql.Identifier(new, table)
-        cur.execute(sql.SQL("DELETE FROM {}").format(target))
-        cur.execute(sql.SQL("INSERT INTO {} ({}) {} SELECT {} FROM {}").format(
-            target, sql.SQL(cols), sql.SQL("OVERRIDING SYSTEM VALUE" if identity else ""), sql.SQL(cols),
-            sql.Identifier(live, table)))
-    for table in ("archive", "dead_letter", "outbox"):
-        cur.execute(sql.SQL(
-            "SELECT setval(pg_get_serial_sequence({}, 'seq'), coalesce((SELECT max(seq) FROM {}), 0) + 1, false)"
-        ).format(sql.Literal(f"{new}.{table}"), sql.Identifier(new, table)))
-
-
 def rebuild(
     dsn: str, plan: PlanSettings, *, switch: bool = True, progress: Callable[[int], None] | None = None,
     stamp: str | None = None, before_switch: Callable[[], None] | None = None,
+    check_archive: Callable[[], str | None] | None = None,
 ) -> RebuildReport:
-    """Rebuild into a new schema, verify it, and (with ``switch``) swap it in. ``before_switch`` runs
-    after the verification, before the switch transaction (tests use it to write meanwhile)."""
+    """Rebuild into a new schema, verify it, and (with ``switch``) move it in. ``before_switch`` runs
+    after the verification, before the switch transaction (tests use it to write meanwhile).
+
+    ``check_archive`` verifies the live archive and returns what is wrong with it, or None; the default
+    recomputes the hash chain only (``verify-archive`` passes one that also checks the signed
+    checkpoints). When it finds a problem nothing is built and nothing switched."""
     stamp = stamp or datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     with psycopg.connect(dsn, autocommit=True) as admin:
         row = admin.execute("SELECT current_schema()").fetchone()
         if row is None or row[0] is None:
             raise RebuildError("no current schema: check the search_path")
         live = str(row[0])
-        new = f"{live}_rebuild_{stamp}"
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(new)))
+    new, retired = f"{live}_rebuild_{stamp}", f"{live}_retired_{stamp}"
     report = RebuildReport(live_schema=live, built_schema=new)
+    problem = (check_archive or (lambda: _chain_problem(dsn)))()
+    if problem is not None:
+        report.archive_problem = problem
+        report.mismatches.append({"table": "archive", "key": None, "fields": [], "live": None, "replay": None,
+                                  "problem": f"the archive fails verification, nothing rebuilt: {problem}"})
+        return report
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(new)))
     store = PostgresStore(_schema_dsn(dsn, new))
     try:
         store.migrate()
         replayer = Replayer(plan)
         written_cash: dict[str, int] = {}
-        # 2. one snapshot of the live schema: copy the archive and bookkeeping, fold the archive
+        # 2. one snapshot of the live schema: copy the archive (scratch, for step 3) and fold it
         with psycopg.connect(_schema_dsn(dsn, live), autocommit=False) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             conn.commit()
@@ -139,7 +145,6 @@ def rebuild(
                                     " WHERE seq <= %s").format(sql.Identifier(new, "archive"),
                                                                sql.SQL(_ARCHIVE_COLS), sql.SQL(_ARCHIVE_COLS)),
                             (last_seq,))
-                _copy_bookkeeping(cur, live, new)
             n = 0
             with contextlib.closing(read_archive(conn)) as events:  # the snapshot shows nothing after last_seq
                 for event in events:
@@ -166,7 +171,7 @@ def rebuild(
         with psycopg.connect(_schema_dsn(dsn, live), autocommit=False) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
-                sql.SQL(", ").join(sql.Identifier(live, t) for t in _TABLES)))
+                sql.SQL(", ").join(sql.Identifier(live, t) for t in _LOCKED)))
             later = _not_copied(conn, new)
             for event in later:
                 replayer.apply(event)
@@ -178,23 +183,43 @@ def rebuild(
                                                                         sql.SQL(_ARCHIVE_COLS), sql.SQL(_ARCHIVE_COLS)),
                                 ([e.seq for e in later],))
                     _write_state(store, replayer, written_cash)  # its own connection: the new schema only
-                _copy_bookkeeping(cur, live, new)
                 counts = cur.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
                     sql.Identifier(live, "archive"), sql.Identifier(new, "archive"))).fetchone()
                 if counts is None or counts[0] != counts[1]:
                     raise RebuildError(f"archive copy is incomplete: live {counts and counts[0]},"
                                        f" rebuilt {counts and counts[1]}")
-                retired = f"{live}_retired_{stamp}"
-                rename = sql.SQL("ALTER SCHEMA {} RENAME TO {}")
-                cur.execute(rename.format(sql.Identifier(live), sql.Identifier(retired)))
-                cur.execute(rename.format(sql.Identifier(new), sql.Identifier(live)))
-                for t in _TABLES:  # invalidate other sessions' plans of the retired tables
-                    cur.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = 100)").format(sql.Identifier(retired, t)))
+                owners: dict[str, str] = {str(name): str(owner) for name, owner in cur.execute(
+                    "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
+                    " WHERE c.relnamespace = %s::regnamespace AND c.relname = ANY(%s) AND c.relkind = 'r'",
+                    (live, list(PROJECTIONS))).fetchall()}
+                cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(retired)))
+                for t in PROJECTIONS:  # moving a table invalidates other sessions' plans of it
+                    cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                        sql.Identifier(live, t), sql.Identifier(retired)))
+                    cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+                        sql.Identifier(new, t), sql.Identifier(live)))
+                    owner = owners.get(t)
+                    if owner is not None:  # an administrator's rebuild leaves the tables the ledger's
+                        cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                            sql.Identifier(live, t), sql.Identifier(owner)))
+                cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(new)))
             conn.commit()
-        report.retired_schema, report.built_schema, report.switched = retired, new, True
+        report.retired_schema, report.switched = retired, True
         return report
     finally:
         store.close()
+
+
+def _chain_problem(dsn: str) -> str | None:
+    """The default archive check: the hash chain and the chain heads, recomputed."""
+    checker = PostgresStore(dsn)
+    try:
+        broken = checker.verify_archive().first_broken
+    finally:
+        checker.close()
+    if broken is None:
+        return None
+    return f"seq {broken.seq} (partition {broken.partition}, event {broken.event_id}): {broken.reason}"
 
 
 def _not_copied(conn: psycopg.Connection[tuple[Any, ...]], new: str) -> list[ArchivedEvent]:

@@ -16,14 +16,26 @@ import pytest
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres, stop_postgres_in
 from processor.settings import Settings, TopicSettings
 
-_INTEGRATION_DIRS = ("integration", "e2e")
+_INTEGRATION_DIRS = ("integration", "e2e", "faults")
 _SERVICE_FIXTURES = {"broker", "pg_server", "pg_dsn"}
 _previous_sigterm: Any = None
+
+# Keys of the test runs (processor/keys.py): outside the embedded demo the ledger refuses to ingest or
+# process without keys of at least 32 bytes. Subprocesses get them through ledger_keys_env().
+TEST_KEYS = {
+    "LEDGER_MEMBER_ID_HMAC_KEY": "test-member-id-key-0123456789abcdef0123456789",
+    "LEDGER_ANCHOR_HMAC_KEY": "test-anchor-key-0123456789abcdef0123456789abcdef",
+}
+
+
+def ledger_keys_env() -> dict[str, str]:
+    return dict(TEST_KEYS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Turn SIGTERM into KeyboardInterrupt so pytest still runs fixture teardown (stops servers)."""
     global _previous_sigterm
+    os.environ.update(TEST_KEYS)  # also for module- and session-scoped fixtures (before _test_keys runs)
     if threading.current_thread() is threading.main_thread():
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -52,6 +64,12 @@ def _no_ledger_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("LEDGER_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _test_keys(_no_ledger_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in TEST_KEYS.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

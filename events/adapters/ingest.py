@@ -76,7 +76,10 @@ class IngestReport:
 
 
 def member_ids(settings: Any) -> MemberIds:
-    return MemberIds(settings.member_id_hmac_key.get_secret_value().encode())
+    """Raises processor.keys.KeyRequired without a key of at least 32 bytes (outside the embedded demo)."""
+    from processor.keys import member_id_key
+
+    return MemberIds(member_id_key(settings))
 
 
 def limits_of(settings: Any) -> IngestLimits:

@@ -10,6 +10,7 @@ from events.types import PaymentReceived
 from processor.embedded import EmbeddedBroker
 from processor.settings import Settings, TopicSettings
 from processor.topics import ensure_topics
+from tests.conftest import ledger_keys_env
 from tests.e2e.test_cli import base_env, run_cli
 from tests.fixtures import X12_SAMPLES
 from tests.integration.test_pipeline import consume_all
@@ -68,7 +69,7 @@ def test_ingest_publishes_valid_parts_and_strict_publishes_nothing(broker: Embed
                         topics=topics, partitions=4, data_dir=tmp_path)
     ensure_topics(broker.bootstrap, settings)
     env = base_env(tmp_path, LEDGER_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, LEDGER_PARTITIONS="4",
-                   **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
+                   **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()}, **ledger_keys_env())
     text = (SAMPLES / "820_X218_list_bill_payment.edi").read_text()
     bad = tmp_path / "bad.edi"
     bad.write_text(text.replace("RMR*IG*555777**45", "RMR*IG*555777**4X5"))

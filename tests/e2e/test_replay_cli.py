@@ -26,7 +26,7 @@ from events.types import InputEvent
 from processor.app import Ledger, open_ledger, run_services
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres
 from processor.settings import Settings
-from tests.conftest import unique_topics
+from tests.conftest import ledger_keys_env, unique_topics
 from tests.unit.builders import ACCOUNT, AGENCY, FEB, JAN, MAR, adjust, bill, enroll, pay, rate
 
 RATE = 78_412
@@ -107,7 +107,8 @@ def history(broker: EmbeddedBroker, pg_server: EmbeddedPostgres, tmp_path_factor
             applied = ledger.store().counts().applied
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
         env.update({"PYTHONPATH": str(REPO_ROOT), "LEDGER_DATA_DIR": str(data_dir),
-                    "LEDGER_DATABASE_URL": ledger.dsn, "LEDGER_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap})
+                    "LEDGER_DATABASE_URL": ledger.dsn, "LEDGER_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                    **ledger_keys_env()})
         yield History(env, ledger.dsn, between, applied)
     finally:
         with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
@@ -225,7 +226,9 @@ def test_rebuild_switches_to_a_verified_schema(history: History) -> None:
 def test_verify_archive_names_the_first_broken_link(history: History) -> None:  # last: alters the archive
     ok = cli(["verify-archive", "--json"], history.env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert json.loads(ok.stdout) == {"events_checked": history.applied, "first_broken": None}
+    clean = json.loads(ok.stdout)
+    assert (clean["events_checked"], clean["first_broken"], clean["anchor_findings"]) == (history.applied, None, [])
+    assert clean["checkpoints"] > 0 and clean["events_unanchored"] == 0  # the processor anchored at stop
     with psycopg.connect(history.dsn, autocommit=True) as conn:
         seq, event_id, partition = conn.execute(
             "SELECT seq, event_id, partition FROM archive WHERE event_id = 'r-pay-jan'").fetchone() or (0, "", 0)

@@ -20,6 +20,7 @@ from processor.batch import BatchProcessor, Record
 from processor.settings import Settings
 from projections.memory import MemoryStore
 from projections.model import DiscrepancyRow, LedgerStore
+from tests.conftest import ledger_keys_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 120.0
@@ -78,6 +79,7 @@ class UpProcess:
             "LEDGER_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
             "LEDGER_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
             **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
+            **ledger_keys_env(),
         })
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0

@@ -126,6 +126,7 @@ def test_ingest_samples_through_the_pipeline_is_idempotent_and_stores_no_ssn(
 def test_an_audit_834_is_compared_with_the_ledger_not_applied_blindly(
     settings_factory: Callable[..., Settings], tmp_path: Path,
 ) -> None:
+    from tests.conftest import ledger_keys_env
     from tests.e2e.test_cli import base_env, run_cli
 
     settings = settings_factory()
@@ -137,7 +138,8 @@ def test_an_audit_834_is_compared_with_the_ledger_not_applied_blindly(
         first = ingest([str(FAMILY)], settings, publisher=ledger.publisher)
         asyncio.run(process_until(ledger, first.records, relay=False))
         env = base_env(tmp_path, LEDGER_DATABASE_URL=ledger.dsn, LEDGER_KAFKA_BOOTSTRAP_SERVERS=ledger.bootstrap,
-                       **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()})
+                       **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in settings.topics.model_dump().items()},
+                       **ledger_keys_env())
         same = rewrite(audit, tmp_path / "same.x12", ("HD*030**PPO**ESP", "HD*030**PPO**FAM"))
         run = run_cli(["ingest", "--dry-run", "--compare", "--json", str(same)], env, tmp_path, timeout=60)
         assert run.returncode == 0, run.stderr

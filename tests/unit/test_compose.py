@@ -347,7 +347,9 @@ def test_processors_share_one_consumer_group(services: dict[str, Any]) -> None:
 def test_ledger_points_at_the_compose_kafka_and_postgres(services: dict[str, Any]) -> None:
     clients = [_listeners(environment(services[b])["KAFKA_ADVERTISED_LISTENERS"])["CLIENT"] for b in BROKERS]
     pg = environment(services["postgres"])
-    dsn = f"postgresql://{pg['POSTGRES_USER']}@postgres:5432/{pg['POSTGRES_DB']}"
+    setup = services["setup-roles"]
+    # the ledger logs in as its own unprivileged role, which setup-roles creates as the image's admin user
+    dsn = f"postgresql://ledger_app@postgres:5432/{pg['POSTGRES_DB']}"
     for name in LEDGER_SERVICES:
         env = ledger_environment(services[name])
         assert env["LEDGER_KAFKA_BOOTSTRAP_SERVERS"].split(",") == clients, name
@@ -355,7 +357,16 @@ def test_ledger_points_at_the_compose_kafka_and_postgres(services: dict[str, Any
         assert env["LEDGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
         assert env["LEDGER_KAFKA_SASL_USERNAME"] == "ledger"
         targets = {s["source"]: s["target"] for s in services[name]["secrets"]}
-        assert targets["postgres_password"] == "ledger_database_password", "the same file as PostgreSQL's"
+        assert targets["ledger_app_password"] == "ledger_database_password", "ledger_app's, set by setup-roles"
+        assert services[name]["depends_on"]["setup-roles"]["condition"] == "service_completed_successfully"
+    script = " ".join(setup["entrypoint"])
+    assert "benefits-ledger setup-roles" in script and "--ledger-password-env APP_DB_PASSWORD" in script
+    assert f"--admin-dsn postgresql://{pg['POSTGRES_USER']}@postgres:5432/{pg['POSTGRES_DB']}" in script
+    assert "/run/secrets/postgres_password" in script and "/run/secrets/ledger_app_password" in script
+    assert sorted(setup["secrets"]) == ["ledger_app_password", "postgres_password"]
+    args = build_parser().parse_args(["setup-roles", "--admin-dsn", "postgresql://x@y/z", "--ledger-password-env",
+                                      "APP_DB_PASSWORD"])
+    assert args.ledger_password_env == "APP_DB_PASSWORD"
 
 
 # -- settings ---------------------------------------------------------------------------------------
