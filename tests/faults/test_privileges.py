@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
+from processor.demo import generate, run_program
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
 from processor.app import open_ledger
-from processor.demo import generate, run_program
 from processor.embedded import (
     SERVER_USER,
     EmbeddedBroker,

@@ -25,9 +25,12 @@ def naive(entries: list[RateEntry], month: date) -> RateEntry | None:
 publication = st.tuples(st.integers(0, 35), st.one_of(st.none(), st.integers(0, 35)), st.integers(1, 10**6))
 
 
+Publications = list[tuple[int, int | None, int]]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(publication, max_size=12))
-def test_the_latest_publication_covering_a_month_wins_whatever_the_order(pubs: list[tuple[int, int | None, int]]) -> None:
+def test_the_latest_publication_covering_a_month_wins_whatever_the_order(pubs: Publications) -> None:
     part = PartitionState(partition=0)
     for i, (start, through, total) in enumerate(pubs):
         first = MONTHS[start]
