@@ -251,8 +251,9 @@ def find_payment_gap(v: MonthView) -> list[Finding]:
     if gap > plan.tolerance_cents:
         return [Finding(
             kind="underpaid", key=f"underpaid|{v.key}", month=m, payer_id=payer,
-            expected_cents=owed, actual_cents=paid, cause_event_ids=causes,
-            explanation=f"paid {cents(paid)} of {cents(owed)} owed for {m:%Y-%m}; {cents(gap)} short",
+            expected_cents=owed, actual_cents=paid - refunded, cause_event_ids=causes,
+            explanation=f"paid {cents(paid)}" + (f" less {cents(refunded)} refunded" if refunded else "")
+            + f" of {cents(owed)} owed for {m:%Y-%m}; {cents(gap)} short",
             action="collect the shortfall; check for a tier or plan change payroll did not follow" + short_run(v),
             actor=who,
         )]
