@@ -227,6 +227,19 @@ def fsa_key(plan_year: int, account_type: str) -> str:
     return f"{plan_year}|{account_type}"
 
 
+class NoticeRecord(msgspec.Struct, kw_only=True):
+    """A notice issued about some of the account's discrepancies (``notice_issued``), kept so a notice id
+    is issued once and the work queue can say who was told what, and when."""
+
+    notice_id: str
+    event_id: str
+    recipient: str
+    recipient_id: str
+    discrepancy_ids: tuple[str, ...]
+    issued_on: date
+    channel: str = "mail"
+
+
 class AccountState(msgspec.Struct, kw_only=True):
     account_id: str
     partition: int
@@ -239,6 +252,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
     fsa: FsaState | None = None  # flexible spending accounts, once the member has any (older snapshots: None)
+    notices: list[NoticeRecord] = msgspec.field(default_factory=list)  # notices issued (older snapshots: none)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):

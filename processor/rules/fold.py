@@ -23,6 +23,7 @@ from events.types import (
     FsaContributionReceived,
     FsaElectionMade,
     InputEvent,
+    NoticeIssued,
     PaymentReceived,
     PaymentReversed,
     PremiumBilled,
@@ -31,7 +32,7 @@ from events.types import (
     RefundReturned,
     RemittanceReceived,
 )
-from processor.rules import billing, days, fsa, payments, pricing, refunds, retro
+from processor.rules import billing, days, fsa, notices, payments, pricing, refunds, retro
 from processor.rules.base import Outcome
 from processor.rules.enrollment import on_enrollment
 from processor.rules.reconcile import reconcile
@@ -89,6 +90,7 @@ ACCOUNT_HANDLERS: dict[type[Event], AccountHandler] = {
     FsaElectionMade: fsa.on_fsa_event,
     FsaContributionReceived: fsa.on_fsa_event,
     FsaClaimSubmitted: fsa.on_fsa_event,
+    NoticeIssued: notices.on_notice,
 }
 BROADCAST_HANDLERS: dict[type[Event], BroadcastHandler] = {
     RatePublished: on_rate,
