@@ -16,14 +16,22 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from events import codec
-from events.types import NoticeIssued, PremiumBilled, RefundIssued, RefundReturned, RemittanceReceived
+from events.types import (
+    AdjustmentPosted,
+    NoticeIssued,
+    PremiumBilled,
+    RefundIssued,
+    RefundReturned,
+    RemittanceReceived,
+)
 from processor.settings import PlanSettings
 from processor.state import PAYMENT_MOVED, AccountState, PaymentLine
 from replay.archive import ArchivedEvent
 from replay.fold import ReplayResult, replay
 
 # Archive event types whose bodies the reports read (decoded once more; everything else passes through).
-_KEPT = frozenset({"remittance_received", "premium_billed", "refund_issued", "refund_returned", "notice_issued"})
+_KEPT = frozenset({"remittance_received", "premium_billed", "adjustment_posted", "refund_issued", "refund_returned",
+                   "notice_issued"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +97,7 @@ class Books:
     plan: PlanSettings
     known_at: datetime
     remittances: dict[str, list[Remittance]] = field(default_factory=dict)  # by remittance id, archive order
-    billed_on: dict[str, date] = field(default_factory=dict)  # bill event id -> the day it was issued
+    issued_on: dict[str, date] = field(default_factory=dict)  # bill or adjustment event id -> the day it was issued
     refunds: dict[str, RefundInfo] = field(default_factory=dict)  # by refund id
     notices: list[tuple[NoticeIssued, datetime]] = field(default_factory=list)
     events: dict[str, EventInfo] = field(default_factory=dict)
@@ -180,9 +188,9 @@ def _keep(books: Books, event: Any, recorded_at: datetime, zone: ZoneInfo) -> No
             trace_number=event.trace_number, total_cents=event.total_cents,
             lines_total_cents=event.lines_total_cents, line_count=event.line_count, recorded_at=recorded_at,
         ))
-    elif isinstance(event, PremiumBilled):
+    elif isinstance(event, PremiumBilled | AdjustmentPosted):
         # the upstream billing system's own time: a bill issued late for an old month is aged from it
-        books.billed_on[event.event_id] = event.occurred_at.astimezone(zone).date()
+        books.issued_on[event.event_id] = event.occurred_at.astimezone(zone).date()
     elif isinstance(event, RefundIssued):
         books.refunds[event.refund_id] = RefundInfo(
             event_id=event.event_id, refund_id=event.refund_id, payee_id=event.payee_id,
