@@ -238,40 +238,6 @@ def test_replay_of_the_batch_processors_archive_equals_its_store() -> None:
     assert sum(r.event_type == "billing_cycle_closed" for r in store.archive) == PARTITIONS
 
 
-def test_html_report_is_one_self_contained_file_with_tables_and_charts() -> None:
-    from html.parser import HTMLParser
-
-    from replay.render import report_html
-
-    plan = PlanSettings()
-    known = parse_known_at("2026-02-28")
-    res = replay([e for e in HISTORY if e.recorded_at <= known], plan)
-    page = report_html(build_report(res, plan, known_at=known, through=None, known_at_input="2026-02-28"))
-
-    class Collect(HTMLParser):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bars: list[dict[str, str | None]] = []
-            self.external: list[str] = []
-
-        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            found = dict(attrs)
-            if tag == "rect" and found.get("class") == "bar":
-                self.bars.append(found)
-            if tag in ("script", "img", "link") and (found.get("src") or found.get("href")):
-                self.external.append(tag)
-
-    parsed = Collect()
-    parsed.feed(page)
-    assert parsed.external == []  # nothing to fetch: styles and charts are inline
-    aging = {b["data-category"]: int(b["data-value"] or 0) for b in parsed.bars if b["data-series"] == "outstanding"}
-    assert aging == {"not yet due": 0, "0-30 days": 77_412, "31-60 days": 8_412, "61-90 days": 0,
-                     "91-120 days": 0, "over 120 days": 0}
-    opened = {b["data-category"]: int(b["data-value"] or 0) for b in parsed.bars if b["data-series"] == "opened"}
-    assert opened == {"2026-01": 1}
-    assert 'data-total="balance">$858.24<' in page and "2026-02-28T23:59:59.999999+00:00" in page
-
-
 def test_statements_show_refunds_and_their_lines_add_up_to_the_balance() -> None:
     """A credit refunded on a closed account: billed + adjustments - paid + refunds = balance, on the
     member's statement and on the paying agency's."""
