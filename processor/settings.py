@@ -120,6 +120,11 @@ class PlanSettings(BaseModel):
         default=5000, ge=0, description="a COBRA shortfall up to the lesser of this and the percent counts as paid"
     )
     cobra_shortfall_max_percent: int = Field(default=10, ge=0, le=100)
+    cobra_shortfall_notice_days: int = Field(
+        default=30, ge=30, le=365,
+        description="the reasonable time to pay a COBRA shortfall after the notice of it (26 CFR 54.4980B-8"
+        " Q&A-5(d): 30 days after the notice is reasonable); the member's notice names the date",
+    )
     payroll_allocation: Literal["per_deduction", "pay_date_month"] = Field(
         default="per_deduction",
         description="per_deduction: a month's payroll deductions owe (12 / periods a year) of its premium each,"

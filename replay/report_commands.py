@@ -116,6 +116,61 @@ def worksheet_table(ws: Any) -> str:
     return console.export_text()
 
 
+def cmd_notices(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from replay.books import load_books
+    from replay.documents import html_to_pdf
+    from replay.notices import notices_for
+    from replay.statements import TimeParseError
+
+    out_dir = Path(args.out)
+    with _dsn(args) as (dsn, settings):
+        try:
+            known_at = _known_at(args, settings.plan.timezone)
+        except TimeParseError as exc:
+            print(f"error: --known-at: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with _progress(not args.json, None, "replaying") as step:
+            # no verification stamp: a notice must render the same whenever it is made again from R
+            books = load_books(dsn, settings.plan, known_at=known_at, progress=step)
+    if args.account is not None and args.account not in books.accounts:
+        print(f"account {args.account} is not in the archive as known at {known_at.isoformat()}", file=sys.stderr)
+        return EXIT_FINDINGS
+    notices = notices_for(books, payer_id=args.payer, account_id=args.account)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n in notices:
+        path = out_dir / f"{n.notice_id}.{args.format}"
+        if args.format == "pdf":
+            path.write_bytes(html_to_pdf(n.html))
+        else:
+            path.write_text(n.html, encoding="utf-8")
+        written.append({**n.to_json(), "file": str(path)})
+    if args.issue and notices:
+        from events.publisher import Publisher
+        from processor.app import running_embedded_broker
+
+        bootstrap = settings.kafka_bootstrap_servers or running_embedded_broker(settings)
+        if bootstrap is None:
+            print("error: --issue publishes notice_issued: set LEDGER_KAFKA_BOOTSTRAP_SERVERS or start"
+                  " `benefits-ledger up` first", file=sys.stderr)
+            return EXIT_USAGE
+        with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
+            pub.publish([n.event(occurred_at=datetime.now(UTC), channel=args.channel) for n in notices])
+    if args.json:
+        sys.stdout.write(dumps({"known_at": known_at.isoformat(), "issued": bool(args.issue), "notices": written})
+                         + "\n")
+    else:
+        for w in written:
+            print(f"{w['notice_id']} to {w['recipient']} {w['recipient_id']}: {len(w['discrepancy_ids'])} actions"
+                  f" -> {w['file']}")
+        verb = "issued (notice_issued published)" if args.issue else "written (not issued: add --issue)"
+        print(f"{len(written)} notices {verb}, as known at {known_at.isoformat()}", file=sys.stderr)
+    return EXIT_OK
+
+
 def add_report_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     w = sub.add_parser("worksheet", parents=[common],
                        help="an agency's reconciliation worksheet for a coverage month, as known at R")
@@ -127,3 +182,17 @@ def add_report_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="output format (default table, json with --json); xlsx and pdf need --out")
     w.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     w.set_defaults(fn=cmd_worksheet)
+
+    n = sub.add_parser("notices", parents=[common],
+                       help="notices to an agency's coordinator (and its members who must act), or to a member")
+    who = n.add_mutually_exclusive_group(required=True)
+    who.add_argument("--payer", help="the agency: its coordinator's notice, and its members' own")
+    who.add_argument("--account", help="one member account")
+    n.add_argument("--known-at", dest="known_at", metavar="R",
+                   help="recorded time the notices are made as of (default now); they can be made again from it")
+    n.add_argument("--format", choices=["html", "pdf"], default="html")
+    n.add_argument("--out", metavar="DIR", required=True, help="directory for the notice documents")
+    n.add_argument("--issue", action="store_true",
+                   help="publish notice_issued for each notice written (needs the broker)")
+    n.add_argument("--channel", choices=["mail", "email", "portal"], default="mail", help="how it is sent")
+    n.set_defaults(fn=cmd_notices)

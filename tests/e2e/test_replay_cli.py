@@ -272,6 +272,31 @@ def test_member_and_agency_statements_as_pdf(history: History, tmp_path: Path) -
     assert cli(["replay", "--format", "pdf"], history.env).returncode == 2  # a PDF needs --out
 
 
+def test_notices_as_known_at_r_are_written_and_made_again_the_same(history: History, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    r = history.between.isoformat()
+    made = cli(["notices", "--payer", AGENCY, "--known-at", r, "--out", str(tmp_path / "a"), "--json"], history.env)
+    assert made.returncode == 0, made.stderr
+    (notice,) = json.loads(made.stdout)["notices"]
+    assert (notice["recipient"], notice["recipient_id"], notice["total_due_cents"]) == (
+        "agency_coordinator", AGENCY, 8_412)
+    html = Path(notice["file"]).read_text()
+    assert "paid $84.12 short" in html and "What to do:" in html
+    again = json.loads(cli(["notices", "--payer", AGENCY, "--known-at", r, "--out", str(tmp_path / "b"), "--json"],
+                           history.env).stdout)
+    assert again["notices"][0]["document_sha256"] == notice["document_sha256"]  # the same document from R
+    assert Path(again["notices"][0]["file"]).read_text() == html
+    now = json.loads(cli(["notices", "--payer", AGENCY, "--out", str(tmp_path / "c"), "--json"], history.env).stdout)
+    assert now["notices"] == []  # the top-up after R resolved the only action
+    pdf = cli(["notices", "--payer", AGENCY, "--known-at", r, "--format", "pdf", "--out", str(tmp_path / "d")],
+              history.env)
+    assert pdf.returncode == 0, pdf.stderr
+    (path,) = (tmp_path / "d").glob("*.pdf")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(path).pages).split())
+    assert "$84.12" in text and notice["notice_id"] in text
+
+
 def test_verify_archive_names_the_first_broken_link(history: History) -> None:  # last: alters the archive
     ok = cli(["verify-archive", "--json"], history.env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
