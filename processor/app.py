@@ -55,6 +55,12 @@ class Ledger:
     def relay(self) -> Relay:
         return Relay(self.settings, self.bootstrap, self.store())
 
+    def notifier(self, **kwargs: Any) -> Any:
+        """The notifier (processor/notifier.py): digests to agency coordinators, on its own connection."""
+        from processor.notifier import Notifier
+
+        return Notifier(self.settings, self.bootstrap, self.dsn, **kwargs)
+
     def publisher(self, **producer: Any) -> Publisher:
         return Publisher(self.bootstrap, self.settings.topics, self.settings.partitions, **producer)
 
@@ -186,7 +192,7 @@ async def run_services(
             await rel.stop()
 
 
-def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> Any:
+def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notify: bool = False) -> Any:
     """The Faust application that hosts the batch loop (a task) and the relay (a timer).
 
     Faust's own per-event agents are bypassed on the hot path: the task consumes with aiokafka getmany
@@ -215,6 +221,19 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
                     await processor.run_once()
             finally:
                 await processor.stop()
+
+    if notify:
+        notifier = ledger.notifier()
+
+        @app.task
+        async def send_digests() -> None:
+            await notifier.start()
+            try:
+                while True:
+                    await notifier.run_once()
+                    await notifier.maybe_send()
+            finally:
+                await notifier.stop()
 
     if relay:
         rel = ledger.relay()

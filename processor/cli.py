@@ -135,6 +135,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     process = args.role in ("all", "processor")
     relay = args.role in ("all", "relay")
+    # the notifier runs on its own role, or with all of them once an SMTP server is configured
+    notify = args.role == "notifier" or (args.role == "all" and settings.notifier.smtp_host is not None)
+    if args.role == "notifier" and settings.notifier.smtp_host is None:
+        print("error: --role notifier needs an SMTP server: set LEDGER_NOTIFIER__SMTP_HOST", file=sys.stderr)
+        return EXIT_USAGE
     # Our own handler: Faust's logging setup filters INFO out of the root handlers, and partition
     # assignments are what an operator of a worker group wants to see.
     ledger_log = logging.getLogger("benefits_ledger")
@@ -147,7 +152,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         logging.getLogger("benefits_ledger").warning(
             "ledger up: broker %s, log %s, role %s", ledger.bootstrap, ledger.log_id, args.role
         )
-        app = faust_app(ledger, relay=relay, process=process)
+        app = faust_app(ledger, relay=relay, process=process, notify=notify)
         from faust.worker import Worker
 
         worker = Worker(app, loglevel=args.loglevel, quiet=True)
@@ -418,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", parents=[common], help="run the processor and the relay (Faust worker)")
-    up.add_argument("--role", choices=["all", "processor", "relay"], default="all")
+    up.add_argument("--role", choices=["all", "processor", "relay", "notifier"], default="all")
     up.add_argument("--loglevel", default="warning")
     up.set_defaults(fn=cmd_up)
 

@@ -233,6 +233,28 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class NotifierSettings(BaseModel):
+    """The notifier (``benefits-ledger up --role notifier``): daily digests to agency coordinators by SMTP."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    consumer_group: str = Field(default="benefits-ledger-notifier", description="its own group on the topic")
+    smtp_host: str | None = Field(default=None, description="SMTP server; unset: the notifier does not start")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="upgrade the connection with STARTTLS")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    sender: str = Field(default="benefits-ledger@localhost", description="the From address of every digest")
+    coordinators: dict[str, str] = Field(
+        default_factory=dict,
+        description="agency id -> the coordinator's e-mail address (JSON in LEDGER_NOTIFIER__COORDINATORS);"
+        " an agency without one gets no digest (logged)",
+    )
+    digest_hour: int = Field(default=7, ge=0, le=23, description="hour of the day (plan time zone) digests go out")
+    batch_records_max: int = Field(default=5000, ge=1, le=100_000, description="records folded in one transaction")
+
+
 class Settings(BaseSettings):
     """Everything the composition root needs. Unset broker and database mean the embedded stack."""
 
@@ -267,6 +289,7 @@ class Settings(BaseSettings):
         default=None, description="TOML, YAML or JSON file of plan settings; LEDGER_PLAN__* variables override it"
     )
     plan: PlanSettings = Field(default_factory=PlanSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     member_id_hmac_key: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_HMAC_KEY),
         description="key of the HMAC-SHA256 that replaces SSN member ids (NM108 = 34) in ingested files;"

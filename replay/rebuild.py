@@ -42,11 +42,18 @@ _COPIED = (
     ("dead_letter", 'seq, log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at', True),
     ("outbox", "seq, event_id, key, body, stream, published_at", True),
     ("archive_chain_head", "partition, chain_hash", False),
+    # the notifier's own record (migration 0060): a subscriber's positions and what it sent
+    ("notifier_position", "consumer_group, topic, partition, next_offset, updated_at", False),
+    ("notifier_action", "discrepancy_id, account_id, payer_id, kind, coverage_month, expected_cents, actual_cents,"
+     " explanation, action, actor, status, last_event_id, updated_at", False),
+    ("notifier_digest", "agency_id, digest_on, recipient, message_id, discrepancy_ids, total_due_cents, sent_at",
+     False),
 )
 # Every live table, locked against writes for the switch.
 _TABLES = (
     "positions", "archive", "archive_chain_head", "dead_letter", "outbox", "account_snapshot",
     "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied", "fsa_account",
+    "notifier_position", "notifier_action", "notifier_digest",
 )
 
 
