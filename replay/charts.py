@@ -70,8 +70,11 @@ def monthly_series(title: str, series: Mapping[str, Mapping[date, int]], *, y_ti
         },
         "layer": [
             {"mark": {"type": "bar"}},
-            {"mark": {"type": "text", "dy": -4, "fontSize": 8, "angle": 0, "baseline": "bottom"},
-             "encoding": {"text": {"field": "label"}}},
+            # values written along each bar, inside it from its top, so a year of months stays readable
+            {"mark": {"type": "text", "angle": 270, "align": "right", "baseline": "middle", "dx": -4,
+                      "fontSize": 9} if len(axis) > 4 else
+             {"type": "text", "dy": -4, "fontSize": 9, "baseline": "bottom"},
+             "encoding": {"text": {"field": "label"}, "color": {"value": "white" if len(axis) > 4 else "#1b1f23"}}},
         ],
     }
     return _render(spec)
