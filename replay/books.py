@@ -164,12 +164,13 @@ class Books:
         return f"{info.event_type} {event_id} (recorded {day:%Y-%m-%d})"
 
 
-def tap(rows: Iterable[ArchivedEvent], books: Books) -> Iterator[ArchivedEvent]:
-    """Pass archived events through unchanged, keeping what the reports need in ``books``."""
+def tap(rows: Iterable[ArchivedEvent], books: Books, *, keep_events: bool = True) -> Iterator[ArchivedEvent]:
+    """Pass archived events through unchanged, keeping what the reports need in ``books`` (with
+    ``keep_events``, the type and time of every event; else the caller looks up the few it names)."""
     zone = ZoneInfo(books.plan.timezone)
     try:
         for row in rows:
-            if row.event_id not in books.events:
+            if keep_events and row.event_id not in books.events:
                 books.events[row.event_id] = EventInfo(row.event_type, row.recorded_at)
             if row.event_type in _KEPT:
                 _keep(books, codec.decode_input(row.body), row.recorded_at, zone)
@@ -210,12 +211,23 @@ def _keep(books: Books, event: Any, recorded_at: datetime, zone: ZoneInfo) -> No
 
 def books_from(
     rows: Iterable[ArchivedEvent], plan: PlanSettings, *, known_at: datetime,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, keep_events: bool = True,
 ) -> Books:
     """Replay ``rows`` (archive order, already cut at R) and keep what the reports need. Pure."""
     books = Books(result=ReplayResult(), plan=plan, known_at=known_at)
-    books.result = replay(tap(rows, books), plan, progress=progress)
+    books.result = replay(tap(rows, books, keep_events=keep_events), plan, progress=progress)
     return books
+
+
+def named_events(books: Books) -> set[str]:
+    """The events the reports describe by type and time: what resolved a discrepancy, returned a refund,
+    reversed or moved a payment."""
+    ids = {d.resolved_by for d in books.result.discrepancies.values() if d.resolved_by}
+    for a in books.accounts.values():
+        for m in a.months.values():
+            ids.update(r.returned_by for r in m.refunds if r.returned_by)
+            ids.update(p.reversal_event_id for p in m.payments if p.reversal_event_id)
+    return ids
 
 
 def chain_as_of(conn: Any, known_at: datetime) -> dict[int, str]:
@@ -243,8 +255,14 @@ def load_books(
 
     with connect(dsn) as conn:
         try:
+            # a million events' types and times would be kept for the few a report names: look those up
             books = books_from(read_archive(conn, known_at=known_at, account_id=account_id), plan,
-                               known_at=known_at, progress=progress)
+                               known_at=known_at, progress=progress, keep_events=False)
+            wanted = sorted(named_events(books))
+            for event_id, event_type, recorded_at in conn.execute(
+                    "SELECT DISTINCT ON (event_id) event_id, event_type, recorded_at FROM archive"
+                    " WHERE event_id = ANY(%s) ORDER BY event_id, seq", (wanted,)):
+                books.events[event_id] = EventInfo(event_type, recorded_at)
             heads = chain_as_of(conn, known_at)
         finally:
             conn.rollback()
