@@ -25,6 +25,7 @@ class TopicSettings(BaseModel):
     dead_letter: str = "ledger.dead-letter"
     fsa: str = "ledger.fsa"  # input: FSA elections, contributions and claims
     claims: str = "ledger.fsa-claims"  # output: one adjudication per FSA claim
+    notices: str = "ledger.notices"  # input: notices issued to agency coordinators and members
 
     def inputs(self) -> tuple[str, ...]:
         return tuple(getattr(self, f) for f in INPUT_TOPIC_FIELDS)
@@ -34,7 +35,7 @@ class TopicSettings(BaseModel):
 
 
 # The TopicSettings field of every topic that carries input events, in a stable order.
-INPUT_TOPIC_FIELDS: tuple[str, ...] = ("enrollment", "rates", "billing", "payments", "control", "fsa")
+INPUT_TOPIC_FIELDS: tuple[str, ...] = ("enrollment", "rates", "billing", "payments", "control", "fsa", "notices")
 
 # event type tag -> the TopicSettings field of the topic it travels on
 TOPIC_FIELD_OF: dict[str, str] = {
@@ -55,6 +56,9 @@ TOPIC_FIELD_OF: dict[str, str] = {
     "fsa_election_made": "fsa",
     "fsa_contribution_received": "fsa",
     "fsa_claim_submitted": "fsa",
+    # a topic of its own: notices are produced by the notice tool and the notifier, not by the systems
+    # that send money or enrollment, and a mail room or document archive subscribes to them alone
+    "notice_issued": "notices",
     "discrepancy_opened": "discrepancies",
     "discrepancy_amount_changed": "discrepancies",
     "discrepancy_superseded": "discrepancies",

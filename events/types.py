@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import ClassVar, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 import msgspec
 
@@ -30,6 +30,8 @@ FsaAccountType = Literal["health", "dependent_care"]
 TaxFilingStatus = Literal["single", "married_filing_jointly", "married_filing_separately", "head_of_household"]
 # "pending": nothing paid yet, the claim waits for dependent-care contributions (pending_cents).
 ClaimDecision = Literal["approved", "partially_approved", "denied", "pending"]
+NoticeRecipient = Literal["agency_coordinator", "member"]
+NoticeChannel = Literal["mail", "email", "portal"]
 
 # The discrepancy kinds (DOMAIN.md): used by events, rows, the CLI and the contracts. Add kinds when the
 # domain needs them; never rename one.
@@ -421,6 +423,27 @@ class FsaClaimAdjudicated(Event, frozen=True, kw_only=True, tag="fsa_claim_adjud
     pending_cents: Cents = 0
 
 
+class NoticeIssued(Event, frozen=True, kw_only=True, tag="notice_issued"):
+    """A notice sent to an agency coordinator or a member, listing the actions the discrepancies it names
+    require (replay/notices.py makes it). On the payer account ``payer:<agency>`` for a coordinator, on
+    the member's account for a member. ``known_at`` is the recorded time R the notice was produced as
+    of: replaying the archive to R and rendering again gives the same document, whose HTML has the
+    SHA-256 ``document_sha256``; ``effective_on`` is the day it was issued.
+    """
+
+    notice_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    recipient: NoticeRecipient
+    recipient_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    discrepancy_ids: Annotated[
+        tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...],
+        msgspec.Meta(min_length=1, max_length=5000),
+    ]
+    known_at: datetime
+    document_sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    channel: NoticeChannel = "mail"
+    template_version: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
 InputEvent = (
     EnrollmentChanged
     | RatePublished
@@ -439,6 +462,7 @@ InputEvent = (
     | FsaElectionMade
     | FsaContributionReceived
     | FsaClaimSubmitted
+    | NoticeIssued
 )
 OutputEvent = (
     DiscrepancyOpened | DiscrepancyAmountChanged | DiscrepancySuperseded | DiscrepancyResolved | FsaClaimAdjudicated
@@ -463,6 +487,7 @@ INPUT_TYPES: tuple[type[Event], ...] = (
     FsaElectionMade,
     FsaContributionReceived,
     FsaClaimSubmitted,
+    NoticeIssued,
 )
 OUTPUT_TYPES: tuple[type[Event], ...] = (
     DiscrepancyOpened, DiscrepancyAmountChanged, DiscrepancySuperseded, DiscrepancyResolved, FsaClaimAdjudicated,

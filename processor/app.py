@@ -85,6 +85,12 @@ class Ledger:
     def relay(self) -> Relay:
         return Relay(self.settings, self.bootstrap, self.store(), health=self.health)
 
+    def notifier(self, **kwargs: Any) -> Any:
+        """The notifier (processor/notifier.py): digests to agency coordinators, on its own connection."""
+        from processor.notifier import Notifier
+
+        return Notifier(self.settings, self.bootstrap, self.dsn, **kwargs)
+
     def publisher(self, **producer: Any) -> Publisher:
         return publisher(self.settings, self.bootstrap, **producer)
 
@@ -323,7 +329,7 @@ async def run_services(
             await rel.stop()
 
 
-def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> Any:
+def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notify: bool = False) -> Any:
     """The Faust application that hosts the batch loop (a task) and the relay (a timer).
 
     Faust's own per-event agents are bypassed on the hot path: the task consumes with aiokafka getmany
@@ -360,6 +366,19 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
                 os.kill(os.getpid(), signal.SIGTERM)
             finally:
                 await processor.stop()
+
+    if notify:
+        notifier = ledger.notifier()
+
+        @app.task
+        async def send_digests() -> None:
+            await notifier.start()
+            try:
+                while True:
+                    await notifier.run_once()
+                    await notifier.maybe_send()
+            finally:
+                await notifier.stop()
 
     if relay:
         rel = ledger.relay()

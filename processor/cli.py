@@ -161,6 +161,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings()
     process = args.role in ("all", "processor")
     relay = args.role in ("all", "relay")
+    # the notifier runs on its own role, or with all of them once an SMTP server is configured
+    notify = args.role == "notifier" or (args.role == "all" and settings.notifier.smtp_host is not None)
+    if args.role == "notifier" and settings.notifier.smtp_host is None:
+        print("error: --role notifier needs an SMTP server: set LEDGER_NOTIFIER__SMTP_HOST", file=sys.stderr)
+        return EXIT_USAGE
     level = args.loglevel.upper() if args.loglevel else settings.log_level
     with open_ledger(settings, database=args.database) as ledger:
         logging.getLogger("benefits_ledger").warning(
@@ -169,7 +174,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         health = ledger.new_health()
         ops = OpsServer(health, settings.metrics_host, settings.metrics_port).start() if (
             settings.metrics_port is not None) else None
-        app = faust_app(ledger, relay=relay, process=process)
+        app = faust_app(ledger, relay=relay, process=process, notify=notify)
         from faust.worker import Worker
 
         # The worker installs the same one-format handler (Faust's own would add colour codes).
@@ -491,8 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", parents=[common], help="run the processor and the relay (Faust worker); migrates")
-    up.add_argument("--role", choices=["all", "processor", "relay"], default="all",
-                    help="processor, relay or both (default)")
+    up.add_argument("--role", choices=["all", "processor", "relay", "notifier"], default="all",
+                    help="processor, relay, notifier (coordinators' digests) or processor and relay (default;"
+                    " with the notifier too once an SMTP server is set)")
     up.add_argument("--loglevel", default=None, choices=["debug", "info", "warning", "error"],
                     help="level of the ledger's logs (default LEDGER_LOG_LEVEL, INFO)")
     up.set_defaults(fn=cmd_up)

@@ -167,6 +167,11 @@ class PlanSettings(BaseModel):
         default=5000, ge=0, description="a COBRA shortfall up to the lesser of this and the percent counts as paid"
     )
     cobra_shortfall_max_percent: int = Field(default=10, ge=0, le=100)
+    cobra_shortfall_notice_days: int = Field(
+        default=30, ge=30, le=365,
+        description="the reasonable time to pay a COBRA shortfall after the notice of it (26 CFR 54.4980B-8"
+        " Q&A-5(d): 30 days after the notice is reasonable); the member's notice names the date",
+    )
     payroll_allocation: Literal["per_deduction", "pay_date_month"] = Field(
         default="per_deduction",
         description="per_deduction: a month's payroll deductions owe (12 / periods a year) of its premium each,"
@@ -313,6 +318,28 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class NotifierSettings(BaseModel):
+    """The notifier (``benefits-ledger up --role notifier``): daily digests to agency coordinators by SMTP."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    consumer_group: str = Field(default="benefits-ledger-notifier", description="its own group on the topic")
+    smtp_host: str | None = Field(default=None, description="SMTP server; unset: the notifier does not start")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=False, description="upgrade the connection with STARTTLS")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    sender: str = Field(default="benefits-ledger@localhost", description="the From address of every digest")
+    coordinators: dict[str, str] = Field(
+        default_factory=dict,
+        description="agency id -> the coordinator's e-mail address (JSON in LEDGER_NOTIFIER__COORDINATORS);"
+        " an agency without one gets no digest (logged)",
+    )
+    digest_hour: int = Field(default=7, ge=0, le=23, description="hour of the day (plan time zone) digests go out")
+    batch_records_max: int = Field(default=5000, ge=1, le=100_000, description="records folded in one transaction")
+
+
 class Settings(BaseSettings):
     """Everything the composition root needs. Unset broker and database mean the embedded stack."""
 
@@ -347,6 +374,7 @@ class Settings(BaseSettings):
         default=None, description="TOML, YAML or JSON file of plan settings; LEDGER_PLAN__* variables override it"
     )
     plan: PlanSettings = Field(default_factory=PlanSettings)
+    notifier: NotifierSettings = Field(default_factory=NotifierSettings)
     member_id_hmac_key: SecretStr | None = Field(
         default=None,
         description="key (at least 32 bytes) of the HMAC-SHA256 that replaces SSN member ids (NM108 = 34) in"

@@ -268,6 +268,19 @@ def fsa_key(plan_year: int, account_type: str) -> str:
     return f"{plan_year}|{account_type}"
 
 
+class NoticeRecord(msgspec.Struct, kw_only=True):
+    """A notice issued about some of the account's discrepancies (``notice_issued``), kept so a notice id
+    is issued once and the work queue can say who was told what, and when."""
+
+    notice_id: str
+    event_id: str
+    recipient: str
+    recipient_id: str
+    discrepancy_ids: tuple[str, ...]
+    issued_on: date
+    channel: str = "mail"
+
+
 class AccountState(msgspec.Struct, kw_only=True):
     account_id: str
     partition: int
@@ -284,6 +297,7 @@ class AccountState(msgspec.Struct, kw_only=True):
     # arrival order, and applied when that coverage arrives (the books do not depend on arrival order).
     pending_enrollments: list[EnrollmentChanged] = msgspec.field(default_factory=list)
     remittances: dict[str, RemittanceBook] = msgspec.field(default_factory=dict)  # a payer's, by remittance id
+    notices: list[NoticeRecord] = msgspec.field(default_factory=list)  # notices issued (older snapshots: none)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):

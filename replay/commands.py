@@ -99,12 +99,15 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _statements(args: argparse.Namespace) -> int:
     from processor.settings import Settings
-    from replay.archive import connect, read_archive
-    from replay.fold import ReplayError, replay
-    from replay.render import report_csv, report_html, report_json, report_table
+    from replay.books import load_books
+    from replay.fold import ReplayError
+    from replay.render import report_csv, report_json, report_table
     from replay.statements import TimeParseError, build_report, parse_known_at, parse_through
 
     fmt = "json" if args.json and args.format is None else (args.format or "table")
+    if fmt == "pdf" and not args.out:
+        print("error: --format pdf writes a file: give --out FILE", file=sys.stderr)
+        return EXIT_USAGE
     try:  # a bad date is a usage error before anything is opened
         known_at = parse_known_at(args.known_at, tz=Settings().plan.timezone)
         through = parse_through(args.through)
@@ -113,34 +116,55 @@ def _statements(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with _dsn(args) as (dsn, settings):
         plan = settings.plan
-        with connect(dsn) as conn:
-            try:
-                with _progress(fmt == "table" or args.out is not None, None, "replaying") as step:
-                    res = replay(read_archive(conn, known_at=known_at, account_id=args.account), plan,
-                                 progress=step)
-            except ReplayError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_FINDINGS
-            finally:
-                conn.rollback()
+        try:
+            with _progress(fmt == "table" or args.out is not None, None, "replaying") as step:
+                books = load_books(dsn, plan, known_at=known_at, account_id=args.account, progress=step,
+                                   verify=fmt in ("html", "pdf"))
+        except ReplayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FINDINGS
+    res = books.result
     if args.account is not None and args.account not in res.accounts:
         print(f"account {args.account} is not in the archive as known at {known_at.isoformat()}", file=sys.stderr)
         return EXIT_FINDINGS
-    report = build_report(res, plan, known_at=known_at, through=through, known_at_input=args.known_at,
-                          through_input=args.through, account_id=args.account, payer_id=args.payer)
-    if fmt == "json":
-        text = dumps(report_json(report)) + "\n"
-    elif fmt == "csv":
-        text = report_csv(report)
-    elif fmt == "html":
-        text = report_html(report)
+    data: str | bytes
+    if fmt in ("html", "pdf"):
+        from replay.documents import DocumentError, html_to_pdf, render_document
+
+        kind = "member" if args.account else "agency" if args.payer else "books"
+        try:
+            page = render_document(kind, books, payer_id=args.payer, account_id=args.account, through=through)
+        except DocumentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FINDINGS
+        data = html_to_pdf(page) if fmt == "pdf" else page
     else:
-        text = report_table(report)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-        print(f"wrote {args.out} ({fmt}, known at {known_at.isoformat()})", file=sys.stderr)
+        report = build_report(res, plan, known_at=known_at, through=through, known_at_input=args.known_at,
+                              through_input=args.through, account_id=args.account, payer_id=args.payer,
+                              issued_on=books.issued_on)
+        if fmt == "json":
+            data = dumps(report_json(report)) + "\n"
+        elif fmt == "csv":
+            data = report_csv(report)
+        else:
+            data = report_table(report)
+    return write_output(data, args.out, f"{fmt}, known at {known_at.isoformat()}")
+
+
+def write_output(data: str | bytes, out: str | None, what: str) -> int:
+    """Write to ``out`` (or stdout); binary data needs a file."""
+    if out:
+        path = Path(out)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+        print(f"wrote {out} ({what})", file=sys.stderr)
+    elif isinstance(data, bytes):
+        print("error: this format is binary: give --out FILE", file=sys.stderr)
+        return EXIT_USAGE
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(data)
     return EXIT_OK
 
 
@@ -264,8 +288,9 @@ def add_audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--account", help="one member account")
     who.add_argument("--payer", help="one paying agency (or a direct-pay member's account)")
-    p.add_argument("--format", choices=["table", "json", "csv", "html"], default=None,
-                   help="output format (default table, json with --json)")
+    p.add_argument("--format", choices=["table", "json", "csv", "html", "pdf"], default=None,
+                   help="output format (default table, json with --json); html and pdf are the statement"
+                   " documents: a member's with --account, an agency's with --payer, every agency without")
     p.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
     p.set_defaults(fn=cmd_replay)
 
@@ -277,3 +302,7 @@ def add_audit_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="rebuild the projections from the archive in a new schema, verify, switch atomically")
     rb.add_argument("--no-switch", action="store_true", help="build and verify only; keep the live schema")
     rb.set_defaults(fn=cmd_rebuild)
+
+    from replay.report_commands import add_report_parsers
+
+    add_report_parsers(sub, common)

@@ -45,7 +45,8 @@ _ARCHIVE_COLS = (
     'seq, log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
     " occurred_at, recorded_at, body, body_hash, chain_hash"
 )
-# The fold's output: rebuilt and moved in. A migration that adds a projection table adds it here.
+# The fold's output: rebuilt and moved in. A migration that adds a projection table adds it here. The
+# bookkeeping (positions, dead letters, outbox, the notifier's tables) stays where it is.
 PROJECTIONS = (
     "account_snapshot", "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied",
     "fsa_account",

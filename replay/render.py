@@ -1,4 +1,5 @@
-"""Statement reports as JSON, CSV and tables. Money is integer cents in JSON and CSV."""
+"""Statement reports as JSON, CSV and tables. Money is integer cents in JSON and CSV. The HTML and PDF
+documents are templates: see replay/documents.py."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def report_json(report: Report) -> dict[str, Any]:
             "buckets": report.aging_buckets,
             "totals_cents": report.aging_totals(),
             "items": [asdict(a) for a in report.aging],
+            **({k: v for k, v in report.aging_detail.to_json().items() if k in (
+                "outstanding_cents", "credits_cents", "balance_cents", "by_payer", "credits")}
+               if report.aging_detail is not None else {}),
         },
     }
 
@@ -114,123 +118,3 @@ def report_table(report: Report) -> str:
     else:
         console.print("no open discrepancies")
     return console.export_text()
-
-
-# -- HTML ------------------------------------------------------------------------------------------------
-
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f23}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}
-.meta{color:#57606a;margin-bottom:16px}
-table{border-collapse:collapse;margin:4px 0 12px}
-th,td{border:1px solid #d0d7de;padding:3px 8px}th{background:#f6f8fa}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.total td{font-weight:600;background:#f6f8fa}
-.charts{display:flex;flex-wrap:wrap;gap:32px}
-"""
-
-
-def _esc(value: object) -> str:
-    import html
-
-    return html.escape(str(value), quote=True)
-
-
-def _bar_chart(title: str, series: list[tuple[str, list[tuple[str, int]]]], money: bool, chart_id: str) -> str:
-    """A grouped bar chart as inline SVG: ``series`` is [(category, [(legend, value), ...]), ...]."""
-    colours = ("#0969da", "#1a7f37", "#bf3989", "#9a6700")
-    width, height, left, bottom, top = 560, 260, 90, 60, 30
-    peak = max((v for _, values in series for _, v in values), default=0) or 1
-    groups = max(1, len(series))
-    group_w = (width - left - 10) / groups
-    per = max(1, max((len(values) for _, values in series), default=1))
-    bar_w = max(4.0, group_w * 0.8 / per)
-    parts = [f'<svg id="{chart_id}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
-             f' role="img" aria-label="{_esc(title)}">',
-             f'<text x="{left}" y="18" font-size="13" font-weight="600">{_esc(title)}</text>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#57606a"/>']
-    plot_h = height - bottom - top
-    for gi, (category, values) in enumerate(series):
-        x0 = left + gi * group_w + group_w * 0.1
-        for vi, (legend, value) in enumerate(values):
-            h = plot_h * value / peak
-            x = x0 + vi * bar_w
-            label = format_cents(value) if money else str(value)
-            parts.append(f'<rect class="bar" data-category="{_esc(category)}" data-series="{_esc(legend)}"'
-                         f' data-value="{value}" x="{x:.1f}" y="{height - bottom - h:.1f}" width="{bar_w - 2:.1f}"'
-                         f' height="{h:.1f}" fill="{colours[vi % len(colours)]}"><title>{_esc(category)}'
-                         f' {_esc(legend)}: {_esc(label)}</title></rect>')
-        parts.append(f'<text x="{x0 + group_w * 0.4:.1f}" y="{height - bottom + 14}" font-size="10"'
-                     f' text-anchor="middle">{_esc(category)}</text>')
-    legends = [legend for legend, _ in series[0][1]] if series else []
-    for li, legend in enumerate(legends):
-        parts.append(f'<rect x="{left + li * 140}" y="{height - 22}" width="10" height="10"'
-                     f' fill="{colours[li % len(colours)]}"/><text x="{left + li * 140 + 14}" y="{height - 13}"'
-                     f' font-size="11">{_esc(legend)}</text>')
-    parts.append(f'<text x="{left - 6}" y="{top + 4}" font-size="10" text-anchor="end">'
-                 f'{_esc(format_cents(peak) if money else peak)}</text></svg>')
-    return "".join(parts)
-
-
-def _statement_html(st: Statement) -> str:
-    rows = "".join(
-        f"<tr><td>{x.coverage_month:%Y-%m}</td><td>{_esc(x.due_on or '')}</td>"
-        + "".join(f'<td class="num">{format_cents(v)}</td>' for v in (
-            x.billed_cents, x.adjustments_cents, x.paid_cents, x.refunds_cents, x.balance_cents))
-        + "</tr>"
-        for x in st.lines
-    )
-    total = ('<tr class="total"><td>total</td><td></td>' + "".join(
-        f'<td class="num" data-total="{name}">{format_cents(v)}</td>' for name, v in (
-            ("billed", st.billed_cents), ("adjustments", st.adjustments_cents), ("paid", st.paid_cents),
-            ("refunds", st.refunds_cents), ("balance", st.balance_cents))) + "</tr>")
-    cash = f"<p>unapplied cash: {format_cents(st.unapplied_cents)}</p>" if st.unapplied_cents else ""
-    head = "".join(f'<th class="num">{h}</th>' for h in ("billed", "adjustments", "paid", "refunds", "balance"))
-    return (f'<h2>{_esc(st.kind)} {_esc(st.id)}</h2><table class="statement" data-id="{_esc(st.id)}">'
-            f"<tr><th>month</th><th>due</th>{head}</tr>{rows}{total}</table>{cash}")
-
-
-def report_html(report: Report) -> str:
-    """One self-contained HTML file: statement tables, aging and discrepancy charts as inline SVG."""
-    through = report.through.isoformat() if report.through else "all months"
-    aging = [(bucket, [("outstanding", cents)]) for bucket, cents in report.aging_totals().items()]
-    per_month: dict[str, list[int]] = {}
-    for d in report.discrepancies:
-        key = f"{d.coverage_month:%Y-%m}" if d.coverage_month else "none"
-        cell = per_month.setdefault(key, [0, 0])
-        cell[0] += 1
-        cell[1] += d.status == "resolved"
-    discrepancy_series = [(m, [("opened", o), ("resolved", r)]) for m, (o, r) in sorted(per_month.items())]
-    open_rows = "".join(
-        f"<tr><td>{_esc(d.account_id)}</td><td>{d.coverage_month:%Y-%m}</td><td>{_esc(d.kind)}</td>"
-        f'<td class="num">{format_cents(d.expected_cents)}</td><td class="num">{format_cents(d.actual_cents)}</td>'
-        f"<td>{_esc(d.actor)}</td><td>{_esc(d.explanation)}</td></tr>"
-        if d.coverage_month else
-        f"<tr><td>{_esc(d.account_id)}</td><td>-</td><td>{_esc(d.kind)}</td>"
-        f'<td class="num">{format_cents(d.expected_cents)}</td><td class="num">{format_cents(d.actual_cents)}</td>'
-        f"<td>{_esc(d.actor)}</td><td>{_esc(d.explanation)}</td></tr>"
-        for d in report.open_discrepancies
-    )
-    aging_rows = "".join(f'<tr><td>{_esc(b)}</td><td class="num" data-bucket="{_esc(b)}">{format_cents(c)}</td></tr>'
-                         for b, c in report.aging_totals().items())
-    body = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f"<title>benefits-ledger statement as known at {_esc(report.known_at.isoformat())}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>benefits-ledger: books as known at a recorded time</h1>",
-        f'<div class="meta">known at <b id="known-at">{_esc(report.known_at.isoformat())}</b>'
-        f" ({_esc(report.timezone)}; input {_esc(report.known_at_input or 'now')}), coverage months through"
-        f' <b id="through">{_esc(through)}</b>; {report.events_replayed:,} events replayed</div>',
-        '<div class="charts">',
-        _bar_chart("aging of outstanding amounts", aging, True, "aging-chart"),
-        _bar_chart("discrepancies opened and resolved, by coverage month", discrepancy_series, False,
-                   "discrepancy-chart"),
-        "</div>",
-        f'<h2>aging</h2><table id="aging">{aging_rows}</table>',
-        *(_statement_html(st) for st in (*report.members, *report.payers)),
-        "<h2>open discrepancies as they stood</h2>",
-        '<table id="open-discrepancies"><tr><th>account</th><th>month</th><th>kind</th><th>expected</th>'
-        f"<th>actual</th><th>who</th><th>explanation</th></tr>{open_rows}</table>",
-        "</body></html>",
-    ]
-    return "\n".join(body)

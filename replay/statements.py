@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from processor.settings import PlanSettings
@@ -132,17 +133,6 @@ class Statement:
                 "balance_cents": self.balance_cents, "unapplied_cents": self.unapplied_cents}
 
 
-@dataclass(frozen=True, slots=True)
-class AgingItem:
-    account_id: str
-    payer_id: str
-    coverage_month: date
-    due_on: date
-    days_past_due: int
-    bucket: str
-    outstanding_cents: int
-
-
 @dataclass(slots=True)
 class Report:
     known_at: datetime
@@ -156,8 +146,9 @@ class Report:
     payers: list[Statement]
     open_discrepancies: list[DiscrepancyRow]
     aging_buckets: list[str]
-    aging: list[AgingItem]
+    aging: list[Any]  # replay.aging.AgedCharge: each charge with something outstanding
     discrepancies: list[DiscrepancyRow] = field(default_factory=list)  # opened by R, open or resolved
+    aging_detail: Any = None  # replay.aging.Aging: the same, with credits and the balance it ties to
 
     def aging_totals(self) -> dict[str, int]:
         totals = dict.fromkeys(self.aging_buckets, 0)
@@ -167,8 +158,10 @@ class Report:
 
 
 def bucket_labels(buckets: tuple[int, ...]) -> list[str]:
+    """``not yet due``, then one label per plan bucket (default 0-30, 31-60, 61-90, 91-120 days past
+    due) and the open-ended last one (over 120 days)."""
     labels = ["not yet due"]
-    low = 1
+    low = 0
     for high in buckets:
         labels.append(f"{low}-{high} days")
         low = high + 1
@@ -178,7 +171,7 @@ def bucket_labels(buckets: tuple[int, ...]) -> list[str]:
 
 def bucket_of(days_past_due: int, buckets: tuple[int, ...]) -> str:
     labels = bucket_labels(buckets)
-    if days_past_due <= 0:
+    if days_past_due < 0:
         return labels[0]
     for i, high in enumerate(buckets):
         if days_past_due <= high:
@@ -262,7 +255,7 @@ def payer_statements(
 def build_report(
     res: ReplayResult, plan: PlanSettings, *, known_at: datetime, through: date | None,
     known_at_input: str | None = None, through_input: str | None = None,
-    account_id: str | None = None, payer_id: str | None = None,
+    account_id: str | None = None, payer_id: str | None = None, issued_on: dict[str, date] | None = None,
 ) -> Report:
     """Statements, open discrepancies and aging from a replay that stopped at ``known_at``."""
     as_of_day = known_at.astimezone(ZoneInfo(plan.timezone)).date()
@@ -287,24 +280,12 @@ def build_report(
         key=lambda d: (d.account_id, d.coverage_month or date.min, d.kind, d.discrepancy_id),
     )
     open_rows = [d for d in seen if d.status == "open"]
-    aging: list[AgingItem] = []
-    for a in accounts:
-        for m in a.months.values():
-            if not _in_range(m, through) or m.month is None or m.due_on is None or m.balance_cents <= 0:
-                continue
-            payer = bill_payer(a, m)
-            if payer_id is not None and payer != payer_id:
-                continue
-            days = (as_of_day - m.due_on).days
-            aging.append(AgingItem(
-                account_id=a.account_id, payer_id=payer, coverage_month=m.month, due_on=m.due_on,
-                days_past_due=days, bucket=bucket_of(days, plan.aging_buckets_days),
-                outstanding_cents=m.balance_cents,
-            ))
-    aging.sort(key=lambda x: (x.account_id, x.coverage_month))
+    from replay.aging import aging as age
+
+    ages = age(accounts, plan, as_of_day, issued_on=issued_on, payer_id=payer_id, through=through)
     return Report(
         known_at=known_at, known_at_input=known_at_input, through=through, through_input=through_input,
         timezone=plan.timezone, events_replayed=res.events_replayed, last_recorded_at=res.last_recorded_at,
         members=members, payers=payers, open_discrepancies=open_rows,
-        aging_buckets=bucket_labels(plan.aging_buckets_days), aging=aging, discrepancies=seen,
+        aging_buckets=ages.buckets, aging=ages.charges, discrepancies=seen, aging_detail=ages,
     )

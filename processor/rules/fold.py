@@ -23,6 +23,7 @@ from events.types import (
     FsaContributionReceived,
     FsaElectionMade,
     InputEvent,
+    NoticeIssued,
     PaymentReceived,
     PaymentReversed,
     PremiumBilled,
@@ -33,7 +34,7 @@ from events.types import (
     RemittanceLinePosted,
     RemittanceReceived,
 )
-from processor.rules import billing, days, fsa, payments, pricing, refunds, remittances, retro
+from processor.rules import billing, days, fsa, notices, payments, pricing, refunds, remittances, retro
 from processor.rules.base import Outcome
 from processor.rules.enrollment import on_enrollment
 from processor.rules.reconcile import reconcile
@@ -93,6 +94,7 @@ ACCOUNT_HANDLERS: dict[type[Event], AccountHandler] = {
     FsaElectionMade: fsa.on_fsa_event,
     FsaContributionReceived: fsa.on_fsa_event,
     FsaClaimSubmitted: fsa.on_fsa_event,
+    NoticeIssued: notices.on_notice,
 }
 BROADCAST_HANDLERS: dict[type[Event], BroadcastHandler] = {
     RatePublished: on_rate,

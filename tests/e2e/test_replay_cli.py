@@ -177,9 +177,9 @@ def test_html_report_renders_in_headless_chromium(history: History, tmp_path: Pa
     assert dom.returncode == 0, dom.stderr[-2000:]
     rendered = dom.stdout
     assert history.between.isoformat() in rendered
-    assert 'data-total="balance">$858.24<' in rendered  # the member's balance as known at R
-    assert rendered.count('class="bar"') == 6 + 2  # six aging buckets, opened and resolved for January
-    assert 'data-category="31-60 days"' in rendered or 'data-category="1-30 days"' in rendered
+    assert "The books: every paying agency" in rendered
+    assert 'id="chart-aging"' in rendered and "<svg" in rendered  # aging by agency, drawn by vl-convert
+    assert 'id="chain-verified"' in rendered and "Verified intact" in rendered
     shot = tmp_path / "statement.png"
     png = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
                          capture_output=True, text=True, timeout=120, check=False)
@@ -221,6 +221,81 @@ def test_rebuild_switches_to_a_verified_schema(history: History) -> None:
     assert cli(["replay", "--verify"], history.env).returncode == 0
     after = json.loads(cli(["replay", "--account", ACCOUNT, "--json"], history.env).stdout)
     assert after["members"] == before["members"]
+
+
+def test_worksheet_on_both_time_axes_and_in_every_format(history: History, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+    from pypdf import PdfReader
+
+    r = history.between.isoformat()
+    before = cli(["worksheet", "--payer", AGENCY, "--month", "2026-01", "--known-at", r, "--json"], history.env)
+    assert before.returncode == 0, before.stderr
+    doc = json.loads(before.stdout)
+    # as known at R: January billed $784.12, $700.00 paid, no remittance record: underpaid explains -$84.12
+    assert {k: doc[k] for k in ("billed_cents", "remitted_cents", "lines_cents", "applied_cents", "unapplied_cents",
+                                "unexplained_cents")} == {
+        "billed_cents": RATE, "remitted_cents": 70_000, "lines_cents": 70_000, "applied_cents": 70_000,
+        "unapplied_cents": 0, "unexplained_cents": 0}
+    assert [(e["kind"], e["status"], e["cents"]) for e in doc["exceptions"]] == [("underpaid", "open", -8_412)]
+    assert len(doc["exceptions"][0]["discrepancy_id"]) == 24
+    now = json.loads(cli(["worksheet", "--payer", AGENCY, "--month", "2026-01", "--json"], history.env).stdout)
+    assert (now["remitted_cents"], now["variance_cents"], now["unexplained_cents"]) == (RATE, 0, 0)
+    assert [(e["kind"], e["status"], e["cents"]) for e in now["exceptions"]] == [("underpaid", "resolved", 0)]
+    assert now["exceptions"][0]["resolution"].startswith("resolved by payment_received r-pay-jan-2")
+    for fmt in ("csv", "xlsx", "html", "pdf"):
+        out = tmp_path / f"worksheet.{fmt}"
+        made = cli(["worksheet", "--payer", AGENCY, "--month", "2026-01", "--known-at", r, "--format", fmt,
+                    "--out", str(out)], history.env)
+        assert made.returncode == 0 and out.stat().st_size > 0, made.stderr
+    assert "underpaid" in (tmp_path / "worksheet.csv").read_text()
+    summary = {row[0]: row[1] for row in load_workbook(tmp_path / "worksheet.xlsx")["Summary"].iter_rows(
+        values_only=True) if row and row[0]}
+    assert str(summary["Variance (remitted - net billed)"]) == "-84.12"
+    html = (tmp_path / "worksheet.html").read_text()
+    assert "Reconciliation worksheet: AG-001, January 2026" in html and "Verified intact" in html
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(tmp_path / "worksheet.pdf").pages).split())
+    assert "-$84.12" in text and "$784.12" in text
+    assert cli(["worksheet", "--payer", AGENCY, "--month", "2026-13"], history.env).returncode == 2
+    assert cli(["worksheet", "--payer", AGENCY, "--month", "2026-01", "--format", "xlsx"], history.env).returncode == 2
+    assert cli(["worksheet", "--payer", "AG-NOBODY", "--month", "2026-01"], history.env).returncode == 1
+
+
+def test_member_and_agency_statements_as_pdf(history: History, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    for who in (["--account", ACCOUNT], ["--payer", AGENCY]):
+        out = tmp_path / f"{who[1]}.pdf"
+        made = cli(["replay", *who, "--known-at", history.between.isoformat(), "--format", "pdf", "--out", str(out)],
+                   history.env)
+        assert made.returncode == 0, made.stderr
+        text = " ".join(" ".join(p.extract_text() for p in PdfReader(out).pages).split())
+        assert "$858.24" in text and "Verified intact" in text  # the balance as known at R; the chain footer
+    assert cli(["replay", "--format", "pdf"], history.env).returncode == 2  # a PDF needs --out
+
+
+def test_notices_as_known_at_r_are_written_and_made_again_the_same(history: History, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    r = history.between.isoformat()
+    made = cli(["notices", "--payer", AGENCY, "--known-at", r, "--out", str(tmp_path / "a"), "--json"], history.env)
+    assert made.returncode == 0, made.stderr
+    (notice,) = json.loads(made.stdout)["notices"]
+    assert (notice["recipient"], notice["recipient_id"], notice["total_due_cents"]) == (
+        "agency_coordinator", AGENCY, 8_412)
+    html = Path(notice["file"]).read_text()
+    assert "paid $84.12 short" in html and "What to do:" in html
+    again = json.loads(cli(["notices", "--payer", AGENCY, "--known-at", r, "--out", str(tmp_path / "b"), "--json"],
+                           history.env).stdout)
+    assert again["notices"][0]["document_sha256"] == notice["document_sha256"]  # the same document from R
+    assert Path(again["notices"][0]["file"]).read_text() == html
+    now = json.loads(cli(["notices", "--payer", AGENCY, "--out", str(tmp_path / "c"), "--json"], history.env).stdout)
+    assert now["notices"] == []  # the top-up after R resolved the only action
+    pdf = cli(["notices", "--payer", AGENCY, "--known-at", r, "--format", "pdf", "--out", str(tmp_path / "d")],
+              history.env)
+    assert pdf.returncode == 0, pdf.stderr
+    (path,) = (tmp_path / "d").glob("*.pdf")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(path).pages).split())
+    assert "$84.12" in text and notice["notice_id"] in text
 
 
 def test_verify_archive_names_the_first_broken_link(history: History) -> None:  # last: alters the archive

@@ -21,6 +21,7 @@ from events.types import (
     DiscrepancySuperseded,
     Event,
     FsaClaimAdjudicated,
+    NoticeIssued,
     PaymentReceived,
     RefundIssued,
     RefundReturned,
@@ -98,6 +99,11 @@ SAMPLES: list[Event] = [
     contribute(14_423, event_id="e-fsa-contrib", on=date(2026, 1, 15)),
     claim(12_000, event_id="e-fsa-claim", service=date(2026, 2, 3), submitted=date(2026, 2, 10)),
     claim(12_000, event_id="e-fsa-claim-year", service=date(2027, 3, 1), year=2026, account_type="dependent_care"),
+    NoticeIssued(
+        event_id="e-notice", account_id="payer:AG-001", effective_on=FEB, occurred_at=T0, notice_id="N1",
+        recipient="agency_coordinator", recipient_id="AG-001", discrepancy_ids=("d1", "d2"), known_at=T0,
+        document_sha256="0" * 64,
+    ),
 ]
 
 OUTPUT_SAMPLES: list[Event] = [
