@@ -111,6 +111,15 @@ FIELDS: dict[str, str] = {
     "line_account_id": "The member account the remittance line was posted on.",
     "payment_ids": "The advice lines (payment ids) on this account that the money pays.",
     "funding_payment_id": "The payment on the payer's account that moved the advice's money.",
+    # notices
+    "notice_id": "Identifier of the notice (the same notice issued twice is one event).",
+    "recipient": "Who the notice is to: the agency coordinator or the member.",
+    "recipient_id": "The agency id (coordinator) or the member account id.",
+    "discrepancy_ids": "The discrepancies whose actions the notice lists.",
+    "known_at": "The recorded time R the notice was made as of: replay to R renders it again, byte for byte.",
+    "document_sha256": "SHA-256 of the notice's HTML, to check a reproduction against.",
+    "channel": "How it was sent: mail, email or portal.",
+    "template_version": "Version of the notice template that rendered it.",
 }
 
 BY_TYPE: dict[str, str] = {

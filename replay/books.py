@@ -49,6 +49,8 @@ class Remittance:
     lines_total_cents: int
     line_count: int
     recorded_at: datetime
+    adjustments_cents: int = 0  # remittance-level ADX: part of the total, of no line
+    advice_only: bool = False  # no money moved with it: its lines are paid by the payment with its trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,7 @@ def _keep(books: Books, event: Any, recorded_at: datetime, zone: ZoneInfo) -> No
             payee_id=event.payee_id, method=event.method, payment_date=event.payment_date,
             trace_number=event.trace_number, total_cents=event.total_cents,
             lines_total_cents=event.lines_total_cents, line_count=event.line_count, recorded_at=recorded_at,
+            adjustments_cents=sum(a.amount_cents for a in event.adjustments), advice_only=event.advice_only,
         ))
     elif isinstance(event, PremiumBilled | AdjustmentPosted):
         # the upstream billing system's own time: a bill issued late for an old month is aged from it

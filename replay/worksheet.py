@@ -451,17 +451,22 @@ def worksheet(books: Books, payer_id: str, month: date) -> Worksheet:
             received_lines_cents=held_all, received_line_count=len(lines_all), month_lines_cents=here,
             copies=len(books.remittances[rid]),
         ))
-        gap = latest.total_cents - latest.lines_total_cents
+        # The ledger judges a remittance against the lines it posted (processor/rules/remittances.py): what
+        # the payment brings beyond them, a line that never arrived included, is its remittance_total_mismatch
+        # (and the excess is unapplied cash on the payer). Before it is judged the gap is not explained.
+        gap = latest.total_cents - held_all - latest.adjustments_cents
         mismatch = b.find(remittance_account(latest.payer_id), {"remittance_total_mismatch"}, cause=latest.event_id)
-        if gap or mismatch is not None:
+        said = (f"; the file says {latest.line_count} lines of {format_cents(latest.lines_total_cents)}"
+                if latest.lines_total_cents != held_all else "")
+        if mismatch is not None:
             b.explain("remittance_total", gap, mismatch,
                       f"remittance {rid} (trace {latest.trace_number}) pays {format_cents(latest.total_cents)};"
-                      f" its lines sum to {format_cents(latest.lines_total_cents)}",
+                      f" the ledger holds {len(lines_all)} of its lines, {format_cents(held_all)}{said}",
                       account_id=remittance_account(latest.payer_id))
-        if latest.lines_total_cents != held_all:
-            b.add(Item("lines_not_received", latest.lines_total_cents - held_all,
-                       f"remittance {rid} lists {latest.line_count} lines of {format_cents(latest.lines_total_cents)};"
-                       f" the ledger holds {len(lines_all)} of {format_cents(held_all)}",
+        elif gap:
+            b.add(Item("lines_not_received" if said else "remittance_total", gap,
+                       f"remittance {rid} pays {format_cents(latest.total_cents)}; the ledger holds"
+                       f" {len(lines_all)} of its lines, {format_cents(held_all)}{said}, and has not judged it yet",
                        account_id=remittance_account(latest.payer_id), event_ids=(latest.event_id,)))
         other = held_all - here
         if other:

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from processor.demo import generate, run_program
+from processor.entrypoints.demo import generate, run_program
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 

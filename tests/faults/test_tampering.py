@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from processor.demo import generate, run_program
+from processor.entrypoints.demo import generate, run_program
 
 from processor.app import open_ledger
 from processor.settings import Settings

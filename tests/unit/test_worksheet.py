@@ -12,11 +12,12 @@ import pytest
 
 from events.codec import body_hash, encode
 from events.types import InputEvent, RemittanceReceived
+from processor.rules.fold import fold_event
 from processor.settings import PlanSettings
 from replay.archive import ArchivedEvent
 from replay.books import books_from
 from replay.worksheet import WorksheetError, parse_month, worksheet
-from tests.unit.builders import AGENCY, bill, day, enroll, pay, rate
+from tests.unit.builders import AGENCY, Ledger, bill, day, enroll, pay, rate
 
 MAR = date(2026, 3, 1)
 RATE = 78_412
@@ -24,8 +25,18 @@ R = datetime(2026, 4, 20, tzinfo=UTC)
 
 
 def archived(events: Iterable[InputEvent], at: datetime = datetime(2026, 3, 10, tzinfo=UTC)) -> list[ArchivedEvent]:
+    """The events as the ledger archives them: each followed by what it made the ledger post itself
+    (a remittance line's report to its payer, a cash application's payment), as the relay brings them."""
+    ledger = Ledger()
+    ordered: list[InputEvent] = []
+    pending = list(events)
+    while pending:
+        event = pending.pop(0)
+        ordered.append(event)
+        reached = fold_event(event, ledger.part, ledger.plan, ledger.account, lambda: list(ledger.accounts.values()))
+        pending[:0] = [d for _, out in reached for d in out.derived]
     out = []
-    for seq, e in enumerate(events, start=1):
+    for seq, e in enumerate(ordered, start=1):
         body = encode(e)
         tag = type(e).__struct_config__.tag
         assert isinstance(tag, str)
@@ -87,15 +98,26 @@ def test_a_month_with_a_missing_an_overpaid_and_an_unmatched_line_leaves_nothing
     assert all(len(e["discrepancy_id"]) == 24 for e in doc["exceptions"])
 
 
-def test_a_line_the_remittance_lists_but_the_ledger_never_received_is_flagged() -> None:
-    # The remittance says four lines of $1,888.24; the ledger got three ($1,738.24): $150.00 nothing explains.
+def test_a_line_the_remittance_lists_but_the_ledger_never_received_is_its_mismatch() -> None:
+    # The remittance pays $1,888.24 for four lines; the ledger got three ($1,738.24). The ledger judges the
+    # remittance against the lines it posted: $150.00 more than them, its remittance_total_mismatch.
     rows = agency_month(line("M1", RATE), line("M2", RATE + 2_000), line("X9", 15_000),
                         remit=remittance(188_824, 188_824, 4))
     ws = worksheet(books_from(rows, PlanSettings(), known_at=R), AGENCY, MAR)
     assert ws.variance_cents == 188_824 - 235_236
+    assert ws.unexplained_cents == 0 and ws.balanced and ws.unexplained_items == []
+    mismatch = next(e for e in ws.exceptions if e.kind == "remittance_total_mismatch")
+    assert (mismatch.cents, mismatch.status) == (15_000, "open")
+
+
+def test_a_line_missing_before_the_remittance_is_judged_is_flagged() -> None:
+    # As known before the day past the remittance's lines window closed: nothing has judged it yet.
+    rows = agency_month(line("M1", RATE), line("M2", RATE + 2_000), line("X9", 15_000),
+                        remit=remittance(188_824, 188_824, 4), closed_on=None)
+    ws = worksheet(books_from(rows, PlanSettings(), known_at=R), AGENCY, MAR)
     assert ws.unexplained_cents == 15_000 and not ws.balanced
-    (flag,) = ws.unexplained_items
-    assert flag.kind == "lines_not_received" and "4 lines" in flag.description
+    flag = next(i for i in ws.unexplained_items if i.kind == "lines_not_received")
+    assert "4 lines" in flag.description and "has not judged it yet" in flag.description
 
 
 def test_a_payment_total_above_its_lines_is_explained_by_the_remittance_mismatch() -> None:
@@ -148,9 +170,8 @@ def test_a_month_is_read_as_yyyy_mm() -> None:
 def demo_archive(members: int, months: int, seed: int) -> list[ArchivedEvent]:
     """The demo program folded by the batch processor into an in-memory store (the payments the ledger
     posts for cash applications fed back, as the relay does), and its archive as replay reads it."""
-    from processor.demo import generate
-
     from processor.batch import BatchProcessor, Record
+    from processor.entrypoints.demo import generate
     from projections.memory import MemoryStore
     from projections.model import PAYMENTS_STREAM
     from tests.unit.builders import LOG, NOW, PARTITIONS, TOPICS, Feed, partition_for
