@@ -17,7 +17,6 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from processor.entrypoints.demo import generate, run_program
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
@@ -31,6 +30,7 @@ from processor.embedded import (
     private_directory,
     stop_postgres_in,
 )
+from processor.entrypoints.demo import generate, run_program
 from processor.settings import Settings
 from projections.roles import ARCHIVIST, AUDITOR, LEDGER_ROLE, setup_sql
 from replay.rebuild import rebuild

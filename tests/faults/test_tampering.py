@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from processor.entrypoints.demo import generate, run_program
 
 from processor.app import open_ledger
+from processor.entrypoints.demo import generate, run_program
 from processor.settings import Settings
 from projections.postgres import PostgresStore
 from tests.conftest import ledger_keys_env
