@@ -19,6 +19,7 @@ from events.types import (
     BillingCycleClosed,
     DayClosed,
     DiscrepancyAmountChanged,
+    DiscrepancyClosed,
     DiscrepancyOpened,
     DiscrepancySuperseded,
     FsaClaimAdjudicated,
@@ -361,6 +362,11 @@ class BatchProcessor:
                 opened_now[row.discrepancy_id] = row
             elif isinstance(ev, DiscrepancyAmountChanged):
                 pass  # the row follows through changed_discrepancies below; the event goes to the outbox
+            elif isinstance(ev, DiscrepancyClosed):  # a person closed it (processor/workflow.py)
+                write.discrepancies_closed.append(
+                    DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",
+                                     recorded_at=now, status=ev.status)
+                )
             elif isinstance(ev, DiscrepancySuperseded):
                 write.discrepancies_closed.append(
                     DiscrepancyClose(discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "",
@@ -374,9 +380,7 @@ class BatchProcessor:
         for d in out.changed_discrepancies:
             row = DiscrepancyRow.from_open(account_id, d, now)
             if d.discrepancy_id in opened_now:
-                fresh = opened_now[d.discrepancy_id]
-                fresh.expected_cents, fresh.actual_cents = d.expected_cents, d.actual_cents
-                fresh.explanation, fresh.cause_event_ids = d.explanation, d.cause_event_ids
+                opened_now[d.discrepancy_id].follow(d)
             else:
                 write.discrepancies_changed.append(row)
 

@@ -20,6 +20,7 @@ from events.types import (
     BillingCycleClosed,
     CashApplied,
     DayClosed,
+    DiscrepancyAction,
     DiscrepancyAmountChanged,
     DiscrepancyKind,
     DiscrepancyOpened,
@@ -356,6 +357,10 @@ def apply_account_event(
         from processor.fsa import apply_fsa_event  # processor.fsa builds on this module
 
         apply_fsa_event(account, event, plan, out)
+    elif isinstance(event, DiscrepancyAction):
+        from processor.workflow import apply_workflow_event  # processor.workflow builds on this module
+
+        out = apply_workflow_event(account, part, event, plan)
     else:  # pragma: no cover - broadcast events never reach an account
         raise AssertionError(f"not an account event: {type(event).__name__}")
     account.events_applied += 1
@@ -1188,6 +1193,10 @@ def _reconcile(
         )
     out.dirty_months.add(key)
     found = detect(account, part, plan, key, in_force_self)
+    if account.closed:  # a finding a person dismissed stays closed while it shows the same amounts
+        from processor.workflow import screen_findings
+
+        screen_findings(account, key, found)
     # A discrepancy that disappears because this enrollment change reached back into its month is
     # explained by the change (superseded), not fixed (resolved).
     change = (trigger.action if isinstance(trigger, EnrollmentChanged)

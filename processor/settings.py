@@ -160,6 +160,10 @@ class PlanSettings(BaseModel):
     )
     timezone: str = Field(default="UTC", description="IANA zone in which a bare date means the end of that day")
     fsa: FsaSettings = Field(default_factory=FsaSettings, description="flexible spending accounts")
+    waiver_approval_cents: int = Field(
+        default=10_000, ge=0,
+        description="a waiver or write-off of more than this (either sign) waits for a supervisor's approval",
+    )
 
     @model_validator(mode="after")
     def _valid_report_settings(self) -> PlanSettings:

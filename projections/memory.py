@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
+
+import msgspec
 
 from processor.state import AccountState, PartitionState, decode_account, decode_partition
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
+    CHANGED_FIELDS,
+    DISCREPANCIES_STREAM,
+    UNASSIGNED,
     AccountBalance,
+    AccountRow,
+    AgencyRow,
     ArchiveRow,
     BatchWrite,
     Counts,
     CoverageRow,
     DeadLetterRow,
     DiscrepancyRow,
+    EventStatus,
     FsaRow,
+    HistoryEntry,
     MonthRow,
     OutboxRow,
     PositionConflict,
+    QueuePage,
+    QueueQuery,
     Summary,
+    discrepancy_agency,
+    merge_history,
+    queue_order_key,
 )
 
 
@@ -154,10 +168,10 @@ class MemoryStore:
             self._partitions[p] = snapshot
         for d in batch.discrepancies_opened:
             self._discrepancies[d.discrepancy_id] = replace(d)  # a copy: the caller keeps its row
-        for d in batch.discrepancies_changed:
+        for d in batch.discrepancies_changed:  # amounts, explanation, causes and the work; not the status
             stored = self._discrepancies[d.discrepancy_id]
-            stored.expected_cents, stored.actual_cents = d.expected_cents, d.actual_cents
-            stored.explanation, stored.cause_event_ids = d.explanation, d.cause_event_ids
+            for name in CHANGED_FIELDS:
+                setattr(stored, name, getattr(d, name))
         for c in batch.discrepancies_closed:
             stored = self._discrepancies[c.discrepancy_id]
             stored.status, stored.resolved_by = c.status, c.resolved_by
@@ -259,3 +273,115 @@ class MemoryStore:
 
     def payer_unapplied(self) -> dict[str, int]:
         return {p: c for p, c in sorted(self._payer_unapplied.items()) if c}
+
+    # -- the workbench's reads ----------------------------------------------------------------
+
+    def _own_agency(self, account_id: str) -> str | None:
+        own = [c for c in self._coverage.get(account_id, []) if c.relationship == "self"]
+        return max(own, key=lambda c: (c.begin_on, c.agency_id)).agency_id if own else None
+
+    def _account_agency(self, account_id: str) -> str | None:
+        if account_id.startswith("payer:"):
+            return account_id.removeprefix("payer:")
+        return self._own_agency(account_id)
+
+    def _with_agency(self, d: DiscrepancyRow) -> DiscrepancyRow:
+        return replace(d, agency_id=discrepancy_agency(d.account_id, self._own_agency(d.account_id), d.payer_id))
+
+    def discrepancy_queue(self, query: QueueQuery) -> QueuePage:
+        rows = []
+        for stored in self._discrepancies.values():
+            d = self._with_agency(stored)
+            if any(want is not None and have != want for have, want in (
+                (d.status, query.status), (d.kind, query.kind), (d.account_id, query.account_id),
+                (d.payer_id, query.payer_id), (d.actor, query.actor), (d.work_status, query.work_status),
+                (d.agency_id, query.agency_id),
+            )):
+                continue
+            if query.assignee is not None and d.assignee != (None if query.assignee == UNASSIGNED else query.assignee):
+                continue
+            if query.pending is not None and (d.pending_action is not None) != query.pending:
+                continue
+            rows.append(d)
+        rows.sort(key=lambda d: d.discrepancy_id)
+        desc = (query.sort == "amount") != query.descending
+        known = [d for d in rows if queue_order_key(d, query.sort) is not None]
+        missing = [d for d in rows if queue_order_key(d, query.sort) is None]
+        known.sort(key=lambda d: queue_order_key(d, query.sort), reverse=desc)  # stable: ties stay in id order
+        ordered = known + missing
+        return QueuePage(rows=ordered[query.offset:query.offset + query.limit], total=len(ordered))
+
+    def discrepancy(self, discrepancy_id: str) -> DiscrepancyRow | None:
+        stored = self._discrepancies.get(discrepancy_id)
+        return None if stored is None else self._with_agency(stored)
+
+    def account_history(self, account_id: str, *, limit: int = 10_000) -> list[HistoryEntry]:
+        first_seq: dict[str, tuple[int, datetime]] = {}
+        archived: list[HistoryEntry] = []
+        for seq, row in enumerate(self.archive, start=1):
+            first_seq.setdefault(row.event_id, (seq, row.recorded_at))
+            if row.account_id == account_id and len(archived) < limit:
+                archived.append(HistoryEntry(
+                    seq=seq, event_id=row.event_id, event_type=row.event_type, account_id=row.account_id,
+                    effective_on=row.effective_on, occurred_at=row.occurred_at, recorded_at=row.recorded_at,
+                    body=row.body,
+                ))
+        emitted: list[tuple[int, bytes, int | None, datetime | None]] = []
+        for seq, o, _done in self._outbox:
+            if o.key != account_id or o.stream != DISCREPANCIES_STREAM or len(emitted) >= limit:
+                continue
+            cause = msgspec.json.decode(o.body).get("causation_id")
+            found = first_seq.get(cause) if cause else None
+            emitted.append((seq, o.body, found[0] if found else None, found[1] if found else None))
+        return merge_history(archived, emitted, account_id, limit)
+
+    def event_status(self, event_ids: list[str]) -> dict[str, EventStatus]:
+        wanted = set(event_ids)
+        out: dict[str, EventStatus] = {}
+        for d in self._dead:
+            if d.event_id in wanted:
+                out[d.event_id] = EventStatus(event_id=d.event_id, state="dead_lettered", recorded_at=d.recorded_at,
+                                              reason=d.reason, field=d.field)
+        applied: set[str] = set()
+        for row in self.archive:
+            if row.event_id in wanted and row.event_id not in applied:
+                applied.add(row.event_id)
+                out[row.event_id] = EventStatus(event_id=row.event_id, state="applied", recorded_at=row.recorded_at,
+                                                account_id=row.account_id)
+        return out
+
+    def _balance_of(self, account_id: str, positive_only: bool) -> int:
+        return sum(r.balance_cents for (a, _), r in self._months.items()
+                   if a == account_id and (r.balance_cents > 0 or not positive_only))
+
+    def agencies(self) -> list[AgencyRow]:
+        accounts: dict[str, int] = {}
+        owed: dict[str, int] = {}
+        for account_id in self._accounts:
+            agency = self._account_agency(account_id)
+            if agency is not None:
+                accounts[agency] = accounts.get(agency, 0) + 1
+                owed[agency] = owed.get(agency, 0) + self._balance_of(account_id, True)
+        open_n: dict[str, int] = {}
+        for d in self._discrepancies.values():
+            if d.status == "open":
+                agency = self._with_agency(d).agency_id
+                if agency is not None:
+                    open_n[agency] = open_n.get(agency, 0) + 1
+        return [AgencyRow(agency_id=a, accounts=accounts.get(a, 0), open_discrepancies=open_n.get(a, 0),
+                          outstanding_cents=owed.get(a, 0)) for a in sorted(accounts.keys() | open_n.keys())]
+
+    def accounts(self, *, prefix: str = "", agency_id: str | None = None, limit: int = 200) -> list[AccountRow]:
+        out = []
+        for account_id in sorted(self._accounts):
+            agency = self._account_agency(account_id)
+            if not account_id.startswith(prefix) or (agency_id is not None and agency != agency_id):
+                continue
+            out.append(AccountRow(
+                account_id=account_id, agency_id=agency, balance_cents=self._balance_of(account_id, False),
+                open_discrepancies=sum(1 for d in self._discrepancies.values()
+                                       if d.account_id == account_id and d.status == "open"),
+            ))
+            if len(out) >= limit:
+                break
+        return out

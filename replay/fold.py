@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from events import codec
-from events.types import BillingCycleClosed, DayClosed, DiscrepancyOpened, DiscrepancyResolved, RatePublished
+from events.types import (
+    BillingCycleClosed,
+    DayClosed,
+    DiscrepancyClosed,
+    DiscrepancyOpened,
+    DiscrepancyResolved,
+    RatePublished,
+)
 from processor.fold import (
     Outcome,
     Rejected,
@@ -141,17 +148,16 @@ class Replayer:
                 res.discrepancies[ev.discrepancy_id] = DiscrepancyRow.from_open(
                     account.account_id, opened, row.recorded_at
                 )
-            elif isinstance(ev, DiscrepancyResolved):
+            elif isinstance(ev, DiscrepancyResolved | DiscrepancyClosed):
                 existing = res.discrepancies.get(ev.discrepancy_id)
                 if existing is not None:
-                    existing.status = "resolved"
+                    existing.status = ev.status if isinstance(ev, DiscrepancyClosed) else "resolved"
                     existing.resolved_by = ev.causation_id or ""
                     existing.resolved_recorded_at = row.recorded_at
         for d in out.changed_discrepancies:
             existing = res.discrepancies.get(d.discrepancy_id)
             if existing is not None:
-                existing.expected_cents, existing.actual_cents = d.expected_cents, d.actual_cents
-                existing.explanation, existing.cause_event_ids = d.explanation, d.cause_event_ids
+                existing.follow(d)
 
 
 def replay(

@@ -16,6 +16,7 @@ from events.types import (
     BillingCycleClosed,
     CashApplied,
     DiscrepancyAmountChanged,
+    DiscrepancyClosed,
     DiscrepancyOpened,
     DiscrepancyResolved,
     DiscrepancySuperseded,
@@ -26,6 +27,7 @@ from events.types import (
     RefundReturned,
     RemittanceReceived,
 )
+from tests.unit.test_workflow import WORKFLOW_SAMPLES
 from tests.unit.builders import (
     FEB,
     JAN,
@@ -87,6 +89,7 @@ SAMPLES: list[Event] = [
     contribute(14_423, event_id="e-fsa-contrib", on=date(2026, 1, 15)),
     claim(12_000, event_id="e-fsa-claim", service=date(2026, 2, 3), submitted=date(2026, 2, 10)),
     claim(12_000, event_id="e-fsa-claim-year", service=date(2027, 3, 1), year=2026, account_type="dependent_care"),
+    *WORKFLOW_SAMPLES,
 ]
 
 OUTPUT_SAMPLES: list[Event] = [
@@ -116,6 +119,12 @@ OUTPUT_SAMPLES: list[Event] = [
         source="benefits-ledger", causation_id="e-fsa-claim", claim_id="CL-1", account_type="dependent_care",
         plan_year=2026, decision="partially_approved", requested_cents=20_000, approved_cents=12_000,
         reason="only $120.00 contributed", available_before_cents=12_000, available_after_cents=0,
+    ),
+    DiscrepancyClosed(
+        event_id="d1:closed", account_id="M000001", effective_on=JAN, occurred_at=T0, source="benefits-ledger",
+        causation_id="e-waive", discrepancy_id="d1", kind="underpaid", coverage_month=JAN, status="waived",
+        closing_event_ids=("e-waive",), user="sam", reason="hardship", adjustment_cents=-8_412,
+        explanation="underpaid for 2026-01 waived by sam",
     ),
 ]
 
