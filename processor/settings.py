@@ -232,6 +232,30 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class WebSettings(BaseModel):
+    """The workbench (``benefits-ledger serve``): where it listens, its sessions and its limits."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    host: str = Field(default="127.0.0.1", description="address to listen on (loopback unless told otherwise)")
+    port: int = Field(default=8000, ge=1, le=65535)
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs session cookies and form tokens; unset: a random secret kept in"
+        " data_dir/web-secret (so sessions survive a restart)",
+    )
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, description="a session lasts this long")
+    secure_cookies: bool = Field(default=False, description="send cookies over HTTPS only (set behind TLS)")
+    login_failures_max: int = Field(default=5, ge=1, description="failed logins of one user within the window")
+    login_remote_failures_max: int = Field(
+        default=20, ge=1, description="failed logins from one address within the window")
+    login_window_s: int = Field(default=900, ge=1, description="throttling window of failed logins")
+    form_token_max_age_s: int = Field(default=12 * 3600, ge=60, description="a form must be sent within this")
+    db_connections_max: int = Field(default=4, ge=1, le=64, description="database connections of the web app")
+    asof_cache_entries_max: int = Field(default=4, ge=0, le=64, description="as-of replays kept in memory")
+    request_body_bytes_max: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted")
+    pending_poll_ms: int = Field(default=1000, ge=100, description="how often a page asks for a pending event")
+
+
 class Settings(BaseSettings):
     """Everything the composition root needs. Unset broker and database mean the embedded stack."""
 
@@ -278,6 +302,7 @@ class Settings(BaseSettings):
     ingest_max_members_per_file: int = Field(
         default=1_000_000, ge=1, description="most member loops (834 INS, 820 ENT) or CSV rows in one file"
     )
+    web: WebSettings = Field(default_factory=WebSettings, description="the workbench (benefits-ledger serve)")
 
     @model_validator(mode="before")
     @classmethod

@@ -211,6 +211,9 @@ def _waived(account: AccountState, part: PartitionState, e: DiscrepancyWaived | 
     if d.pending is not None:
         raise Rejected(f"a {d.pending.action.replace('_', '-')} of {cents(d.pending.amount_cents)} by"
                        f" {d.pending.requested_by} ({d.pending.event_id}) waits for approval", field="discrepancy_id")
+    if d.kind == "retroactive_change" and beyond_retroactive_limit(account, d):
+        raise Rejected("the change reaches back beyond the plan's retroactive limit: a supervisor approves or"
+                       " rejects it", field="discrepancy_id")
     lines = closing_adjustments(account, part, plan, d)
     total = sum(amount for _, amount in lines)
     if total != e.amount_cents:

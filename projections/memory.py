@@ -13,7 +13,6 @@ from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, lin
 from projections.model import (
     CHANGED_FIELDS,
     DISCREPANCIES_STREAM,
-    UNASSIGNED,
     AccountBalance,
     AccountRow,
     AgencyRow,
@@ -34,7 +33,7 @@ from projections.model import (
     Summary,
     discrepancy_agency,
     merge_history,
-    queue_order_key,
+    select_queue,
 )
 
 
@@ -289,27 +288,7 @@ class MemoryStore:
         return replace(d, agency_id=discrepancy_agency(d.account_id, self._own_agency(d.account_id), d.payer_id))
 
     def discrepancy_queue(self, query: QueueQuery) -> QueuePage:
-        rows = []
-        for stored in self._discrepancies.values():
-            d = self._with_agency(stored)
-            if any(want is not None and have != want for have, want in (
-                (d.status, query.status), (d.kind, query.kind), (d.account_id, query.account_id),
-                (d.payer_id, query.payer_id), (d.actor, query.actor), (d.work_status, query.work_status),
-                (d.agency_id, query.agency_id),
-            )):
-                continue
-            if query.assignee is not None and d.assignee != (None if query.assignee == UNASSIGNED else query.assignee):
-                continue
-            if query.pending is not None and (d.pending_action is not None) != query.pending:
-                continue
-            rows.append(d)
-        rows.sort(key=lambda d: d.discrepancy_id)
-        desc = (query.sort == "amount") != query.descending
-        known = [d for d in rows if queue_order_key(d, query.sort) is not None]
-        missing = [d for d in rows if queue_order_key(d, query.sort) is None]
-        known.sort(key=lambda d: queue_order_key(d, query.sort), reverse=desc)  # stable: ties stay in id order
-        ordered = known + missing
-        return QueuePage(rows=ordered[query.offset:query.offset + query.limit], total=len(ordered))
+        return select_queue((self._with_agency(d) for d in self._discrepancies.values()), query)
 
     def discrepancy(self, discrepancy_id: str) -> DiscrepancyRow | None:
         stored = self._discrepancies.get(discrepancy_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -468,6 +469,31 @@ def queue_order_key(row: DiscrepancyRow, sort: str) -> Any:
     if sort == "assignee":
         return row.assignee
     return row.account_id
+
+
+def select_queue(rows: Iterable[DiscrepancyRow], query: QueueQuery) -> QueuePage:
+    """The queue over rows that carry their agency, in memory: the in-memory store and as-of replays use it;
+    PostgresStore.discrepancy_queue answers the same in SQL."""
+    kept = []
+    for d in rows:
+        if any(want is not None and have != want for have, want in (
+            (d.status, query.status), (d.kind, query.kind), (d.account_id, query.account_id),
+            (d.payer_id, query.payer_id), (d.actor, query.actor), (d.work_status, query.work_status),
+            (d.agency_id, query.agency_id),
+        )):
+            continue
+        if query.assignee is not None and d.assignee != (None if query.assignee == UNASSIGNED else query.assignee):
+            continue
+        if query.pending is not None and (d.pending_action is not None) != query.pending:
+            continue
+        kept.append(d)
+    kept.sort(key=lambda d: d.discrepancy_id)
+    desc = (query.sort == "amount") != query.descending
+    known = [d for d in kept if queue_order_key(d, query.sort) is not None]
+    missing = [d for d in kept if queue_order_key(d, query.sort) is None]
+    known.sort(key=lambda d: queue_order_key(d, query.sort), reverse=desc)  # stable: ties stay in id order
+    ordered = known + missing
+    return QueuePage(rows=ordered[query.offset:query.offset + query.limit], total=len(ordered))
 
 
 class LedgerStore(Protocol):

@@ -42,11 +42,17 @@ _COPIED = (
     ("dead_letter", 'seq, log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at', True),
     ("outbox", "seq, event_id, key, body, stream, published_at", True),
     ("archive_chain_head", "partition, chain_hash", False),
+    # the workbench's people and submissions (processor/entrypoints/web): not derived from the archive
+    ("web_user", "login, display_name, role, agency_id, password_hash, active, created_at", False),
+    ("web_api_token", "token_id, secret_sha256, name, role, agency_id, created_at, revoked_at", False),
+    ("web_login_failure", "login, remote, failed_at", False),
+    ("web_submission", "token, event_id, event_type, account_id, discrepancy_id, login, body, submitted_at", False),
 )
 # Every live table, locked against writes for the switch.
 _TABLES = (
     "positions", "archive", "archive_chain_head", "dead_letter", "outbox", "account_snapshot",
     "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied", "fsa_account",
+    "web_user", "web_api_token", "web_login_failure", "web_submission",
 )
 
 

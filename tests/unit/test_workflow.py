@@ -341,6 +341,8 @@ def retro_beyond_limit() -> tuple[Ledger, str]:
 
 def test_an_approved_retroactive_change_bills_the_difference_and_is_resolved() -> None:
     ledger, did = retro_beyond_limit()
+    with pytest.raises(Rejected, match="a supervisor approves or rejects it"):
+        ledger.apply(act(DiscrepancyWaived, did, amount_cents=75_968, reason="bill it"))
     with pytest.raises(Rejected, match="may not approve or reject a retroactive change"):
         ledger.apply(act(RetroChangeApproved, did, amount_cents=75_968))
     (out,) = ledger.apply(act(RetroChangeApproved, did, user="sue", role="supervisor", amount_cents=75_968))

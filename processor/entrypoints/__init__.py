@@ -1,0 +1,1 @@
+"""Entry points of the ledger (the web workbench); clients of the composition root, processor/app.py."""
