@@ -3,6 +3,7 @@ BatchProcessor (or holds it, to see it pending), so pages show what the processo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -15,12 +16,19 @@ from events.topics import topic_for
 from events.types import Event
 from processor.batch import BatchProcessor, Record, partition_for
 from processor.entrypoints.web.app import create_app
-from processor.entrypoints.web.auth import MemoryUserStore
+from processor.entrypoints.web.auth import MemoryUserStore, User, hash_password
 from processor.entrypoints.web.context import ReplayCache, StorePool, WebContext, memory_archive_reader
 from processor.settings import Settings
 from projections.memory import MemoryStore
 
 PASSWORD = "correct horse battery"
+PEOPLE = (("sam", "specialist", None), ("kim", "specialist", None), ("sue", "supervisor", None),
+          ("ava", "auditor", None), ("cora", "agency_coordinator", "AG-001"), ("otto", "agency_coordinator", "AG-002"))
+
+
+@functools.cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
 _TOKEN = re.compile(r'name="csrftoken" value="([^"]+)"')
 _FORM_TOKEN = re.compile(r'action="([^"]+)"[^>]*>\s*<input type="hidden" name="csrftoken" value="[^"]+">'
                          r'\s*<input type="hidden" name="form_token" value="([^"]+)">')
@@ -68,10 +76,8 @@ def make_web(settings: Settings | None = None) -> tuple[TestClient, InProcessLed
     settings = settings or Settings(partitions=2)
     ledger = InProcessLedger(settings)
     users = MemoryUserStore()
-    for login, role, agency in (("sam", "specialist", None), ("kim", "specialist", None), ("sue", "supervisor", None),
-                                ("ava", "auditor", None), ("cora", "agency_coordinator", "AG-001"),
-                                ("otto", "agency_coordinator", "AG-002")):
-        users.add_user(login, login.title(), role, agency, PASSWORD)
+    for login, role, agency in PEOPLE:  # one argon2 hash for all: hashing is slow on purpose
+        users._users[login] = (User(login, login.title(), role, agency), _password_hash())
     ctx = WebContext(settings=settings, stores=StorePool(lambda: ledger.store, 1), users=users,
                      publish=ledger.publish, read_archive=memory_archive_reader(ledger.store),
                      secret="test-secret-" + "x" * 32, replays=ReplayCache(2))

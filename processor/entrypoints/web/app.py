@@ -70,7 +70,7 @@ def require_user(request: Request) -> User:
     return user
 
 
-def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+def render(request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
     """A page from its template; every page gets the user, the CSRF token and a flash message."""
     ctx: WebContext = request.app.state.ctx
     env: jinja2.Environment = request.app.state.templates
@@ -80,7 +80,7 @@ def render(request: Request, name: str, status: int = 200, **values: Any) -> HTM
         request=request, user=user_of(request), csrf=get_token() if get_token else "", flash=flash,
         plan=ctx.plan, now=ctx.clock(), poll_ms=ctx.settings.web.pending_poll_ms, **values,
     )
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status_code)
 
 
 def parse_known_at(ctx: WebContext, text: str | None) -> datetime | None:
@@ -169,7 +169,7 @@ def create_app(ctx: WebContext) -> Any:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        return render(request, "error.html", status=exc.status_code, message=str(exc.detail),
+        return render(request, "error.html", status_code=exc.status_code, message=str(exc.detail),
                       code=exc.status_code)
 
     protected = asgi_csrf(app, signing_secret=ctx.secret, always_protect={"/login"},

@@ -78,12 +78,12 @@ async def login(request: Request) -> Response:
     by_login, by_remote = ctx.users.failures_since(login_name, remote, since)
     if by_login >= web.login_failures_max or by_remote >= web.login_remote_failures_max:
         minutes = max(1, web.login_window_s // 60)
-        return render(request, "login.html", status=429, next=target, login=login_name,
+        return render(request, "login.html", status_code=429, next=target, login=login_name,
                       error=f"too many failed logins: try again in {minutes} minutes")
     user = ctx.users.authenticate(login_name, password)
     if user is None:
         ctx.users.record_failure(login_name, remote, now, since)
-        return render(request, "login.html", status=401, next=target, login=login_name,
+        return render(request, "login.html", status_code=401, next=target, login=login_name,
                       error="wrong login or password")
     ctx.users.clear_failures(login_name)
     request.session.clear()
@@ -194,7 +194,7 @@ def _discrepancy_page(request: Request, user: User, discrepancy_id: str, *, erro
     tokens = {a: actions.form_token(ctx, user, f"{a}:{discrepancy_id}") for a in actions.ACTIONS}
     rule, source = views.rule_of(row.kind, ctx.plan)
     return render(
-        request, "discrepancy.html", status=status, d=row, rule=rule, rule_source=source, history=entries,
+        request, "discrepancy.html", status_code=status, d=row, rule=rule, rule_source=source, history=entries,
         proposal=views.proposal(ctx, account, part, open_d) if known_at is None else None,
         retro_approval=views.retro_needs_approval(account, open_d), pending=pending, tokens=tokens,
         users=ctx.users.users(), error=error, error_field=error_field, error_action=error_action,
@@ -326,7 +326,7 @@ async def entry_submit(request: Request, form_name: str) -> Response:
         event = actions.entry_event(ctx, user, form_name, form, token)
         submission = actions.publish_checked(ctx, user, token, event)
     except actions.FormError as exc:
-        return render(request, "entry.html", status=400, form_name=form_name,
+        return render(request, "entry.html", status_code=400, form_name=form_name,
                       title=actions.ENTRY_FORMS[form_name][0], values=form, token=form.get("form_token", ""),
                       error=exc.message, error_field=exc.field)
     return RedirectResponse(f"/events/{submission.event_id}", status_code=303)
