@@ -971,8 +971,10 @@ async def run_program(ledger: Any, program: Program, progress: Callable[[int], N
 def run_demo(
     settings: Any, *, members: int, months: int, seed: int,
     progress: Callable[[int], None] | None = None, on_start: Callable[[Program], None] | None = None,
+    then: Callable[[Any, DemoReport], None] | None = None,
 ) -> DemoReport:
-    """Generate, publish, fold and compare with what was injected; everything started is stopped."""
+    """Generate, publish, fold and compare with what was injected; everything started is stopped.
+    ``then`` runs with the ledger and the report before the stack stops (``demo --serve`` serves there)."""
     from processor.app import open_ledger  # the composition root
 
     program = generate(members, months, seed, plan=settings.plan)
@@ -1016,5 +1018,7 @@ def run_demo(
             events_per_second=round(published / elapsed, 1), elapsed_seconds=round(elapsed, 2),
             database=DEMO_DATABASE,
         )
+        if then is not None:
+            then(ledger, report)
     return report
 
