@@ -295,10 +295,13 @@ class MemoryStore:
         return None if stored is None else self._with_agency(stored)
 
     def account_history(self, account_id: str, *, limit: int = 10_000) -> list[HistoryEntry]:
-        first_seq: dict[str, tuple[int, datetime]] = {}
+        home = self._account_partition.get(account_id)
+        causes: dict[str, tuple[bool, int, datetime]] = {}  # a broadcast cause: its copy on the account's partition
         archived: list[HistoryEntry] = []
         for seq, row in enumerate(self.archive, start=1):
-            first_seq.setdefault(row.event_id, (seq, row.recorded_at))
+            best = causes.get(row.event_id)
+            if best is None or (row.partition == home and not best[0]):
+                causes[row.event_id] = (row.partition == home, seq, row.recorded_at)
             if row.account_id == account_id and len(archived) < limit:
                 archived.append(HistoryEntry(
                     seq=seq, event_id=row.event_id, event_type=row.event_type, account_id=row.account_id,
@@ -310,8 +313,8 @@ class MemoryStore:
             if o.key != account_id or o.stream != DISCREPANCIES_STREAM or len(emitted) >= limit:
                 continue
             cause = msgspec.json.decode(o.body).get("causation_id")
-            found = first_seq.get(cause) if cause else None
-            emitted.append((seq, o.body, found[0] if found else None, found[1] if found else None))
+            found = causes.get(cause) if cause else None
+            emitted.append((seq, o.body, found[1] if found else None, found[2] if found else None))
         return merge_history(archived, emitted, account_id, limit)
 
     def event_status(self, event_ids: list[str]) -> dict[str, EventStatus]:

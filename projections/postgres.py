@@ -792,7 +792,8 @@ class PostgresStore:
 
     def account_history(self, account_id: str, *, limit: int = 10_000) -> list[HistoryEntry]:
         """The account's archived events in applied order, each followed by the discrepancy events the
-        ledger emitted because of it (from the outbox; recorded when their cause was)."""
+        ledger emitted because of it (from the outbox; recorded when their cause was: for a broadcast
+        cause, its copy on the account's partition)."""
         with self._tx() as conn:
             archived = conn.execute(
                 "SELECT seq, event_id, event_type, account_id, effective_on, occurred_at, recorded_at, body"
@@ -802,9 +803,10 @@ class PostgresStore:
                 "SELECT o.seq, o.event_id, o.body, cause.seq, cause.recorded_at FROM outbox o"
                 " LEFT JOIN LATERAL (SELECT a.seq, a.recorded_at FROM archive a"
                 "   WHERE a.event_id = convert_from(o.body, 'UTF8')::jsonb->>'causation_id'"
-                "   ORDER BY a.seq LIMIT 1) cause ON true"
+                "   ORDER BY coalesce(a.partition = (SELECT partition FROM account_snapshot WHERE account_id = %s),"
+                "                     false) DESC, a.seq LIMIT 1) cause ON true"
                 " WHERE o.key = %s AND o.stream = %s ORDER BY o.seq LIMIT %s",
-                (account_id, DISCREPANCIES_STREAM, limit),
+                (account_id, account_id, DISCREPANCIES_STREAM, limit),
             ).fetchall()
         return merge_history(
             [HistoryEntry(seq=r[0], event_id=r[1], event_type=r[2], account_id=r[3], effective_on=r[4],

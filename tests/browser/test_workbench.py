@@ -243,7 +243,7 @@ def test_a_waiver_above_the_limit_waits_until_a_supervisor_approves_it(page: Any
     expect()(page.get_by_test_id("actions")).to_contain_text("a supervisor approves it")
     page.fill("#waive-reason", "member in documented hardship")
     page.click("button:has-text('Waive')")
-    expect()(page.get_by_test_id("pending-approval")).to_contain_text("waive of -$284.12 by sam awaits approval")
+    expect()(page.get_by_test_id("pending-approval")).to_contain_text("waiver of -$284.12 by sam awaits approval")
     assert page.locator("button:has-text('Approve')").count() == 0  # not by the one who asked
     page.click("header button:has-text('Log out')")
     log_in(page, stack, "sue")

@@ -1065,3 +1065,27 @@ def test_agencies_and_accounts_count_accounts_open_discrepancies_and_what_is_owe
     assert [r.account_id for r in store.accounts(agency_id="AG1")] == ["B"]
     assert [r.account_id for r in store.accounts(prefix="%")] == []
     assert len(store.accounts(limit=1)) == 1
+
+
+def test_a_discrepancy_a_business_day_opened_follows_that_days_copy_on_the_accounts_partition(
+        store: LedgerStore) -> None:
+    from events.types import DayClosed, DiscrepancyOpened
+
+    day = DayClosed(event_id="day-1", account_id="*", effective_on=FEB, occurred_at=T0, business_date=FEB)
+    bill = billed("A1")
+    batch = BatchWrite(
+        archive=[archive_row(day, 0, partition=0, dedupe_key="day-1@p0"),
+                 archive_row(bill, 0, partition=1, recorded_at=T0 + timedelta(minutes=1)),
+                 archive_row(day, 1, partition=1, dedupe_key="day-1@p1", recorded_at=T0 + timedelta(minutes=2))],
+        accounts={"A1": AccountState(account_id="A1", partition=1)},
+        positions=[advance(None, 1, partition=0), advance(None, 2, partition=1)],
+    )
+    missing = DiscrepancyOpened(
+        event_id="m1:opened", account_id="A1", effective_on=JAN, occurred_at=T0, source="benefits-ledger",
+        causation_id="day-1", discrepancy_id="m1", kind="missing_payment", coverage_month=JAN, expected_cents=1,
+        actual_cents=0, cause_event_ids=(bill.event_id, "day-1"), explanation="x", action="y", actor="member")
+    batch.outbox = [OutboxRow(event_id=missing.event_id, key="A1", body=encode(missing))]
+    store.commit_batch(batch)
+    history = store.account_history("A1")
+    assert [h.event_id for h in history] == [bill.event_id, "m1:opened"]
+    assert history[1].recorded_at == T0 + timedelta(minutes=2)

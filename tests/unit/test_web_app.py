@@ -250,7 +250,7 @@ def test_the_account_page_shows_months_rates_shares_and_history_as_of_any_time(w
     client, ledger, *_ = web
     login(client, "sam")
     page = client.get("/accounts/M000001").text
-    assert "UMP-CLASSIC/EMP: $784.12 (employee $117.61, employer $666.51" in page
+    assert "UMP-CLASSIC/EMP $784.12 = $117.61 employee + $666.51 employer (rate UMP-CLASSIC-EMP-202601)" in page
     for event in ("enrollment_changed", "premium_billed", "payment_received", "discrepancy_opened"):
         assert event in page
     before = datetime.now(UTC)

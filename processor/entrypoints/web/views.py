@@ -173,10 +173,10 @@ def account_view(ctx: WebContext, account: AccountState, part: PartitionState, r
         rates = []
         for seg in priced:
             rate = part.rate_for(seg.plan, seg.tier, m.month)
-            rates.append(f"{seg.plan}/{seg.tier}: " + (
-                f"{money(rate.total_cents)} (employee {money(rate.employee_cents)}, employer"
-                f" {money(rate.employer_cents)}; rate {rate.rate_id})" if rate else "no rate known")
-                + (f", COBRA {plan.cobra_premium_percent}%" if seg.status == "cobra" else ""))
+            rates.append(f"{seg.plan}/{seg.tier} " + (
+                f"{money(rate.total_cents)} = {money(rate.employee_cents)} employee + {money(rate.employer_cents)}"
+                f" employer (rate {rate.rate_id})" if rate else "no rate known")
+                + (f"; COBRA at {plan.cobra_premium_percent}%" if seg.status == "cobra" else ""))
         pre_tax = None
         if m.employee_share_cents is not None and m.post_tax_cents is not None and priced and all(
                 s.status == "active" for s in priced):
