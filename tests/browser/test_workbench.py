@@ -343,3 +343,12 @@ def test_the_main_pages_render_for_the_screenshots(page: Any, stack: Stack, tmp_
     shots = capture(page, stack.base, folder)
     assert [p.name for p in shots] == ["queue.png", "discrepancy.png", "account.png", "direct-payment.png"]
     assert all(p.stat().st_size > 10_000 for p in shots)
+
+
+def test_replay_of_the_archive_equals_the_live_books_after_the_work(stack: Stack) -> None:
+    """Run last: every action above is in the archive, and folding it again gives the same rows."""
+    from replay.verify import verify
+
+    report = verify(stack.ledger.dsn, stack.ledger.settings.plan)
+    assert report.mismatches == [] and report.events_replayed > 0
+    assert report.tables["discrepancy"] >= len(stack.ids)
