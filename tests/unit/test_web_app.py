@@ -294,3 +294,23 @@ def test_settings_bound_the_request_body() -> None:
     client, *_ = make_web(Settings(partitions=2, web={"request_body_bytes_max": 1024}))
     assert client.post("/login", content=b"x" * 2048,
                        headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
+
+
+def test_a_body_that_does_not_say_its_length_is_refused_past_the_limit_too() -> None:
+    client, *_ = make_web(Settings(partitions=2, web={"request_body_bytes_max": 1024}))
+
+    def chunks() -> Any:
+        for _ in range(4):
+            yield b"x" * 512
+
+    sent = client.post("/login", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert sent.status_code == 413
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example/x", "https://evil.example/"])
+def test_after_login_only_a_path_of_this_site_is_followed(web: Any, target: str) -> None:
+    client, *_ = web
+    page = client.get("/login")
+    sent = client.post("/login", data={"login": "sam", "password": PASSWORD, "next": target,
+                                       "csrftoken": csrf(page.text)})
+    assert sent.headers["location"] == "/queue"

@@ -110,8 +110,18 @@ def local(ctx: WebContext, at: datetime | None) -> datetime | None:
     return None if at is None else at.astimezone(ZoneInfo(ctx.plan.timezone))
 
 
+class _TooLarge(Exception):
+    pass
+
+
 def _limit_body(app: ASGIApp, bytes_max: int) -> ASGIApp:
-    """Refuse request bodies larger than ``bytes_max`` (413) before anything reads them."""
+    """Refuse request bodies larger than ``bytes_max`` (413) before anything reads them, whether they say
+    their length or not."""
+
+    async def too_large(send: Callable[[Any], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+        await send({"type": "http.response.body", "body": f"request body over {bytes_max} bytes".encode()})
 
     async def limited(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
                       ) -> None:
@@ -120,21 +130,29 @@ def _limit_body(app: ASGIApp, bytes_max: int) -> ASGIApp:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > bytes_max):
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-            await send({"type": "http.response.body", "body": f"request body over {bytes_max} bytes".encode()})
+            await too_large(send)
             return
         seen = 0
+        started = False
 
         async def counted() -> Any:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > bytes_max:
-                raise HTTPException(status_code=413, detail=f"request body over {bytes_max} bytes")
+                raise _TooLarge()
             return message
 
-        await app(scope, counted, send)
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message.get("type") == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await too_large(send)
 
     return limited
 

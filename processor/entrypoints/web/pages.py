@@ -48,7 +48,9 @@ def _flash(request: Request, message: str) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    return target if target and target.startswith("/") and not target.startswith("//") else "/queue"
+    """Only a path of this site (browsers read a backslash as a slash: "/\\x" would leave it)."""
+    ok = target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if ok and target else "/queue"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +154,8 @@ def queue(request: Request, page: int = 1) -> HTMLResponse:
     template = "_queue_rows.html" if request.headers.get("hx-request") and params.get("rows") else "queue.html"
     return render(request, template, rows=result.rows, total=result.total, params=params, page=page,
                   pages=max(1, -(-result.total // QUEUE_PAGE_ROWS)), kinds=DISCREPANCY_KINDS, actors=ACTORS,
-                  agencies=agencies, users=ctx.users.users(), sorts=QUEUE_SORTS, known_at=local(ctx, known_at),
+                  agencies=agencies, users=[] if user.is_coordinator else ctx.users.users(),
+                  sorts=QUEUE_SORTS, known_at=local(ctx, known_at),
                   page_rows=QUEUE_PAGE_ROWS,
                   base_query=urlencode({k: v for k, v in params.items() if k not in ("page", "rows")}))
 
