@@ -149,6 +149,7 @@ def _check_invariants(event: InputEvent) -> None:
     from events.types import (
         BROADCAST_ACCOUNT,
         BillingCycleClosed,
+        DiscrepancyAction,
         EnrollmentChanged,
         FsaClaimSubmitted,
         FsaContributionReceived,
@@ -205,6 +206,8 @@ def _check_invariants(event: InputEvent) -> None:
             raise EventDecodeError("a claim amount must be positive", field="amount_cents")
         if event.plan_year is not None:
             _check_plan_year(event.plan_year)
+    elif isinstance(event, DiscrepancyAction):
+        _check_action(event)
 
 
 # Plan years are calendar-year numbers; anything else is a typo upstream, not a plan year.
@@ -216,3 +219,38 @@ def _check_plan_year(year: int) -> None:
     if not PLAN_YEAR_MIN <= year <= PLAN_YEAR_MAX:
         raise EventDecodeError(f"plan_year {year} is not a year between {PLAN_YEAR_MIN} and {PLAN_YEAR_MAX}",
                                field="plan_year")
+
+
+def _check_action(event: Any) -> None:
+    """A person's action on a discrepancy: who and why are present and bounded; closing needs a reason."""
+    from events.types import (
+        NOTE_CHARS_MAX,
+        REASON_CHARS_MAX,
+        USER_CHARS_MAX,
+        DiscrepancyAssigned,
+        DiscrepancyDismissed,
+        DiscrepancyNoted,
+        DiscrepancyReopened,
+        DiscrepancyWaived,
+        DiscrepancyWrittenOff,
+        RetroChangeRejected,
+        WaiverRejected,
+    )
+
+    if not event.discrepancy_id.strip():
+        raise EventDecodeError("discrepancy_id is empty", field="discrepancy_id")
+    for name in ("user", "agency_id"):
+        value = getattr(event, name)
+        if value is not None and not (0 < len(value.strip()) <= USER_CHARS_MAX):
+            raise EventDecodeError(f"{name} must be 1 to {USER_CHARS_MAX} characters", field=name)
+    if len(event.reason) > REASON_CHARS_MAX:
+        raise EventDecodeError(f"reason is longer than {REASON_CHARS_MAX} characters", field="reason")
+    needs_reason = (DiscrepancyWaived, DiscrepancyWrittenOff, WaiverRejected, RetroChangeRejected,
+                    DiscrepancyDismissed, DiscrepancyReopened)
+    if isinstance(event, needs_reason) and not event.reason.strip():
+        raise EventDecodeError("a reason is required", field="reason")
+    if isinstance(event, DiscrepancyNoted) and not (0 < len(event.note.strip()) <= NOTE_CHARS_MAX):
+        raise EventDecodeError(f"a note must be 1 to {NOTE_CHARS_MAX} characters", field="note")
+    if isinstance(event, DiscrepancyAssigned) and event.assignee is not None and not (
+            0 < len(event.assignee.strip()) <= USER_CHARS_MAX):
+        raise EventDecodeError(f"assignee must be 1 to {USER_CHARS_MAX} characters", field="assignee")

@@ -26,6 +26,7 @@ class TopicSettings(BaseModel):
     fsa: str = "ledger.fsa"  # input: FSA elections, contributions and claims
     claims: str = "ledger.fsa-claims"  # output: one adjudication per FSA claim
     notices: str = "ledger.notices"  # input: notices issued to agency coordinators and members
+    workflow: str = "ledger.workflow"  # input: people's actions on discrepancies (assign, note, waive, ...)
 
     def inputs(self) -> tuple[str, ...]:
         return tuple(getattr(self, f) for f in INPUT_TOPIC_FIELDS)
@@ -35,7 +36,9 @@ class TopicSettings(BaseModel):
 
 
 # The TopicSettings field of every topic that carries input events, in a stable order.
-INPUT_TOPIC_FIELDS: tuple[str, ...] = ("enrollment", "rates", "billing", "payments", "control", "fsa", "notices")
+INPUT_TOPIC_FIELDS: tuple[str, ...] = (
+    "enrollment", "rates", "billing", "payments", "control", "fsa", "notices", "workflow",
+)
 
 # event type tag -> the TopicSettings field of the topic it travels on
 TOPIC_FIELD_OF: dict[str, str] = {
@@ -64,6 +67,18 @@ TOPIC_FIELD_OF: dict[str, str] = {
     "discrepancy_superseded": "discrepancies",
     "discrepancy_resolved": "discrepancies",
     "fsa_claim_adjudicated": "claims",
+    "discrepancy_assigned": "workflow",
+    "discrepancy_noted": "workflow",
+    "discrepancy_status_set": "workflow",
+    "discrepancy_waived": "workflow",
+    "discrepancy_written_off": "workflow",
+    "waiver_approved": "workflow",
+    "waiver_rejected": "workflow",
+    "retro_change_approved": "workflow",
+    "retro_change_rejected": "workflow",
+    "discrepancy_dismissed": "workflow",
+    "discrepancy_reopened": "workflow",
+    "discrepancy_closed": "discrepancies",
 }
 
 _declared = {tag_of(t) for t in (*INPUT_TYPES, *OUTPUT_TYPES)}

@@ -274,22 +274,25 @@ def cmd_balance(args: argparse.Namespace) -> int:
     print_table(months, out)
     out.print(f"balance due: {money(bal.balance_cents)}")
     for d in bal.open_discrepancies:
-        out.print(f"open {d.kind} [{d.discrepancy_id}]: {d.explanation} -> {d.actor}: {d.action}")
+        out.print(f"open {d.kind} [{d.discrepancy_id}]: {d.explanation} -> {d.actor}: {d.action}", markup=False)
     return EXIT_OK
 
 
 def cmd_discrepancies(args: argparse.Namespace) -> int:
     from processor.app import open_store
+    from projections.model import QueueQuery
 
+    query = QueueQuery(status="open" if args.open else None, kind=args.kind, account_id=args.account,
+                       payer_id=args.payer, sort="account", limit=args.limit)
     with open_store(_settings(), database=args.database) as store:
-        rows = store.discrepancies(open_only=args.open, kind=args.kind, account_id=args.account, limit=args.limit)
+        rows = store.discrepancy_queue(query).rows
     if args.json:
         _print_json([asdict(r) for r in rows])
         return EXIT_OK
-    for r in rows:
+    for r in rows:  # plain print: ids and explanations are shown literally, never read as markup
         month = f"{r.coverage_month:%Y-%m}" if r.coverage_month else "-"
-        print(f"{r.status:8} {r.kind:24} {r.account_id:14} {month:7} expected {money(r.expected_cents):>12}"
-              f" actual {money(r.actual_cents):>12}  {r.actor}: {r.explanation}")
+        print(f"{r.discrepancy_id} {r.status:11} {r.kind:25} {r.account_id:14} {month:7} {r.agency_id or '-':10}"
+              f" expected {money(r.expected_cents):>12} actual {money(r.actual_cents):>12}  {r.actor}: {r.explanation}")
     print(f"{len(rows)} discrepancies", file=sys.stderr)
     return EXIT_OK
 
@@ -527,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--open", action="store_true", help="only those still open")
     dis.add_argument("--kind", choices=DISCREPANCY_KINDS)
     dis.add_argument("--account")
+    dis.add_argument("--payer", help="only those naming this payer (an agency, or a direct-pay member)")
     dis.add_argument("--limit", type=int, default=1000)
     dis.set_defaults(fn=cmd_discrepancies)
 
@@ -572,6 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     from projections.roles import add_setup_roles_parser  # issue 12: the ledger is not a superuser
 
     add_setup_roles_parser(sub, common)
+
+    # the workbench (issue 13): serve, user, demo --serve live in processor/entrypoints/web/commands.py
+    from processor.entrypoints.web.commands import add_web_parsers
+
+    add_web_parsers(sub, common, demo)
     return parser
 
 

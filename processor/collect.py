@@ -11,6 +11,7 @@ from datetime import datetime
 from events import codec
 from events.types import (
     DiscrepancyAmountChanged,
+    DiscrepancyClosed,
     DiscrepancyOpened,
     DiscrepancySuperseded,
     FsaClaimAdjudicated,
@@ -64,15 +65,16 @@ class Collector:
                 self._opened[row.discrepancy_id] = row
             elif isinstance(ev, DiscrepancyAmountChanged):
                 pass  # the row follows through changed_discrepancies below; the event goes to the outbox
-            else:
+            else:  # resolved by an event, superseded by a retroactive change, or closed by a person
+                status = (ev.status if isinstance(ev, DiscrepancyClosed)
+                          else "superseded" if isinstance(ev, DiscrepancySuperseded) else "resolved")
                 write.discrepancies_closed.append(DiscrepancyClose(
                     discrepancy_id=ev.discrepancy_id, resolved_by=ev.causation_id or "", recorded_at=recorded_at,
-                    status="superseded" if isinstance(ev, DiscrepancySuperseded) else "resolved",
+                    status=status,
                 ))
         for d in out.changed_discrepancies:
             fresh = self._opened.get(d.discrepancy_id)
             if fresh is None:
                 write.discrepancies_changed.append(DiscrepancyRow.from_open(account_id, d, recorded_at))
-            else:  # opened in this same write: the row goes in with its latest amounts
-                fresh.expected_cents, fresh.actual_cents = d.expected_cents, d.actual_cents
-                fresh.explanation, fresh.action, fresh.cause_event_ids = d.explanation, d.action, d.cause_event_ids
+            else:  # opened in this same write: the row goes in with its latest amounts and work
+                fresh.follow(d)

@@ -250,6 +250,10 @@ class PlanSettings(BaseModel):
     )
     timezone: str = Field(default="UTC", description="IANA zone in which a bare date means the end of that day")
     fsa: FsaSettings = Field(default_factory=FsaSettings, description="flexible spending accounts")
+    waiver_approval_cents: int = Field(
+        default=10_000, ge=0,
+        description="a waiver or write-off of more than this (either sign) waits for a supervisor's approval",
+    )
 
     @model_validator(mode="after")
     def _valid_report_settings(self) -> PlanSettings:
@@ -338,6 +342,28 @@ class NotifierSettings(BaseModel):
     )
     digest_hour: int = Field(default=7, ge=0, le=23, description="hour of the day (plan time zone) digests go out")
     batch_records_max: int = Field(default=5000, ge=1, le=100_000, description="records folded in one transaction")
+class WebSettings(BaseModel):
+    """The workbench (``benefits-ledger serve``): where it listens, its sessions and its limits."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    host: str = Field(default="127.0.0.1", description="address to listen on (loopback unless told otherwise)")
+    port: int = Field(default=8000, ge=1, le=65535)
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs session cookies and form tokens; unset: a random secret kept in"
+        " data_dir/web-secret (so sessions survive a restart)",
+    )
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, description="a session lasts this long")
+    secure_cookies: bool = Field(default=False, description="send cookies over HTTPS only (set behind TLS)")
+    login_failures_max: int = Field(default=5, ge=1, description="failed logins of one user within the window")
+    login_remote_failures_max: int = Field(
+        default=20, ge=1, description="failed logins from one address within the window")
+    login_window_s: int = Field(default=900, ge=1, description="throttling window of failed logins")
+    form_token_max_age_s: int = Field(default=12 * 3600, ge=60, description="a form must be sent within this")
+    db_connections_max: int = Field(default=4, ge=1, le=64, description="database connections of the web app")
+    asof_cache_entries_max: int = Field(default=4, ge=0, le=64, description="as-of replays kept in memory")
+    request_body_bytes_max: int = Field(default=64 * 1024, ge=1024, description="largest request body accepted")
+    pending_poll_ms: int = Field(default=1000, ge=100, description="how often a page asks for a pending event")
 
 
 class Settings(BaseSettings):
@@ -470,6 +496,7 @@ class Settings(BaseSettings):
         default=5000, ge=10, le=3_600_000,
         description="and at the latest this long after its first event not yet checkpointed (and at stop)",
     )
+    web: WebSettings = Field(default_factory=WebSettings, description="the workbench (benefits-ledger serve)")
 
     @model_validator(mode="before")
     @classmethod

@@ -120,6 +120,16 @@ class RemittanceBook(msgspec.Struct, kw_only=True):
     funded_cents: Cents = 0
 
 
+class PendingApproval(msgspec.Struct, kw_only=True):
+    """A waiver or write-off above the plan's limit, waiting for a supervisor (processor/workflow.py)."""
+
+    action: str  # "waive" | "write_off"
+    amount_cents: Cents  # the adjustment asked for (signed)
+    requested_by: str
+    event_id: str
+    reason: str
+
+
 class OpenDiscrepancy(msgspec.Struct, kw_only=True):
     discrepancy_id: str
     kind: DiscrepancyKind
@@ -133,6 +143,19 @@ class OpenDiscrepancy(msgspec.Struct, kw_only=True):
     action: str
     actor: str
     opened_by: str
+    # Work on it (processor/workflow.py): who owns it, what it waits on, the last action, a pending
+    # approval; and once a person closed it, how (waived, written_off, closed) with the adjustments its
+    # waiver posted. ``suppress``: closed without moving money, so the same finding with the same
+    # amounts is not opened again.
+    assignee: str | None = None
+    work_status: str = "open"  # open | waiting_agency | waiting_member | waived | written_off | closed
+    notes: int = 0
+    last_user: str | None = None
+    last_reason: str | None = None
+    last_event_id: str | None = None
+    pending: PendingApproval | None = None
+    adjustment_ids: tuple[str, ...] = ()
+    suppress: bool = False
 
 
 class RetroLine(msgspec.Struct, kw_only=True):
@@ -298,6 +321,9 @@ class AccountState(msgspec.Struct, kw_only=True):
     pending_enrollments: list[EnrollmentChanged] = msgspec.field(default_factory=list)
     remittances: dict[str, RemittanceBook] = msgspec.field(default_factory=dict)  # a payer's, by remittance id
     notices: list[NoticeRecord] = msgspec.field(default_factory=list)  # notices issued (older snapshots: none)
+    # discrepancies a person closed (waived, written off, dismissed), by discrepancy id: a dismissed finding
+    # stays closed while it shows the same amounts, and any of them can be reopened (processor/workflow.py)
+    closed: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):

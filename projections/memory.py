@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
+
+import msgspec
 
 from processor.state import AccountState, PartitionState, decode_account, decode_partition
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
+    DISCREPANCIES_STREAM,
     AccountBalance,
+    AccountRow,
+    AgencyRow,
     ArchiveRow,
     BatchWrite,
     Counts,
     CoverageRow,
     DeadLetterRow,
     DiscrepancyRow,
+    EventStatus,
     FsaRow,
+    HistoryEntry,
     MonthRow,
     OutboxRow,
     PositionConflict,
+    QueuePage,
+    QueueQuery,
     Summary,
     apply_discrepancy_changes,
+    discrepancy_agency,
+    merge_history,
+    select_queue,
 )
 
 
@@ -255,3 +267,98 @@ class MemoryStore:
     def member_months(self, limit: int = 1000) -> list[MonthRow]:
         """Member-month rows of every account, by account and month."""
         return [r for _, r in sorted(self._months.items())][:limit]
+
+    # -- the workbench's reads ----------------------------------------------------------------
+
+    def _own_agency(self, account_id: str) -> str | None:
+        own = [c for c in self._coverage.get(account_id, []) if c.relationship == "self"]
+        return max(own, key=lambda c: (c.begin_on, c.agency_id)).agency_id if own else None
+
+    def _account_agency(self, account_id: str) -> str | None:
+        if account_id.startswith("payer:"):
+            return account_id.removeprefix("payer:")
+        return self._own_agency(account_id)
+
+    def _with_agency(self, d: DiscrepancyRow) -> DiscrepancyRow:
+        return replace(d, agency_id=discrepancy_agency(d.account_id, self._own_agency(d.account_id), d.payer_id))
+
+    def discrepancy_queue(self, query: QueueQuery) -> QueuePage:
+        return select_queue((self._with_agency(d) for d in self._discrepancies.values()), query)
+
+    def discrepancy(self, discrepancy_id: str) -> DiscrepancyRow | None:
+        stored = self._discrepancies.get(discrepancy_id)
+        return None if stored is None else self._with_agency(stored)
+
+    def account_history(self, account_id: str, *, limit: int = 10_000) -> list[HistoryEntry]:
+        home = self._account_partition.get(account_id)
+        causes: dict[str, tuple[bool, int, datetime]] = {}  # a broadcast cause: its copy on the account's partition
+        archived: list[HistoryEntry] = []
+        for seq, row in enumerate(self.archive, start=1):
+            best = causes.get(row.event_id)
+            if best is None or (row.partition == home and not best[0]):
+                causes[row.event_id] = (row.partition == home, seq, row.recorded_at)
+            if row.account_id == account_id and len(archived) < limit:
+                archived.append(HistoryEntry(
+                    seq=seq, event_id=row.event_id, event_type=row.event_type, account_id=row.account_id,
+                    effective_on=row.effective_on, occurred_at=row.occurred_at, recorded_at=row.recorded_at,
+                    body=row.body,
+                ))
+        emitted: list[tuple[int, bytes, int | None, datetime | None]] = []
+        for seq, o, _done in self._outbox:
+            if o.key != account_id or o.stream != DISCREPANCIES_STREAM or len(emitted) >= limit:
+                continue
+            cause = msgspec.json.decode(o.body).get("causation_id")
+            found = causes.get(cause) if cause else None
+            emitted.append((seq, o.body, found[1] if found else None, found[2] if found else None))
+        return merge_history(archived, emitted, account_id, limit)
+
+    def event_status(self, event_ids: list[str]) -> dict[str, EventStatus]:
+        wanted = set(event_ids)
+        out: dict[str, EventStatus] = {}
+        for d in self._dead:
+            if d.event_id in wanted:
+                out[d.event_id] = EventStatus(event_id=d.event_id, state="dead_lettered", recorded_at=d.recorded_at,
+                                              reason=d.reason, field=d.field)
+        applied: set[str] = set()
+        for row in self.archive:
+            if row.event_id in wanted and row.event_id not in applied:
+                applied.add(row.event_id)
+                out[row.event_id] = EventStatus(event_id=row.event_id, state="applied", recorded_at=row.recorded_at,
+                                                account_id=row.account_id)
+        return out
+
+    def _balance_of(self, account_id: str, positive_only: bool) -> int:
+        return sum(r.balance_cents for (a, _), r in self._months.items()
+                   if a == account_id and (r.balance_cents > 0 or not positive_only))
+
+    def agencies(self) -> list[AgencyRow]:
+        accounts: dict[str, int] = {}
+        owed: dict[str, int] = {}
+        for account_id in self._accounts:
+            agency = self._account_agency(account_id)
+            if agency is not None:
+                accounts[agency] = accounts.get(agency, 0) + 1
+                owed[agency] = owed.get(agency, 0) + self._balance_of(account_id, True)
+        open_n: dict[str, int] = {}
+        for d in self._discrepancies.values():
+            if d.status == "open":
+                agency = self._with_agency(d).agency_id
+                if agency is not None:
+                    open_n[agency] = open_n.get(agency, 0) + 1
+        return [AgencyRow(agency_id=a, accounts=accounts.get(a, 0), open_discrepancies=open_n.get(a, 0),
+                          outstanding_cents=owed.get(a, 0)) for a in sorted(accounts.keys() | open_n.keys())]
+
+    def accounts(self, *, prefix: str = "", agency_id: str | None = None, limit: int = 200) -> list[AccountRow]:
+        out = []
+        for account_id in sorted(self._accounts):
+            agency = self._account_agency(account_id)
+            if not account_id.startswith(prefix) or (agency_id is not None and agency != agency_id):
+                continue
+            out.append(AccountRow(
+                account_id=account_id, agency_id=agency, balance_cents=self._balance_of(account_id, False),
+                open_discrepancies=sum(1 for d in self._discrepancies.values()
+                                       if d.account_id == account_id and d.status == "open"),
+            ))
+            if len(out) >= limit:
+                break
+        return out

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from processor.rules.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
@@ -90,21 +91,57 @@ class DiscrepancyRow:
     explanation: str
     action: str
     actor: str
-    status: str  # open | resolved
+    status: str  # open | resolved | superseded | waived | written_off | closed
     opened_by: str
     resolved_by: str | None = None
     opened_recorded_at: datetime | None = None
     resolved_recorded_at: datetime | None = None
+    # the work on it (processor/workflow.py): owner, what it waits on, notes, the last action, an approval
+    # that is pending
+    assignee: str | None = None
+    work_status: str = "open"
+    notes: int = 0
+    last_user: str | None = None
+    last_reason: str | None = None
+    last_event_id: str | None = None
+    pending_action: str | None = None  # waive | write_off, waiting for a supervisor
+    pending_cents: int | None = None
+    pending_by: str | None = None
+    pending_event_id: str | None = None
+    # the agency it belongs to (processor.workflow.agency_of): computed by the queue queries, not stored
+    agency_id: str | None = None
 
     @staticmethod
     def from_open(account_id: str, d: OpenDiscrepancy, recorded_at: datetime) -> DiscrepancyRow:
-        return DiscrepancyRow(
+        row = DiscrepancyRow(
             discrepancy_id=d.discrepancy_id, kind=d.kind, account_id=account_id,
             coverage_month=d.coverage_month, payer_id=d.payer_id, expected_cents=d.expected_cents,
             actual_cents=d.actual_cents, cause_event_ids=d.cause_event_ids, explanation=d.explanation,
             action=d.action, actor=d.actor, status="open", opened_by=d.opened_by,
             opened_recorded_at=recorded_at,
         )
+        row.follow(d)
+        return row
+
+    def follow(self, d: OpenDiscrepancy) -> None:
+        """Take the fold's current amounts, explanation, causes and work on the discrepancy (not its
+        status: closing events set that)."""
+        self.expected_cents, self.actual_cents = d.expected_cents, d.actual_cents
+        self.explanation, self.action, self.cause_event_ids = d.explanation, d.action, d.cause_event_ids
+        self.assignee, self.notes = d.assignee, d.notes
+        self.work_status = d.work_status
+        self.last_user, self.last_reason, self.last_event_id = d.last_user, d.last_reason, d.last_event_id
+        p = d.pending
+        self.pending_action, self.pending_cents, self.pending_by, self.pending_event_id = (
+            (p.action, p.amount_cents, p.requested_by, p.event_id) if p is not None else (None, None, None, None))
+
+
+# What a changed discrepancy row (BatchWrite.discrepancies_changed) writes: amounts, explanation, causes
+# and the work on it; never its identity, status or times.
+CHANGED_FIELDS = (
+    "expected_cents", "actual_cents", "explanation", "action", "cause_event_ids", "assignee", "work_status", "notes",
+    "last_user", "last_reason", "last_event_id", "pending_action", "pending_cents", "pending_by", "pending_event_id",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +149,8 @@ class DiscrepancyClose:
     discrepancy_id: str
     resolved_by: str
     recorded_at: datetime
-    status: str = "resolved"  # or "superseded": explained by a later retroactive change
+    status: str = "resolved"  # or "superseded": explained by a later retroactive change; or how a person
+    # closed it (DiscrepancyClosed): waived, written_off, closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +337,165 @@ def coverage_rows(account: AccountState) -> list[CoverageRow]:
     ]
 
 
+# -- the work queue and the workbench's reads (processor/entrypoints/web) -------------------------
+
+QUEUE_SORTS = ("age", "amount", "agency", "kind", "actor", "assignee", "account")
+UNASSIGNED = ""  # QueueQuery.assignee that asks for the discrepancies nobody owns
+
+
+@dataclass(frozen=True, slots=True)
+class QueueQuery:
+    """Filters and order of the discrepancy queue. ``status`` None means any status; ``assignee``
+    UNASSIGNED means nobody's; ``pending`` True only those awaiting a supervisor's approval.
+
+    Order: ``sort`` (age: opened first; amount: the largest difference first; the others by name),
+    ``descending`` turns it round; a missing value sorts last either way; ties by discrepancy id.
+    """
+
+    status: str | None = "open"
+    kind: str | None = None
+    account_id: str | None = None
+    payer_id: str | None = None
+    agency_id: str | None = None
+    actor: str | None = None
+    assignee: str | None = None
+    work_status: str | None = None
+    pending: bool | None = None
+    sort: str = "age"
+    descending: bool = False
+    limit: int = 200
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sort not in QUEUE_SORTS:
+            raise ValueError(f"sort must be one of {', '.join(QUEUE_SORTS)}, not {self.sort!r}")
+        if not (0 < self.limit <= 10_000) or self.offset < 0:
+            raise ValueError("limit must be 1 to 10000 and offset not negative")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePage:
+    rows: list[DiscrepancyRow]
+    total: int  # rows matching the filters, before limit and offset
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One event of an account's history: archived (``seq``), or emitted by the ledger (a discrepancy
+    event from the outbox; ``recorded_at`` is then that of the event that caused it)."""
+
+    seq: int | None
+    event_id: str
+    event_type: str
+    account_id: str
+    effective_on: date
+    occurred_at: datetime
+    recorded_at: datetime | None
+    body: bytes  # canonical JSON
+    emitted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventStatus:
+    """What became of an event a person submitted: applied (archived) or dead-lettered (with why)."""
+
+    event_id: str
+    state: str  # applied | dead_lettered
+    recorded_at: datetime
+    reason: str | None = None
+    field: str | None = None
+    account_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRow:
+    agency_id: str
+    accounts: int  # accounts whose subscriber coverage that began last is the agency's
+    open_discrepancies: int
+    outstanding_cents: int  # positive month balances of those accounts
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    account_id: str
+    agency_id: str | None
+    balance_cents: int
+    open_discrepancies: int
+
+
+def discrepancy_agency(account_id: str, own_agency: str | None, payer_id: str | None) -> str | None:
+    """processor.workflow.agency_of on projection rows: a payer account's payer, else the agency of
+    the subscriber coverage that began last (``own_agency``), else the discrepancy's payer."""
+    if account_id.startswith("payer:"):
+        return account_id.removeprefix("payer:")
+    return own_agency if own_agency is not None else payer_id
+
+
+def merge_history(
+    archived: list[HistoryEntry], emitted: list[tuple[int, bytes, int | None, datetime | None]], account_id: str,
+    limit: int,
+) -> list[HistoryEntry]:
+    """An account's history: archived events in seq order, each followed by the events the ledger emitted
+    because of it (outbox order); emitted events whose cause is not archived come last. ``emitted`` holds
+    (outbox seq, body, the cause's archive seq, the cause's recorded time)."""
+    import msgspec
+
+    placed: list[tuple[tuple[int, int, int], HistoryEntry]] = [((e.seq or 0, 0, 0), e) for e in archived]
+    last = 1 << 62
+    for outbox_seq, body, cause_seq, cause_recorded in emitted:
+        data = msgspec.json.decode(body)
+        placed.append(((cause_seq if cause_seq is not None else last, 1, outbox_seq), HistoryEntry(
+            seq=None, event_id=data["event_id"], event_type=data["type"], account_id=account_id,
+            effective_on=date.fromisoformat(data["effective_on"]),
+            occurred_at=datetime.fromisoformat(data["occurred_at"]), recorded_at=cause_recorded, body=body,
+            emitted=True,
+        )))
+    placed.sort(key=lambda p: p[0])
+    return [e for _, e in placed[:limit]]
+
+
+def queue_order_key(row: DiscrepancyRow, sort: str) -> Any:
+    """The sort value of a row (None sorts last); both stores order by it."""
+    if sort == "age":
+        return row.opened_recorded_at
+    if sort == "amount":
+        return abs(row.expected_cents - row.actual_cents)
+    if sort == "agency":
+        return row.agency_id
+    if sort == "kind":
+        return row.kind
+    if sort == "actor":
+        return row.actor
+    if sort == "assignee":
+        return row.assignee
+    return row.account_id
+
+
+def select_queue(rows: Iterable[DiscrepancyRow], query: QueueQuery) -> QueuePage:
+    """The queue over rows that carry their agency, in memory: the in-memory store and as-of replays use it;
+    PostgresStore.discrepancy_queue answers the same in SQL."""
+    kept = []
+    for d in rows:
+        if any(want is not None and have != want for have, want in (
+            (d.status, query.status), (d.kind, query.kind), (d.account_id, query.account_id),
+            (d.payer_id, query.payer_id), (d.actor, query.actor), (d.work_status, query.work_status),
+            (d.agency_id, query.agency_id),
+        )):
+            continue
+        if query.assignee is not None and d.assignee != (None if query.assignee == UNASSIGNED else query.assignee):
+            continue
+        if query.pending is not None and (d.pending_action is not None) != query.pending:
+            continue
+        kept.append(d)
+    kept.sort(key=lambda d: d.discrepancy_id)
+    desc = (query.sort == "amount") != query.descending
+    known = [d for d in kept if queue_order_key(d, query.sort) is not None]
+    missing = [d for d in kept if queue_order_key(d, query.sort) is None]
+    known.sort(key=lambda d: queue_order_key(d, query.sort), reverse=desc)  # stable: ties stay in id order
+    ordered = known + missing
+    return QueuePage(rows=ordered[query.offset:query.offset + query.limit], total=len(ordered))
+
+
 class LedgerStore(Protocol):
     """The contract both stores keep; tests/contract runs the same tests against each."""
 
@@ -335,15 +532,24 @@ class LedgerStore(Protocol):
     def fsa_accounts(self, account_id: str) -> list[FsaRow]: ...
     def member_months(self, limit: int = 1000) -> list[MonthRow]: ...
 
+    # the workbench's reads
+    def discrepancy_queue(self, query: QueueQuery) -> QueuePage: ...
+    def discrepancy(self, discrepancy_id: str) -> DiscrepancyRow | None: ...
+    def account_history(self, account_id: str, *, limit: int = 10_000) -> list[HistoryEntry]: ...
+    def event_status(self, event_ids: list[str]) -> dict[str, EventStatus]: ...
+    def agencies(self) -> list[AgencyRow]: ...
+    def accounts(self, *, prefix: str = "", agency_id: str | None = None, limit: int = 200) -> list[AccountRow]: ...
+
+
 
 def apply_discrepancy_changes(rows: dict[str, DiscrepancyRow], batch: BatchWrite) -> None:
     """What a batch does to the discrepancy rows (by id); the PostgreSQL store does the same in SQL."""
     for d in batch.discrepancies_opened:
         rows[d.discrepancy_id] = replace(d)  # a copy: the caller keeps its row
-    for d in batch.discrepancies_changed:
+    for d in batch.discrepancies_changed:  # amounts, explanation, action, causes and the work; not the status
         stored = rows[d.discrepancy_id]
-        stored.expected_cents, stored.actual_cents = d.expected_cents, d.actual_cents
-        stored.explanation, stored.action, stored.cause_event_ids = d.explanation, d.action, d.cause_event_ids
+        for name in CHANGED_FIELDS:
+            setattr(stored, name, getattr(d, name))
     for c in batch.discrepancies_closed:
         stored = rows[c.discrepancy_id]
         stored.status, stored.resolved_by = c.status, c.resolved_by

@@ -21,17 +21,26 @@ from psycopg import errors
 from processor.state import AccountState, PartitionState, decode_account, decode_partition
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
+    DISCREPANCIES_STREAM,
+    UNASSIGNED,
     AccountBalance,
+    AccountRow,
+    AgencyRow,
     BatchWrite,
     Counts,
     CoverageRow,
     DeadLetterRow,
     DiscrepancyRow,
+    EventStatus,
     FsaRow,
+    HistoryEntry,
     MonthRow,
     OutboxRow,
     PositionConflict,
+    QueuePage,
+    QueueQuery,
     Summary,
+    merge_history,
 )
 
 # Key of the transaction-scoped advisory lock taken while migrating ("ledger-migrate").
@@ -128,26 +137,58 @@ ON CONFLICT (partition) DO UPDATE SET state = excluded.state
 _DISCREPANCY_COLUMNS = (
     "discrepancy_id, kind, account_id, coverage_month, payer_id, expected_cents, actual_cents,"
     " cause_event_ids, explanation, action, actor, status, opened_by, resolved_by, opened_recorded_at,"
-    " resolved_recorded_at"
+    " resolved_recorded_at, assignee, work_status, notes, last_user, last_reason, last_event_id,"
+    " pending_action, pending_cents, pending_by, pending_event_id"
+)
+# the work on a discrepancy (processor/workflow.py), written whenever the fold changes it
+_WORK_COLUMNS = (
+    "assignee", "work_status", "notes", "last_user", "last_reason", "last_event_id", "pending_action",
+    "pending_cents", "pending_by", "pending_event_id",
 )
 
 # An id opened again replaces the stored row, as the in-memory store does.
 _OPEN_DISCREPANCY = f"""
 INSERT INTO discrepancy ({_DISCREPANCY_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+VALUES ({", ".join(["%s"] * 26)})
 ON CONFLICT (discrepancy_id) DO UPDATE SET
     kind = excluded.kind, account_id = excluded.account_id, coverage_month = excluded.coverage_month,
     payer_id = excluded.payer_id, expected_cents = excluded.expected_cents,
     actual_cents = excluded.actual_cents, cause_event_ids = excluded.cause_event_ids,
     explanation = excluded.explanation, action = excluded.action, actor = excluded.actor,
     status = excluded.status, opened_by = excluded.opened_by, resolved_by = excluded.resolved_by,
-    opened_recorded_at = excluded.opened_recorded_at, resolved_recorded_at = excluded.resolved_recorded_at
+    opened_recorded_at = excluded.opened_recorded_at, resolved_recorded_at = excluded.resolved_recorded_at,
+    {", ".join(f"{c} = excluded.{c}" for c in _WORK_COLUMNS)}
 """
 
-_CHANGE_DISCREPANCY = """
-UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s, action = %s, cause_event_ids = %s
+_CHANGE_DISCREPANCY = f"""
+UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s, action = %s, cause_event_ids = %s,
+    {", ".join(f"{c} = %s" for c in _WORK_COLUMNS)}
 WHERE discrepancy_id = %s
 """
+
+# The agency a discrepancy belongs to (processor.workflow.agency_of, projections.model.discrepancy_agency):
+# a payer account's payer, else the agency of the subscriber coverage that began last, else its payer.
+_DISCREPANCY_AGENCY = """
+CASE WHEN d.account_id LIKE 'payer:%%' THEN substr(d.account_id, 7)
+     ELSE coalesce((SELECT c.agency_id FROM member_coverage c
+                    WHERE c.account_id = d.account_id AND c.relationship = 'self'
+                    ORDER BY c.begin_on DESC, c.agency_id DESC LIMIT 1), d.payer_id) END
+"""
+# The agency of an account: a payer account's payer, else that of its subscriber coverage that began last.
+_ACCOUNT_AGENCIES = """
+WITH own AS (
+    SELECT DISTINCT ON (account_id) account_id, agency_id FROM member_coverage WHERE relationship = 'self'
+    ORDER BY account_id, begin_on DESC, agency_id DESC
+), acct AS (
+    SELECT s.account_id,
+           CASE WHEN s.account_id LIKE 'payer:%%' THEN substr(s.account_id, 7) ELSE own.agency_id END AS agency_id
+    FROM account_snapshot s LEFT JOIN own USING (account_id)
+)
+"""
+_QUEUE_ORDER = {
+    "age": "opened_recorded_at", "amount": "abs(expected_cents - actual_cents)", "agency": "agency_id",
+    "kind": "kind", "actor": 'actor COLLATE "C"', "assignee": "assignee", "account": "account_id",
+}
 
 _CLOSE_DISCREPANCY = """
 UPDATE discrepancy SET status = %s, resolved_by = %s, resolved_recorded_at = %s
@@ -237,8 +278,21 @@ def _discrepancy(row: Sequence[Any]) -> DiscrepancyRow:
         discrepancy_id=row[0], kind=row[1], account_id=row[2], coverage_month=row[3], payer_id=row[4],
         expected_cents=row[5], actual_cents=row[6], cause_event_ids=tuple(row[7]), explanation=row[8],
         action=row[9], actor=row[10], status=row[11], opened_by=row[12], resolved_by=row[13],
-        opened_recorded_at=row[14], resolved_recorded_at=row[15],
+        opened_recorded_at=row[14], resolved_recorded_at=row[15], assignee=row[16], work_status=row[17],
+        notes=row[18], last_user=row[19], last_reason=row[20], last_event_id=row[21], pending_action=row[22],
+        pending_cents=row[23], pending_by=row[24], pending_event_id=row[25],
+        agency_id=row[26] if len(row) > 26 else None,
     )
+
+
+# for readers of the table outside the store (replay/verify.py)
+DISCREPANCY_COLUMNS = _DISCREPANCY_COLUMNS
+discrepancy_row = _discrepancy
+
+
+def _work(d: DiscrepancyRow) -> tuple[Any, ...]:
+    return (d.assignee, d.work_status, d.notes, d.last_user, d.last_reason, d.last_event_id, d.pending_action,
+            d.pending_cents, d.pending_by, d.pending_event_id)
 
 
 class PostgresStore:
@@ -509,12 +563,13 @@ class PostgresStore:
             cur.executemany(_OPEN_DISCREPANCY, [
                 (d.discrepancy_id, d.kind, d.account_id, d.coverage_month, d.payer_id, d.expected_cents,
                  d.actual_cents, list(d.cause_event_ids), d.explanation, d.action, d.actor, d.status,
-                 d.opened_by, d.resolved_by, d.opened_recorded_at, d.resolved_recorded_at)
+                 d.opened_by, d.resolved_by, d.opened_recorded_at, d.resolved_recorded_at, *_work(d))
                 for d in batch.discrepancies_opened
             ])  # fmt: skip
         if batch.discrepancies_changed:
             cur.executemany(_CHANGE_DISCREPANCY, [
-                (d.expected_cents, d.actual_cents, d.explanation, d.action, list(d.cause_event_ids), d.discrepancy_id)
+                (d.expected_cents, d.actual_cents, d.explanation, d.action, list(d.cause_event_ids), *_work(d),
+                 d.discrepancy_id)
                 for d in batch.discrepancies_changed
             ])  # fmt: skip
         if batch.discrepancies_closed:
@@ -720,3 +775,130 @@ class PostgresStore:
                 f"SELECT {MONTH_COLUMNS} FROM member_month ORDER BY account_id, coverage_month LIMIT %s", (limit,),
             ).fetchall()
         return [MonthRow(*r) for r in rows]
+
+    # -- the workbench's reads ----------------------------------------------------------------
+
+    def discrepancy_queue(self, query: QueueQuery) -> QueuePage:
+        """Discrepancies matching the filters, in the queue's order, with their agency."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", query.status), ("kind", query.kind), ("account_id", query.account_id),
+                              ("payer_id", query.payer_id), ("actor", query.actor),
+                              ("work_status", query.work_status)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.assignee is not None:
+            if query.assignee == UNASSIGNED:
+                where.append("assignee IS NULL")
+            else:
+                where.append("assignee = %s")
+                params.append(query.assignee)
+        if query.pending is not None:
+            where.append("pending_action IS NOT NULL" if query.pending else "pending_action IS NULL")
+        if query.agency_id is not None:
+            where.append("agency_id = %s")
+            params.append(query.agency_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows_of = f"(SELECT d.*, {_DISCREPANCY_AGENCY} AS agency_id FROM discrepancy d) q"
+        desc = (query.sort == "amount") != query.descending
+        order = f"{_QUEUE_ORDER[query.sort]} {'DESC' if desc else 'ASC'} NULLS LAST, discrepancy_id"
+        with self._tx() as conn:
+            total_row = conn.execute(f"SELECT count(*) FROM {rows_of} {clause}".encode(), params).fetchone()
+            rows = conn.execute(
+                f"SELECT {_DISCREPANCY_COLUMNS}, agency_id FROM {rows_of} {clause} ORDER BY {order}"
+                " LIMIT %s OFFSET %s".encode(), [*params, query.limit, query.offset],
+            ).fetchall()
+        assert total_row is not None
+        return QueuePage(rows=[_discrepancy(r) for r in rows], total=int(total_row[0]))
+
+    def discrepancy(self, discrepancy_id: str) -> DiscrepancyRow | None:
+        """One discrepancy with its agency, or None."""
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT {_DISCREPANCY_COLUMNS}, {_DISCREPANCY_AGENCY} FROM discrepancy d"
+                " WHERE discrepancy_id = %s".encode(), (discrepancy_id,),
+            ).fetchone()
+        return None if row is None else _discrepancy(row)
+
+    def account_history(self, account_id: str, *, limit: int = 10_000) -> list[HistoryEntry]:
+        """The account's archived events in applied order, each followed by the discrepancy events the
+        ledger emitted because of it (from the outbox; recorded when their cause was: for a broadcast
+        cause, its copy on the account's partition)."""
+        with self._tx() as conn:
+            archived = conn.execute(
+                "SELECT seq, event_id, event_type, account_id, effective_on, occurred_at, recorded_at, body"
+                " FROM archive WHERE account_id = %s ORDER BY seq LIMIT %s", (account_id, limit),
+            ).fetchall()
+            emitted = conn.execute(
+                "SELECT o.seq, o.event_id, o.body, cause.seq, cause.recorded_at FROM outbox o"
+                " LEFT JOIN LATERAL (SELECT a.seq, a.recorded_at FROM archive a"
+                "   WHERE a.event_id = convert_from(o.body, 'UTF8')::jsonb->>'causation_id'"
+                "   ORDER BY coalesce(a.partition = (SELECT partition FROM account_snapshot WHERE account_id = %s),"
+                "                     false) DESC, a.seq LIMIT 1) cause ON true"
+                " WHERE o.key = %s AND o.stream = %s ORDER BY o.seq LIMIT %s",
+                (account_id, account_id, DISCREPANCIES_STREAM, limit),
+            ).fetchall()
+        return merge_history(
+            [HistoryEntry(seq=r[0], event_id=r[1], event_type=r[2], account_id=r[3], effective_on=r[4],
+                          occurred_at=r[5], recorded_at=r[6], body=bytes(r[7])) for r in archived],
+            [(r[0], bytes(r[2]), r[3], r[4]) for r in emitted], account_id, limit,
+        )
+
+    def event_status(self, event_ids: list[str]) -> dict[str, EventStatus]:
+        """Which of the events were applied (archived) or dead-lettered; the others are still pending."""
+        if not event_ids:
+            return {}
+        out: dict[str, EventStatus] = {}
+        with self._tx() as conn:
+            dead = conn.execute(
+                "SELECT DISTINCT ON (event_id) event_id, recorded_at, reason, field FROM dead_letter"
+                " WHERE event_id = ANY(%s) ORDER BY event_id, seq DESC", (event_ids,),
+            ).fetchall()
+            applied = conn.execute(
+                "SELECT DISTINCT ON (event_id) event_id, recorded_at, account_id FROM archive"
+                " WHERE event_id = ANY(%s) ORDER BY event_id, seq", (event_ids,),
+            ).fetchall()
+        for e, rec, reason, fld in dead:
+            out[e] = EventStatus(event_id=e, state="dead_lettered", recorded_at=rec, reason=reason, field=fld)
+        for e, rec, account in applied:  # applied wins over an earlier dead letter (a retry)
+            out[e] = EventStatus(event_id=e, state="applied", recorded_at=rec, account_id=account)
+        return out
+
+    def agencies(self) -> list[AgencyRow]:
+        """Every agency with its accounts, open discrepancies and outstanding balance, by id."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                (_ACCOUNT_AGENCIES + f"""
+                , owed AS (
+                    SELECT acct.agency_id, count(*) AS accounts,
+                           coalesce(sum((SELECT coalesce(sum(m.balance_cents), 0) FROM member_month m
+                                         WHERE m.account_id = acct.account_id AND m.balance_cents > 0)), 0) AS owed
+                    FROM acct WHERE acct.agency_id IS NOT NULL GROUP BY acct.agency_id
+                ), open_d AS (
+                    SELECT {_DISCREPANCY_AGENCY} AS agency_id, count(*) AS n FROM discrepancy d
+                    WHERE d.status = 'open' GROUP BY 1
+                )
+                SELECT coalesce(owed.agency_id, open_d.agency_id) AS agency_id, coalesce(owed.accounts, 0),
+                       coalesce(open_d.n, 0), coalesce(owed.owed, 0)::bigint
+                FROM owed FULL JOIN open_d ON open_d.agency_id = owed.agency_id
+                WHERE coalesce(owed.agency_id, open_d.agency_id) IS NOT NULL
+                ORDER BY 1""").encode(), (),
+            ).fetchall()
+        return [AgencyRow(agency_id=r[0], accounts=int(r[1]), open_discrepancies=int(r[2]),
+                          outstanding_cents=int(r[3])) for r in rows]
+
+    def accounts(self, *, prefix: str = "", agency_id: str | None = None, limit: int = 200) -> list[AccountRow]:
+        """Accounts the ledger knows whose id starts with ``prefix`` (of one agency), by id."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                (_ACCOUNT_AGENCIES + """
+                SELECT acct.account_id, acct.agency_id,
+                       (SELECT coalesce(sum(m.balance_cents), 0) FROM member_month m
+                        WHERE m.account_id = acct.account_id)::bigint,
+                       (SELECT count(*) FROM discrepancy d WHERE d.account_id = acct.account_id AND d.status = 'open')
+                FROM acct WHERE starts_with(acct.account_id, %s) AND (%s::text IS NULL OR acct.agency_id = %s)
+                ORDER BY acct.account_id LIMIT %s""").encode(), (prefix, agency_id, agency_id, limit),
+            ).fetchall()
+        return [AccountRow(account_id=r[0], agency_id=r[1], balance_cents=int(r[2]), open_discrepancies=int(r[3]))
+                for r in rows]

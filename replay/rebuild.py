@@ -46,7 +46,7 @@ _ARCHIVE_COLS = (
     " occurred_at, recorded_at, body, body_hash, chain_hash"
 )
 # The fold's output: rebuilt and moved in. A migration that adds a projection table adds it here. The
-# bookkeeping (positions, dead letters, outbox, the notifier's tables) stays where it is.
+# bookkeeping (positions, dead letters, outbox, the notifier's and the workbench's tables) stays where it is.
 PROJECTIONS = (
     "account_snapshot", "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied",
     "fsa_account",

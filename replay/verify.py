@@ -17,14 +17,15 @@ import psycopg
 from processor.settings import PlanSettings
 from processor.state import decode_account, decode_partition
 from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow
-from projections.postgres import MONTH_COLUMNS
+from projections.postgres import DISCREPANCY_COLUMNS, MONTH_COLUMNS, discrepancy_row
 from replay.archive import connect, read_archive
 from replay.fold import ReplayError, ReplayResult, replay
 
 DISCREPANCY_FIELDS = (
     "kind", "account_id", "coverage_month", "payer_id", "expected_cents", "actual_cents",
     "cause_event_ids", "explanation", "action", "actor", "status", "opened_by", "resolved_by",
-    "opened_recorded_at", "resolved_recorded_at",
+    "opened_recorded_at", "resolved_recorded_at", "assignee", "work_status", "notes", "last_user", "last_reason",
+    "last_event_id", "pending_action", "pending_cents", "pending_by", "pending_event_id",
 )  # fmt: skip
 
 
@@ -100,18 +101,8 @@ def load_live(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, dict[Hasha
         )
     }
     discrepancies = {
-        r[0]: DiscrepancyRow(
-            discrepancy_id=r[0], kind=r[1], account_id=r[2], coverage_month=r[3], payer_id=r[4],
-            expected_cents=r[5], actual_cents=r[6], cause_event_ids=tuple(r[7]), explanation=r[8],
-            action=r[9], actor=r[10], status=r[11], opened_by=r[12], resolved_by=r[13],
-            opened_recorded_at=r[14], resolved_recorded_at=r[15],
-        )
-        for r in conn.execute(
-            "SELECT discrepancy_id, kind, account_id, coverage_month, payer_id, expected_cents, actual_cents,"
-            " cause_event_ids, explanation, action, actor, status, opened_by, resolved_by,"
-            " opened_recorded_at, resolved_recorded_at FROM discrepancy"
-        )
-    }  # fmt: skip
+        r[0]: discrepancy_row(r) for r in conn.execute(f"SELECT {DISCREPANCY_COLUMNS} FROM discrepancy".encode())
+    }
     payers = {
         r[0]: int(r[1])
         for r in conn.execute("SELECT payer_id, unapplied_cents FROM payer_unapplied WHERE unapplied_cents <> 0")

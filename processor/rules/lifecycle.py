@@ -16,7 +16,7 @@ from events.types import (
     InputEvent,
     OutputEvent,
 )
-from processor.rules.base import Finding, Outcome, discrepancy_id, envelope
+from processor.rules.base import Finding, Outcome, discrepancy_id, envelope, month_of_key
 from processor.state import AccountState, OpenDiscrepancy
 
 
@@ -102,3 +102,17 @@ def _change(account: AccountState, trigger: InputEvent, out: Outcome, current: O
     current.explanation, current.action = f.explanation, f.action
     current.cause_event_ids = tuple(dict.fromkeys((*current.cause_event_ids, *f.cause_event_ids, trigger.event_id)))
     out.changed_discrepancies.append(current)
+
+
+def screen_findings(account: AccountState, key: str, found: dict[str, Finding]) -> None:
+    """Drop from ``found`` (one month's findings) those a person dismissed that still show the same
+    amounts; a dismissed finding that changed or went away no longer holds back its return."""
+    for closed in account.closed.values():
+        if not closed.suppress or month_of_key(closed.key) != key:
+            continue
+        finding = found.get(closed.key)
+        if finding is not None and (finding.expected_cents, finding.actual_cents) == (
+                closed.expected_cents, closed.actual_cents):
+            del found[closed.key]
+        else:
+            closed.suppress = False

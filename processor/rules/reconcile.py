@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from events.types import InputEvent
 from processor.rules import billing, eligibility, payments, retro, s125
-from processor.rules.base import Finding, MonthView, Outcome
+from processor.rules.base import Finding, MonthView, Outcome, month_of_key
 from processor.rules.coverage import priced_segments
-from processor.rules.lifecycle import settle
+from processor.rules.lifecycle import screen_findings, settle
 from processor.rules.pricing import premium_shares
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
@@ -56,11 +56,6 @@ def project(account: AccountState, part: PartitionState, plan: PlanSettings, key
     return MonthView.of(account, part, plan, key, priced)
 
 
-def month_of_key(dkey: str) -> str:
-    """The month key a discrepancy key is about (``kind|month[|detail]``)."""
-    return dkey.split("|", 2)[1]
-
-
 def reconcile(
     account: AccountState, part: PartitionState, plan: PlanSettings, key: str, trigger: InputEvent, out: Outcome,
 ) -> None:
@@ -68,6 +63,8 @@ def reconcile(
     v = project(account, part, plan, key)
     out.dirty_months.add(key)
     found = detect(v)
+    if account.closed:  # a finding a person dismissed stays closed while it shows the same amounts
+        screen_findings(account, key, found)
     if f"retroactive_change|{key}" not in found:
         retro.settled(v.month)
     settle(account, trigger, out, found, lambda dkey: month_of_key(dkey) == key,

@@ -937,3 +937,171 @@ def test_member_months_lists_every_account_month_in_order_up_to_the_limit(store:
     balances = [store.balance(a) for a in ("A1", "A2")]
     assert rows == [m for b in balances if b is not None for m in b.months]  # the same rows balance shows
     assert store.member_months(limit=2) == rows[:2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The workbench's reads: the queue, one discrepancy, an account's history, what became of an event,
+# agencies and accounts
+
+
+def _covered(account_id: str, *agencies: tuple[str, date], partition: int = 0) -> AccountState:
+    """An account whose subscriber had coverage paid by each agency from its date on."""
+    return AccountState(account_id=account_id, partition=partition, coverages=[
+        CoverageSegment(member_id=account_id, relationship="self", coverage_line=line, plan="PPO", tier="EE",
+                        status="active", begin=begin, end=None, agency_id=agency, event_id=f"{account_id}-{line}")
+        for (agency, begin), line in zip(agencies, ("health", "dental", "vision"), strict=False)
+    ])
+
+
+def _queue_batch() -> BatchWrite:
+    a = _covered("A", ("AG1", JAN), ("AG2", FEB))  # the coverage that began last is AG2's
+    b = _covered("B", ("AG1", JAN))
+    b.months[month_key(JAN)] = month_state("B", JAN, 45_000)
+    d1 = discrepancy("d1", "A")
+    d1.opened_recorded_at, d1.assignee, d1.notes, d1.last_user = T0 + timedelta(hours=1), "sam", 2, "sam"
+    d2 = discrepancy("d2", "B", "missing_payment", expected=45_000, actual=0)
+    d2.actor, d2.pending_action, d2.pending_cents, d2.pending_by, d2.pending_event_id = (
+        "member", "waive", -45_000, "sam", "w1")
+    d3 = discrepancy("d3", "payer:AG3", "remittance_total_mismatch", None, expected=100, actual=300)
+    d3.actor, d3.opened_recorded_at, d3.work_status = "payroll", None, "waiting_agency"
+    d4 = discrepancy("d4", "U", "unmatched_payment", expected=0, actual=5_000)
+    d4.payer_id, d4.opened_recorded_at = "AG4", T0 + timedelta(hours=2)
+    d5 = discrepancy("d5", "B", "overpaid")
+    d5.status = "resolved"
+    return BatchWrite(
+        accounts={"A": a, "B": b, "payer:AG3": AccountState(account_id="payer:AG3", partition=0),
+                  "U": AccountState(account_id="U", partition=0)},
+        dirty_months={"B": {month_key(JAN)}}, coverage_changed={"A", "B"},
+        discrepancies_opened=[d1, d2, d3, d4, d5], positions=[advance(None, 1)],
+    )
+
+
+def _ids(page: object) -> list[str]:
+    return [d.discrepancy_id for d in page.rows]  # type: ignore[attr-defined]
+
+
+def test_the_queue_filters_by_agency_actor_assignee_and_approval_and_sorts_every_way(store: LedgerStore) -> None:
+    from projections.model import UNASSIGNED, QueueQuery
+
+    store.commit_batch(_queue_batch())
+    q = store.discrepancy_queue
+    page = q(QueueQuery())
+    assert _ids(page) == ["d2", "d1", "d4", "d3"] and page.total == 4  # oldest first, unknown age last
+    assert {d.discrepancy_id: d.agency_id for d in page.rows} == {"d1": "AG2", "d2": "AG1", "d3": "AG3", "d4": "AG4"}
+    assert _ids(q(QueueQuery(agency_id="AG2"))) == ["d1"]
+    assert _ids(q(QueueQuery(agency_id="AG1", status=None))) == ["d2", "d5"]
+    assert _ids(q(QueueQuery(assignee=UNASSIGNED))) == ["d2", "d4", "d3"]
+    assert _ids(q(QueueQuery(assignee="sam"))) == ["d1"]
+    assert _ids(q(QueueQuery(pending=True))) == ["d2"]
+    assert _ids(q(QueueQuery(pending=False, actor="agency_coordinator"))) == ["d1", "d4"]
+    assert _ids(q(QueueQuery(work_status="waiting_agency"))) == ["d3"]
+    assert _ids(q(QueueQuery(payer_id="AG4"))) == ["d4"]
+    assert _ids(q(QueueQuery(sort="amount"))) == ["d2", "d1", "d4", "d3"]  # largest difference first, ties by id
+    assert _ids(q(QueueQuery(sort="amount", descending=True))) == ["d3", "d1", "d4", "d2"]
+    assert _ids(q(QueueQuery(sort="agency"))) == ["d2", "d1", "d3", "d4"]
+    assert _ids(q(QueueQuery(sort="assignee"))) == ["d1", "d2", "d3", "d4"]  # nobody's last
+    assert _ids(q(QueueQuery(sort="actor"))) == ["d1", "d4", "d2", "d3"]
+    assert _ids(q(QueueQuery(sort="kind", descending=True))) == ["d4", "d1", "d3", "d2"]
+    paged = q(QueueQuery(limit=2, offset=1))
+    assert _ids(paged) == ["d1", "d4"] and paged.total == 4
+    one = store.discrepancy("d2")
+    assert one is not None and (one.agency_id, one.pending_action, one.pending_cents, one.pending_by) == (
+        "AG1", "waive", -45_000, "sam")
+    assert store.discrepancy("nope") is None
+    with pytest.raises(ValueError, match="sort must be one of"):
+        QueueQuery(sort="mood")
+
+
+def test_a_change_of_work_keeps_the_status_a_closing_gave(store: LedgerStore) -> None:
+    store.commit_batch(_queue_batch())
+    store.commit_batch(BatchWrite(discrepancies_closed=[
+        DiscrepancyClose("d1", resolved_by="w2", recorded_at=T0, status="waived")], positions=[advance(1, 2)]))
+    changed = discrepancy("d1", "A")  # as the processor hands it in: the fold's view, status "open"
+    changed.work_status, changed.last_user, changed.last_reason, changed.notes = "waived", "sue", "hardship", 3
+    store.commit_batch(BatchWrite(discrepancies_changed=[changed], positions=[advance(2, 3)]))
+    d1 = store.discrepancy("d1")
+    assert d1 is not None
+    assert (d1.status, d1.resolved_by, d1.work_status, d1.last_user, d1.last_reason, d1.notes) == (
+        "waived", "w2", "waived", "sue", "hardship", 3)
+    assert d1.opened_recorded_at == T0 + timedelta(hours=1) and d1.assignee is None
+
+
+def test_an_accounts_history_follows_each_event_with_what_the_ledger_emitted_because_of_it(
+        store: LedgerStore) -> None:
+    from events.types import DiscrepancyOpened
+
+    def opened(did: str, cause: str) -> OutboxRow:
+        ev = DiscrepancyOpened(
+            event_id=f"{did}:opened", account_id="A1", effective_on=JAN, occurred_at=T0, source="benefits-ledger",
+            causation_id=cause, discrepancy_id=did, kind="underpaid", coverage_month=JAN, expected_cents=1,
+            actual_cents=0, cause_event_ids=(cause,), explanation="x", action="y", actor="member")
+        return OutboxRow(event_id=ev.event_id, key="A1", body=encode(ev))
+
+    batch = first_batch()
+    later = T0 + timedelta(minutes=5)
+    batch.archive[2] = archive_row(paid("A1"), 2, recorded_at=later)
+    batch.archive.append(archive_row(enrolled("A2"), 3))
+    batch.outbox = [opened("orphan", "not-archived"), opened("d1", "A1-pay-202601"),
+                    OutboxRow(event_id="claim:x", key="A1", body=b"{}", stream=CLAIMS_STREAM)]
+    batch.positions = [advance(None, 4, applied=4)]
+    store.commit_batch(batch)
+    history = store.account_history("A1")
+    assert [(h.event_id, h.event_type, h.emitted) for h in history] == [
+        ("A1-enr-1", "enrollment_changed", False), ("A1-bill-202601", "premium_billed", False),
+        ("A1-pay-202601", "payment_received", False), ("d1:opened", "discrepancy_opened", True),
+        ("orphan:opened", "discrepancy_opened", True)]
+    assert history[3].recorded_at == later and history[4].recorded_at is None
+    assert history[0].body == encode(enrolled("A1")) and history[3].effective_on == JAN
+    assert [h.event_id for h in store.account_history("A1", limit=2)] == ["A1-enr-1", "A1-bill-202601"]
+    assert store.account_history("nobody") == []
+
+
+def test_event_status_tells_applied_from_dead_lettered_and_leaves_pending_out(store: LedgerStore) -> None:
+    batch = first_batch()
+    batch.dead_letters = [DeadLetterRow(log_id=LOG, topic=BILLING, partition=0, offset=9, event_id="bad-1",
+                                        reason="amount moved", field="amount_cents", key=b"A1", raw=b"{}",
+                                        recorded_at=T0)]
+    store.commit_batch(batch)
+    status = store.event_status(["A1-bill-202601", "bad-1", "still-pending"])
+    assert set(status) == {"A1-bill-202601", "bad-1"}
+    assert (status["A1-bill-202601"].state, status["A1-bill-202601"].account_id) == ("applied", "A1")
+    assert (status["bad-1"].state, status["bad-1"].reason, status["bad-1"].field) == (
+        "dead_lettered", "amount moved", "amount_cents")
+    assert store.event_status([]) == {}
+
+
+def test_agencies_and_accounts_count_accounts_open_discrepancies_and_what_is_owed(store: LedgerStore) -> None:
+    store.commit_batch(_queue_batch())
+    agencies = {a.agency_id: (a.accounts, a.open_discrepancies, a.outstanding_cents) for a in store.agencies()}
+    assert agencies == {"AG1": (1, 1, 45_000), "AG2": (1, 1, 0), "AG3": (1, 1, 0), "AG4": (0, 1, 0)}
+    rows = store.accounts()
+    assert [(r.account_id, r.agency_id, r.balance_cents, r.open_discrepancies) for r in rows] == [
+        ("A", "AG2", 0, 1), ("B", "AG1", 45_000, 1), ("U", None, 0, 1), ("payer:AG3", "AG3", 0, 1)]
+    assert [r.account_id for r in store.accounts(prefix="pay")] == ["payer:AG3"]
+    assert [r.account_id for r in store.accounts(agency_id="AG1")] == ["B"]
+    assert [r.account_id for r in store.accounts(prefix="%")] == []
+    assert len(store.accounts(limit=1)) == 1
+
+
+def test_a_discrepancy_a_business_day_opened_follows_that_days_copy_on_the_accounts_partition(
+        store: LedgerStore) -> None:
+    from events.types import DayClosed, DiscrepancyOpened
+
+    day = DayClosed(event_id="day-1", account_id="*", effective_on=FEB, occurred_at=T0, business_date=FEB)
+    bill = billed("A1")
+    batch = BatchWrite(
+        archive=[archive_row(day, 0, partition=0, dedupe_key="day-1@p0"),
+                 archive_row(bill, 0, partition=1, recorded_at=T0 + timedelta(minutes=1)),
+                 archive_row(day, 1, partition=1, dedupe_key="day-1@p1", recorded_at=T0 + timedelta(minutes=2))],
+        accounts={"A1": AccountState(account_id="A1", partition=1)},
+        positions=[advance(None, 1, partition=0), advance(None, 2, partition=1)],
+    )
+    missing = DiscrepancyOpened(
+        event_id="m1:opened", account_id="A1", effective_on=JAN, occurred_at=T0, source="benefits-ledger",
+        causation_id="day-1", discrepancy_id="m1", kind="missing_payment", coverage_month=JAN, expected_cents=1,
+        actual_cents=0, cause_event_ids=(bill.event_id, "day-1"), explanation="x", action="y", actor="member")
+    batch.outbox = [OutboxRow(event_id=missing.event_id, key="A1", body=encode(missing))]
+    store.commit_batch(batch)
+    history = store.account_history("A1")
+    assert [h.event_id for h in history] == [bill.event_id, "m1:opened"]
+    assert history[1].recorded_at == T0 + timedelta(minutes=2)

@@ -388,3 +388,44 @@ def test_demo_interrupted_while_postgres_starts_leaves_no_server_behind(tmp_path
         assert_nothing_left(tmp_path, run, wait=5)
     finally:
         stop_postgres_in(tmp_path / "postgres")
+
+
+# ------------------------------------------------------------------------------------------ the workbench
+
+
+def test_the_discrepancy_table_prints_ids_literally_with_the_agency_and_filters_by_payer(demo: DemoRun) -> None:
+    rows = query(demo, "discrepancies", "--database", DEMO_DB, "--open", "--json")
+    table = run_cli(["discrepancies", "--database", DEMO_DB, "--open"], demo.env, demo.data_dir, timeout=60)
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [r["discrepancy_id"] for r in rows]
+    for line, r in zip(lines, rows, strict=True):
+        assert f" {r['agency_id'] or '-'} " in line
+    assert all(r["agency_id"] for r in rows)
+    payer = next(r["payer_id"] for r in rows if r["payer_id"])
+    everything = query(demo, "discrepancies", "--database", DEMO_DB, "--json")
+    by_payer = query(demo, "discrepancies", "--database", DEMO_DB, "--payer", payer, "--json")
+    assert sorted(r["discrepancy_id"] for r in by_payer) == sorted(
+        r["discrepancy_id"] for r in everything if r["payer_id"] == payer)
+    lettered = next(r for r in rows if r["discrepancy_id"][0].isalpha() and r["account_id"].startswith("M"))
+    balance = run_cli(["balance", lettered["account_id"], "--database", DEMO_DB], demo.env, demo.data_dir,
+                      timeout=60)
+    assert f"[{lettered['discrepancy_id']}]" in balance.stdout  # not read as rich markup
+
+
+def test_users_and_tokens_are_added_from_the_command_line(demo: DemoRun) -> None:
+    added = run_cli(["user", "add", "pat", "--role", "specialist", "--name", "Pat Doe", "--database", DEMO_DB,
+                     "--json"], demo.env, demo.data_dir, timeout=60)
+    assert added.returncode == 0, added.stderr
+    assert added.json()["login"] == "pat" and len(added.json()["password"]) >= 12
+    again = run_cli(["user", "add", "pat", "--role", "specialist", "--database", DEMO_DB], demo.env, demo.data_dir,
+                    timeout=60)
+    assert again.returncode == 2 and "error: user pat exists already" in again.stderr
+    lonely = run_cli(["user", "add", "cora", "--role", "agency_coordinator", "--database", DEMO_DB], demo.env,
+                     demo.data_dir, timeout=60)
+    assert lonely.returncode == 2 and "needs --agency" in lonely.stderr
+    listed = query(demo, "user", "list", "--database", DEMO_DB, "--json")
+    assert [(u["login"], u["role"], u["display_name"], u["active"]) for u in listed] == [
+        ("pat", "specialist", "Pat Doe", True)]
+    token = query(demo, "user", "token", "billing-system", "--role", "auditor", "--database", DEMO_DB, "--json")
+    assert token["token"].startswith("blt_") and token["role"] == "auditor"

@@ -16,6 +16,7 @@ from events.types import (
     BillingCycleClosed,
     CashApplied,
     DiscrepancyAmountChanged,
+    DiscrepancyClosed,
     DiscrepancyOpened,
     DiscrepancyResolved,
     DiscrepancySuperseded,
@@ -44,6 +45,7 @@ from tests.unit.builders import (
     rate,
     reverse,
 )
+from tests.unit.test_workflow import WORKFLOW_SAMPLES
 
 SAMPLES: list[Event] = [
     enroll(event_id="e-enr", tier="FAM", end=date(2026, 6, 30), member="M000001-D1", relationship="spouse"),
@@ -104,6 +106,7 @@ SAMPLES: list[Event] = [
         recipient="agency_coordinator", recipient_id="AG-001", discrepancy_ids=("d1", "d2"), known_at=T0,
         document_sha256="0" * 64,
     ),
+    *WORKFLOW_SAMPLES,
 ]
 
 OUTPUT_SAMPLES: list[Event] = [
@@ -133,6 +136,12 @@ OUTPUT_SAMPLES: list[Event] = [
         source="benefits-ledger", causation_id="e-fsa-claim", claim_id="CL-1", account_type="dependent_care",
         plan_year=2026, decision="partially_approved", requested_cents=20_000, approved_cents=12_000,
         reason="only $120.00 contributed", available_before_cents=12_000, available_after_cents=0,
+    ),
+    DiscrepancyClosed(
+        event_id="d1:closed", account_id="M000001", effective_on=JAN, occurred_at=T0, source="benefits-ledger",
+        causation_id="e-waive", discrepancy_id="d1", kind="underpaid", coverage_month=JAN, status="waived",
+        closing_event_ids=("e-waive",), user="sam", reason="hardship", adjustment_cents=-8_412,
+        explanation="underpaid for 2026-01 waived by sam",
     ),
 ]
 

@@ -467,3 +467,11 @@ def test_dockerignore_keeps_the_context_small() -> None:
     patterns = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()}
     assert {".venv", ".git", "tests"} <= patterns
     assert "pyproject.toml" not in patterns and "processor" not in patterns
+
+
+def test_the_workbench_service_runs_serve_on_all_interfaces_of_its_container(services: dict[str, Any]) -> None:
+    web = services["web"]
+    args = build_parser().parse_args(command(web))
+    assert (args.command, args.host) == ("serve", "0.0.0.0")
+    assert web["ports"] == ["127.0.0.1:8000:8000"]  # published on the host's loopback only
+    assert ledger_environment(web) == ledger_environment(services["relay"])

@@ -179,12 +179,13 @@ async def run_program(ledger: Any, program: Program, progress: Callable[[int], N
 def run_demo(
     settings: Any, *, members: int, months: int, seed: int, proration: str | None = None,
     progress: Callable[[int], None] | None = None, on_start: Callable[[Program], None] | None = None,
-    database: str = DEMO_DATABASE,
+    database: str = DEMO_DATABASE, then: Callable[[Any, DemoReport], None] | None = None,
 ) -> DemoReport:
     """Generate, publish, fold and compare with what was injected and what the oracle computed;
     everything started is stopped. ``proration`` (whole_month, daily) overrides the plan's for this run:
     the program and the ledger price by it. ``database`` is dropped and recreated (default
-    benefits_ledger_demo)."""
+    benefits_ledger_demo). ``then`` runs with the ledger and the report before the stack stops
+    (``demo --serve`` serves the web app there)."""
     if proration is not None:
         settings = settings.model_copy(update={"plan": settings.plan.model_copy(update={"proration": proration})})
     program = generate(members, months, seed, plan=settings.plan)
@@ -236,4 +237,6 @@ def run_demo(
             events_per_second=round(published / elapsed, 1), elapsed_seconds=round(elapsed, 2),
             database=database,
         )
+        if then is not None:
+            then(ledger, report)
     return report
