@@ -111,6 +111,15 @@ FIELDS: dict[str, str] = {
     "line_account_id": "The member account the remittance line was posted on.",
     "payment_ids": "The advice lines (payment ids) on this account that the money pays.",
     "funding_payment_id": "The payment on the payer's account that moved the advice's money.",
+    # people's actions on discrepancies (the workbench)
+    "user": "The login of the person who acted.",
+    "role": "The role the person acted in: specialist, supervisor, auditor or agency_coordinator.",
+    "assignee": "The login of the person who owns the discrepancy now; absent: nobody.",
+    "note": "The note's text.",
+    "work_status": "Where the work stands: waiting on the agency, waiting on the member, or in progress.",
+    "request_event_id": "The event_id of the waiver or write-off that waits for approval.",
+    "closing_event_ids": "event_ids of the actions that closed it (the request and its approval).",
+    "adjustment_cents": "The adjustment posted on its month so the balance agrees, in signed cents.",
     # notices
     "notice_id": "Identifier of the notice (the same notice issued twice is one event).",
     "recipient": "Who the notice is to: the agency coordinator or the member.",
@@ -122,7 +131,13 @@ FIELDS: dict[str, str] = {
     "template_version": "Version of the notice template that rendered it.",
 }
 
+_ACTION_REASON = "Why the person acted (required for waivers, write-offs, dismissals, rejections and reopenings)."
+
 BY_TYPE: dict[str, str] = {
+    **{f"{tag}.reason": _ACTION_REASON for tag in (
+        "discrepancy_assigned", "discrepancy_noted", "discrepancy_status_set", "discrepancy_waived",
+        "discrepancy_written_off", "waiver_approved", "waiver_rejected", "retro_change_approved",
+        "retro_change_rejected", "discrepancy_dismissed", "discrepancy_reopened", "discrepancy_closed")},
     "enrollment_changed.action": "What the change does: add, change, terminate or reinstate a coverage.",
     "enrollment_changed.reason": "Why the change was made (834 INS04, e.g. death).",
     "discrepancy_opened.action": "What should be done about it.",

@@ -108,7 +108,7 @@ class DiscrepancyRow:
     pending_cents: int | None = None
     pending_by: str | None = None
     pending_event_id: str | None = None
-    # the agency it belongs to (processor.workflow.agency_of): computed by the queue queries, not stored
+    # the agency it belongs to (processor.rules.workflow.agency_of): computed by the queue queries, not stored
     agency_id: str | None = None
 
     @staticmethod
@@ -424,7 +424,7 @@ class AccountRow:
 
 
 def discrepancy_agency(account_id: str, own_agency: str | None, payer_id: str | None) -> str | None:
-    """processor.workflow.agency_of on projection rows: a payer account's payer, else the agency of
+    """processor.rules.workflow.agency_of on projection rows: a payer account's payer, else the agency of
     the subscriber coverage that began last (``own_agency``), else the discrepancy's payer."""
     if account_id.startswith("payer:"):
         return account_id.removeprefix("payer:")

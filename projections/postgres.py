@@ -166,7 +166,7 @@ UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s,
 WHERE discrepancy_id = %s
 """
 
-# The agency a discrepancy belongs to (processor.workflow.agency_of, projections.model.discrepancy_agency):
+# The agency a discrepancy belongs to (processor.rules.workflow.agency_of, projections.model.discrepancy_agency):
 # a payer account's payer, else the agency of the subscriber coverage that began last, else its payer.
 _DISCREPANCY_AGENCY = """
 CASE WHEN d.account_id LIKE 'payer:%%' THEN substr(d.account_id, 7)

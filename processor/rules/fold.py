@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from events.types import (
+    WORKFLOW_TYPES,
     AdjustmentPosted,
     BillingCycleClosed,
     CashApplied,
@@ -34,7 +35,7 @@ from events.types import (
     RemittanceLinePosted,
     RemittanceReceived,
 )
-from processor.rules import billing, days, fsa, notices, payments, pricing, refunds, remittances, retro
+from processor.rules import billing, days, fsa, notices, payments, pricing, refunds, remittances, retro, workflow
 from processor.rules.base import Outcome
 from processor.rules.enrollment import on_enrollment
 from processor.rules.reconcile import reconcile
@@ -95,6 +96,7 @@ ACCOUNT_HANDLERS: dict[type[Event], AccountHandler] = {
     FsaContributionReceived: fsa.on_fsa_event,
     FsaClaimSubmitted: fsa.on_fsa_event,
     NoticeIssued: notices.on_notice,
+    **{t: workflow.apply_workflow_event for t in WORKFLOW_TYPES},
 }
 BROADCAST_HANDLERS: dict[type[Event], BroadcastHandler] = {
     RatePublished: on_rate,

@@ -8,8 +8,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from processor.fold import Rejected
-from processor.workflow import agency_of, closing_adjustments
 
 from events.codec import EventDecodeError, decode_input, encode
 from events.types import (
@@ -30,6 +28,8 @@ from events.types import (
     WaiverApproved,
     WaiverRejected,
 )
+from processor.rules.base import Rejected
+from processor.rules.workflow import agency_of, closing_adjustments
 from processor.settings import PlanSettings
 from processor.state import encode_state, month_key
 from projections.model import QueueQuery

@@ -38,8 +38,9 @@ from events.types import (
 from processor.batch import partition_for
 from processor.entrypoints.web.auth import Submission, User
 from processor.entrypoints.web.context import WebContext
-from processor.fold import Rejected, apply_account_event
-from processor.state import AccountState, PartitionState, decode_account, encode_state
+from processor.rules.base import Rejected
+from processor.rules.fold import fold_event
+from processor.state import AccountState, PartitionState, decode_account, decode_partition, encode_state
 
 WEB_SOURCE = "web"
 # The form fields people type money into, and the event field each becomes (integer cents).
@@ -190,8 +191,11 @@ def entry_event(ctx: WebContext, user: User, form_name: str, form: Mapping[str, 
         "effective_on": received, "occurred_at": token.issued_at.isoformat(), "source": f"{WEB_SOURCE}:{user.login}",
     }
     if form_name == "payment":
+        amount = _money(form)
+        if amount <= 0:  # a take-back is a remittance's, never a member's direct payment
+            raise FormError("a payment amount must be positive", "amount")
         data.update(payment_id=_text(form, "payment_id") or ref, coverage_month=_month(_text(form, "coverage_month")),
-                    amount_cents=_money(form), method=_text(form, "method") or "check",
+                    amount_cents=amount, method=_text(form, "method") or "check",
                     payer_id=_text(form, "payer_id") or account, trace_number=_text(form, "trace_number") or None)
     elif form_name == "adjustment":
         data.update(adjustment_id=ref, coverage_month=_month(_text(form, "coverage_month")), amount_cents=_money(form),
@@ -237,8 +241,10 @@ def precheck(ctx: WebContext, event: InputEvent) -> None:
                                partition=partition_for(event.account_id.encode(), ctx.settings.partitions))
         part = None
     work = decode_account(encode_state(account))
-    try:
-        apply_account_event(work, part or PartitionState(partition=account.partition), event, ctx.plan)
+    scratch = (decode_partition(encode_state(part)) if part is not None
+               else PartitionState(partition=account.partition))
+    try:  # the one fold, on copies: nothing of the committed state moves
+        fold_event(event, scratch, ctx.plan, lambda _account_id: work, lambda: [work])
     except Rejected as exc:
         raise FormError(exc.reason, _form_field(exc.field)) from exc
 

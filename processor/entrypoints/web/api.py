@@ -16,7 +16,7 @@ from processor.entrypoints.web import actions, views
 from processor.entrypoints.web.app import NotAllowed, parse_known_at, parse_through, require_user
 from processor.entrypoints.web.auth import User
 from processor.entrypoints.web.context import WebContext
-from processor.workflow import agency_of
+from processor.rules.workflow import agency_of
 from projections.model import QUEUE_SORTS, UNASSIGNED, DiscrepancyRow, QueueQuery
 
 router = APIRouter(prefix="/api", tags=["ledger"])

@@ -296,7 +296,7 @@ def cmd_demo_serve(args: argparse.Namespace, inner: Callable[[argparse.Namespace
     """``demo --serve``: the demo, then the stack and the web app stay up until Ctrl-C."""
     if not args.serve:
         return inner(args)
-    from processor.demo import run_demo
+    from processor.entrypoints.demo import run_demo
     from processor.entrypoints.web.auth import PostgresUserStore
 
     settings = _settings(args)

@@ -24,7 +24,7 @@ from processor.entrypoints.web.app import (
 )
 from processor.entrypoints.web.auth import User
 from processor.entrypoints.web.context import WebContext
-from processor.workflow import agency_of
+from processor.rules.workflow import agency_of
 from projections.model import QUEUE_SORTS, UNASSIGNED, DiscrepancyRow, QueueQuery
 
 router = APIRouter()

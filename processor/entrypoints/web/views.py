@@ -13,11 +13,13 @@ from typing import Any
 import msgspec
 
 from events.money import format_cents
-from processor import fold
 from processor.entrypoints.web.context import WebContext
+from processor.rules.base import Rejected
+from processor.rules.coverage import priced_segments
+from processor.rules.dates import first_of_month, last_day
+from processor.rules.workflow import agency_of, beyond_retroactive_limit, closing_adjustments, needs_approval
 from processor.settings import PlanSettings
 from processor.state import AccountState, CoverageSegment, MonthState, OpenDiscrepancy, PartitionState
-from processor.workflow import agency_of, beyond_retroactive_limit, closing_adjustments, needs_approval
 from projections.model import DiscrepancyRow, HistoryEntry, QueuePage, QueueQuery, select_queue
 from replay.fold import ReplayResult, replay
 
@@ -72,8 +74,15 @@ def rule_of(kind: str, plan: PlanSettings) -> tuple[str, str]:
                             "26 CFR 54.4980B-8 Q&A-5(d)"),
         "refund_due": ("a credit on a month whose coverage has ended cannot pay a later premium: refund it",
                        "refund of premiums on cancelled coverage"),
+        "unknown_coverage": ("a termination, change or reinstatement for coverage the ledger never heard of: kept,"
+                             " and applied when the coverage's enrollment arrives", "ASC X12 834 005010X220A1"),
+        "eligibility": ("the tier must match the covered dependents, and a child's coverage ends at the plan's age"
+                        " limit (health: 26, through the end of the birthday month)",
+                        "PHSA 2714 (42 U.S.C. 300gg-14); plan settings tiers and child_age_limits"),
+        "refund_recovery": ("a refund was paid out of money that was later reversed: the part no credit covers is"
+                            " owed back", "refund of premiums; payment reversal"),
     }
-    return rules.get(kind, (kind, "processor/fold.py"))
+    return rules.get(kind, (kind, "processor/rules/"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +178,7 @@ def account_view(ctx: WebContext, account: AccountState, part: PartitionState, r
         assert m.month is not None
         if through is not None and m.month > through:
             continue
-        priced = fold._priced_segments(account, m.month, plan)
+        priced = priced_segments(account, m.month, plan)
         rates = []
         for seg in priced:
             rate = part.rate_for(seg.plan, seg.tier, m.month)
@@ -200,12 +209,12 @@ def _timeline(account: AccountState, months: list[date], plan: PlanSettings
     """Month by month, each coverage segment and whether it is in force that month (coverage timeline)."""
     if not months and not account.coverages:
         return []
-    first = min([*months, *(fold.first_of_month(s.begin) for s in account.coverages)])
-    last = max([*months, *(fold.first_of_month(s.end or s.begin) for s in account.coverages)])
+    first = min([*months, *(first_of_month(s.begin) for s in account.coverages)])
+    last = max([*months, *(first_of_month(s.end or s.begin) for s in account.coverages)])
     out: list[tuple[date, list[tuple[CoverageSegment, bool]]]] = []
     m = first
     while m <= last and len(out) < 120:
-        end = fold.last_day(m)
+        end = last_day(m)
         out.append((m, [(s, s.overlaps_month(m, end)) for s in account.coverages]))
         m = end + timedelta(days=1)
     return out
@@ -258,7 +267,7 @@ def proposal(ctx: WebContext, account: AccountState | None, part: PartitionState
         return None
     try:
         lines = closing_adjustments(account, part, ctx.plan, d)
-    except fold.Rejected as exc:
+    except Rejected as exc:
         return Proposal(lines=[], total_cents=0, needs_approval=False, error=exc.reason)
     total = sum(amount for _, amount in lines)
     return Proposal(lines=lines, total_cents=total, needs_approval=needs_approval(total, ctx.plan))
