@@ -17,6 +17,7 @@ from psycopg import sql
 
 from processor.cli import build_parser
 from processor.embedded import EmbeddedPostgres
+from tests.conftest import ledger_keys_env
 from tests.e2e.test_cli import base_env, run_cli
 
 
@@ -37,7 +38,11 @@ def _one_error_line(stderr: str) -> str:
 # -- the parser --------------------------------------------------------------------------------------
 
 # a minimal valid command line for every (sub)command, positional arguments filled in
-_REQUIRED = {"publish": ["events.jsonl"], "balance": ["M1"], "fsa": ["M1"], "ingest": ["a.834"]}
+_REQUIRED = {"publish": ["events.jsonl"], "balance": ["M1"], "fsa": ["M1"], "ingest": ["a.834"],
+             "worksheet": ["--payer", "AG-1", "--month", "2026-03"], "notices": ["--payer", "AG-1", "--out", "n"],
+             "setup-roles": ["--admin-dsn", "postgresql://admin@db/x"]}
+_REQUIRED_NESTED = {("user", "add"): ["sam", "--role", "specialist"], ("user", "passwd"): ["sam"],
+                    ("user", "disable"): ["sam"], ("user", "token"): ["svc", "--role", "auditor"]}
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -53,7 +58,7 @@ def test_every_global_option_applies_to_every_command() -> None:
     commands = list(_commands(parser))
     assert ("up",) in commands and ("migrate",) in commands and ("deadletter", "retry") in commands
     for cmd in commands:
-        rest = [*cmd, *_REQUIRED.get(cmd[0], [])]
+        rest = [*cmd, *_REQUIRED_NESTED.get(cmd, _REQUIRED.get(cmd[0], []))]
         for argv in (["--json", "--database", "other_db", *rest], [*rest, "--json", "--database", "other_db"]):
             args = parser.parse_args(argv)
             assert args.database == "other_db" and args.json is True, (cmd, argv)
@@ -185,7 +190,7 @@ def test_publish_and_ingest_draw_a_progress_bar_on_a_terminal_only(broker: Any, 
     topics = TopicSettings(**{f: f"{getattr(defaults, f)}.{suffix}" for f in TopicSettings.model_fields})
     ensure_topics(broker.bootstrap, Settings(kafka_bootstrap_servers=broker.bootstrap, topics=topics,
                                              database_url="postgresql:///unused", data_dir=tmp_path))
-    env = base_env(tmp_path, LEDGER_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, COLUMNS="120",
+    env = base_env(tmp_path, LEDGER_KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, COLUMNS="120", **ledger_keys_env(),
                    **{f"LEDGER_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
     path = tmp_path / "events.jsonl"
     path.write_text("".join(codec.encode(enroll(event_id=f"{suffix}-{i}", account=f"PB-{i}")).decode() + "\n"
