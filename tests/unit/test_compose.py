@@ -31,7 +31,8 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 PROCESSORS = ("processor-1", "processor-2")
 # service -> the role of `up`, or "serve" for the web app
-LEDGER_SERVICES = {"processor-1": "processor", "processor-2": "processor", "relay": "relay", "web": "serve"}
+LEDGER_SERVICES = {"processor-1": "processor", "processor-2": "processor", "relay": "relay", "notifier": "notifier",
+                   "web": "serve"}
 BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 WRAPPER = ROOT / "docker" / "ledger-service"
 GENERATE = ROOT / "secrets" / "generate.sh"
@@ -407,7 +408,10 @@ def test_ledger_environment_validates(
         value: Any = settings
         for attr in known[key]:
             value = getattr(value, attr)
-        assert str(value) == raw, f"{name}: {key}={raw!r} became {value!r}"
+        if raw.startswith(("{", "[")):  # a JSON value (a mapping setting)
+            assert value == json.loads(raw), f"{name}: {key}={raw!r} became {value!r}"
+        else:
+            assert str(value) == raw, f"{name}: {key}={raw!r} became {value!r}"
 
 
 def test_shared_environment_is_one_anchor(compose: dict[str, Any], services: dict[str, Any]) -> None:
