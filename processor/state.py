@@ -304,16 +304,17 @@ class NoticeRecord(msgspec.Struct, kw_only=True):
     channel: str = "mail"
 
 
-class AccountState(msgspec.Struct, kw_only=True):
+class AccountState(msgspec.Struct, kw_only=True, dict=True):
+    """One account's fold state. The lookups by payment and bill id are derived from the months (kept
+    beside the state, never encoded with it), so the state's size grows with its months alone."""
+
     account_id: str
     partition: int
     coverages: list[CoverageSegment] = msgspec.field(default_factory=list)
     months: dict[str, MonthState] = msgspec.field(default_factory=dict)  # "YYYY-MM-DD" or "-"
     open: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)  # by key
-    payment_months: dict[str, str] = msgspec.field(default_factory=dict)  # payment_id -> month key
     refund_ids: list[str] = msgspec.field(default_factory=list)
     application_ids: list[str] = msgspec.field(default_factory=list)  # cash_applied events folded here
-    bill_months: dict[str, str] = msgspec.field(default_factory=dict)  # bill_id -> month key
     events_applied: int = 0
     fsa: FsaState | None = None  # flexible spending accounts, once the member has any (older snapshots: None)
     # Terminations, changes and reinstatements that arrived before the coverage they change: kept, in
@@ -324,6 +325,28 @@ class AccountState(msgspec.Struct, kw_only=True):
     # discrepancies a person closed (waived, written off, dismissed), by discrepancy id: a dismissed finding
     # stays closed while it shows the same amounts, and any of them can be reopened (processor/workflow.py)
     closed: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)
+
+    @property
+    def payment_months(self) -> dict[str, str]:
+        """payment_id -> the key of the month its line is on."""
+        index: dict[str, str] | None = self.__dict__.get("_payment_months")
+        if index is None:
+            index = self.__dict__["_payment_months"] = {
+                p.payment_id: key for key, m in self.months.items() for p in m.payments}
+        return index
+
+    @property
+    def bill_months(self) -> dict[str, str]:
+        """bill_id -> the key of the month it bills."""
+        index: dict[str, str] | None = self.__dict__.get("_bill_months")
+        if index is None:
+            index = self.__dict__["_bill_months"] = {b.bill_id: key for key, m in self.months.items() for b in m.bills}
+        return index
+
+    def forget_indexes(self) -> None:
+        """The months were replaced wholesale: the lookups are derived again on next use."""
+        self.__dict__.pop("_payment_months", None)
+        self.__dict__.pop("_bill_months", None)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):

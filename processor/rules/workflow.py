@@ -98,6 +98,7 @@ def apply_workflow_event(
     handler(work, part, event, plan, out)
     for name in AccountState.__struct_fields__:
         setattr(account, name, getattr(work, name))
+    account.forget_indexes()
     return out
 
 

@@ -356,7 +356,6 @@ def test_find_events_returns_body_hash_by_dedupe_key(store: LedgerStore) -> None
 def test_snapshots_round_trip(store: LedgerStore) -> None:
     a1 = account("A1", month_state("A1", JAN, 45_000, 45_000), month_state("A1", FEB, 45_000, held_cents=7))
     a1.months[month_key(None)] = MonthState(month=None)
-    a1.payment_months["P-A1-202601"] = month_key(JAN)
     part = PartitionState(
         partition=3, business_date=date(2026, 2, 1), business_date_event_id="day-2026-02-01",
         rates={"PPO|EE": [RateEntry(rate_id="r1", month_from=JAN, month_through=None, total_cents=45_000,
