@@ -24,9 +24,11 @@ from events.types import (
     FsaClaimAdjudicated,
     InputEvent,
     OutputEvent,
+    PaymentReceived,
     RatePublished,
     tag_of,
 )
+from processor import bounds
 from processor.fold import (
     Outcome,
     Rejected,
@@ -94,6 +96,7 @@ class BatchProcessor:
         partitions: int,
         clock: Callable[[], datetime],
         account_cache_max: int = 200_000,
+        record_bytes_max: int = codec.RECORD_BYTES_MAX,
     ) -> None:
         self.store = store
         self.log_id = log_id
@@ -101,6 +104,7 @@ class BatchProcessor:
         self.partitions = partitions
         self.clock = clock
         self.account_cache_max = account_cache_max
+        self.record_bytes_max = record_bytes_max
         self._types = topic_types(topics)
         self._accounts: OrderedDict[str, AccountState] = OrderedDict()
         self._parts: dict[int, PartitionState] = {}
@@ -149,10 +153,12 @@ class BatchProcessor:
         decoded: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
 
         def dead(rec: Record, reason: str, field_name: str | None, event_id: str | None) -> None:
+            # reason and field may quote the record (a decoder's message): escaped and bounded for text columns
             write.dead_letters.append(DeadLetterRow(
                 log_id=self.log_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                event_id=event_id, reason=reason, field=field_name, key=rec.key, raw=rec.value or b"",
-                recorded_at=now,
+                event_id=event_id, reason=bounds.printable(reason),
+                field=None if field_name is None else bounds.printable(field_name, 200), key=rec.key,
+                raw=rec.value or b"", recorded_at=now,
             ))
             counts[(rec.topic, rec.partition)][2] += 1
 
@@ -183,6 +189,7 @@ class BatchProcessor:
 
         # 3. load what the fold needs
         self._load([item[1] for item in decoded], [item[0].partition for item in decoded])
+        payer_base = self._payer_bases([item[1] for item in decoded])
 
         # 4. fold, in record order; a duplicate is judged against what was accepted before it, so a
         # resend of an event the fold rejected earlier in the batch is folded, not skipped
@@ -196,6 +203,14 @@ class BatchProcessor:
                 dead(rec, f"conflicting duplicate: event_id {event.event_id} was already accepted with a"
                           f" different body (sha256 {previous.hex()[:16]}, this one {digest.hex()[:16]})",
                      "event_id", event.event_id)
+                continue
+            too_much = bounds.sum_rejection(
+                self._accounts.get(event.account_id), event,
+                payer_base.get(event.payer_id, 0) + abs(write.payer_unapplied_delta.get(event.payer_id, 0))
+                if isinstance(event, PaymentReceived) else 0,
+            )
+            if too_much is not None:
+                dead(rec, too_much[0], too_much[1], event.event_id)
                 continue
             try:
                 outcomes = self._fold(rec.partition, event, write)
@@ -247,7 +262,7 @@ class BatchProcessor:
         if rec.value is None:
             return "empty record (no value)", None, None
         try:
-            event = codec.decode_input(rec.value)
+            event = codec.decode_input(rec.value, bytes_max=self.record_bytes_max)
         except codec.EventDecodeError as exc:
             return f"undecodable: {exc.reason}", exc.field, None
         tag = tag_of(type(event))
@@ -264,6 +279,19 @@ class BatchProcessor:
                 return (f"account {event.account_id} belongs on partition {expected}, not {rec.partition}",
                         "account_id", None)
         return None, None, event
+
+    def _payer_bases(self, events: list[InputEvent]) -> dict[str, int]:
+        """An upper bound of each paying payer's unapplied cash (its magnitude) before this batch: the
+        store's total plus the batches whose commit is still in flight (bounds.sum_rejection)."""
+        payers = sorted({e.payer_id for e in events if isinstance(e, PaymentReceived)})
+        if not payers:
+            return {}
+        base = {p: abs(c) for p, c in self.store.payer_unapplied_for(payers).items()}
+        for earlier in self._inflight:
+            for p, delta in earlier.write.payer_unapplied_delta.items():
+                if p in base or p in payers:
+                    base[p] = base.get(p, 0) + abs(delta)
+        return base
 
     def _load(self, events: list[InputEvent], partitions: list[int]) -> None:
         missing_parts = sorted({p for p in partitions if p not in self._parts})

@@ -18,6 +18,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from events.publisher import SEQUENCE_HEADER
 from processor.batch import BatchProcessor, BatchResult, Record
+from processor.dlq import HEADERS_BYTES_ALLOWANCE, dead_letter_record
 from processor.merge import StreamMerger
 from processor.settings import Settings
 from projections.model import (
@@ -95,6 +96,7 @@ class ProcessorLoop:
         self.processor = BatchProcessor(
             self.read_store, log_id=log_id, plan=settings.plan, topics=settings.topics,
             partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
+            record_bytes_max=settings.record_bytes_max,
         )
         topics = settings.topics
         self.merger = StreamMerger(
@@ -120,7 +122,10 @@ class ProcessorLoop:
 
     async def start(self) -> None:
         s = self.settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
+            max_request_size=s.dead_letter_record_bytes_max + HEADERS_BYTES_ALLOWANCE,
+        )
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -249,18 +254,9 @@ class ProcessorLoop:
             return
         futures = []
         for d in result.write.dead_letters:
-            headers = [
-                ("reason", d.reason.encode()),
-                ("source_topic", d.topic.encode()),
-                ("source_partition", str(d.partition).encode()),
-                ("source_offset", str(d.offset).encode()),
-            ]
-            if d.field:
-                headers.append(("field", d.field.encode()))
-            if d.event_id:
-                headers.append(("event_id", d.event_id.encode()))
+            value, key, headers = dead_letter_record(d, bytes_max=self.settings.dead_letter_record_bytes_max)
             futures.append(await self.producer.send(
-                self.settings.topics.dead_letter, value=d.raw, key=d.key, headers=headers
+                self.settings.topics.dead_letter, value=value, key=key, headers=headers
             ))
         await asyncio.gather(*futures)
 

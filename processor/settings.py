@@ -274,6 +274,17 @@ class Settings(BaseSettings):
     ingest_max_members_per_file: int = Field(
         default=1_000_000, ge=1, description="most member loops (834 INS, 820 ENT) or CSV rows in one file"
     )
+    # Faults (issue 12): bounds, outages, memory. Units last.
+    record_bytes_max: int = Field(
+        default=1024 * 1024, ge=4096, le=256 * 1024 * 1024,
+        description="largest input record the processor decodes; a larger one is dead-lettered",
+    )
+    dead_letter_record_bytes_max: int = Field(
+        default=1_000_000, ge=4096, le=256 * 1024 * 1024,
+        description="largest dead letter sent whole to the dead-letter topic (Kafka's default message.max.bytes"
+        " is 1,048,588); a larger one is sent by reference (topic, partition, offset, sha256, reason), its body"
+        " kept in the dead_letter table",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -104,6 +104,9 @@ class MemoryStore:
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
         return {k: self._dedupe[k] for k in dedupe_keys if k in self._dedupe}
 
+    def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]:
+        return {p: self._payer_unapplied[p] for p in payer_ids if p in self._payer_unapplied}
+
     def commit_batch(self, batch: BatchWrite) -> None:
         with self._lock:
             self._check(batch)

@@ -205,13 +205,15 @@ _COVERAGE_COLUMNS = (
     " event_id"
 )
 
+# Sums over the whole ledger are numeric: each month stays far inside bigint (processor.bounds), their
+# total over millions of months need not.
 _SUMMARY_MONTHS = """
 SELECT count(*) FILTER (WHERE expected_cents IS NOT NULL OR billed_cents <> 0),
-       coalesce(sum(billed_cents), 0)::bigint,
-       coalesce(sum(adjusted_cents), 0)::bigint,
-       coalesce(sum(paid_cents), 0)::bigint,
-       coalesce(sum(balance_cents) FILTER (WHERE balance_cents > 0), 0)::bigint,
-       coalesce(-sum(balance_cents) FILTER (WHERE balance_cents < 0), 0)::bigint
+       coalesce(sum(billed_cents), 0)::numeric,
+       coalesce(sum(adjusted_cents), 0)::numeric,
+       coalesce(sum(paid_cents), 0)::numeric,
+       coalesce(sum(balance_cents) FILTER (WHERE balance_cents > 0), 0)::numeric,
+       coalesce(-sum(balance_cents) FILTER (WHERE balance_cents < 0), 0)::numeric
 FROM member_month
 """
 
@@ -375,6 +377,16 @@ class PostgresStore:
                 "SELECT dedupe_key, body_hash FROM archive WHERE dedupe_key = ANY(%s)", (dedupe_keys,)
             ).fetchall()
         return {k: bytes(h) for k, h in rows}
+
+    def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]:
+        """payer_id -> unapplied cash of the named payers that have a row (zero included)."""
+        if not payer_ids:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT payer_id, unapplied_cents FROM payer_unapplied WHERE payer_id = ANY(%s)", (payer_ids,)
+            ).fetchall()
+        return {p: int(c) for p, c in rows}
 
     def commit_batch(self, batch: BatchWrite) -> None:
         """Write the whole batch in one transaction, or nothing (PositionConflict if already applied)."""
@@ -609,7 +621,7 @@ class PostgresStore:
                 "SELECT (SELECT count(*) FROM"
                 "         (SELECT DISTINCT account_id, member_id FROM member_coverage) m),"
                 " (SELECT count(DISTINCT account_id) FROM member_coverage),"
-                " (SELECT coalesce(sum(unapplied_cents), 0)::bigint FROM payer_unapplied)"
+                " (SELECT coalesce(sum(unapplied_cents), 0)::numeric FROM payer_unapplied)"
             ).fetchone()
             months_row = conn.execute(_SUMMARY_MONTHS).fetchone()
             kinds = conn.execute(
