@@ -16,6 +16,7 @@ from events.types import (
     INPUT_TYPES,
     OUTPUT_TYPES,
     AnyEvent,
+    CashApplied,
     Event,
     InputEvent,
     OutputEvent,
@@ -62,6 +63,7 @@ DATE_MAX = date(2199, 12, 31)
 # C0 and C1 control characters and DEL: a NUL cannot be stored in a PostgreSQL text column, and none of
 # them belongs in an id or a sentence. Lone surrogates never get this far (msgspec refuses them).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+DERIVED_PAYMENT_SUFFIX = ":payment"  # a cash_applied's payment is posted as "<event_id>:payment"
 
 
 def upcaster(tag: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -158,6 +160,10 @@ def decode_input(raw: bytes, *, bytes_max: int = RECORD_BYTES_MAX) -> InputEvent
     except RecursionError as exc:  # pragma: no cover - _nested_deeper_than refuses these first
         raise EventDecodeError(f"JSON nested deeper than {NESTING_MAX} levels") from exc
     check_bounds(event)
+    if isinstance(event, CashApplied) and len(event.event_id) > ID_CHARS_MAX - len(DERIVED_PAYMENT_SUFFIX):
+        # the payment the ledger posts for it is "<event_id>:payment", which must fit the bound too
+        raise EventDecodeError(f"event_id: {len(event.event_id):,} characters, more than"
+                               f" {ID_CHARS_MAX - len(DERIVED_PAYMENT_SUFFIX)} for a cash_applied", field="event_id")
     _check_invariants(event)
     return event
 

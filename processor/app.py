@@ -53,7 +53,7 @@ class Ledger:
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
 
     def relay(self) -> Relay:
-        return Relay(self.settings, self.bootstrap, self.store())
+        return Relay(self.settings, self.bootstrap, self.store(), log_id=self.log_id)
 
     def publisher(self, **producer: Any) -> Publisher:
         return Publisher(self.bootstrap, self.settings.topics, self.settings.partitions, **producer)

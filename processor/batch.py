@@ -177,6 +177,8 @@ class BatchProcessor:
             if event is None:
                 dead(rec, reason or "invalid", field_name, None)
                 continue
+            if event.causation_id is not None and isinstance(event, PaymentReceived):
+                write.echoed.append(event.event_id)  # a payment the ledger posted may have come back
             body = codec.encode(event)
             dkey = f"{event.event_id}@p{rec.partition}" if type(event).BROADCAST else event.event_id
             decoded.append((rec, event, body, codec.body_hash(body), dkey))

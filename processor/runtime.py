@@ -7,10 +7,11 @@ position; Kafka's committed offsets are written afterwards only so that lag moni
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -292,12 +293,20 @@ class ProcessorLoop:
 
 class Relay:
     """Publishes the outbox: discrepancy events to the discrepancy topic, FSA claim adjudications to the
-    claims topic. Ids are deterministic, so a re-publish is visible."""
+    claims topic, payments the ledger posts itself to the payments topic. Ids are deterministic, so a
+    re-publish is visible.
 
-    def __init__(self, settings: Settings, bootstrap: str, store: LedgerStore) -> None:
+    A payment the ledger posts is delivered only when the processor has seen it come back (the store's
+    ``echoed_at``): if the broker lost it (the ledger is now on another log) or it has not come back
+    within ``outbox_echo_timeout_seconds``, it is published again; a copy that does arrive twice is a
+    duplicate, never a second payment.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str, store: LedgerStore, *, log_id: str | None = None) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self.store = store
+        self.log_id = log_id
         self.producer: AIOKafkaProducer | None = None
         self.published = 0
 
@@ -322,8 +331,12 @@ class Relay:
     async def publish_pending(self) -> int:
         assert self.producer is not None
         total = 0
+        timeout = self.settings.outbox_echo_timeout_seconds
+        republish_before = utcnow() - timedelta(seconds=timeout) if timeout else None
         while True:
-            pending = await asyncio.to_thread(self.store.outbox_pending, self.settings.relay_batch_max)
+            pending = await asyncio.to_thread(functools.partial(
+                self.store.outbox_pending, self.settings.relay_batch_max, log_id=self.log_id,
+                republish_before=republish_before))
             if not pending:
                 return total
             futures = [
@@ -334,6 +347,7 @@ class Relay:
                 for _, row in pending
             ]
             await asyncio.gather(*futures)
-            await asyncio.to_thread(self.store.mark_published, [seq for seq, _ in pending])
+            seqs = [seq for seq, _ in pending]
+            await asyncio.to_thread(functools.partial(self.store.mark_published, seqs, log_id=self.log_id))
             total += len(pending)
             self.published += len(pending)

@@ -279,6 +279,11 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=4096, le=256 * 1024 * 1024,
         description="largest input record the processor decodes; a larger one is dead-lettered",
     )
+    outbox_echo_timeout_seconds: int = Field(
+        default=3600, ge=0,
+        description="a payment the ledger posted that has not come back through the payments topic after this"
+        " long is published again (a copy arriving twice is a duplicate); 0: only when the log changed",
+    )
     dead_letter_record_bytes_max: int = Field(
         default=1_000_000, ge=4096, le=256 * 1024 * 1024,
         description="largest dead letter sent whole to the dead-letter topic (Kafka's default message.max.bytes"

@@ -40,7 +40,7 @@ _ARCHIVE_COLS = (
 _COPIED = (
     ("positions", "log_id, topic, partition, next_offset, applied, duplicates, dead_lettered, updated_at", False),
     ("dead_letter", 'seq, log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at', True),
-    ("outbox", "seq, event_id, key, body, stream, published_at", True),
+    ("outbox", "seq, event_id, key, body, stream, published_at, published_log_id, echoed_at", True),
     ("archive_chain_head", "partition, chain_hash", False),
 )
 # Every live table, locked against writes for the switch.
