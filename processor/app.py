@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -14,9 +15,11 @@ from typing import Any
 
 from events.publisher import Publisher
 from processor.batch import BatchResult
-from processor.embedded import broker_cluster_id, resolve_endpoints
+from processor.embedded import broker_cluster_id, embedded_broker_lost, resolve_endpoints
+from processor.retry import Outage, is_broker_outage, is_database_outage, retry_sync
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
+from processor.stops import LedgerStop
 from processor.topics import ensure_topics
 from projections.model import LedgerStore
 
@@ -50,6 +53,8 @@ class Ledger:
 
     def processor(self, **kwargs: Any) -> ProcessorLoop:
         kwargs.setdefault("read_store", self.store())
+        if self.settings.embedded_broker:
+            kwargs.setdefault("broker_lost", functools.partial(embedded_broker_lost, self.bootstrap))
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
 
     def relay(self) -> Relay:
@@ -122,12 +127,22 @@ def open_ledger(
     """
     settings = settings or Settings()
     with resolve_endpoints(settings) as (bootstrap, server_dsn, cluster_id):
+        # Services that are not there yet are waited for, bounded (outage_retry_seconds_max), then OutageStop.
+        bound = settings.outage_retry_seconds_max
+        database_outage = Outage("PostgreSQL", bound, log)
+        broker_outage = Outage(f"the broker at {bootstrap}", bound, log)
         name = database or (settings.database_name if settings.embedded_database else None)
-        dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
-        ledger = Ledger(settings, bootstrap, dsn, cluster_id or broker_cluster_id(bootstrap), store_factory)
+        dsn = retry_sync(database_outage,
+                         lambda: ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn,
+                         is_database_outage)
+        cluster = cluster_id or retry_sync(broker_outage, lambda: broker_cluster_id(bootstrap), is_broker_outage)
+        ledger = Ledger(settings, bootstrap, dsn, cluster, store_factory)
         try:
-            ledger.store().migrate()
-            ensure_topics(bootstrap, settings)
+            store = retry_sync(database_outage, ledger.store, is_database_outage)
+            retry_sync(database_outage, store.migrate, is_database_outage)
+            # After `accept-log` the ledger reads the cluster as a later log of it (processor/logid.py).
+            ledger.log_id = retry_sync(database_outage, lambda: store.current_log(cluster), is_database_outage)
+            retry_sync(broker_outage, lambda: ensure_topics(bootstrap, settings), is_broker_outage)
             if settings.embedded_broker:
                 with advertise_embedded_broker(settings, bootstrap):
                     yield ledger
@@ -186,12 +201,21 @@ async def run_services(
             await rel.stop()
 
 
-def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> Any:
+def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True,
+              on_stop: Callable[[LedgerStop], None] | None = None) -> Any:
     """The Faust application that hosts the batch loop (a task) and the relay (a timer).
 
     Faust's own per-event agents are bypassed on the hot path: the task consumes with aiokafka getmany
     in batches. The app runs in producer-only mode so Faust starts no consumer group of its own.
+    A LedgerStop (a data integrity stop, an outage past its bound) goes to ``on_stop``, which ends the
+    worker; without one it crashes the worker like any error.
     """
+
+    def stopping(exc: LedgerStop) -> None:
+        if on_stop is None:
+            raise exc
+        on_stop(exc)
+
     import faust
 
     app = faust.App(
@@ -209,10 +233,12 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
 
         @app.task
         async def process_batches() -> None:
-            await processor.start()
             try:
+                await processor.start()
                 while True:
                     await processor.run_once()
+            except LedgerStop as exc:
+                stopping(exc)
             finally:
                 await processor.stop()
 
@@ -221,7 +247,10 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
 
         @app.task
         async def start_relay() -> None:
-            await rel.start()
+            try:
+                await rel.start()
+            except LedgerStop as exc:
+                stopping(exc)
 
         @app.on_before_shutdown.connect
         async def stop_relay(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -230,6 +259,9 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True) -> An
         @app.timer(interval=ledger.settings.relay_interval_ms / 1000)
         async def publish_outbox() -> None:
             if rel.producer is not None:
-                await rel.publish_pending()
+                try:
+                    await rel.publish_pending()
+                except LedgerStop as exc:
+                    stopping(exc)
 
     return app

@@ -20,6 +20,8 @@ from events.types import DISCREPANCY_KINDS
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # the command ran, and what it found is not clean (demo missed something, bad lines)
 EXIT_USAGE = 2
+EXIT_DATA_INTEGRITY = 65  # processor.stops: the broker's log is not the ledger's (lost, truncated, replaced)
+EXIT_OUTAGE = 75  # processor.stops: PostgreSQL or the broker away longer than outage_retry_seconds_max
 
 
 def _json_default(value: object) -> object:
@@ -130,7 +132,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
     from processor.app import faust_app, open_ledger
+    from processor.retry import quiet_repeats
+    from processor.stops import LedgerStop
 
     settings = _settings()
     process = args.role in ("all", "processor")
@@ -143,11 +150,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     ledger_log.addHandler(handler)
     ledger_log.setLevel(logging.INFO)
     ledger_log.propagate = False
+    quiet_repeats()  # a broker that is gone makes the Kafka clients log an error per retry
+    stopped: list[LedgerStop] = []
+
+    def on_stop(reason: LedgerStop) -> None:
+        """A reason to stop (not a bug): end the worker as SIGTERM would, and exit with its code."""
+        if not stopped:
+            stopped.append(reason)
+            ledger_log.error("stopping: %s", reason.one_line())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    code = EXIT_OK
     with open_ledger(settings) as ledger:
         logging.getLogger("benefits_ledger").warning(
             "ledger up: broker %s, log %s, role %s", ledger.bootstrap, ledger.log_id, args.role
         )
-        app = faust_app(ledger, relay=relay, process=process)
+        app = faust_app(ledger, relay=relay, process=process, on_stop=on_stop)
         from faust.worker import Worker
 
         worker = Worker(app, loglevel=args.loglevel, quiet=True)
@@ -155,7 +173,30 @@ def cmd_up(args: argparse.Namespace) -> int:
             worker.execute_from_commandline()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
-            return code
+    if stopped:
+        raise stopped[0]  # main() prints it as one line and exits with its code
+    return code
+
+
+def cmd_accept_log(args: argparse.Namespace) -> int:
+    """Continue on a replaced log (LogReplaced) as a new log of the same cluster, from offset 0."""
+    from processor.app import open_store
+    from processor.embedded import broker_cluster_id
+
+    settings = _settings()
+    if settings.kafka_bootstrap_servers is None:
+        print("error: the embedded broker starts a new log each time `up` starts: there is nothing to accept",
+              file=sys.stderr)
+        return EXIT_USAGE
+    cluster = broker_cluster_id(settings.kafka_bootstrap_servers)
+    with open_store(settings, database=args.database) as store:
+        retired, new = store.start_new_log(cluster, args.reason)
+    result = {"cluster_id": cluster, "retired_log_id": retired, "log_id": new}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"log {retired} retired (its positions and archive stay as they are); the ledger now reads cluster"
+              f" {cluster} as log {new}, from offset 0 of every partition: start `benefits-ledger up`")
     return EXIT_OK
 
 
@@ -473,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl_retry.add_argument("--dry-run", action="store_true", help="list what would be re-submitted")
     dl_retry.set_defaults(fn=cmd_deadletter_retry)
 
+    acc = sub.add_parser("accept-log", parents=[common],
+                         help="after a data integrity stop (LogReplaced): continue on the broker's log as a new log")
+    acc.add_argument("--reason", default="accepted by the operator after a data integrity stop",
+                     help="recorded with the retired log")
+    acc.set_defaults(fn=cmd_accept_log)
+
     # replay and audit (issue 4): the commands live in replay/commands.py
     from replay.commands import add_audit_parsers
 
@@ -485,11 +532,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from processor.stops import LedgerStop
+
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
         print("interrupted; everything started was stopped", file=sys.stderr)
         return 130
+    except LedgerStop as exc:  # a reason to stop, not a bug: one line, and its exit code
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

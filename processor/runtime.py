@@ -7,21 +7,25 @@ position; Kafka's committed offsets are written afterwards only so that lag moni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from events.publisher import SEQUENCE_HEADER
 from processor.batch import BatchProcessor, BatchResult, Record
 from processor.dlq import HEADERS_BYTES_ALLOWANCE, dead_letter_record
+from processor.logid import WHAT_TO_DO, BrokerLost, LogGuard
 from processor.merge import StreamMerger
+from processor.retry import Outage, is_broker_outage, is_database_outage, retry_async
 from processor.settings import Settings
+from processor.stops import LedgerStop
 from projections.model import (
     CLAIMS_STREAM,
     DISCREPANCIES_STREAM,
@@ -46,7 +50,7 @@ class _Rebalance(ConsumerRebalanceListener):
         # Finish the commit in flight before the partitions go to another worker.
         await self.runner.drain()
         self.runner.merger.revoke((tp.topic, tp.partition) for tp in revoked)
-        self.runner.processor.revoke(tp.partition for tp in revoked)
+        self.runner.revoke_partitions(tp.partition for tp in revoked)
         if revoked:
             log.info("partitions revoked: %s", _describe(revoked))
 
@@ -72,8 +76,31 @@ def _describe(tps: Any) -> str:
     return ",".join(sorted({str(tp.partition) for tp in tps}, key=int)) or "none"
 
 
+async def _stop_client(client: Any, what: str) -> None:
+    """Stop an aiokafka client without hanging on a broker that is gone."""
+    try:
+        await asyncio.wait_for(client.stop(), CLIENT_STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("%s did not stop within %.0f s (is the broker gone?); leaving it", what, CLIENT_STOP_TIMEOUT_S)
+    except Exception as exc:
+        if not is_broker_outage(exc):
+            raise
+        log.warning("%s stopped with %s: %s", what, type(exc).__name__, exc)
+
+
+CLIENT_STOP_TIMEOUT_S = 15.0
+
+
 class ProcessorLoop:
-    """Consumes the input topics in batches and applies each batch in one store transaction."""
+    """Consumes the input topics in batches and applies each batch in one store transaction.
+
+    Outages (processor/retry.py): when PostgreSQL fails, what was folded but not committed is forgotten
+    and, once PostgreSQL answers again, the loop starts again from the stored positions; dead letters are
+    sent again until the broker takes them; a failed Kafka offset commit (only monitoring reads those) is
+    a warning. Each waits at most ``outage_retry_seconds_max``, then raises OutageStop. The log's identity
+    is checked at start and every ``log_check_interval_ms`` (processor/logid.py); an embedded broker that
+    died is BrokerLost at once (its memory log is gone).
+    """
 
     def __init__(
         self,
@@ -85,6 +112,7 @@ class ProcessorLoop:
         clock: Callable[[], datetime] = utcnow,
         on_batch: Callable[[BatchResult], None] | None = None,
         read_store: LedgerStore | None = None,
+        broker_lost: Callable[[], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
@@ -94,6 +122,7 @@ class ProcessorLoop:
         self.read_store = read_store or store
         self.log_id = log_id
         self.on_batch = on_batch
+        self.broker_lost = broker_lost
         self.processor = BatchProcessor(
             self.read_store, log_id=log_id, plan=settings.plan, topics=settings.topics,
             partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
@@ -109,11 +138,28 @@ class ProcessorLoop:
         self._stopping = asyncio.Event()
         self._pending: tuple[BatchResult, asyncio.Task[None]] | None = None
         self.batches = 0
+        bound = settings.outage_retry_seconds_max
+        self._database = Outage("PostgreSQL", bound, log)
+        self._broker = Outage(f"the broker at {bootstrap}", bound, log)
+        self._dead_letter_topic = Outage(f"the dead-letter topic on the broker at {bootstrap}", bound, log)
+        self._commit_warned_at = 0.0
+        # PostgreSQL failed under the loop: cached state and the batch in flight are doubtful
+        self._resync_after: BaseException | None = None
+        self.guard = LogGuard(bootstrap, self.read_store, log_id, topics.inputs(),
+                              request_timeout_ms=min(10_000, max(1000, settings.log_check_interval_ms)))
+        self._check_task: asyncio.Task[None] | None = None
+        self._next_check = 0.0
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Positions in PostgreSQL are the truth; Kafka's committed offsets only feed monitoring."""
         assert self.consumer is not None
-        stored = self.read_store.positions(self.log_id)
+        try:
+            stored = self.read_store.positions(self.log_id)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            self._resync_after = exc  # run_once seeks once PostgreSQL answers again
+            return
         starts = {}
         for tp in assigned:
             starts[(tp.topic, tp.partition)] = offset = stored.get((tp.topic, tp.partition), 0)
@@ -121,37 +167,90 @@ class ProcessorLoop:
         self.merger.assign(starts)
         self.processor.revoke([])  # refresh positions
 
+    def revoke_partitions(self, partitions: Iterable[int]) -> None:
+        try:
+            self.processor.revoke(partitions)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            self._resync_after = exc
+
     async def start(self) -> None:
         s = self.settings
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
-            max_request_size=s.dead_letter_record_bytes_max + HEADERS_BYTES_ALLOWANCE,
-        )
-        await self.producer.start()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=s.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="none",  # a position past the log end is an error, never a silent reset
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_records=s.batch_events_max,
-            fetch_max_wait_ms=100,  # bounds how late a record reaches the merger (see merge_idle_ms)
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-        )
-        self.consumer.subscribe(list(s.topics.inputs()), listener=_Rebalance(self))
-        await self.consumer.start()
+        await self._check_log_at_start()
+
+        async def start_producer() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, linger_ms=5, acks="all",
+                max_request_size=s.dead_letter_record_bytes_max + HEADERS_BYTES_ALLOWANCE,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await _stop_client(producer, "the dead-letter producer")
+                raise
+            return producer
+
+        self.producer = await retry_async(self._broker, start_producer, is_broker_outage)
+
+        async def start_consumer() -> AIOKafkaConsumer:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=s.consumer_group,
+                enable_auto_commit=False,
+                auto_offset_reset="none",  # a position past the log end is an error, never a silent reset
+                session_timeout_ms=s.session_timeout_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+                max_poll_records=s.batch_events_max,
+                fetch_max_wait_ms=100,  # bounds how late a record reaches the merger (see merge_idle_ms)
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=16 * 1024 * 1024,
+            )
+            self.consumer = consumer
+            consumer.subscribe(list(s.topics.inputs()), listener=_Rebalance(self))
+            try:
+                await consumer.start()
+            except BaseException:
+                await _stop_client(consumer, "the consumer")
+                raise
+            return consumer
+
+        self.consumer = await retry_async(self._broker, start_consumer, is_broker_outage)
+        self._next_check = time.monotonic() + s.log_check_interval_ms / 1000
+
+    async def _check_log_at_start(self) -> None:
+        """The log's identity before anything is read; waits (bounded) for the broker and PostgreSQL."""
+        while True:
+            try:
+                await asyncio.to_thread(self.guard.check)
+            except Exception as exc:
+                if is_database_outage(exc):
+                    await asyncio.sleep(self._database.failed(exc))
+                elif is_broker_outage(exc):
+                    await asyncio.sleep(self._broker.failed(exc))
+                else:
+                    raise
+                self._raise_if_broker_lost()
+                continue
+            self._database.recovered()
+            self._broker.recovered()
+            return
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._pending is not None and self.consumer is not None:
-            await self.drain()
+            await self.drain()  # a commit PostgreSQL cannot confirm now is redone on the next start
+        if self._check_task is not None:
+            self._check_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._check_task
+            self._check_task = None
+        await asyncio.to_thread(self.guard.close)
         if self.consumer is not None:
-            await self.consumer.stop()
+            await _stop_client(self.consumer, "the consumer")
             self.consumer = None
         if self.producer is not None:
-            await self.producer.stop()
+            await _stop_client(self.producer, "the dead-letter producer")
             self.producer = None
 
     def request_stop(self) -> None:
@@ -167,6 +266,20 @@ class ProcessorLoop:
             await self.drain()
 
     async def run_once(self) -> int:
+        """One batch (see _run_once), after the checks that can stop the ledger; waits out outages."""
+        self._watch()
+        if self._resync_after is not None:
+            await self._resync()
+            return 0
+        try:
+            return await self._run_once()
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            self._resync_after = exc
+            return 0
+
+    async def _run_once(self) -> int:
         """Fetch and fold one batch, then start its commit; the previous commit is awaited first.
 
         Folding batch N+1 overlaps the PostgreSQL commit of batch N (the server works on the other
@@ -219,7 +332,8 @@ class ProcessorLoop:
         return result
 
     async def drain(self) -> bool:
-        """Wait for the in-flight commit; False if it lost a position race (state was reset)."""
+        """Wait for the in-flight commit; False if it lost a position race or PostgreSQL failed under it
+        (then state is reset before the next batch: nothing of it counts until the store shows it)."""
         if self._pending is None:
             return True
         result, task = self._pending
@@ -230,36 +344,110 @@ class ProcessorLoop:
             # Another worker applied these offsets first (a rebalance overtook this batch): nothing of
             # ours was written. Forget cached state and continue from the stored positions.
             log.warning("batch not applied, positions moved underneath it: %s", exc)
-            self.processor.reset()
-            assert self.consumer is not None
-            self.seek_to_stored(list(self.consumer.assignment()))
+            self._resync_after = exc
             return False
-        except BaseException:
+        except Exception as exc:
+            if is_database_outage(exc):
+                # Committed or not, the stored positions say which: redo from them once PostgreSQL is back.
+                self._resync_after = exc
+                return False
             self.processor.reset()
             raise
         self.processor.committed(result)
         assert self.consumer is not None
         offsets = {TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions}
         if offsets:
-            await self.consumer.commit(offsets)
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:
+                if not isinstance(exc, KafkaError):
+                    raise
+                self._warn_commit(exc)
         self.batches += 1
         if self.on_batch is not None:
             self.on_batch(result)
         return True
 
+    def _warn_commit(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._commit_warned_at >= 60:
+            self._commit_warned_at = now
+            log.warning("Kafka offset commit failed (%s: %s); positions are kept in PostgreSQL, so nothing is lost"
+                        " (Kafka's committed offsets only feed lag monitoring)", type(exc).__name__, exc)
+
+    async def _resync(self) -> None:
+        """After PostgreSQL failed: wait until it answers (bounded), forget folded state, seek to stored positions."""
+        if self._pending is not None:
+            _result, task = self._pending
+            self._pending = None
+            with contextlib.suppress(PositionConflict):
+                try:
+                    await task
+                except Exception as exc:
+                    if not is_database_outage(exc):
+                        raise
+        error = self._resync_after
+        while True:
+            if error is not None and not isinstance(error, PositionConflict):
+                await asyncio.sleep(self._database.failed(error))
+            try:
+                await asyncio.to_thread(self.store.positions, self.log_id)  # both connections reconnect
+                await asyncio.to_thread(self.read_store.positions, self.log_id)
+                break
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                error = exc
+        self._database.recovered()
+        self._resync_after = None
+        self.processor.reset()
+        assert self.consumer is not None
+        self.seek_to_stored(list(self.consumer.assignment()))
+
+    def _raise_if_broker_lost(self) -> None:
+        if self.broker_lost is not None:
+            reason = self.broker_lost()
+            if reason is not None:
+                raise BrokerLost(reason)
+
+    def _watch(self) -> None:
+        """The embedded broker's life and the periodic log check (run in a thread, read here)."""
+        self._raise_if_broker_lost()
+        task = self._check_task
+        if task is not None and task.done():
+            self._check_task = None
+            exc = task.exception()
+            if exc is None:
+                self._broker.recovered()
+            elif isinstance(exc, LedgerStop):
+                raise exc
+            elif is_broker_outage(exc):
+                self._broker.failed(exc)  # raises OutageStop once the broker is gone for longer than the bound
+            elif not is_database_outage(exc):  # PostgreSQL: the batch path waits for it
+                raise exc
+        if self._check_task is None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.settings.log_check_interval_ms / 1000
+            self._check_task = asyncio.create_task(asyncio.to_thread(self.guard.check))
+
     async def _publish_dead_letters(self, result: BatchResult) -> None:
         """Before the commit: after a crash in between, the batch is redone and the dead letters
-        are published again, carrying the same source position headers."""
+        are published again, carrying the same source position headers. A transient broker error (a
+        dead-letter topic still being created, a broker restarting) is waited out, bounded."""
         assert self.producer is not None
         if not result.write.dead_letters:
             return
-        futures = []
-        for d in result.write.dead_letters:
-            value, key, headers = dead_letter_record(d, bytes_max=self.settings.dead_letter_record_bytes_max)
-            futures.append(await self.producer.send(
-                self.settings.topics.dead_letter, value=value, key=key, headers=headers
-            ))
-        await asyncio.gather(*futures)
+        producer = self.producer
+
+        async def send_all() -> None:
+            futures = []
+            for d in result.write.dead_letters:
+                value, key, headers = dead_letter_record(d, bytes_max=self.settings.dead_letter_record_bytes_max)
+                futures.append(await producer.send(
+                    self.settings.topics.dead_letter, value=value, key=key, headers=headers
+                ))
+            await asyncio.gather(*futures)
+
+        await retry_async(self._dead_letter_topic, send_all, is_broker_outage)
 
     def _out_of_range(self, exc: OffsetOutOfRangeError) -> LogTruncated:
         """Say which of the two ways a position can be out of range this is."""
@@ -274,7 +462,7 @@ class ProcessorLoop:
             )
         return LogTruncated(
             f"the broker's log ends before a position this ledger already applied ({exc}); "
-            "was the broker restarted or the topic recreated? Refusing to skip or re-apply."
+            f"was the broker restarted or the topic recreated? {WHAT_TO_DO}"
         )
 
     def _check_highwater(self, fetched: dict[TopicPartition, Any]) -> None:
@@ -286,8 +474,8 @@ class ProcessorLoop:
             if hw is not None and position is not None and hw < position:
                 raise LogTruncated(
                     f"{tp.topic}[{tp.partition}] ends at offset {hw} but this ledger already applied up to"
-                    f" {position} on log {self.log_id}: the broker lost data (a restarted memory broker?)."
-                    " Refusing to skip or re-apply; point the ledger at the right broker or a new log."
+                    f" {position} on log {self.log_id}: the broker lost data (a restarted memory broker, a"
+                    f" recreated topic?). {WHAT_TO_DO}"
                 )
 
 
@@ -309,14 +497,26 @@ class Relay:
         self.log_id = log_id
         self.producer: AIOKafkaProducer | None = None
         self.published = 0
+        bound = settings.outage_retry_seconds_max
+        self._database = Outage("PostgreSQL", bound, log)
+        self._broker = Outage(f"the broker at {bootstrap}", bound, log)
+        self._retry_at = 0.0
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
-        await self.producer.start()
+        async def start_producer() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+            try:
+                await producer.start()
+            except BaseException:
+                await _stop_client(producer, "the relay's producer")
+                raise
+            return producer
+
+        self.producer = await retry_async(self._broker, start_producer, is_broker_outage)
 
     async def stop(self) -> None:
         if self.producer is not None:
-            await self.producer.stop()
+            await _stop_client(self.producer, "the relay's producer")
             self.producer = None
 
     def topic_of(self, stream: str) -> str:
@@ -329,6 +529,22 @@ class Relay:
         return by_stream[stream]
 
     async def publish_pending(self) -> int:
+        """Publish what the outbox holds. PostgreSQL or the broker failing is waited out (rows stay in
+        the outbox; the next call, after a backoff, tries again), for at most outage_retry_seconds_max."""
+        if time.monotonic() < self._retry_at:
+            return 0
+        try:
+            published = await self._publish_pending()
+        except Exception as exc:
+            outage = self._database if is_database_outage(exc) else self._broker if is_broker_outage(exc) else None
+            if outage is None:
+                raise
+            self._retry_at = time.monotonic() + outage.failed(exc)  # OutageStop past the bound
+            return 0
+        self._database.recovered()
+        return published
+
+    async def _publish_pending(self) -> int:
         assert self.producer is not None
         total = 0
         timeout = self.settings.outbox_echo_timeout_seconds
@@ -347,6 +563,7 @@ class Relay:
                 for _, row in pending
             ]
             await asyncio.gather(*futures)
+            self._broker.recovered()
             seqs = [seq for seq, _ in pending]
             await asyncio.to_thread(functools.partial(self.store.mark_published, seqs, log_id=self.log_id))
             total += len(pending)

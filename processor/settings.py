@@ -279,6 +279,16 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=4096, le=256 * 1024 * 1024,
         description="largest input record the processor decodes; a larger one is dead-lettered",
     )
+    outage_retry_seconds_max: int = Field(
+        default=300, ge=1, le=86_400,
+        description="how long the ledger waits for PostgreSQL or the broker (retrying with backoff) before it"
+        " stops with exit code 75; an outage within it loses nothing and needs no restart",
+    )
+    log_check_interval_ms: int = Field(
+        default=5000, ge=100, le=600_000,
+        description="how often the processor checks that the broker's log is still the one its positions"
+        " belong to (cluster id, topic ids) and that the broker answers",
+    )
     outbox_echo_timeout_seconds: int = Field(
         default=3600, ge=0,
         description="a payment the ledger posted that has not come back through the payments topic after this"

@@ -1,0 +1,123 @@
+"""Is the broker's log still the one the ledger's positions belong to?
+
+Positions and archive rows are keyed by a log id: the broker's cluster id (or a later epoch of it,
+``<cluster id>~N``, after ``benefits-ledger accept-log``). A log that got shorter is caught by the
+high-water and OffsetOutOfRange checks (LogTruncated). A log *replaced* under the same identity is not:
+Tansu restarted with the same cluster id, or on Kafka a topic deleted and recreated, starts again at
+offset 0, and a ledger that seeks to its stored positions silently skips every new record below them.
+
+Kafka (2.8 and later) and Tansu give every topic a topic id, new each time the topic is created.
+The ledger records each input topic's id the first time it reads the topic under a log, and compares
+it at start and every ``log_check_interval_ms``: a different id (or another cluster id at the same
+address) stops the processor with ``LogReplaced`` before anything more is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from processor.stops import DataIntegrityStop
+from projections.model import LedgerStore
+
+log = logging.getLogger("benefits_ledger.logid")
+
+# What brokers without topic ids answer (all-zero UUID in its two spellings).
+_NO_TOPIC_ID = frozenset({"", "None", "00000000-0000-0000-0000-000000000000", "AAAAAAAAAAAAAAAAAAAAAA"})
+
+WHAT_TO_DO = (
+    "Nothing was skipped or applied from it. If that broker's records are gone for good, run"
+    " `benefits-ledger accept-log` to continue on it as a new log from offset 0 (re-sent events count as"
+    " duplicates, so re-send everything producers sent since the last applied position); otherwise point"
+    " the ledger at the broker that holds its log (LEDGER_KAFKA_BOOTSTRAP_SERVERS)."
+)
+
+
+class LogReplaced(DataIntegrityStop):
+    """The broker's log has the ledger's log identity but is another log (recreated topics)."""
+
+
+class BrokerLost(DataIntegrityStop):
+    """The embedded broker (memory storage) died under the ledger: its log is gone."""
+
+
+def cluster_of(log_id: str) -> str:
+    """The cluster id a log id belongs to (a later epoch is ``<cluster id>~N``)."""
+    return log_id.rsplit("~", 1)[0] if "~" in log_id else log_id
+
+
+def describe_log(admin: Any, topics: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """(cluster id, {topic: topic id}) from a kafka-python KafkaAdminClient; topics without an id are left out."""
+    cluster_id = str(admin.describe_cluster()["cluster_id"])
+    ids: dict[str, str] = {}
+    for meta in admin.describe_topics(list(topics)):
+        name = meta.get("name") or meta.get("topic")
+        topic_id = str(meta.get("topic_id"))
+        if meta.get("error_code", 0) == 0 and name and topic_id not in _NO_TOPIC_ID:
+            ids[str(name)] = topic_id
+    return cluster_id, ids
+
+
+def check_log(
+    store: LedgerStore, log_id: str, bootstrap: str, cluster_now: str, topic_ids: dict[str, str],
+) -> None:
+    """Raise LogReplaced if the broker is not the log ``log_id``; record topic ids seen for the first time."""
+    expected = cluster_of(log_id)
+    if cluster_now != expected:
+        raise LogReplaced(
+            f"the broker at {bootstrap} is cluster {cluster_now}, not cluster {expected} of this ledger's log"
+            f" {log_id}: another broker answers at that address, or one that lost its log. Restart `up` to"
+            f" read that cluster as a log of its own, or point the ledger at cluster {expected}."
+        )
+    known = store.log_topics(log_id)
+    replaced = {t: (known[t], i) for t, i in sorted(topic_ids.items()) if t in known and known[t] != i}
+    if replaced:
+        first, (old, new) = next(iter(replaced.items()))
+        detail = f"{first}: topic id was {old}, is now {new}" + (
+            f"; and {len(replaced) - 1} more" if len(replaced) > 1 else "")
+        raise LogReplaced(
+            f"{', '.join(replaced)} on the broker at {bootstrap} {'is' if len(replaced) == 1 else 'are'} not the"
+            f" topic{'s' if len(replaced) > 1 else ''} this ledger read under log {log_id} ({detail}): deleted and"
+            f" recreated, or the broker restarted with the same cluster id and lost its records. {WHAT_TO_DO}"
+        )
+    fresh = {t: i for t, i in topic_ids.items() if t not in known}
+    if fresh:
+        store.record_log_topics(log_id, fresh)
+        log.info("log %s: recorded topic ids of %s", log_id, ", ".join(sorted(fresh)))
+
+
+class LogGuard:
+    """Runs check_log against the broker through one kafka-python admin client (call it in a thread)."""
+
+    def __init__(self, bootstrap: str, store: LedgerStore, log_id: str, topics: Iterable[str],
+                 *, request_timeout_ms: int = 10_000) -> None:
+        self.bootstrap = bootstrap
+        self.store = store
+        self.log_id = log_id
+        self.topics = tuple(topics)
+        self.request_timeout_ms = request_timeout_ms
+        self._admin: Any = None
+
+    def check(self) -> None:
+        """Raise LogReplaced, or a broker error (kafka.errors.KafkaError, OSError) when it cannot ask."""
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="benefits-ledger-logid",
+                                           request_timeout_ms=self.request_timeout_ms)
+        try:
+            cluster_now, ids = describe_log(self._admin, self.topics)
+        except (KafkaError, OSError):
+            self.close()  # a fresh client next time: the old one may hold dead connections
+            raise
+        check_log(self.store, self.log_id, self.bootstrap, cluster_now, ids)
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            try:
+                admin.close()
+            except (OSError, RuntimeError) as exc:  # closing a client of a dead broker
+                log.debug("closing the log check's admin client: %s", exc)
