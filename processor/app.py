@@ -193,6 +193,10 @@ async def run_services(
                 await asyncio.sleep(ledger.settings.relay_interval_ms / 1000)
             if rel is not None:
                 await rel.publish_pending()
+    except asyncio.CancelledError:
+        if loop is None or loop.fatal is None:
+            raise
+        raise loop.fatal from None  # the processor's guard interrupted the relay's turn: stop for its reason
     finally:
         if loop is not None:
             await loop.stop()
@@ -211,9 +215,11 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True,
     worker; without one it crashes the worker like any error.
     """
 
-    def stopping(exc: LedgerStop) -> None:
+    def stopping(exc: LedgerStop, *, logged: bool = False) -> None:
         if on_stop is None:
             raise exc
+        if not logged:
+            log.error("stopping: %s", exc.one_line())
         on_stop(exc)
 
     import faust
@@ -238,7 +244,13 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True,
                 while True:
                     await processor.run_once()
             except LedgerStop as exc:
-                stopping(exc)
+                log.error("stopping: %s", exc.one_line())
+                # before the worker's shutdown, which cancels what takes long; bounded all the same
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(processor.stop(), 30)
+                finally:  # whatever the clients do while they stop, the worker stops
+                    stopping(exc, logged=True)
             finally:
                 await processor.stop()
 

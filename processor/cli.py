@@ -157,7 +157,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         """A reason to stop (not a bug): end the worker as SIGTERM would, and exit with its code."""
         if not stopped:
             stopped.append(reason)
-            ledger_log.error("stopping: %s", reason.one_line())
             os.kill(os.getpid(), signal.SIGTERM)
 
     code = EXIT_OK

@@ -15,6 +15,8 @@ address) stops the processor with ``LogReplaced`` before anything more is read.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -87,6 +89,19 @@ def check_log(
         log.info("log %s: recorded topic ids of %s", log_id, ", ".join(sorted(fresh)))
 
 
+def _reachable(bootstrap: str, timeout_s: float) -> None:
+    """Raise ConnectionError unless one of the bootstrap addresses accepts a TCP connection."""
+    errors = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s).close()
+            return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address.strip()}: {exc}")
+    raise ConnectionError(f"no broker answers at {bootstrap} ({'; '.join(errors)})")
+
+
 class LogGuard:
     """Runs check_log against the broker through one kafka-python admin client (call it in a thread)."""
 
@@ -102,20 +117,30 @@ class LogGuard:
     def check(self) -> None:
         """Raise LogReplaced, or a broker error (kafka.errors.KafkaError, OSError) when it cannot ask."""
         from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
 
         if self._admin is None:
+            # A client whose bootstrap fails leaves its network thread behind: try the address first.
+            _reachable(self.bootstrap, self.request_timeout_ms / 1000)
             self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="benefits-ledger-logid",
-                                           request_timeout_ms=self.request_timeout_ms)
-        try:
-            cluster_now, ids = describe_log(self._admin, self.topics)
-        except (KafkaError, OSError):
-            self.close()  # a fresh client next time: the old one may hold dead connections
-            raise
+                                           request_timeout_ms=self.request_timeout_ms,
+                                           bootstrap_timeout_ms=self.request_timeout_ms)
+        # on a broker error the client is kept: it reconnects by itself once the broker is back
+        cluster_now, ids = describe_log(self._admin, self.topics)
         check_log(self.store, self.log_id, self.bootstrap, cluster_now, ids)
+
+    def close_later(self) -> None:
+        """Close without waiting: a client of a broker that is gone can take long to close, and the
+        check may still run in its thread."""
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            threading.Thread(target=self._close, args=(admin,), name="logid-close", daemon=True).start()
 
     def close(self) -> None:
         admin, self._admin = self._admin, None
+        self._close(admin)
+
+    @staticmethod
+    def _close(admin: Any) -> None:
         if admin is not None:
             try:
                 admin.close()

@@ -128,7 +128,9 @@ async def retry_async(outage: Outage, fn: Callable[[], Awaitable[T]], is_outage:
 
 class RepeatFilter(logging.Filter):
     """Lets a repeated log message (same logger, same format string) through at most once per
-    ``window_s``, noting how many were held back: a dead broker makes aiokafka log an error per retry."""
+    ``window_s``, noting how many were held back: a dead broker makes aiokafka log an error per retry.
+    A client library's traceback becomes one line (the exception's type and text): a connection reset is
+    an outage the ledger reports itself, not a bug to debug."""
 
     def __init__(self, window_s: float = 60.0) -> None:
         super().__init__()
@@ -147,6 +149,11 @@ class RepeatFilter(logging.Filter):
         if len(self._seen) > 1000:  # bounded: forget the oldest half
             for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
                 del self._seen[old]
+        if record.exc_info:
+            exc = record.exc_info[1]
+            text = f"{type(exc).__name__}: {exc}"
+            record.msg = f"{record.msg} ({text.replace('%', '%%') if record.args else text})"
+            record.exc_info, record.exc_text = None, None
         if held:
             record.msg = f"{record.msg} [{held} more like this in the last {self.window_s:.0f} s not shown]"
         return True

@@ -36,6 +36,7 @@ from projections.model import (
 )
 
 log = logging.getLogger("benefits_ledger.processor")
+relay_log = logging.getLogger("benefits_ledger.relay")
 
 
 def utcnow() -> datetime:
@@ -82,13 +83,20 @@ async def _stop_client(client: Any, what: str) -> None:
         await asyncio.wait_for(client.stop(), CLIENT_STOP_TIMEOUT_S)
     except TimeoutError:
         log.warning("%s did not stop within %.0f s (is the broker gone?); leaving it", what, CLIENT_STOP_TIMEOUT_S)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled: let it through
+        # aiokafka cancels its own tasks while it stops; one of them escaping is not our cancellation
+        log.warning("%s was cancelled while it stopped (is the broker gone?)", what)
     except Exception as exc:
         if not is_broker_outage(exc):
             raise
         log.warning("%s stopped with %s: %s", what, type(exc).__name__, exc)
 
 
-CLIENT_STOP_TIMEOUT_S = 15.0
+CLIENT_STOP_TIMEOUT_S = 5.0
+KAFKA_COMMIT_TIMEOUT_S = 10.0  # Kafka's committed offsets only feed lag monitoring: never wait long for them
 
 
 class ProcessorLoop:
@@ -147,8 +155,14 @@ class ProcessorLoop:
         self._resync_after: BaseException | None = None
         self.guard = LogGuard(bootstrap, self.read_store, log_id, topics.inputs(),
                               request_timeout_ms=min(10_000, max(1000, settings.log_check_interval_ms)))
-        self._check_task: asyncio.Task[None] | None = None
-        self._next_check = 0.0
+        self._guard_task: asyncio.Task[None] | None = None
+        self._main: asyncio.Task[Any] | None = None  # the task running run_once, to interrupt it
+        self._fatal: BaseException | None = None  # why the guard interrupted it
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """Why the log guard stopped the loop (a LedgerStop), if it did."""
+        return self._fatal
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Positions in PostgreSQL are the truth; Kafka's committed offsets only feed monitoring."""
@@ -176,8 +190,25 @@ class ProcessorLoop:
             self._resync_after = exc
 
     async def start(self) -> None:
+        """Check the log, then start the clients; the guard watches from here on (a client's start waits
+        for a broker that may be gone)."""
+        self._main = asyncio.current_task()
+        try:
+            await self._check_log_at_start()
+            self._guard_task = asyncio.create_task(self._guard_loop())
+            await self._start_clients()
+        except asyncio.CancelledError:
+            self._raise_fatal()
+            raise
+
+    def _raise_fatal(self) -> None:
+        """Inside the interrupted task: raise the guard's reason instead of the cancellation."""
+        if self._fatal is not None and self._main is not None:
+            self._main.uncancel()
+            raise self._fatal from None
+
+    async def _start_clients(self) -> None:
         s = self.settings
-        await self._check_log_at_start()
 
         async def start_producer() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(
@@ -216,7 +247,6 @@ class ProcessorLoop:
             return consumer
 
         self.consumer = await retry_async(self._broker, start_consumer, is_broker_outage)
-        self._next_check = time.monotonic() + s.log_check_interval_ms / 1000
 
     async def _check_log_at_start(self) -> None:
         """The log's identity before anything is read; waits (bounded) for the broker and PostgreSQL."""
@@ -240,12 +270,12 @@ class ProcessorLoop:
         self._stopping.set()
         if self._pending is not None and self.consumer is not None:
             await self.drain()  # a commit PostgreSQL cannot confirm now is redone on the next start
-        if self._check_task is not None:
-            self._check_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._check_task
-            self._check_task = None
-        await asyncio.to_thread(self.guard.close)
+        if self._guard_task is not None:
+            self._guard_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._guard_task
+            self._guard_task = None
+        self.guard.close_later()
         if self.consumer is not None:
             await _stop_client(self.consumer, "the consumer")
             self.consumer = None
@@ -266,18 +296,26 @@ class ProcessorLoop:
             await self.drain()
 
     async def run_once(self) -> int:
-        """One batch (see _run_once), after the checks that can stop the ledger; waits out outages."""
-        self._watch()
-        if self._resync_after is not None:
-            await self._resync()
-            return 0
+        """One batch (see _run_once); waits out PostgreSQL outages. The guard (_guard_loop) interrupts
+        it, wherever it waits, when the ledger must stop."""
+        self._main = asyncio.current_task()
         try:
-            return await self._run_once()
-        except Exception as exc:
-            if not is_database_outage(exc):
-                raise
-            self._resync_after = exc
-            return 0
+            if self._fatal is not None:
+                raise self._fatal
+            self._raise_if_broker_lost()
+            if self._resync_after is not None:
+                await self._resync()
+                return 0
+            try:
+                return await self._run_once()
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                self._resync_after = exc
+                return 0
+        except asyncio.CancelledError:
+            self._raise_fatal()
+            raise
 
     async def _run_once(self) -> int:
         """Fetch and fold one batch, then start its commit; the previous commit is awaited first.
@@ -358,9 +396,10 @@ class ProcessorLoop:
         offsets = {TopicPartition(p.topic, p.partition): p.next_offset for p in result.write.positions}
         if offsets:
             try:
-                await self.consumer.commit(offsets)
+                # bounded: without a group coordinator (the broker away) aiokafka would wait for one forever
+                await asyncio.wait_for(self.consumer.commit(offsets), KAFKA_COMMIT_TIMEOUT_S)
             except Exception as exc:
-                if not isinstance(exc, KafkaError):
+                if not isinstance(exc, KafkaError | TimeoutError):
                     raise
                 self._warn_commit(exc)
         self.batches += 1
@@ -410,24 +449,36 @@ class ProcessorLoop:
             if reason is not None:
                 raise BrokerLost(reason)
 
-    def _watch(self) -> None:
-        """The embedded broker's life and the periodic log check (run in a thread, read here)."""
-        self._raise_if_broker_lost()
-        task = self._check_task
-        if task is not None and task.done():
-            self._check_task = None
-            exc = task.exception()
-            if exc is None:
+    async def _guard_loop(self) -> None:
+        """Every log_check_interval_ms: the embedded broker's life, the log's identity and whether the
+        broker answers (processor/logid.py). A reason to stop interrupts run_once wherever it waits (a
+        consumer waiting for a group coordinator that is gone, say)."""
+        interval = self.settings.log_check_interval_ms / 1000
+        next_check = time.monotonic() + interval
+        try:
+            while True:
+                await asyncio.sleep(min(0.5, interval))
+                self._raise_if_broker_lost()  # often: an embedded broker's death is the end of its log
+                if time.monotonic() < next_check:
+                    continue
+                next_check = time.monotonic() + interval
+                try:
+                    await asyncio.to_thread(self.guard.check)
+                except Exception as exc:
+                    if isinstance(exc, LedgerStop):
+                        raise
+                    if is_broker_outage(exc):
+                        self._broker.failed(exc)  # OutageStop once the broker is away longer than the bound
+                    elif not is_database_outage(exc):  # PostgreSQL: the batch path waits for it
+                        raise
+                    continue
                 self._broker.recovered()
-            elif isinstance(exc, LedgerStop):
-                raise exc
-            elif is_broker_outage(exc):
-                self._broker.failed(exc)  # raises OutageStop once the broker is gone for longer than the bound
-            elif not is_database_outage(exc):  # PostgreSQL: the batch path waits for it
-                raise exc
-        if self._check_task is None and time.monotonic() >= self._next_check:
-            self._next_check = time.monotonic() + self.settings.log_check_interval_ms / 1000
-            self._check_task = asyncio.create_task(asyncio.to_thread(self.guard.check))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a stop, or a bug in the check: either ends the loop, with this
+            self._fatal = exc
+            if self._main is not None and not self._main.done():
+                self._main.cancel()
 
     async def _publish_dead_letters(self, result: BatchResult) -> None:
         """Before the commit: after a crash in between, the batch is redone and the dead letters
@@ -498,8 +549,8 @@ class Relay:
         self.producer: AIOKafkaProducer | None = None
         self.published = 0
         bound = settings.outage_retry_seconds_max
-        self._database = Outage("PostgreSQL", bound, log)
-        self._broker = Outage(f"the broker at {bootstrap}", bound, log)
+        self._database = Outage("PostgreSQL", bound, relay_log)
+        self._broker = Outage(f"the broker at {bootstrap}", bound, relay_log)
         self._retry_at = 0.0
 
     async def start(self) -> None:
