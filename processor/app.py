@@ -44,6 +44,7 @@ class Ledger:
     log_id: str
     store_factory: StoreFactory = postgres_store
     _stores: list[LedgerStore] = field(default_factory=list)
+    cluster_id: str | None = None  # the broker's cluster id; log_id is it or a later epoch of it (logid.py)
 
     def store(self) -> LedgerStore:
         """A new store (its own connection); closed with the ledger."""
@@ -55,6 +56,7 @@ class Ledger:
         kwargs.setdefault("read_store", self.store())
         if self.settings.embedded_broker:
             kwargs.setdefault("broker_lost", functools.partial(embedded_broker_lost, self.bootstrap))
+        kwargs.setdefault("cluster_id", self.cluster_id)
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
 
     def relay(self) -> Relay:
@@ -136,7 +138,7 @@ def open_ledger(
                          lambda: ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn,
                          is_database_outage)
         cluster = cluster_id or retry_sync(broker_outage, lambda: broker_cluster_id(bootstrap), is_broker_outage)
-        ledger = Ledger(settings, bootstrap, dsn, cluster, store_factory)
+        ledger = Ledger(settings, bootstrap, dsn, cluster, store_factory, cluster_id=cluster)
         try:
             store = retry_sync(database_outage, ledger.store, is_database_outage)
             retry_sync(database_outage, store.migrate, is_database_outage)

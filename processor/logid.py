@@ -44,11 +44,6 @@ class BrokerLost(DataIntegrityStop):
     """The embedded broker (memory storage) died under the ledger: its log is gone."""
 
 
-def cluster_of(log_id: str) -> str:
-    """The cluster id a log id belongs to (a later epoch is ``<cluster id>~N``)."""
-    return log_id.rsplit("~", 1)[0] if "~" in log_id else log_id
-
-
 def describe_log(admin: Any, topics: Iterable[str]) -> tuple[str, dict[str, str]]:
     """(cluster id, {topic: topic id}) from a kafka-python KafkaAdminClient; topics without an id are left out."""
     cluster_id = str(admin.describe_cluster()["cluster_id"])
@@ -63,14 +58,16 @@ def describe_log(admin: Any, topics: Iterable[str]) -> tuple[str, dict[str, str]
 
 def check_log(
     store: LedgerStore, log_id: str, bootstrap: str, cluster_now: str, topic_ids: dict[str, str],
+    *, cluster_id: str | None = None,
 ) -> None:
-    """Raise LogReplaced if the broker is not the log ``log_id``; record topic ids seen for the first time."""
-    expected = cluster_of(log_id)
-    if cluster_now != expected:
+    """Raise LogReplaced if the broker is not the log ``log_id`` (of cluster ``cluster_id``, when given);
+    record topic ids seen for the first time."""
+    if cluster_id is not None and cluster_now != cluster_id:
         raise LogReplaced(
-            f"the broker at {bootstrap} is cluster {cluster_now}, not cluster {expected} of this ledger's log"
-            f" {log_id}: another broker answers at that address, or one that lost its log. Restart `up` to"
-            f" read that cluster as a log of its own, or point the ledger at cluster {expected}."
+            f"the broker at {bootstrap} is now cluster {cluster_now}, but this ledger's positions (the offsets it"
+            f" applied) on log {log_id} belong to cluster {cluster_id}: another broker answers at that address,"
+            " or the broker restarted and lost its log. Nothing was skipped or applied from it. Restart `up` to"
+            f" read that cluster as a log of its own (from offset 0), or point the ledger at cluster {cluster_id}."
         )
     known = store.log_topics(log_id)
     replaced = {t: (known[t], i) for t, i in sorted(topic_ids.items()) if t in known and known[t] != i}
@@ -106,8 +103,9 @@ class LogGuard:
     """Runs check_log against the broker through one kafka-python admin client (call it in a thread)."""
 
     def __init__(self, bootstrap: str, store: LedgerStore, log_id: str, topics: Iterable[str],
-                 *, request_timeout_ms: int = 10_000) -> None:
+                 *, cluster_id: str | None = None, request_timeout_ms: int = 10_000) -> None:
         self.bootstrap = bootstrap
+        self.cluster_id = cluster_id  # None: only the topic ids are checked
         self.store = store
         self.log_id = log_id
         self.topics = tuple(topics)
@@ -126,7 +124,7 @@ class LogGuard:
                                            bootstrap_timeout_ms=self.request_timeout_ms)
         # on a broker error the client is kept: it reconnects by itself once the broker is back
         cluster_now, ids = describe_log(self._admin, self.topics)
-        check_log(self.store, self.log_id, self.bootstrap, cluster_now, ids)
+        check_log(self.store, self.log_id, self.bootstrap, cluster_now, ids, cluster_id=self.cluster_id)
 
     def close_later(self) -> None:
         """Close without waiting: a client of a broker that is gone can take long to close, and the

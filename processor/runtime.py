@@ -121,6 +121,7 @@ class ProcessorLoop:
         on_batch: Callable[[BatchResult], None] | None = None,
         read_store: LedgerStore | None = None,
         broker_lost: Callable[[], str | None] | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
@@ -153,7 +154,7 @@ class ProcessorLoop:
         self._commit_warned_at = 0.0
         # PostgreSQL failed under the loop: cached state and the batch in flight are doubtful
         self._resync_after: BaseException | None = None
-        self.guard = LogGuard(bootstrap, self.read_store, log_id, topics.inputs(),
+        self.guard = LogGuard(bootstrap, self.read_store, log_id, topics.inputs(), cluster_id=cluster_id,
                               request_timeout_ms=min(10_000, max(1000, settings.log_check_interval_ms)))
         self._guard_task: asyncio.Task[None] | None = None
         self._main: asyncio.Task[Any] | None = None  # the task running run_once, to interrupt it
