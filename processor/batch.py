@@ -28,7 +28,7 @@ from events.types import (
     RatePublished,
     tag_of,
 )
-from processor import bounds
+from processor import bounds, footprint
 from processor.fold import (
     Outcome,
     Rejected,
@@ -97,6 +97,8 @@ class BatchProcessor:
         clock: Callable[[], datetime],
         account_cache_max: int = 200_000,
         record_bytes_max: int = codec.RECORD_BYTES_MAX,
+        account_cache_bytes_max: int = 256 * 1024 * 1024,
+        key_partition_cache_max: int = 100_000,
     ) -> None:
         self.store = store
         self.log_id = log_id
@@ -105,6 +107,12 @@ class BatchProcessor:
         self.clock = clock
         self.account_cache_max = account_cache_max
         self.record_bytes_max = record_bytes_max
+        # The account cache is bounded by count and by estimated bytes (processor/footprint.py), the
+        # key -> partition memo by count; neither ever grows with the ledger's history.
+        self.account_cache_bytes_max = account_cache_bytes_max
+        self.key_partition_cache_max = key_partition_cache_max
+        self._account_bytes: dict[str, int] = {}
+        self.cached_bytes = 0
         self._types = topic_types(topics)
         self._accounts: OrderedDict[str, AccountState] = OrderedDict()
         self._parts: dict[int, PartitionState] = {}
@@ -121,6 +129,8 @@ class BatchProcessor:
     def reset(self) -> None:
         """Forget cached state and uncommitted batches; the next batch reloads from the store."""
         self._accounts.clear()
+        self._account_bytes.clear()
+        self.cached_bytes = 0
         self._parts.clear()
         self._inflight.clear()
         self._positions = self.store.positions(self.log_id)
@@ -136,6 +146,7 @@ class BatchProcessor:
         gone = set(partitions)
         for account_id in [a for a, s in self._accounts.items() if s.partition in gone]:
             del self._accounts[account_id]
+            self.cached_bytes -= self._account_bytes.pop(account_id, 0)
         for p in gone:
             self._parts.pop(p, None)
         self._positions = self.store.positions(self.log_id)
@@ -251,12 +262,19 @@ class BatchProcessor:
             # reset() ran while the commit was in flight (a rebalance): state is reloaded from the store
             return
         self._inflight.pop(0)
+        sizes = self._account_bytes
+        for account_id, account in result.write.accounts.items():  # they changed: estimate them again
+            if account_id in sizes:
+                size = footprint.account_bytes(account)
+                self.cached_bytes += size - sizes[account_id]
+                sizes[account_id] = size
         protected = {a for r in self._inflight for a in r.write.accounts}
-        while len(self._accounts) > self.account_cache_max:
-            oldest = next(iter(self._accounts))
-            if oldest in protected:
+        while len(self._accounts) > self.account_cache_max or self.cached_bytes > self.account_cache_bytes_max:
+            oldest = next(iter(self._accounts), None)
+            if oldest is None or oldest in protected:
                 break
             self._accounts.popitem(last=False)
+            self.cached_bytes -= sizes.pop(oldest, 0)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -276,6 +294,8 @@ class BatchProcessor:
                 return f"record key {rec.key!r} is not the account_id {event.account_id!r}", "account_id", None
             expected = self._key_partition.get(rec.key)
             if expected is None:
+                if len(self._key_partition) >= self.key_partition_cache_max:  # bounded: forget the oldest
+                    del self._key_partition[next(iter(self._key_partition))]
                 expected = self._key_partition[rec.key] = partition_for(rec.key, self.partitions)
             if expected != rec.partition:
                 return (f"account {event.account_id} belongs on partition {expected}, not {rec.partition}",
@@ -325,6 +345,8 @@ class BatchProcessor:
             if state is None:
                 state = AccountState(account_id=a, partition=partition_of[a])
             self._accounts[a] = state
+            size = self._account_bytes[a] = footprint.account_bytes(state)
+            self.cached_bytes += size
         for a in wanted:
             self._accounts.move_to_end(a)
 

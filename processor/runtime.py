@@ -135,7 +135,8 @@ class ProcessorLoop:
         self.processor = BatchProcessor(
             self.read_store, log_id=log_id, plan=settings.plan, topics=settings.topics,
             partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
-            record_bytes_max=settings.record_bytes_max,
+            record_bytes_max=settings.record_bytes_max, account_cache_bytes_max=settings.account_cache_bytes_max,
+            key_partition_cache_max=settings.key_partition_cache_max,
         )
         topics = settings.topics
         self.merger = StreamMerger(

@@ -279,6 +279,14 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=4096, le=256 * 1024 * 1024,
         description="largest input record the processor decodes; a larger one is dead-lettered",
     )
+    account_cache_bytes_max: int = Field(
+        default=256 * 1024 * 1024, ge=1024 * 1024,
+        description="estimated bytes of account state a processor keeps in memory (processor/footprint.py);"
+        " with the other defaults a processor stays within 1 GB (README, Memory)",
+    )
+    key_partition_cache_max: int = Field(
+        default=100_000, ge=1, description="record keys whose partition a processor remembers (about 150 bytes each)",
+    )
     outage_retry_seconds_max: int = Field(
         default=300, ge=1, le=86_400,
         description="how long the ledger waits for PostgreSQL or the broker (retrying with backoff) before it"
