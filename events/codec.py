@@ -162,7 +162,7 @@ def decode_input(raw: bytes, *, bytes_max: int = RECORD_BYTES_MAX) -> InputEvent
     check_bounds(event)
     if isinstance(event, CashApplied) and len(event.event_id) > ID_CHARS_MAX - len(DERIVED_PAYMENT_SUFFIX):
         # the payment the ledger posts for it is "<event_id>:payment", which must fit the bound too
-        raise EventDecodeError(f"event_id: {len(event.event_id):,} characters, more than"
+        raise EventDecodeError(f"{len(event.event_id):,} characters, more than"
                                f" {ID_CHARS_MAX - len(DERIVED_PAYMENT_SUFFIX)} for a cash_applied", field="event_id")
     _check_invariants(event)
     return event
@@ -376,20 +376,20 @@ def _walk_bounds(obj: Any, prefix: str) -> None:
         if kind == _STR:
             problem = _bad_text(value, limit)
             if problem is not None:
-                raise EventDecodeError(f"{where}: {problem}", field=where)
+                raise EventDecodeError(problem, field=where)
         elif kind == _INT:
             if not -AMOUNT_CENTS_MAX < value < AMOUNT_CENTS_MAX:
-                raise EventDecodeError(f"{where}: {value} is out of range: its magnitude must be below"
+                raise EventDecodeError(f"{value} is out of range: its magnitude must be below"
                                        f" {AMOUNT_CENTS_MAX:,} (events.money.AMOUNT_CENTS_MAX)", field=where)
         elif kind == _DATE or kind == _DATETIME:
             day = value.date() if isinstance(value, datetime) else value
             if not DATE_MIN <= day <= DATE_MAX:
-                raise EventDecodeError(f"{where}: {value.isoformat()} is outside {DATE_MIN} .. {DATE_MAX}", field=where)
+                raise EventDecodeError(f"{value.isoformat()} is outside {DATE_MIN} .. {DATE_MAX}", field=where)
         elif kind == _STRS:
             for i, item in enumerate(value):
                 problem = _bad_text(item, limit)
                 if problem is not None:
-                    raise EventDecodeError(f"{where}[{i}]: {problem}", field=where)
+                    raise EventDecodeError(f"item {i}: {problem}", field=where)
         elif isinstance(value, tuple | list):
             for i, item in enumerate(value):
                 _walk_bounds(item, f"{where}[{i}].")

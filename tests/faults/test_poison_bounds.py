@@ -212,7 +212,7 @@ def test_amounts_beyond_bigint_are_refused(amount: int) -> None:
 def test_a_nested_adjustment_out_of_bounds_names_its_path() -> None:
     data = msgspec.to_builtins(SAMPLES[3])
     data["adjustments"] = [{"amount_cents": 1, "reason": "ok"}, {"amount_cents": 10**13, "reason": "x"}]
-    with pytest.raises(EventDecodeError, match=r"adjustments\[1\]\.amount_cents") as err:
+    with pytest.raises(EventDecodeError, match="10000000000000 is out of range") as err:
         decode_input(json.dumps(data).encode())
     assert err.value.field == "adjustments[1].amount_cents"
     data["adjustments"] = [{"amount_cents": 1, "reason": "tab\there"}]
@@ -245,8 +245,9 @@ def test_a_record_over_the_size_bound_is_refused_whatever_it_holds() -> None:
 
 def test_check_bounds_is_what_publish_and_the_processor_both_use() -> None:
     bad = msgspec.structs.replace(SAMPLES[3], payer_id="AG\x001")
-    with pytest.raises(EventDecodeError, match="payer_id: control character U\\+0000"):
+    with pytest.raises(EventDecodeError, match="control character U\\+0000 at position 2") as err:
         check_bounds(bad)
+    assert err.value.field == "payer_id"
 
 
 # -------------------------------------------------------------------------------- sums in the fold
