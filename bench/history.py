@@ -3,8 +3,9 @@
     python -m bench.history [--accounts 10000,100000,1000000] [--json]
 
 Starts its own embedded broker and PostgreSQL (in a temporary directory), runs `benefits-ledger up` as
-a subprocess against them with the default settings (account_cache_bytes_max, key_partition_cache_max:
-see the README's "Memory"), and publishes accounts in stages: each account gets an enrollment, a bill
+a subprocess against them with the settings of the environment (the defaults unless LEDGER_* variables
+say otherwise: account_cache_bytes_max, key_partition_cache_max, see the README's "Memory"), and
+publishes accounts in stages: each account gets an enrollment, a bill
 and a payment for one month. After each stage has been applied, it reports the processor process's
 resident set size then and the peak seen while the stage was applied (sampled every 0.2 s).
 
@@ -72,7 +73,7 @@ def stack(workdir: Path) -> Iterator[tuple[str, str]]:
 def measure(checkpoints: list[int], workdir: Path) -> dict[str, object]:
     settings = Settings()
     with stack(workdir) as (bootstrap, dsn):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+        env = dict(os.environ)  # LEDGER_* settings of the caller (cache bounds, say) apply to `up` too
         env.update({"PYTHONPATH": str(REPO_ROOT), "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                     "LEDGER_DATABASE_URL": dsn, "LEDGER_DATA_DIR": str(workdir)})
         log = (workdir / "up.log").open("wb")

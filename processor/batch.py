@@ -97,7 +97,7 @@ class BatchProcessor:
         clock: Callable[[], datetime],
         account_cache_max: int = 200_000,
         record_bytes_max: int = codec.RECORD_BYTES_MAX,
-        account_cache_bytes_max: int = 256 * 1024 * 1024,
+        account_cache_bytes_max: int = 160 * 1024 * 1024,
         key_partition_cache_max: int = 100_000,
     ) -> None:
         self.store = store

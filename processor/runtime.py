@@ -181,7 +181,7 @@ class ProcessorLoop:
             starts[(tp.topic, tp.partition)] = offset = stored.get((tp.topic, tp.partition), 0)
             self.consumer.seek(tp, offset)
         self.merger.assign(starts)
-        self.processor.revoke([])  # refresh positions
+        self.revoke_partitions([])  # refresh positions
 
     def revoke_partitions(self, partitions: Iterable[int]) -> None:
         try:

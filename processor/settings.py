@@ -280,7 +280,7 @@ class Settings(BaseSettings):
         description="largest input record the processor decodes; a larger one is dead-lettered",
     )
     account_cache_bytes_max: int = Field(
-        default=256 * 1024 * 1024, ge=1024 * 1024,
+        default=160 * 1024 * 1024, ge=1024 * 1024,
         description="estimated bytes of account state a processor keeps in memory (processor/footprint.py);"
         " with the other defaults a processor stays within 1 GB (README, Memory)",
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
@@ -154,6 +155,41 @@ def test_a_topic_deleted_and_recreated_stops_up_whether_it_was_running_or_not(
             up.start()
             line = _stopped_with_data_integrity(up, "a recreated topic with more records than were applied")
             assert "LogReplaced" in line and settings.topics.enrollment in line
+            counts = store.counts()
+            assert counts == before and counts.received == counts.applied + counts.duplicates + counts.dead_lettered
+    finally:
+        up.stop()
+        tansu.stop()
+
+
+@pytest.mark.parametrize("new_cluster_id", [False, True], ids=["same-cluster-id", "new-cluster-id"])
+def test_a_broker_restarted_under_a_running_up_is_a_data_integrity_stop_not_a_commit_failure(
+    settings_factory: Callable[..., Settings], tmp_path: Path, new_cluster_id: bool,
+) -> None:
+    """Before: a misleading CommitFailedError. The memory broker's restart lost its log: with the same
+    cluster id (LogReplaced or LogTruncated) or another one at the same address (LogReplaced), `up` stops."""
+    tansu = FixedIdBroker()
+    settings = settings_factory(kafka_bootstrap_servers=tansu.bootstrap, consumer_group=f"rst-{uuid.uuid4().hex[:6]}",
+                                session_timeout_ms=3000, heartbeat_interval_ms=1000)
+    up = UpProcess(settings, tmp_path)
+    up.env["LEDGER_LOG_CHECK_INTERVAL_MS"] = "500"
+    try:
+        tansu.start()
+        with open_ledger(settings) as ledger:
+            store = ledger.store()
+            with ledger.publisher() as pub:
+                pub.publish(enrollments("MID", 12))
+            up.start()
+            wait_for(lambda: store.counts().received >= 12, up, "the records")
+            before = store.counts()
+            tansu.stop()
+            if new_cluster_id:
+                tansu.cluster_id = uuid.uuid4().hex
+            tansu.start()  # at the same address, with everything it held gone
+            line = _stopped_with_data_integrity(up, "a broker that restarted under it")
+            assert "LogReplaced" in line or "LogTruncated" in line, line  # not a CommitFailedError
+            if new_cluster_id:
+                assert f"is now cluster {tansu.cluster_id}" in line, line
             counts = store.counts()
             assert counts == before and counts.received == counts.applied + counts.duplicates + counts.dead_lettered
     finally:
