@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import operator
+import re
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
 import msgspec
 
+from events.money import AMOUNT_CENTS_MAX
 from events.types import (
     INPUT_TYPES,
     OUTPUT_TYPES,
     AnyEvent,
+    CashApplied,
     Event,
     InputEvent,
     OutputEvent,
+    PaymentReceived,
+    RemittanceLinePosted,
+    RemittanceReceived,
     tag_of,
 )
 
@@ -41,6 +49,27 @@ class EventDecodeError(ValueError):
         super().__init__(reason)
         self.reason = reason
         self.field = field
+
+
+# -- Bounds ------------------------------------------------------------------------------------------
+# Every input field is bounded at the boundary, so no value that passes can overflow a bigint column,
+# a date computation (a month after 9999-12) or a btree index row further on, or put a NUL into a text
+# column. The README's "Bounds" table lists these; tests/unit/test_bounds.py tries each at and past it.
+
+RECORD_BYTES_MAX = 1024 * 1024  # default of the setting record_bytes_max (a wire record, JSON bytes)
+NESTING_MAX = 32  # JSON arrays and objects inside each other; events need 3 (event, adjustments, adjustment)
+ID_CHARS_MAX = 256  # ids, codes and names: event_id, account_id, plan, payer_id, source, ...
+TEXT_CHARS_MAX = 2000  # free text: reason, description
+TEXT_FIELDS = frozenset({"reason", "description", "explanation", "action", "note"})
+DATE_MIN = date(1900, 1, 1)  # every date and timestamp lies in [DATE_MIN, DATE_MAX]
+DATE_MAX = date(2199, 12, 31)
+# C0 and C1 control characters and DEL: a NUL cannot be stored in a PostgreSQL text column, and none of
+# them belongs in an id or a sentence. Lone surrogates never get this far (msgspec refuses them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+DERIVED_PAYMENT_SUFFIX = ":payment"  # a cash_applied's payment is posted as "<event_id>:payment"
+# What the ledger itself posts after a remittance's line or payment: "<event_id>:posted" (a line's report
+# to its payer), "<event_id>:funds:<16 hex>" (an advice funded); the triggering ids must leave room for it.
+DERIVED_REMITTANCE_SUFFIX_CHARS = len(":posted") + len(":funds:") + 16
 
 
 def upcaster(tag: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -122,9 +151,30 @@ def _decode(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     return event
 
 
-def decode_input(raw: bytes) -> InputEvent:
-    """Decode and validate an input-topic record, upcasting older versions."""
-    event: InputEvent = _decode(raw, _input_decoder)
+def decode_input(raw: bytes, *, bytes_max: int = RECORD_BYTES_MAX) -> InputEvent:
+    """Decode and validate an input-topic record, upcasting older versions.
+
+    Every field is bounded here, at the boundary (see "Bounds" below): a record that passes cannot
+    overflow a column, a date computation or an index row further on.
+    """
+    if len(raw) > bytes_max:
+        raise EventDecodeError(f"record of {len(raw):,} bytes is larger than {bytes_max:,} bytes (record_bytes_max)")
+    if _nested_deeper_than(raw, NESTING_MAX):
+        raise EventDecodeError(f"JSON nested deeper than {NESTING_MAX} levels")
+    try:
+        event: InputEvent = _decode(raw, _input_decoder)
+    except RecursionError as exc:  # pragma: no cover - _nested_deeper_than refuses these first
+        raise EventDecodeError(f"JSON nested deeper than {NESTING_MAX} levels") from exc
+    check_bounds(event)
+    if isinstance(event, CashApplied) and len(event.event_id) > ID_CHARS_MAX - len(DERIVED_PAYMENT_SUFFIX):
+        # the payment the ledger posts for it is "<event_id>:payment", which must fit the bound too
+        raise EventDecodeError(f"{len(event.event_id):,} characters, more than"
+                               f" {ID_CHARS_MAX - len(DERIVED_PAYMENT_SUFFIX)} for a cash_applied", field="event_id")
+    if isinstance(event, PaymentReceived | RemittanceReceived | RemittanceLinePosted) and (
+            len(event.event_id) > ID_CHARS_MAX - DERIVED_REMITTANCE_SUFFIX_CHARS):
+        raise EventDecodeError(f"{len(event.event_id):,} characters, more than"
+                               f" {ID_CHARS_MAX - DERIVED_REMITTANCE_SUFFIX_CHARS} for a payment or remittance"
+                               " (the ledger posts its reports under a longer id)", field="event_id")
     _check_invariants(event)
     return event
 
@@ -254,3 +304,167 @@ def _check_action(event: Any) -> None:
     if isinstance(event, DiscrepancyAssigned) and event.assignee is not None and not (
             0 < len(event.assignee.strip()) <= USER_CHARS_MAX):
         raise EventDecodeError(f"assignee must be 1 to {USER_CHARS_MAX} characters", field="assignee")
+
+
+_STR, _INT, _DATE, _DATETIME, _STRS, _STRUCTS = range(6)
+_Plan = tuple[tuple[str, int, int, Any], ...]  # (field, kind, length limit, plan of nested structs)
+_PLANS: dict[type, _Plan] = {}
+
+
+def _kind(info: Any) -> tuple[int, Any] | None:
+    """What to check of a field of this msgspec type (None: nothing, e.g. a Literal or a bool)."""
+    from msgspec import inspect as mi
+
+    if isinstance(info, mi.UnionType):
+        kinds = [k for k in (_kind(t) for t in info.types if not isinstance(t, mi.NoneType)) if k is not None]
+        assert len(kinds) <= 1, f"union of several checked types: {info}"
+        return kinds[0] if kinds else None
+    if isinstance(info, mi.StrType):
+        return _STR, None
+    if isinstance(info, mi.IntType):
+        return _INT, None
+    if isinstance(info, mi.DateType):
+        return _DATE, None
+    if isinstance(info, mi.DateTimeType):
+        return _DATETIME, None
+    if isinstance(info, mi.VarTupleType | mi.ListType | mi.FrozenSetType | mi.SetType):
+        item = _kind(info.item_type)
+        if item is None:
+            return None
+        if item[0] == _STR:
+            return _STRS, None
+        if item[0] == _STRUCTS:
+            return _STRUCTS, item[1]
+        raise AssertionError(f"collection of {info.item_type} is not bounded")
+    if isinstance(info, mi.StructType):
+        return _STRUCTS, _plan(info.cls)
+    return None
+
+
+def _plan(cls: type) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        from msgspec import inspect as mi
+
+        fields = []
+        info = mi.type_info(cls)
+        assert isinstance(info, mi.StructType), cls
+        for f in info.fields:
+            kind = _kind(f.type)
+            if kind is not None:
+                limit = TEXT_CHARS_MAX if f.name in TEXT_FIELDS else ID_CHARS_MAX
+                fields.append((f.name, kind[0], limit, kind[1]))
+        plan = _PLANS[cls] = tuple(fields)
+    return plan
+
+
+def _bad_text(value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return f"{len(value):,} characters, more than {limit:,}"
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        return f"control character U+{ord(bad.group()):04X} at position {bad.start()}"
+    return None
+
+
+def check_bounds(obj: Any) -> None:
+    """Raise EventDecodeError naming the first field of ``obj`` (an event) out of bounds.
+
+    The hot path makes one C-level pass over each kind of field; only a record that fails it (or one
+    with nested values, such as remittance adjustments) is walked field by field to name the culprit."""
+    fast = _FAST.get(type(obj))
+    if fast is None:
+        fast = _FAST[type(obj)] = _fast_plan(type(obj))
+    ids, texts, ints, dates, nested = fast
+    id_values = [v for v in ids(obj) if v]
+    text_values = [v for v in texts(obj) if v]
+    int_values = [v for v in ints(obj) if v]
+    if (
+        any(nested(obj))
+        or (id_values and max(map(len, id_values)) > ID_CHARS_MAX)
+        or (text_values and max(map(len, text_values)) > TEXT_CHARS_MAX)
+        or _CONTROL.search("".join(id_values) + "".join(text_values)) is not None
+        or (int_values and max(map(abs, int_values)) >= AMOUNT_CENTS_MAX)
+        or any(not DATE_MIN <= (d.date() if isinstance(d, datetime) else d) <= DATE_MAX
+               for d in dates(obj) if d is not None)
+    ):
+        _walk_bounds(obj, "")
+
+
+_Getter = Callable[[Any], tuple[Any, ...]]
+_FAST: dict[type, tuple[_Getter, _Getter, _Getter, _Getter, _Getter]] = {}
+
+
+def _getter(names: list[str]) -> _Getter:
+    """All the named attributes as one tuple, fetched at C speed."""
+    if not names:
+        return lambda obj: ()
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return operator.attrgetter(*names)
+
+
+def _fast_plan(cls: type) -> tuple[_Getter, _Getter, _Getter, _Getter, _Getter]:
+    plan = _plan(cls)
+    return (
+        _getter([n for n, k, limit, _ in plan if k == _STR and limit == ID_CHARS_MAX]),
+        _getter([n for n, k, limit, _ in plan if k == _STR and limit == TEXT_CHARS_MAX]),
+        _getter([n for n, k, _, _ in plan if k == _INT]),
+        _getter([n for n, k, _, _ in plan if k in (_DATE, _DATETIME)]),
+        _getter([n for n, k, _, _ in plan if k in (_STRS, _STRUCTS)]),
+    )
+
+
+def _walk_bounds(obj: Any, prefix: str) -> None:
+    """The slow path: field by field, raising for the first out of bounds."""
+    for name, kind, limit, _nested in _plan(type(obj)):
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        where = prefix + name
+        if kind == _STR:
+            problem = _bad_text(value, limit)
+            if problem is not None:
+                raise EventDecodeError(problem, field=where)
+        elif kind == _INT:
+            if not -AMOUNT_CENTS_MAX < value < AMOUNT_CENTS_MAX:
+                raise EventDecodeError(f"{value} is out of range: its magnitude must be below"
+                                       f" {AMOUNT_CENTS_MAX:,} (events.money.AMOUNT_CENTS_MAX)", field=where)
+        elif kind == _DATE or kind == _DATETIME:
+            day = value.date() if isinstance(value, datetime) else value
+            if not DATE_MIN <= day <= DATE_MAX:
+                raise EventDecodeError(f"{value.isoformat()} is outside {DATE_MIN} .. {DATE_MAX}", field=where)
+        elif kind == _STRS:
+            for i, item in enumerate(value):
+                problem = _bad_text(item, limit)
+                if problem is not None:
+                    raise EventDecodeError(f"item {i}: {problem}", field=where)
+        elif isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                _walk_bounds(item, f"{where}[{i}].")
+        else:
+            _walk_bounds(value, f"{where}.")
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nested_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text nests arrays and objects more than ``limit`` deep (brackets inside strings
+    do not count). Decoders recurse per level: a few thousand levels crash them, so refuse early."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the common case, at C speed
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return True
+        else:
+            depth -= 1
+    return False

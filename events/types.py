@@ -431,11 +431,12 @@ class NoticeIssued(Event, frozen=True, kw_only=True, tag="notice_issued"):
     SHA-256 ``document_sha256``; ``effective_on`` is the day it was issued.
     """
 
-    notice_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    # lengths and characters are bounded by the codec, as for every id (events/codec.py)
+    notice_id: Annotated[str, msgspec.Meta(min_length=1)]
     recipient: NoticeRecipient
-    recipient_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    recipient_id: Annotated[str, msgspec.Meta(min_length=1)]
     discrepancy_ids: Annotated[
-        tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...],
+        tuple[Annotated[str, msgspec.Meta(min_length=1)], ...],
         msgspec.Meta(min_length=1, max_length=5000),
     ]
     known_at: datetime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -15,12 +16,22 @@ from typing import Any
 
 from events.publisher import Publisher
 from processor.batch import BatchResult
-from processor.embedded import broker_cluster_id, resolve_endpoints
-from processor.exits import UsageError, classify, probe_broker, probe_database
+from processor.embedded import broker_cluster_id, embedded_broker_lost, resolve_endpoints
+from processor.exits import (
+    BROKER_SETTING,
+    DATABASE_SETTING,
+    ServiceUnreachable,
+    UsageError,
+    classify,
+    probe_broker,
+    probe_database,
+)
 from processor.health import Health, database_check
 from processor.kafka_clients import faust_credentials, kafka_python_options
+from processor.retry import Outage, is_broker_outage, is_database_outage, retry_sync
 from processor.runtime import ProcessorLoop, Relay
 from processor.settings import Settings
+from processor.stops import LedgerStop
 from processor.topics import ensure_topics
 from projections.anchor import Anchorer
 from projections.model import LedgerStore
@@ -46,6 +57,7 @@ class Ledger:
     log_id: str
     store_factory: StoreFactory = postgres_store
     _stores: list[LedgerStore] = field(default_factory=list)
+    cluster_id: str | None = None  # the broker's cluster id; log_id is it or a later epoch of it (logid.py)
     health: Health | None = None
     # The exception a service of the Faust worker stopped with (the worker itself only logs it).
     failure: BaseException | None = None
@@ -66,6 +78,9 @@ class Ledger:
         kwargs.setdefault("health", self.health)
         if "anchor" not in kwargs:
             kwargs["anchor"] = self.anchorer(kwargs["read_store"])
+        if self.settings.embedded_broker:
+            kwargs.setdefault("broker_lost", functools.partial(embedded_broker_lost, self.bootstrap))
+        kwargs.setdefault("cluster_id", self.cluster_id)
         return ProcessorLoop(self.settings, self.bootstrap, self.store(), log_id=self.log_id, **kwargs)
 
     def anchorer(self, store: LedgerStore) -> Anchorer | None:
@@ -83,7 +98,7 @@ class Ledger:
                         interval_ms=self.settings.anchor_interval_ms)
 
     def relay(self) -> Relay:
-        return Relay(self.settings, self.bootstrap, self.store(), health=self.health)
+        return Relay(self.settings, self.bootstrap, self.store(), health=self.health, log_id=self.log_id)
 
     def notifier(self, **kwargs: Any) -> Any:
         """The notifier (processor/notifier.py): digests to agency coordinators, on its own connection."""
@@ -213,29 +228,48 @@ def open_ledger(
     """
     settings = settings or Settings()
     timeout = settings.connect_timeout_s
-    # Configured services are probed first: one line naming the setting within connect_timeout_s,
-    # instead of a client's 30-second retry loop and its traceback.
-    if settings.kafka_bootstrap_servers is not None:
-        probe_broker(settings.kafka_bootstrap_servers, timeout)
+    # A service that is not there yet is waited for, bounded (outage_retry_seconds_max), saying what it
+    # waits for; then OutageStop (exit 3). Each attempt is a probe that answers within connect_timeout_s,
+    # not a client's 30-second retry loop. A refused login or a missing database is not waited for.
+    bound = settings.outage_retry_seconds_max
+    database_outage = Outage(f"PostgreSQL ({DATABASE_SETTING})" if settings.database_url else "PostgreSQL",
+                             bound, log, setting="LEDGER_OUTAGE_RETRY_SECONDS_MAX")
     configured = configured_dsn(settings)
+    if settings.kafka_bootstrap_servers is not None:
+        broker = settings.kafka_bootstrap_servers
+        retry_sync(Outage(f"the broker at {BROKER_SETTING}={broker}", bound, log,
+                          setting="LEDGER_OUTAGE_RETRY_SECONDS_MAX"),
+                   lambda: probe_broker(broker, timeout), broker_down)
     if configured is not None:
-        probe_database(configured if database is None else _server_of(configured), timeout)
+        retry_sync(database_outage,
+                   lambda: probe_database(configured if database is None else _server_of(configured), timeout),
+                   database_down)
     with resolve_endpoints(settings) as (bootstrap, server_dsn, cluster_id):
+        broker_outage = Outage(f"the broker at {bootstrap}", bound, log, setting="LEDGER_OUTAGE_RETRY_SECONDS_MAX")
         server_dsn = configured or server_dsn
         name = database or (settings.database_name if settings.embedded_database else None)
-        dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
+
+        def make_database() -> str:
+            dsn = ensure_database(server_dsn, name, reset=reset_database) if name else server_dsn
+            return ledger_role_dsn(dsn) if settings.embedded_database else dsn
+
+        dsn = retry_sync(database_outage, make_database, database_down)
         if reset_database and name:  # a new archive: the checkpoints of the dropped one no longer apply
             from projections.anchor import default_anchor_file
 
             default_anchor_file(settings, name).unlink(missing_ok=True)
-        if settings.embedded_database:
-            dsn = ledger_role_dsn(dsn)
-        log_id = cluster_id or broker_cluster_id(bootstrap, **kafka_python_options(settings),
-                                                 bootstrap_timeout_ms=int(timeout * 1000))
-        ledger = Ledger(settings, bootstrap, dsn, log_id, store_factory)
+        cluster = cluster_id or retry_sync(
+            broker_outage,
+            lambda: broker_cluster_id(bootstrap, **kafka_python_options(settings),
+                                      bootstrap_timeout_ms=int(timeout * 1000)),
+            broker_down)
+        ledger = Ledger(settings, bootstrap, dsn, cluster, store_factory, cluster_id=cluster)
         try:
-            ledger.store().migrate()
-            ensure_topics(bootstrap, settings)
+            store = retry_sync(database_outage, ledger.store, is_database_outage)
+            retry_sync(database_outage, store.migrate, is_database_outage)
+            # After `accept-log` the ledger reads the cluster as a later log of it (processor/logid.py).
+            ledger.log_id = retry_sync(database_outage, lambda: store.current_log(cluster), is_database_outage)
+            retry_sync(broker_outage, lambda: ensure_topics(bootstrap, settings), is_broker_outage)
             if settings.embedded_broker:
                 with advertise_embedded_broker(settings, bootstrap):
                     yield ledger
@@ -243,6 +277,16 @@ def open_ledger(
                 yield ledger
         finally:
             ledger.close()
+
+
+def database_down(exc: BaseException) -> bool:
+    """PostgreSQL is not there (yet): worth waiting for."""
+    return isinstance(exc, ServiceUnreachable) or is_database_outage(exc)
+
+
+def broker_down(exc: BaseException) -> bool:
+    """The broker is not there (yet): worth waiting for."""
+    return isinstance(exc, ServiceUnreachable) or is_broker_outage(exc)
 
 
 def _server_of(dsn: str) -> str:
@@ -321,6 +365,10 @@ async def run_services(
                 await asyncio.sleep(ledger.settings.relay_interval_ms / 1000)
             if rel is not None:
                 await rel.publish_pending()
+    except asyncio.CancelledError:
+        if loop is None or loop.fatal is None:
+            raise
+        raise loop.fatal from None  # the processor's guard interrupted the relay's turn: stop for its reason
     finally:
         if loop is not None:
             await loop.stop()
@@ -329,12 +377,23 @@ async def run_services(
             await rel.stop()
 
 
-def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notify: bool = False) -> Any:
+def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notify: bool = False,
+              on_stop: Callable[[LedgerStop], None] | None = None) -> Any:
     """The Faust application that hosts the batch loop (a task) and the relay (a timer).
 
     Faust's own per-event agents are bypassed on the hot path: the task consumes with aiokafka getmany
     in batches. The app runs in producer-only mode so Faust starts no consumer group of its own.
+    A LedgerStop (a data integrity stop, an outage past its bound) goes to ``on_stop``, which ends the
+    worker; without one it crashes the worker like any error.
     """
+
+    def stopping(exc: LedgerStop, *, logged: bool = False) -> None:
+        if on_stop is None:
+            raise exc
+        if not logged:
+            log.error("stopping: %s", exc.one_line())
+        on_stop(exc)
+
     import faust
 
     app = faust.App(
@@ -353,16 +412,24 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notif
 
         @app.task
         async def process_batches() -> None:
-            await processor.start()
             try:
+                await processor.start()
                 while True:
                     await processor.run_once()
+            except LedgerStop as exc:
+                log.error("stopping: %s", exc.one_line())
+                # before the worker's shutdown, which cancels what takes long; bounded all the same
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(processor.stop(), 30)
+                finally:  # whatever the clients do while they stop, the worker stops
+                    stopping(exc, logged=True)
             except Exception as exc:  # kept for the exit code; Faust itself only logs it and stops
                 ledger.failure = exc
                 if classify(exc) is None:
                     raise  # a bug: Faust logs its traceback and the worker crashes
-                # An expected stop (a truncated log, a lost service): stop the worker as on SIGTERM;
-                # `up` then ends with one line and the exit code, no traceback.
+                # an expected end (a lost service the retries do not cover): stop the worker as on SIGTERM;
+                # `up` then ends with one line and the exit code, no traceback
                 os.kill(os.getpid(), signal.SIGTERM)
             finally:
                 await processor.stop()
@@ -385,7 +452,10 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notif
 
         @app.task
         async def start_relay() -> None:
-            await rel.start()
+            try:
+                await rel.start()
+            except LedgerStop as exc:
+                stopping(exc)
 
         @app.on_before_shutdown.connect
         async def stop_relay(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -394,6 +464,9 @@ def faust_app(ledger: Ledger, *, relay: bool = True, process: bool = True, notif
         @app.timer(interval=ledger.settings.relay_interval_ms / 1000)
         async def publish_outbox() -> None:
             if rel.producer is not None:
-                await rel.publish_pending()
+                try:
+                    await rel.publish_pending()
+                except LedgerStop as exc:
+                    stopping(exc)
 
     return app

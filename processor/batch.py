@@ -15,7 +15,18 @@ from kafka.partitioner.default import murmur2
 
 from events import codec
 from events.topics import TopicSettings, topic_types
-from events.types import BillingCycleClosed, DayClosed, InputEvent, OutputEvent, RatePublished, tag_of
+from events.types import (
+    BillingCycleClosed,
+    DayClosed,
+    InputEvent,
+    OutputEvent,
+    PaymentReceived,
+    RatePublished,
+    RemittanceFunded,
+    RemittanceLinePosted,
+    tag_of,
+)
+from processor import bounds, footprint
 from processor.collect import Collector
 from processor.rules.base import Rejected
 from processor.rules.days import candidate_cutoff
@@ -47,6 +58,10 @@ class BatchResult:
     emitted: list[OutputEvent] = field(default_factory=list)
 
 
+# What the ledger posts itself through the outbox (processor/collect.py, the payments topic): seen coming
+# back, the outbox row is delivered (the relay re-publishes what never came back, issue 12).
+ECHOED_TYPES = (PaymentReceived, RemittanceLinePosted, RemittanceFunded)
+
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so a record's partition can be checked against its key."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -65,6 +80,9 @@ class BatchProcessor:
         partitions: int,
         clock: Callable[[], datetime],
         account_cache_max: int = 200_000,
+        record_bytes_max: int = codec.RECORD_BYTES_MAX,
+        account_cache_bytes_max: int = 160 * 1024 * 1024,
+        key_partition_cache_max: int = 100_000,
     ) -> None:
         self.store = store
         self.log_id = log_id
@@ -72,6 +90,13 @@ class BatchProcessor:
         self.partitions = partitions
         self.clock = clock
         self.account_cache_max = account_cache_max
+        self.record_bytes_max = record_bytes_max
+        # The account cache is bounded by count and by estimated bytes (processor/footprint.py), the
+        # key -> partition memo by count; neither ever grows with the ledger's history.
+        self.account_cache_bytes_max = account_cache_bytes_max
+        self.key_partition_cache_max = key_partition_cache_max
+        self._account_bytes: dict[str, int] = {}
+        self.cached_bytes = 0
         self._types = topic_types(topics)
         self._accounts: OrderedDict[str, AccountState] = OrderedDict()
         self._parts: dict[int, PartitionState] = {}
@@ -88,6 +113,8 @@ class BatchProcessor:
     def reset(self) -> None:
         """Forget cached state and uncommitted batches; the next batch reloads from the store."""
         self._accounts.clear()
+        self._account_bytes.clear()
+        self.cached_bytes = 0
         self._parts.clear()
         self._inflight.clear()
         self._positions = self.store.positions(self.log_id)
@@ -103,6 +130,7 @@ class BatchProcessor:
         gone = set(partitions)
         for account_id in [a for a, s in self._accounts.items() if s.partition in gone]:
             del self._accounts[account_id]
+            self.cached_bytes -= self._account_bytes.pop(account_id, 0)
         for p in gone:
             self._parts.pop(p, None)
         self._positions = self.store.positions(self.log_id)
@@ -120,10 +148,12 @@ class BatchProcessor:
         decoded: list[tuple[Record, InputEvent, bytes, bytes, str]] = []
 
         def dead(rec: Record, reason: str, field_name: str | None, event_id: str | None) -> None:
+            # reason and field may quote the record (a decoder's message): escaped and bounded for text columns
             write.dead_letters.append(DeadLetterRow(
                 log_id=self.log_id, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                event_id=event_id, reason=reason, field=field_name, key=rec.key, raw=rec.value or b"",
-                recorded_at=now,
+                event_id=event_id, reason=bounds.printable(reason),
+                field=None if field_name is None else bounds.printable(field_name, 200), key=rec.key,
+                raw=rec.value or b"", recorded_at=now,
             ))
             counts[(rec.topic, rec.partition)][2] += 1
 
@@ -142,6 +172,8 @@ class BatchProcessor:
             if event is None:
                 dead(rec, reason or "invalid", field_name, None)
                 continue
+            if event.causation_id is not None and isinstance(event, ECHOED_TYPES):
+                write.echoed.append(event.event_id)  # what the ledger posted itself may have come back
             body = codec.encode(event)
             dkey = f"{event.event_id}@p{rec.partition}" if type(event).BROADCAST else event.event_id
             decoded.append((rec, event, body, codec.body_hash(body), dkey))
@@ -154,6 +186,7 @@ class BatchProcessor:
 
         # 3. load what the fold needs
         self._load([item[1] for item in decoded], [item[0].partition for item in decoded])
+        payer_base = self._payer_bases([item[1] for item in decoded])
 
         # 4. fold, in record order; a duplicate is judged against what was accepted before it, so a
         # resend of an event the fold rejected earlier in the batch is folded, not skipped
@@ -167,6 +200,14 @@ class BatchProcessor:
                 dead(rec, f"conflicting duplicate: event_id {event.event_id} was already accepted with a"
                           f" different body (sha256 {previous.hex()[:16]}, this one {digest.hex()[:16]})",
                      "event_id", event.event_id)
+                continue
+            too_much = bounds.sum_rejection(
+                self._accounts.get(event.account_id), event,
+                payer_base.get(event.payer_id, 0) + abs(write.payer_unapplied_delta.get(event.payer_id, 0))
+                if isinstance(event, PaymentReceived) else 0,
+            )
+            if too_much is not None:
+                dead(rec, too_much[0], too_much[1], event.event_id)
                 continue
             try:
                 self._fold(rec.partition, event, collector, now)
@@ -203,12 +244,19 @@ class BatchProcessor:
             # reset() ran while the commit was in flight (a rebalance): state is reloaded from the store
             return
         self._inflight.pop(0)
+        sizes = self._account_bytes
+        for account_id, account in result.write.accounts.items():  # they changed: estimate them again
+            if account_id in sizes:
+                size = footprint.account_bytes(account)
+                self.cached_bytes += size - sizes[account_id]
+                sizes[account_id] = size
         protected = {a for r in self._inflight for a in r.write.accounts}
-        while len(self._accounts) > self.account_cache_max:
-            oldest = next(iter(self._accounts))
-            if oldest in protected:
+        while len(self._accounts) > self.account_cache_max or self.cached_bytes > self.account_cache_bytes_max:
+            oldest = next(iter(self._accounts), None)
+            if oldest is None or oldest in protected:
                 break
             self._accounts.popitem(last=False)
+            self.cached_bytes -= sizes.pop(oldest, 0)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -216,7 +264,7 @@ class BatchProcessor:
         if rec.value is None:
             return "empty record (no value)", None, None
         try:
-            event = codec.decode_input(rec.value)
+            event = codec.decode_input(rec.value, bytes_max=self.record_bytes_max)
         except codec.EventDecodeError as exc:
             return f"undecodable: {exc.reason}", exc.field, None
         tag = tag_of(type(event))
@@ -228,12 +276,27 @@ class BatchProcessor:
                 return f"record key {rec.key!r} is not the account_id {event.account_id!r}", "account_id", None
             expected = self._key_partition.get(rec.key)
             if expected is None:
+                if len(self._key_partition) >= self.key_partition_cache_max:  # bounded: forget the oldest
+                    del self._key_partition[next(iter(self._key_partition))]
                 expected = self._key_partition[rec.key] = partition_for(rec.key, self.partitions)
             if expected != rec.partition:
                 return (f"account {event.account_id} belongs on partition {expected}, not {rec.partition}"
                         " (partition = murmur2 of the key, the Java client's default; librdkafka producers"
                         " need partitioner=murmur2_random)", "account_id", None)
         return None, None, event
+
+    def _payer_bases(self, events: list[InputEvent]) -> dict[str, int]:
+        """An upper bound of each paying payer's unapplied cash (its magnitude) before this batch: the
+        store's total plus the batches whose commit is still in flight (bounds.sum_rejection)."""
+        payers = sorted({e.payer_id for e in events if isinstance(e, PaymentReceived)})
+        if not payers:
+            return {}
+        base = {p: abs(c) for p, c in self.store.payer_unapplied_for(payers).items()}
+        for earlier in self._inflight:
+            for p, delta in earlier.write.payer_unapplied_delta.items():
+                if p in base or p in payers:
+                    base[p] = base.get(p, 0) + abs(delta)
+        return base
 
     def _load(self, events: list[InputEvent], partitions: list[int]) -> None:
         missing_parts = sorted({p for p in partitions if p not in self._parts})
@@ -267,6 +330,8 @@ class BatchProcessor:
             if state is None:
                 state = AccountState(account_id=a, partition=partition_of[a])
             self._accounts[a] = state
+            size = self._account_bytes[a] = footprint.account_bytes(state)
+            self.cached_bytes += size
         for a in wanted:
             self._accounts.move_to_end(a)
 

@@ -154,9 +154,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
     from processor.app import faust_app, open_ledger
     from processor.health import OpsServer
     from processor.logs import logging_config
+    from processor.retry import quiet_repeats
+    from processor.stops import LedgerStop
 
     settings = _settings()
     process = args.role in ("all", "processor")
@@ -167,6 +172,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("error: --role notifier needs an SMTP server: set LEDGER_NOTIFIER__SMTP_HOST", file=sys.stderr)
         return EXIT_USAGE
     level = args.loglevel.upper() if args.loglevel else settings.log_level
+    stopped: list[LedgerStop] = []
+
+    def on_stop(reason: LedgerStop) -> None:
+        """A reason to stop (not a bug): end the worker as SIGTERM would, and exit with its code."""
+        if not stopped:
+            stopped.append(reason)
+            os.kill(os.getpid(), signal.SIGTERM)
+
     with open_ledger(settings, database=args.database) as ledger:
         logging.getLogger("benefits_ledger").warning(
             "ledger up: broker %s, log %s, role %s", ledger.bootstrap, ledger.log_id, args.role
@@ -174,13 +187,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         health = ledger.new_health()
         ops = OpsServer(health, settings.metrics_host, settings.metrics_port).start() if (
             settings.metrics_port is not None) else None
-        app = faust_app(ledger, relay=relay, process=process, notify=notify)
+        app = faust_app(ledger, relay=relay, process=process, notify=notify, on_stop=on_stop)
         from faust.worker import Worker
 
         # The worker installs the same one-format handler (Faust's own would add colour codes).
         # --json: a service's output is its log, so JSON lines
         worker = Worker(app, loglevel=level, quiet=True, redirect_stdouts=False,
                         logging_config=logging_config("json" if args.json else settings.log_format, level))
+        quiet_repeats()  # a broker that is gone makes the Kafka clients log an error per retry
         code = EXIT_OK
         try:
             worker.execute_from_commandline()
@@ -189,9 +203,36 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             if ops is not None:
                 ops.stop()
-        if ledger.failure is not None:
-            raise ledger.failure  # exits.run turns a truncated log into exit 4, a lost service into 3
+    if stopped:
+        raise stopped[0]  # exits.run prints it as one line and exits with its code (3 or 4)
+    if ledger.failure is not None:
+        raise ledger.failure  # exits.run turns a lost service into 3; a bug keeps its traceback
     return code
+
+
+def cmd_accept_log(args: argparse.Namespace) -> int:
+    """Continue on a replaced log (LogReplaced) as a new log of the same cluster, from offset 0."""
+    from processor.app import open_store
+    from processor.embedded import broker_cluster_id
+    from processor.kafka_clients import kafka_python_options
+
+    settings = _settings()
+    if settings.kafka_bootstrap_servers is None:
+        print("error: the embedded broker starts a new log each time `up` starts: there is nothing to accept",
+              file=sys.stderr)
+        return EXIT_USAGE
+    exits.probe_broker(settings.kafka_bootstrap_servers, settings.connect_timeout_s)
+    cluster = broker_cluster_id(settings.kafka_bootstrap_servers, **kafka_python_options(settings),
+                                bootstrap_timeout_ms=int(settings.connect_timeout_s * 1000))
+    with open_store(settings, database=args.database) as store:
+        retired, new = store.start_new_log(cluster, args.reason)
+    result = {"cluster_id": cluster, "retired_log_id": retired, "log_id": new}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"log {retired} retired (its positions and archive stay as they are); the ledger now reads cluster"
+              f" {cluster} as log {new}, from offset 0 of every partition: start `benefits-ledger up`")
+    return EXIT_OK
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -567,6 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl_retry.add_argument("--limit", type=int, default=100_000)
     dl_retry.add_argument("--dry-run", action="store_true", help="list what would be re-submitted")
     dl_retry.set_defaults(fn=cmd_deadletter_retry)
+
+    acc = sub.add_parser("accept-log", parents=[common],
+                         help="after a data integrity stop (LogReplaced): continue on the broker's log as a new log")
+    acc.add_argument("--reason", default="accepted by the operator after a data integrity stop",
+                     help="recorded with the retired log")
+    acc.set_defaults(fn=cmd_accept_log)
 
     # replay and audit (issue 4): the commands live in replay/commands.py
     from replay.commands import add_audit_parsers

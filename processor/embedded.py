@@ -38,6 +38,7 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedStack",
     "broker_cluster_id",
+    "embedded_broker_lost",
     "hba_trusts_anyone",
     "postgres_bin_dir",
     "private_directory",
@@ -819,9 +820,30 @@ def resolve_endpoints(settings: Settings) -> Iterator[tuple[str, str, str | None
         else:
             broker = stack.enter_context(EmbeddedBroker())
             bootstrap, cluster_id = broker.bootstrap, broker.cluster_id
+            _RUNNING_BROKERS[bootstrap] = broker
+            stack.callback(_RUNNING_BROKERS.pop, bootstrap, None)
         if settings.database_url is not None:
             dsn = settings.database_url
         else:
             postgres = stack.enter_context(EmbeddedPostgres(Path(settings.data_dir) / "postgres"))
             dsn = postgres.dsn
         yield bootstrap, dsn, cluster_id
+
+
+# Embedded brokers started by resolve_endpoints in this process, by bootstrap address (issue 12).
+_RUNNING_BROKERS: dict[str, EmbeddedBroker] = {}
+
+
+def embedded_broker_lost(bootstrap: str) -> str | None:
+    """Why the embedded broker at ``bootstrap`` is gone (it died under us), or None while it runs or when
+    the address is not an embedded broker of this process. Its memory log died with it."""
+    broker = _RUNNING_BROKERS.get(bootstrap)
+    if broker is None or broker._proc is None:
+        return None
+    code = broker._proc.poll()
+    if code is None:
+        return None
+    return (f"the embedded broker at {bootstrap} (pid {broker._proc.pid}) exited with code {code}; its memory log is"
+            " gone with every record not yet applied. Nothing applied is lost (PostgreSQL is the record). Start"
+            " `benefits-ledger up` again (a new log) and re-send what producers sent since; re-sent events that were"
+            " already applied count as duplicates.")

@@ -125,13 +125,14 @@ def classify(exc: BaseException) -> LedgerExit | None:
     """The LedgerExit an exception stands for, or None for a bug (which keeps its traceback)."""
     if isinstance(exc, LedgerExit):
         return exc
+    from processor.stops import LedgerStop
+
+    if isinstance(exc, LedgerStop):  # a truncated or replaced log (4), an outage past its bound (3)
+        return LedgerExit(exc.one_line(), exc.exit_code)
     from pydantic import ValidationError
 
     from processor.settings import PlanFileError
-    from projections.model import LogTruncated
 
-    if isinstance(exc, LogTruncated):
-        return IntegrityStop(f"data integrity stop (LogTruncated): {exc}")
     if isinstance(exc, PlanFileError):
         return UsageError(str(exc))
     from processor.keys import KeyRequired

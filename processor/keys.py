@@ -1,10 +1,11 @@
 """The ledger's two secret keys: member pseudonyms (ingest) and archive checkpoints (projections/anchor.py).
 
 Each comes from ``LEDGER_<NAME>`` or a file named by ``LEDGER_<NAME>_FILE`` (a secret mounted by the
-deployment; trailing newlines are ignored) and must have at least 32 bytes. Without one, the embedded
-demo (no broker and no database configured) uses a built-in key and says so on every start: that key is
-in this source, so a pseudonym made with it can be reversed (an SSN has only 10^9 values) and a
-checkpoint signed with it proves nothing. Anything else refuses to start.
+deployment; a text file's trailing newline is ignored, a binary file is the key byte for byte) and must
+have at least 32 bytes. Without one, the embedded demo (no broker and no database configured) uses a
+built-in key and says so on every start: that key is in this source, so a pseudonym made with it can be
+reversed (an SSN has only 10^9 values) and a checkpoint signed with it proves nothing. Anything else
+refuses to start.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def embedded_demo(settings: Any) -> bool:
     return bool(settings.kafka_bootstrap_servers is None and settings.database_url is None)
 
 
+def _file_key(raw: bytes) -> bytes:
+    """The key a secret file holds: text (base64, hex, a passphrase) without its trailing newline; any
+    other content (``head -c 32 /dev/urandom > key``) as it is, since a random last byte may be a newline."""
+    text = raw.rstrip(b"\r\n")
+    if text and all(0x20 <= b < 0x7F for b in text):
+        return text
+    return raw
+
+
 def _key(settings: Any, field: str, demo: bytes, purpose: str) -> bytes:
     env = f"LEDGER_{field.upper()}"
     secret = getattr(settings, field)
@@ -51,7 +61,7 @@ def _key(settings: Any, field: str, demo: bytes, purpose: str) -> bytes:
         raise KeyRequired(f"{env} and {env}_FILE are both set: set one")
     if path is not None:
         try:
-            key = path.read_bytes().rstrip(b"\r\n")
+            key = _file_key(path.read_bytes())
         except OSError as exc:
             raise KeyRequired(f"{env}_FILE: cannot read {path}: {exc.strerror or exc}") from exc
         where = f"{env}_FILE ({path})"

@@ -497,6 +497,40 @@ class Settings(BaseSettings):
         description="and at the latest this long after its first event not yet checkpointed (and at stop)",
     )
     web: WebSettings = Field(default_factory=WebSettings, description="the workbench (benefits-ledger serve)")
+    # Faults (issue 12): bounds, outages, memory. Units last.
+    record_bytes_max: int = Field(
+        default=1024 * 1024, ge=4096, le=256 * 1024 * 1024,
+        description="largest input record the processor decodes; a larger one is dead-lettered",
+    )
+    account_cache_bytes_max: int = Field(
+        default=160 * 1024 * 1024, ge=1024 * 1024,
+        description="estimated bytes of account state a processor keeps in memory (processor/footprint.py);"
+        " with the other defaults a processor stays within 1 GB (README, Memory)",
+    )
+    key_partition_cache_max: int = Field(
+        default=100_000, ge=1, description="record keys whose partition a processor remembers (about 150 bytes each)",
+    )
+    outage_retry_seconds_max: int = Field(
+        default=300, ge=1, le=86_400,
+        description="how long the ledger waits for PostgreSQL or the broker (retrying with backoff) before it"
+        " stops with exit code 3; an outage within it loses nothing and needs no restart",
+    )
+    log_check_interval_ms: int = Field(
+        default=5000, ge=100, le=600_000,
+        description="how often the processor checks that the broker's log is still the one its positions"
+        " belong to (cluster id, topic ids) and that the broker answers",
+    )
+    outbox_echo_timeout_seconds: int = Field(
+        default=3600, ge=0,
+        description="a payment the ledger posted that has not come back through the payments topic after this"
+        " long is published again (a copy arriving twice is a duplicate); 0: only when the log changed",
+    )
+    dead_letter_record_bytes_max: int = Field(
+        default=1_000_000, ge=4096, le=256 * 1024 * 1024,
+        description="largest dead letter sent whole to the dead-letter topic (Kafka's default message.max.bytes"
+        " is 1,048,588); a larger one is sent by reference (topic, partition, offset, sha256, reason), its body"
+        " kept in the dead_letter table",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 
 import msgspec
 
@@ -12,6 +12,7 @@ from processor.state import AccountState, PartitionState, decode_account, decode
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     DISCREPANCIES_STREAM,
+    ECHO_STREAMS,
     AccountBalance,
     AccountRow,
     AgencyRow,
@@ -33,8 +34,18 @@ from projections.model import (
     apply_discrepancy_changes,
     discrepancy_agency,
     merge_history,
+    next_log_id,
     select_queue,
 )
+
+
+@dataclass(slots=True)
+class _OutboxEntry:
+    seq: int
+    row: OutboxRow
+    published_at: datetime | None = None
+    published_log_id: str | None = None
+    echoed_at: datetime | None = None
 
 
 class MemoryStore:
@@ -54,12 +65,15 @@ class MemoryStore:
         self._coverage: dict[str, list[CoverageRow]] = {}
         self._fsa: dict[tuple[str, int, str], FsaRow] = {}
         self._discrepancies: dict[str, DiscrepancyRow] = {}
-        self._outbox: list[tuple[int, OutboxRow, bool]] = []
+        self._outbox: list[_OutboxEntry] = []
+        self._outbox_by_event: dict[str, _OutboxEntry] = {}
         self._payer_unapplied: dict[str, int] = {}
         self._positions: dict[tuple[str, str, int], int] = {}
         self._counts: dict[tuple[str, str, int], tuple[int, int, int]] = {}
         self._dead: list[DeadLetterRow] = []
         self._dead_positions: set[tuple[str, str, int, int]] = set()
+        self._logs: dict[str, tuple[str, bool]] = {}  # log_id -> (cluster_id, retired)
+        self._log_topics: dict[tuple[str, str], str] = {}
 
     def migrate(self) -> None:
         return None
@@ -117,6 +131,9 @@ class MemoryStore:
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
         return {k: self._dedupe[k] for k in dedupe_keys if k in self._dedupe}
 
+    def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]:
+        return {p: self._payer_unapplied[p] for p in payer_ids if p in self._payer_unapplied}
+
     def commit_batch(self, batch: BatchWrite) -> None:
         with self._lock:
             self._check(batch)
@@ -167,7 +184,14 @@ class MemoryStore:
             self._partitions[p] = snapshot
         apply_discrepancy_changes(self._discrepancies, batch)
         for o in batch.outbox:
-            self._outbox.append((len(self._outbox) + 1, o, False))
+            entry = _OutboxEntry(seq=len(self._outbox) + 1, row=o)
+            self._outbox.append(entry)
+            self._outbox_by_event[o.event_id] = entry
+        now = datetime.now(UTC)
+        for event_id in batch.echoed:
+            found = self._outbox_by_event.get(event_id)
+            if found is not None and found.row.stream in ECHO_STREAMS and found.echoed_at is None:
+                found.echoed_at = now
         for payer, delta in batch.payer_unapplied_delta.items():
             self._payer_unapplied[payer] = self._payer_unapplied.get(payer, 0) + delta
         for adv in batch.positions:
@@ -181,12 +205,48 @@ class MemoryStore:
 
     # -- relay side ---------------------------------------------------------------------------
 
-    def outbox_pending(self, limit: int) -> list[tuple[int, OutboxRow]]:
-        return [(seq, row) for seq, row, done in self._outbox if not done][:limit]
+    def outbox_pending(
+        self, limit: int, *, log_id: str | None = None, republish_before: datetime | None = None,
+    ) -> list[tuple[int, OutboxRow]]:
+        never = [(e.seq, e.row) for e in self._outbox if e.published_at is None and e.echoed_at is None][:limit]
+        if log_id is None or len(never) >= limit:
+            return never
+        again = [
+            (e.seq, e.row) for e in self._outbox
+            if e.published_at is not None and e.row.stream in ECHO_STREAMS and e.echoed_at is None
+            and (e.published_log_id != log_id or (republish_before is not None and e.published_at < republish_before))
+        ]
+        return sorted(never + again[: limit - len(never)], key=lambda pair: pair[0])
 
-    def mark_published(self, seqs: list[int]) -> None:
+    def mark_published(self, seqs: list[int], *, log_id: str | None = None) -> None:
         wanted = set(seqs)
-        self._outbox = [(s, r, done or s in wanted) for s, r, done in self._outbox]
+        now = datetime.now(UTC)
+        for e in self._outbox:
+            if e.seq in wanted and (e.published_at is None or (e.row.stream in ECHO_STREAMS and e.echoed_at is None)):
+                e.published_at, e.published_log_id = now, log_id
+
+    def outbox_undelivered(self, limit: int) -> list[tuple[int, OutboxRow]]:
+        return [(e.seq, e.row) for e in self._outbox if e.row.stream in ECHO_STREAMS and e.echoed_at is None][:limit]
+
+    # -- log identity -------------------------------------------------------------------------
+
+    def current_log(self, cluster_id: str) -> str:
+        return next((lg for lg, (c, retired) in self._logs.items() if c == cluster_id and not retired), cluster_id)
+
+    def start_new_log(self, cluster_id: str, reason: str) -> tuple[str, str]:
+        with self._lock:
+            old = self.current_log(cluster_id)
+            self._logs[old] = (cluster_id, True)
+            new = next_log_id(cluster_id, [lg for lg, (c, _) in self._logs.items() if c == cluster_id])
+            self._logs[new] = (cluster_id, False)
+            return old, new
+
+    def log_topics(self, log_id: str) -> dict[str, str]:
+        return {t: i for (lg, t), i in self._log_topics.items() if lg == log_id}
+
+    def record_log_topics(self, log_id: str, topic_ids: dict[str, str]) -> None:
+        for topic, topic_id in topic_ids.items():
+            self._log_topics.setdefault((log_id, topic), topic_id)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -304,7 +364,8 @@ class MemoryStore:
                     body=row.body,
                 ))
         emitted: list[tuple[int, bytes, int | None, datetime | None]] = []
-        for seq, o, _done in self._outbox:
+        for entry in self._outbox:
+            seq, o = entry.seq, entry.row
             if o.key != account_id or o.stream != DISCREPANCIES_STREAM or len(emitted) >= limit:
                 continue
             cause = msgspec.json.decode(o.body).get("causation_id")

@@ -9,13 +9,14 @@ from typing import Any, Protocol
 
 from processor.rules.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
+from processor.stops import DataIntegrityStop
 
 
 class PositionConflict(RuntimeError):
     """Another writer moved a partition's position: this batch was already applied or is stale."""
 
 
-class LogTruncated(RuntimeError):
+class LogTruncated(DataIntegrityStop):
     """A known log now ends before a position already applied (for example a restarted memory broker)."""
 
 
@@ -68,6 +69,9 @@ class PositionAdvance:
 DISCREPANCIES_STREAM = "discrepancies"
 CLAIMS_STREAM = "claims"
 PAYMENTS_STREAM = "payments"  # payments the ledger posts itself (cash applied to another month or account)
+# Streams onto the ledger's own input topics: a row of one is delivered only once the processor has seen
+# its event come back (BatchWrite.echoed); until then the relay publishes it again on a new log.
+ECHO_STREAMS = frozenset({PAYMENTS_STREAM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,8 @@ class BatchWrite:
     payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
     positions: list[PositionAdvance] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    # event ids of outbox rows of ECHO_STREAMS this batch saw come back (applied, duplicate or dead letter)
+    echoed: list[str] = field(default_factory=list)
     frozen: FrozenState | None = None
 
     def freeze(self) -> FrozenState:
@@ -496,6 +502,13 @@ def select_queue(rows: Iterable[DiscrepancyRow], query: QueueQuery) -> QueuePage
     return QueuePage(rows=ordered[query.offset:query.offset + query.limit], total=len(ordered))
 
 
+def next_log_id(cluster_id: str, known: list[str]) -> str:
+    """The log id after ``known`` (every log id of the cluster so far): ``<cluster id>~2``, ``~3``, ..."""
+    numbers = [1] + [int(lg.rsplit("~", 1)[1]) for lg in known
+                     if lg.startswith(f"{cluster_id}~") and lg.rsplit("~", 1)[1].isdigit()]
+    return f"{cluster_id}~{max(numbers) + 1}"
+
+
 class LedgerStore(Protocol):
     """The contract both stores keep; tests/contract runs the same tests against each."""
 
@@ -512,11 +525,21 @@ class LedgerStore(Protocol):
     def fsa_open_accounts(self, partition: int, plan_year_through: int) -> list[str]: ...
     def agency_accounts(self, agency_ids: list[str]) -> list[str]: ...
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]: ...
+    def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]: ...
     def commit_batch(self, batch: BatchWrite) -> None: ...
 
     # relay side
-    def outbox_pending(self, limit: int) -> list[tuple[int, OutboxRow]]: ...
-    def mark_published(self, seqs: list[int]) -> None: ...
+    def outbox_pending(
+        self, limit: int, *, log_id: str | None = None, republish_before: datetime | None = None,
+    ) -> list[tuple[int, OutboxRow]]: ...
+    def mark_published(self, seqs: list[int], *, log_id: str | None = None) -> None: ...
+    def outbox_undelivered(self, limit: int) -> list[tuple[int, OutboxRow]]: ...
+
+    # log identity (processor/logid.py)
+    def current_log(self, cluster_id: str) -> str: ...
+    def start_new_log(self, cluster_id: str, reason: str) -> tuple[str, str]: ...
+    def log_topics(self, log_id: str) -> dict[str, str]: ...
+    def record_log_topics(self, log_id: str, topic_ids: dict[str, str]) -> None: ...
 
     # queries
     def balance(self, account_id: str) -> AccountBalance | None: ...

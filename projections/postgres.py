@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -22,6 +22,7 @@ from processor.state import AccountState, PartitionState, decode_account, decode
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     DISCREPANCIES_STREAM,
+    ECHO_STREAMS,
     UNASSIGNED,
     AccountBalance,
     AccountRow,
@@ -41,6 +42,7 @@ from projections.model import (
     QueueQuery,
     Summary,
     merge_history,
+    next_log_id,
 )
 
 # Key of the transaction-scoped advisory lock taken while migrating ("ledger-migrate").
@@ -197,6 +199,12 @@ WHERE discrepancy_id = %s
 
 _INSERT_OUTBOX = "INSERT INTO outbox (event_id, key, body, stream) VALUES (%s, %s, %s, %s)"
 
+# The processor saw these outbox events come back (issue 12): delivered.
+_ECHOED = """
+UPDATE outbox SET echoed_at = now()
+WHERE event_id = ANY(%s::text[]) AND stream = ANY(%s::text[]) AND echoed_at IS NULL
+"""
+
 _FSA_COLUMNS = (
     "account_id, member_id, plan_year, account_type, election_cents, contributed_cents, reimbursed_cents,"
     " carryover_in_cents, carryover_out_cents, available_cents, closed"
@@ -246,13 +254,15 @@ _COVERAGE_COLUMNS = (
     " event_id"
 )
 
+# Sums over the whole ledger are numeric: each month stays far inside bigint (processor.bounds), their
+# total over millions of months need not.
 _SUMMARY_MONTHS = """
 SELECT count(*) FILTER (WHERE expected_cents IS NOT NULL OR billed_cents <> 0),
-       coalesce(sum(billed_cents), 0)::bigint,
-       coalesce(sum(adjusted_cents), 0)::bigint,
-       coalesce(sum(paid_cents), 0)::bigint,
-       coalesce(sum(balance_cents) FILTER (WHERE balance_cents > 0), 0)::bigint,
-       coalesce(-sum(balance_cents) FILTER (WHERE balance_cents < 0), 0)::bigint
+       coalesce(sum(billed_cents), 0)::numeric,
+       coalesce(sum(adjusted_cents), 0)::numeric,
+       coalesce(sum(paid_cents), 0)::numeric,
+       coalesce(sum(balance_cents) FILTER (WHERE balance_cents > 0), 0)::numeric,
+       coalesce(-sum(balance_cents) FILTER (WHERE balance_cents < 0), 0)::numeric
 FROM member_month
 """
 
@@ -440,6 +450,16 @@ class PostgresStore:
             ).fetchall()
         return {k: bytes(h) for k, h in rows}
 
+    def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]:
+        """payer_id -> unapplied cash of the named payers that have a row (zero included)."""
+        if not payer_ids:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT payer_id, unapplied_cents FROM payer_unapplied WHERE payer_id = ANY(%s)", (payer_ids,)
+            ).fetchall()
+        return {p: int(c) for p, c in rows}
+
     def commit_batch(self, batch: BatchWrite) -> None:
         """Write the whole batch in one transaction, or nothing (PositionConflict if already applied)."""
         try:
@@ -502,6 +522,8 @@ class PostgresStore:
                 self._write_discrepancies(cur, batch)
                 if batch.outbox:
                     cur.executemany(_INSERT_OUTBOX, [(o.event_id, o.key, o.body, o.stream) for o in batch.outbox])
+                if batch.echoed:
+                    cur.execute(_ECHOED, (batch.echoed, sorted(ECHO_STREAMS)))
                 deltas = [(p, d) for p, d in batch.payer_unapplied_delta.items() if d]
                 if deltas:
                     cur.execute(_ADD_PAYER_UNAPPLIED, ([p for p, _ in deltas], [d for _, d in deltas]))
@@ -579,25 +601,96 @@ class PostgresStore:
 
     # -- relay side ---------------------------------------------------------------------------
 
-    def outbox_pending(self, limit: int) -> list[tuple[int, OutboxRow]]:
-        """Unpublished outbox rows, oldest first."""
+    def outbox_pending(
+        self, limit: int, *, log_id: str | None = None, republish_before: datetime | None = None,
+    ) -> list[tuple[int, OutboxRow]]:
+        """Outbox rows to publish, oldest first: those never published and, given the relay's log, rows of
+        ECHO_STREAMS that have not come back and were published on another log (or before
+        ``republish_before``)."""
         with self._tx() as conn:
             rows = conn.execute(
                 "SELECT seq, event_id, key, body, stream FROM outbox WHERE published_at IS NULL"
-                " ORDER BY seq LIMIT %s",
+                " AND echoed_at IS NULL ORDER BY seq LIMIT %s",
                 (limit,),
             ).fetchall()
+            if log_id is not None and len(rows) < limit:
+                rows += conn.execute(
+                    "SELECT seq, event_id, key, body, stream FROM outbox"
+                    " WHERE stream = ANY(%s) AND echoed_at IS NULL AND published_at IS NOT NULL"
+                    " AND (published_log_id IS DISTINCT FROM %s OR published_at < %s)"
+                    " ORDER BY seq LIMIT %s",
+                    (sorted(ECHO_STREAMS), log_id, republish_before, limit - len(rows)),
+                ).fetchall()
+                rows.sort(key=lambda r: r[0])
         return [(seq, OutboxRow(event_id=e, key=k, body=bytes(b), stream=st)) for seq, e, k, b, st in rows]
 
-    def mark_published(self, seqs: list[int]) -> None:
-        """Mark outbox rows as published (already published rows keep their first time)."""
+    def mark_published(self, seqs: list[int], *, log_id: str | None = None) -> None:
+        """Mark outbox rows as published on ``log_id``. A row already published keeps its first time,
+        unless it is of an ECHO_STREAM and has not come back: then it was published again."""
         if not seqs:
             return
         with self._tx() as conn:
             conn.execute(
-                "UPDATE outbox SET published_at = now()"
-                " WHERE seq = ANY(%s::bigint[]) AND published_at IS NULL",
-                (seqs,),
+                "UPDATE outbox SET published_at = now(), published_log_id = %s"
+                " WHERE seq = ANY(%s::bigint[])"
+                " AND (published_at IS NULL OR (stream = ANY(%s) AND echoed_at IS NULL))",
+                (log_id, seqs, sorted(ECHO_STREAMS)),
+            )
+
+    def outbox_undelivered(self, limit: int) -> list[tuple[int, OutboxRow]]:
+        """Rows of ECHO_STREAMS whose event the ledger has not seen come back yet, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT seq, event_id, key, body, stream FROM outbox WHERE stream = ANY(%s) AND echoed_at IS NULL"
+                " ORDER BY seq LIMIT %s",
+                (sorted(ECHO_STREAMS), limit),
+            ).fetchall()
+        return [(seq, OutboxRow(event_id=e, key=k, body=bytes(b), stream=st)) for seq, e, k, b, st in rows]
+
+    # -- log identity -------------------------------------------------------------------------
+
+    def current_log(self, cluster_id: str) -> str:
+        """The log id the ledger uses on this cluster: its current epoch, else the cluster id itself."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT log_id FROM log_epoch WHERE cluster_id = %s AND retired_at IS NULL", (cluster_id,)
+            ).fetchone()
+        return cluster_id if row is None else str(row[0])
+
+    def start_new_log(self, cluster_id: str, reason: str) -> tuple[str, str]:
+        """Retire the cluster's current log and start the next; (retired log id, new log id)."""
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY + 1,))
+            row = conn.execute(
+                "SELECT log_id FROM log_epoch WHERE cluster_id = %s AND retired_at IS NULL", (cluster_id,)
+            ).fetchone()
+            old = cluster_id if row is None else str(row[0])
+            conn.execute(
+                "INSERT INTO log_epoch (log_id, cluster_id, retired_at, reason) VALUES (%s, %s, now(), %s)"
+                " ON CONFLICT (log_id) DO UPDATE SET retired_at = now(), reason = excluded.reason",
+                (old, cluster_id, reason),
+            )
+            known = [str(r[0]) for r in conn.execute("SELECT log_id FROM log_epoch WHERE cluster_id = %s",
+                                                      (cluster_id,))]
+            new = next_log_id(cluster_id, known)
+            conn.execute("INSERT INTO log_epoch (log_id, cluster_id) VALUES (%s, %s)", (new, cluster_id))
+        return old, new
+
+    def log_topics(self, log_id: str) -> dict[str, str]:
+        """topic -> topic id recorded when the ledger first read the topic under this log."""
+        with self._tx() as conn:
+            rows = conn.execute("SELECT topic, topic_id FROM log_topic WHERE log_id = %s", (log_id,)).fetchall()
+        return {str(t): str(i) for t, i in rows}
+
+    def record_log_topics(self, log_id: str, topic_ids: dict[str, str]) -> None:
+        """Record topic ids not yet recorded for the log (a recorded one is never changed)."""
+        if not topic_ids:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO log_topic (log_id, topic, topic_id) SELECT %s, t, i FROM unnest(%s::text[], %s::text[])"
+                " AS u(t, i) ON CONFLICT (log_id, topic) DO NOTHING",
+                (log_id, list(topic_ids), list(topic_ids.values())),
             )
 
     # -- queries ------------------------------------------------------------------------------
@@ -674,7 +767,7 @@ class PostgresStore:
                 "SELECT (SELECT count(*) FROM"
                 "         (SELECT DISTINCT account_id, member_id FROM member_coverage) m),"
                 " (SELECT count(DISTINCT account_id) FROM member_coverage),"
-                " (SELECT coalesce(sum(unapplied_cents), 0)::bigint FROM payer_unapplied)"
+                " (SELECT coalesce(sum(unapplied_cents), 0)::numeric FROM payer_unapplied)"
             ).fetchone()
             months_row = conn.execute(_SUMMARY_MONTHS).fetchone()
             kinds = conn.execute(

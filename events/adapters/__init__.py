@@ -21,6 +21,7 @@ from events.adapters.common import (
     errors_capped,
 )
 from events.money import AmountError, to_cents
+from events.types import InputEvent
 
 __all__ = [
     "FORMATS",
@@ -143,6 +144,8 @@ def _parse_x12(text: str, path: str, fmt: str, ids: MemberIds, limits: IngestLim
         mapped += r820.errors
         result.discrepancies, result.notices = r820.discrepancies, result.notices + r820.notices
         result.accepted.update(r820.accepted)
+    result.events, unbounded = _within_bounds(result.events, path)  # e.g. a NUL in a control number
+    mapped = [*mapped, *unbounded]
     seen = {(e.line, e.element) for e in syntax}
     errors = syntax + [e for e in mapped if (e.line, e.element) not in seen]
     errors.sort(key=lambda e: (e.line or 0, e.element or ""))
@@ -181,6 +184,24 @@ def _by_transaction_type(segs: list[Any], path: str) -> tuple[dict[str, list[Any
         if seg.id == "SE":
             current = None
     return out, errors
+
+
+def _within_bounds(events: list[InputEvent], path: str) -> tuple[list[InputEvent], list[IngestError]]:
+    """The events the codec's bounds accept, and an error for each other (issue 12: every field is bounded
+    at the boundary, so publish would refuse them; the file's other events still go)."""
+    from events import codec
+
+    kept: list[InputEvent] = []
+    errors: list[IngestError] = []
+    for event in events:
+        try:
+            codec.check_bounds(event)
+        except codec.EventDecodeError as exc:
+            errors.append(IngestError(file=path, element=exc.field,
+                                      reason=f"event {event.event_id!r} not published: {exc.reason}"))
+        else:
+            kept.append(event)
+    return kept, errors
 
 
 def parse_path(path: Path, ids: MemberIds, limits: IngestLimits | None = None) -> ParsedFile:

@@ -16,6 +16,7 @@ remittance advice matched against the payment that moves its money. Pure.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, timedelta
 
 from events.money import format_cents as cents
@@ -261,8 +262,9 @@ def _fund(account: AccountState, part: PartitionState, book: RemittanceBook, pay
 
 def _funded(book: RemittanceBook, trigger: InputEvent, lines: list[AdviceLine]) -> RemittanceFunded:
     account_id = lines[0].account_id
+    which = hashlib.sha256(f"{book.remittance_id}\x1f{account_id}".encode()).hexdigest()[:16]
     return RemittanceFunded(
-        event_id=f"{trigger.event_id}:funds:{book.remittance_id}:{account_id}", account_id=account_id,
+        event_id=f"{trigger.event_id}:funds:{which}", account_id=account_id,
         effective_on=trigger.effective_on, occurred_at=trigger.occurred_at, source=LEDGER_SOURCE,
         causation_id=trigger.event_id, remittance_id=book.remittance_id, trace_number=book.trace_number or "",
         payment_ids=tuple(x.payment_id for x in lines), funding_payment_id=book.funded_by or "",

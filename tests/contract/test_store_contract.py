@@ -1104,3 +1104,85 @@ def test_a_discrepancy_a_business_day_opened_follows_that_days_copy_on_the_accou
     history = store.account_history("A1")
     assert [h.event_id for h in history] == [bill.event_id, "m1:opened"]
     assert history[1].recorded_at == T0 + timedelta(minutes=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12: a payment the ledger posts is delivered only when it comes back
+
+
+def test_a_payment_the_ledger_posts_is_delivered_only_when_the_processor_sees_it_come_back(
+    store: LedgerStore,
+) -> None:
+    from projections.model import PAYMENTS_STREAM
+
+    derived = OutboxRow(event_id="cash-1:payment", key="A2", body=b'{"p":1}', stream=PAYMENTS_STREAM)
+    finding = OutboxRow(event_id="d1:opened", key="A1", body=b"{}")
+    store.commit_batch(BatchWrite(outbox=[finding, derived], positions=[advance(None, 1)]))
+    assert [r for _, r in store.outbox_undelivered(10)] == [derived]
+    pending = store.outbox_pending(10, log_id="log-A")
+    assert [r for _, r in pending] == [finding, derived]
+
+    store.mark_published([s for s, _ in pending], log_id="log-A")
+    assert store.outbox_pending(10, log_id="log-A") == []
+    assert store.outbox_pending(10) == []
+    # published is not delivered: the broker may lose it before the processor reads it back
+    assert [r for _, r in store.outbox_undelivered(10)] == [derived]
+    # on another log (the broker lost its records) it is published again; the finding is not
+    assert [r for _, r in store.outbox_pending(10, log_id="log-B")] == [derived]
+    store.mark_published([s for s, r in pending if r == derived], log_id="log-B")
+    assert store.outbox_pending(10, log_id="log-B") == []
+
+    # it comes back: delivered, and never published again on any log
+    store.commit_batch(BatchWrite(echoed=["cash-1:payment", "not-in-the-outbox", "d1:opened"],
+                                  positions=[advance(1, 2)]))
+    assert store.outbox_undelivered(10) == []
+    assert store.outbox_pending(10, log_id="log-C") == []
+
+
+def test_a_posted_payment_that_does_not_come_back_in_time_is_published_again(store: LedgerStore) -> None:
+    from projections.model import PAYMENTS_STREAM
+
+    derived = OutboxRow(event_id="cash-2:payment", key="A2", body=b"{}", stream=PAYMENTS_STREAM)
+    store.commit_batch(BatchWrite(outbox=[derived], positions=[advance(None, 1)]))
+    [(seq, _)] = store.outbox_pending(10, log_id="log-A")
+    store.mark_published([seq], log_id="log-A")
+    now = datetime.now(UTC)
+    assert store.outbox_pending(10, log_id="log-A", republish_before=now - timedelta(hours=1)) == []
+    assert [r for _, r in store.outbox_pending(10, log_id="log-A", republish_before=now + timedelta(seconds=5))] == [
+        derived]
+    store.mark_published([seq], log_id="log-A")  # published again: the clock starts again
+    assert store.outbox_pending(10, log_id="log-A", republish_before=now - timedelta(seconds=1)) == []
+
+
+def test_a_posted_payment_seen_back_before_the_relay_marked_it_is_not_published_again(store: LedgerStore) -> None:
+    from projections.model import PAYMENTS_STREAM
+
+    derived = OutboxRow(event_id="cash-3:payment", key="A2", body=b"{}", stream=PAYMENTS_STREAM)
+    store.commit_batch(BatchWrite(outbox=[derived], positions=[advance(None, 1)]))
+    [(seq, _)] = store.outbox_pending(10, log_id="log-A")
+    store.commit_batch(BatchWrite(echoed=[derived.event_id], positions=[advance(1, 2)]))  # faster than the relay
+    assert store.outbox_pending(10, log_id="log-A") == []
+    store.mark_published([seq], log_id="log-A")
+    assert store.outbox_pending(10, log_id="log-B") == [] and store.outbox_undelivered(10) == []
+
+
+def test_payer_unapplied_for_returns_the_named_payers(store: LedgerStore) -> None:
+    store.commit_batch(BatchWrite(payer_unapplied_delta={"P1": 500, "P2": -200, "P3": 0},
+                                  positions=[advance(None, 1)]))
+    assert store.payer_unapplied_for(["P1", "P2", "P9"]) == {"P1": 500, "P2": -200}
+    assert store.payer_unapplied_for([]) == {}
+
+
+def test_log_identity_topic_ids_are_recorded_once_and_a_new_log_retires_the_old(store: LedgerStore) -> None:
+    assert store.current_log("cluster-1") == "cluster-1"  # no epoch yet: the cluster id itself
+    assert store.log_topics("cluster-1") == {}
+    store.record_log_topics("cluster-1", {"t.a": "id-a", "t.b": "id-b"})
+    store.record_log_topics("cluster-1", {"t.a": "id-OTHER", "t.c": "id-c"})  # recorded ids never change
+    assert store.log_topics("cluster-1") == {"t.a": "id-a", "t.b": "id-b", "t.c": "id-c"}
+
+    assert store.start_new_log("cluster-1", "topic t.a replaced") == ("cluster-1", "cluster-1~2")
+    assert store.current_log("cluster-1") == "cluster-1~2"
+    assert store.log_topics("cluster-1~2") == {}
+    assert store.start_new_log("cluster-1", "again") == ("cluster-1~2", "cluster-1~3")
+    assert store.current_log("cluster-1") == "cluster-1~3"
+    assert store.current_log("cluster-2") == "cluster-2"

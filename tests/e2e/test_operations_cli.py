@@ -27,8 +27,12 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _one_error_line(stderr: str) -> str:
+def _one_error_line(stderr: str, *, waited: bool = False) -> str:
+    """The one line an expected failure ends with; ``waited``: `up` may say first what it waits for."""
     lines = [line for line in stderr.splitlines() if line.strip()]
+    if waited:
+        assert all("waiting for" in line for line in lines[:-1]), stderr
+        lines = lines[-1:]
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     assert lines[0].startswith("error: ")
@@ -98,14 +102,16 @@ def test_an_impossible_month_is_a_usage_error(tmp_path: Path) -> None:
 def test_database_down_is_one_line_and_exit_3_within_seconds(argv: list[str], tmp_path: Path) -> None:
     port = _closed_port()
     env = base_env(tmp_path, LEDGER_DATABASE_URL=f"postgresql://ledger@127.0.0.1:{port}/benefits_ledger",
-                   LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}" if argv == ["up"] else "")
+                   LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}" if argv == ["up"] else "",
+                   # `up` waits for a service that is not there yet, bounded; reading commands do not wait
+                   LEDGER_OUTAGE_RETRY_SECONDS_MAX="2")
     if argv != ["up"]:
         del env["LEDGER_KAFKA_BOOTSTRAP_SERVERS"]
     started = time.monotonic()
     run = run_cli(argv, env, tmp_path, timeout=60)
     elapsed = time.monotonic() - started
     assert run.returncode == 3, run.stderr
-    line = _one_error_line(run.stderr)
+    line = _one_error_line(run.stderr, waited=argv == ["up"])
     assert "unreachable" in line and ("LEDGER_DATABASE_URL" in line or "LEDGER_KAFKA_BOOTSTRAP_SERVERS" in line)
     assert elapsed < 15, f"took {elapsed:.1f} s"
 
@@ -114,12 +120,13 @@ def test_broker_down_is_one_line_and_exit_3_within_seconds(pg_dsn: str, tmp_path
     events = tmp_path / "events.jsonl"
     events.write_text("")
     port = _closed_port()
-    env = base_env(tmp_path, LEDGER_DATABASE_URL=pg_dsn, LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}")
+    env = base_env(tmp_path, LEDGER_DATABASE_URL=pg_dsn, LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
+                   LEDGER_OUTAGE_RETRY_SECONDS_MAX="2")
     for argv in (["up"], ["publish", str(events)]):
         started = time.monotonic()
         run = run_cli(argv, env, tmp_path, timeout=60)
         assert run.returncode == 3, (argv, run.stderr)
-        line = _one_error_line(run.stderr)
+        line = _one_error_line(run.stderr, waited=argv == ["up"])
         assert f"LEDGER_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port}" in line
         assert time.monotonic() - started < 15
 
@@ -233,11 +240,11 @@ def test_with_json_logs_even_the_final_error_is_a_json_line(tmp_path: Path) -> N
 
     port = _closed_port()
     env = base_env(tmp_path, LEDGER_DATABASE_URL=f"postgresql://ledger@127.0.0.1:{port}/x",
-                   LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}")
+                   LEDGER_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{_closed_port()}", LEDGER_OUTAGE_RETRY_SECONDS_MAX="2")
     for argv in (["up", "--json"], ["up"]):
         run_env = env if argv == ["up", "--json"] else {**env, "LEDGER_LOG_FORMAT": "json"}
         run = run_cli(argv, run_env, tmp_path, timeout=60)
         assert run.returncode == 3
-        [line] = [x for x in run.stderr.splitlines() if x.strip()]
-        record = json.loads(line)
-        assert record["level"] == "ERROR" and "unreachable" in record["message"]
+        *waiting, last = [json.loads(x) for x in run.stderr.splitlines() if x.strip()]  # every line is JSON
+        assert all(r["level"] == "WARNING" and "waiting for" in r["message"] for r in waiting), waiting
+        assert last["level"] == "ERROR" and "unreachable" in last["message"]

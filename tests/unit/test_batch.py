@@ -389,3 +389,26 @@ def test_an_offset_out_of_range_on_a_never_applied_partition_says_retention_dele
     home = TopicPartition(TOPICS.billing, HOME)
     truncated = known._out_of_range(OffsetOutOfRangeError({home: 5}))
     assert "ends before a position this ledger already applied" in str(truncated)
+
+
+def test_the_remittance_line_reports_the_ledger_posts_are_delivered_once_they_come_back() -> None:
+    """Issue 12: an outbox row on the payments topic is delivered only when the processor reads it back;
+    a remittance line's report (and any payment the ledger posts) counts, not only cash applications."""
+    from events.codec import decode_input
+    from events.types import RemittanceLinePosted
+    from projections.model import PAYMENTS_STREAM
+
+    proc, store = make()
+    feed = Feed()
+    run(proc, store, feed.records(rate(UMP_EMP), enroll(), bill(UMP_EMP),
+                                  pay(UMP_EMP, remittance="RM-1", trace="TR-1")))
+    posted = [row for _, row in store.outbox_undelivered(100)]
+    assert posted and all(row.stream == PAYMENTS_STREAM for row in posted)
+    reports = [decode_input(row.body) for row in posted]
+    assert any(isinstance(e, RemittanceLinePosted) for e in reports)
+
+    # the relay published them; the broker hands them back on the payments topic
+    result = run(proc, store, [feed.record(e, key=row.key.encode()) for e, row in zip(reports, posted, strict=True)])
+    assert sorted(result.write.echoed) == sorted(row.event_id for row in posted)
+    assert store.outbox_undelivered(100) == []
+    assert_counts_add_up(result, store)

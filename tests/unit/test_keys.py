@@ -57,6 +57,13 @@ def test_a_key_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None
         anchor_key(Settings(data_dir=tmp_path, anchor_hmac_key_file=path, anchor_hmac_key="s" * 40))
 
 
+def test_a_binary_key_file_is_the_key_byte_for_byte_even_when_it_ends_in_a_newline_byte(tmp_path: Path) -> None:
+    path = tmp_path / "anchor.key"
+    raw = bytes(range(1, 32)) + b"\n"  # `head -c 32 /dev/urandom` may well end in 0x0a
+    path.write_bytes(raw)
+    assert anchor_key(Settings(data_dir=tmp_path, anchor_hmac_key_file=path, **CONFIGURED)) == raw
+
+
 def test_the_public_demo_key_is_refused_outside_the_demo(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, member_id_hmac_key=DEMO_MEMBER_ID_KEY.decode(), **CONFIGURED)
     with pytest.raises(KeyRequired, match="public demo key"):

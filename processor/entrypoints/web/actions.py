@@ -111,7 +111,8 @@ def business_day(ctx: WebContext, at: datetime) -> date:
 
 
 def _text(form: Mapping[str, str], name: str) -> str:
-    value = form.get(name, "").strip()
+    # A textarea's line breaks and tabs become spaces: events carry no control characters (events/codec.py).
+    value = " ".join(form.get(name, "").split())
     if len(value) > TEXT_FIELD_CHARS_MAX:
         raise FormError(f"longer than {TEXT_FIELD_CHARS_MAX} characters", name)
     return value
