@@ -106,6 +106,8 @@ class BatchProcessor:
         # Their dedupe keys count as known and their accounts stay cached, because the store
         # cannot show them until the commit lands.
         self._inflight: list[BatchResult] = []
+        # (partition, event id) of each broadcast of the batch -> the accounts the store says it may change
+        self._candidates: dict[tuple[int, str], set[str]] = {}
         self.reset()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -305,17 +307,24 @@ class BatchProcessor:
             for p in missing_parts:
                 self._parts[p] = loaded.get(p) or PartitionState(partition=p)
         wanted = {e.account_id for e in events if not type(e).BROADCAST}
+        self._candidates.clear()
         for e, p in zip(events, partitions, strict=True):
+            if not type(e).BROADCAST:
+                continue
+            # Who a broadcast may change, from the store's indexes over what is committed (the accounts
+            # of batches not committed yet are added when it is folded): never a scan of every account.
+            found: set[str] = set()
             if isinstance(e, BillingCycleClosed):
-                wanted.update(self.store.partition_accounts(p))  # every account is judged, cached or not
-            if isinstance(e, RatePublished):
-                wanted.update(self.store.month_accounts(p, e.month_from, e.month_through))
-            if isinstance(e, DayClosed):
-                cutoff = candidate_cutoff(e.business_date, self.plan)
-                wanted.update(self.store.due_accounts(p, cutoff))
+                found.update(self.store.cycle_accounts(p, e.cycle_month))
+            elif isinstance(e, RatePublished):
+                found.update(self.store.month_accounts(p, e.month_from, e.month_through))
+            elif isinstance(e, DayClosed):
+                found.update(self.store.due_accounts(p, candidate_cutoff(e.business_date, self.plan)))
                 # payer accounts whose remittances a day past their lines' window judges (index: that last day)
-                wanted.update(a for a, due in self._parts[p].remittances_due.items() if due < e.business_date)
-                wanted.update(self.store.fsa_open_accounts(p, closable_through(e.business_date, self.plan.fsa)))
+                found.update(a for a, due in self._parts[p].remittances_due.items() if due < e.business_date)
+                found.update(self.store.fsa_open_accounts(p, closable_through(e.business_date, self.plan.fsa)))
+            self._candidates[(p, e.event_id)] = found
+            wanted.update(found)
         self._ensure_accounts(wanted, dict(zip((e.account_id for e in events), partitions, strict=True)))
 
     def _ensure_accounts(self, wanted: set[str], partition_of: dict[str, int]) -> None:
@@ -340,7 +349,7 @@ class BatchProcessor:
         part = self._parts[partition]
         reached = fold_event(
             event, part, self.plan, self._cached_account,
-            lambda: [a for a in self._accounts.values() if a.partition == partition],
+            lambda: self._reachable(partition, event, collector),
         )
         if type(event).BROADCAST or any(out.partition_changed for _, out in reached):
             collector.write.partitions[partition] = part
@@ -348,6 +357,14 @@ class BatchProcessor:
             if account.partition != partition:
                 raise AssertionError(f"account {account.account_id} cached for partition {account.partition}")
             collector.add(account, out, recorded_at)
+
+    def _reachable(self, partition: int, event: InputEvent, collector: Collector) -> list[AccountState]:
+        """The accounts of the partition a broadcast may change, in account order: the store's candidates
+        for it, and every account of the partition a batch changed that the store does not show yet."""
+        ids = set(self._candidates.get((partition, event.event_id), ()))
+        for write in [*(r.write for r in self._inflight), collector.write]:
+            ids.update(a for a, s in write.accounts.items() if s.partition == partition)
+        return [self._accounts[a] for a in sorted(ids)]
 
     def _cached_account(self, account_id: str) -> AccountState:
         return self._accounts[account_id]  # _load put every account of the batch in the cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
@@ -46,6 +46,10 @@ class _OutboxEntry:
     published_at: datetime | None = None
     published_log_id: str | None = None
     echoed_at: datetime | None = None
+
+
+def _month_end(month: date) -> date:
+    return (month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
 class MemoryStore:
@@ -125,8 +129,15 @@ class MemoryStore:
             and r.plan_year <= plan_year_through
         })
 
-    def partition_accounts(self, partition: int) -> list[str]:
-        return sorted(a for a, p in self._account_partition.items() if p == partition)
+    def cycle_accounts(self, partition: int, month: date) -> list[str]:
+        last = _month_end(month)
+        billed = {r.account_id for r in self._months.values() if r.coverage_month == month and r.billed_cents != 0}
+        covered = {a for a, rows in self._coverage.items()
+                   if self._account_partition.get(a) == partition and a not in billed
+                   and any(c.begin_on <= last and (c.end_on is None or c.end_on >= month) for c in rows)}
+        unbilled = {r.account_id for r in self._months.values()
+                    if r.partition == partition and r.coverage_month == month and r.billed_cents == 0}
+        return sorted(covered | unbilled)
 
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
         return {k: self._dedupe[k] for k in dedupe_keys if k in self._dedupe}

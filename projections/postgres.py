@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -244,6 +244,17 @@ WHERE m.partition = %s AND m.due_on < %s AND m.paid_cents = 0
 ORDER BY m.account_id
 """
 
+_CYCLE_ACCOUNTS = """
+SELECT c.account_id
+FROM member_coverage c JOIN account_snapshot s USING (account_id)
+WHERE s.partition = %(p)s AND c.begin_on <= %(last)s AND (c.end_on IS NULL OR c.end_on >= %(first)s)
+  AND NOT EXISTS (SELECT 1 FROM member_month m
+                  WHERE m.account_id = c.account_id AND m.coverage_month = %(first)s AND m.billed_cents <> 0)
+UNION
+SELECT account_id FROM member_month WHERE partition = %(p)s AND coverage_month = %(first)s AND billed_cents = 0
+ORDER BY 1
+"""
+
 MONTH_COLUMNS = (
     "account_id, coverage_month, partition, expected_cents, billed_cents, adjusted_cents, paid_cents,"
     " unapplied_cents, balance_cents, due_on, refunded_cents, post_tax_cents, imputed_income_cents,"
@@ -432,12 +443,12 @@ class PostgresStore:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def partition_accounts(self, partition: int) -> list[str]:
-        """Every account the partition has a snapshot of."""
+    def cycle_accounts(self, partition: int, month: date) -> list[str]:
+        """Accounts a closing billing cycle of ``month`` may judge: coverage in force on some day of the
+        month and no bill for it, or a row for the month without a bill. Billed accounts are not loaded."""
+        last = (month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT account_id FROM account_snapshot WHERE partition = %s ORDER BY account_id", (partition,)
-            ).fetchall()
+            rows = conn.execute(_CYCLE_ACCOUNTS, {"p": partition, "first": month, "last": last}).fetchall()
         return [r[0] for r in rows]
 
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:

@@ -577,12 +577,37 @@ def test_dead_letters_are_recorded_once_per_position(store: LedgerStore) -> None
     assert store.counts().dead_lettered == 2
 
 
-def test_agency_and_partition_accounts_come_from_the_subscriber_coverage(store: LedgerStore) -> None:
+def test_agency_accounts_come_from_the_subscriber_coverage(store: LedgerStore) -> None:
     store.commit_batch(first_batch())
     assert store.agency_accounts(["AG1"]) == ["A1"]
     assert store.agency_accounts(["AG-OTHER"]) == []
-    assert store.partition_accounts(0) == ["A1"]
-    assert store.partition_accounts(1) == []
+
+
+def test_cycle_accounts_are_the_covered_or_monthed_accounts_without_a_bill_for_the_month(store: LedgerStore) -> None:
+    """What a closing billing cycle may judge, without loading the accounts billed as they should be."""
+    ended = account("A-ended")
+    ended.coverages[0].begin, ended.coverages[0].end = date(2025, 6, 1), date(2025, 12, 31)
+    late = account("A-from-jan-20")
+    late.coverages[0].begin = date(2026, 1, 20)
+    accounts = {
+        "A-billed": account("A-billed", month_state("A-billed", JAN, 45_000)),
+        "A-unbilled": account("A-unbilled"),
+        "A-paid-not-billed": account("A-paid-not-billed", month_state("A-paid-not-billed", JAN, 0, 45_000)),
+        "A-ended": ended,
+        "A-from-jan-20": late,
+        "A-billed-feb": account("A-billed-feb", month_state("A-billed-feb", FEB, 45_000)),
+        "A-other-partition": account("A-other-partition", partition=1),
+    }
+    accounts["A-paid-not-billed"].coverages.clear()  # no coverage, but a month: judged all the same
+    store.commit_batch(BatchWrite(
+        accounts=accounts, dirty_months={a: {month_key(JAN), month_key(FEB)} for a in accounts},
+        coverage_changed=set(accounts),
+        positions=[advance(None, 1, applied=1), advance(None, 1, partition=1, applied=1)],
+    ))  # fmt: skip
+    assert store.cycle_accounts(0, JAN) == ["A-billed-feb", "A-from-jan-20", "A-paid-not-billed", "A-unbilled"]
+    assert store.cycle_accounts(0, FEB) == ["A-billed", "A-from-jan-20", "A-unbilled"]
+    assert store.cycle_accounts(0, date(2025, 12, 1)) == ["A-ended"]
+    assert store.cycle_accounts(1, JAN) == ["A-other-partition"]
 
 
 def test_counts_add_up(store: LedgerStore) -> None:

@@ -412,3 +412,59 @@ def test_the_remittance_line_reports_the_ledger_posts_are_delivered_once_they_co
     assert sorted(result.write.echoed) == sorted(row.event_id for row in posted)
     assert store.outbox_undelivered(100) == []
     assert_counts_add_up(result, store)
+
+
+def _cycle(month: date, event_id: str) -> object:
+    from events.types import BROADCAST_ACCOUNT, BillingCycleClosed
+    from tests.unit.builders import T0
+
+    return BillingCycleClosed(event_id=event_id, account_id=BROADCAST_ACCOUNT, effective_on=month, occurred_at=T0,
+                              cycle_month=month)
+
+
+def _unbilled_after_a_cycle(restart: bool) -> list[tuple[str, str, int]]:
+    proc, store = make()
+    feed = Feed()
+    billed, unbilled = "M-BILLED", "M-UNBILLED"
+    run(proc, store, feed.records(rate(UMP_EMP), enroll(account=billed), enroll(account=unbilled),
+                                  bill(UMP_EMP, account=billed)))
+    if restart:
+        proc, _ = make(store)  # the worker that closes the cycle has nothing cached
+    run(proc, store, feed.records(_cycle(JAN, "cycle-jan")))  # type: ignore[arg-type]
+    return sorted((d.kind, d.account_id, d.expected_cents) for d in store.discrepancies())
+
+
+def test_a_closed_billing_cycle_judges_the_covered_unbilled_month_on_warm_and_cold_workers_alike() -> None:
+    warm = _unbilled_after_a_cycle(restart=False)
+    assert [(kind, account) for kind, account, _ in warm if account == "M-UNBILLED"], warm
+    assert all(account != "M-BILLED" for _, account, _ in warm), warm
+    assert _unbilled_after_a_cycle(restart=True) == warm
+
+
+def test_a_business_day_reaches_only_the_accounts_it_may_change_not_every_cached_one(
+    monkeypatch: object,
+) -> None:
+    """Issue 16: the cost of a day does not grow with the accounts a worker holds."""
+    import processor.batch as batch_module
+    from processor.rules.fold import fold_event
+
+    proc, store = make()
+    feed = Feed()
+    paid = [f"M-PAID-{n:03d}" for n in range(200)]
+    events: list[object] = [rate(UMP_EMP)]
+    for account in paid:
+        events += [enroll(account=account), bill(UMP_EMP, account=account), pay(UMP_EMP, account=account)]
+    events += [enroll(account="M-OWES"), bill(UMP_EMP, account="M-OWES")]
+    run(proc, store, feed.records(*events))  # type: ignore[arg-type]
+    reached: list[list[str]] = []
+
+    def counting(event, part, plan, account_of, reachable):  # type: ignore[no-untyped-def]
+        if type(event).BROADCAST:
+            reached.append([a.account_id for a in reachable()])
+        return fold_event(event, part, plan, account_of, reachable)
+
+    monkeypatch.setattr(batch_module, "fold_event", counting)  # type: ignore[attr-defined]
+    run(proc, store, feed.records(day(date(2026, 2, 15), event_id="day-feb-15")))
+    assert len(proc._accounts) > 200  # every account is cached ...
+    assert sorted({a for r in reached for a in r}) == ["M-OWES"]  # ... and the day reaches the one that owes
+    assert [d.account_id for d in store.discrepancies(kind="missing_payment")] == ["M-OWES"]
