@@ -1,7 +1,8 @@
 """The program generator: members, coverage, rates, bills and payments, month by month.
 
 Deterministic for a seed. It emits the program as phases in business order (rates and enrollment,
-then billing, then payments, then flexible spending accounts, then the day closing) and records every
+then billing, then the previous month's day closing, then payments, then flexible spending accounts;
+the last month's day closing and a final one after every grace period) and records every
 discrepancy it injected (injections.py) as (kind, account_id, coverage_month) with the status each of
 its rows must end in. Bills are priced by the demo's own model of the rules (model.py) from what HR
 has sent so far, so a bill differs from the rules only where an error is injected.
@@ -104,6 +105,7 @@ class Builder:
         self.refunds_seen = 0
         self.derived_payments = 0
         self.phases: list[tuple[str, list[Event]]] = []
+        self.day_close: tuple[str, list[Event]] | None = None  # the last month's, published after the next billing
         # the injections of injections.py beyond one kind on one month (see there), by account
         self.special: dict[str, injections.Special] = {}
 
@@ -444,10 +446,15 @@ class Builder:
             event_id=self.eid("day"), account_id=BROADCAST_ACCOUNT, effective_on=month_end,
             occurred_at=self.at(month_end, 23), source="operations", business_date=month_end,
         )
-        self.phases += [(f"{month:%Y-%m} rates and enrollment", setup), (f"{month:%Y-%m} billing", bills),
-                        (f"{month:%Y-%m} payments", payments),
-                        (f"{month:%Y-%m} flexible spending accounts", fsa_by_month.get(month, [])),
-                        (f"{month:%Y-%m} day close", [close])]
+        # The month's business day closes after the next month's enrollment and billing (sent and closed
+        # before it, as their times say) and before that month's payments: the program's phases follow
+        # business time, and the publisher can run ahead of the processor (see run.py).
+        self.phases += [(f"{month:%Y-%m} rates and enrollment", setup), (f"{month:%Y-%m} billing", bills)]
+        if self.day_close is not None:
+            self.phases.append(self.day_close)
+        self.phases += [(f"{month:%Y-%m} payments", payments),
+                        (f"{month:%Y-%m} flexible spending accounts", fsa_by_month.get(month, []))]
+        self.day_close = (f"{month:%Y-%m} day close", [close])
 
     # -- the whole program ---------------------------------------------------------------------
 
@@ -466,6 +473,8 @@ class Builder:
         for mi in range(self.months):
             self.month(mi, fsa_by_month)
 
+        assert self.day_close is not None
+        self.phases.append(self.day_close)
         # One last business day after every grace period has run out.
         final_day = self.end + timedelta(days=45)
         self.phases.append(("final day close", [DayClosed(
