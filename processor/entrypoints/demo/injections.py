@@ -58,13 +58,18 @@ class Special:
     - ``drop_to_emp``: the subscriber drops to EMP from ``month`` while the dependents stay covered:
       eligibility each month; ``settle``: HR ends the dependents' coverage the month after;
     - ``aged_out``: a child turns 26 in ``month`` and stays covered: eligibility each month after;
-    - ``unmonthed``: a retiree's payment for ``month`` names no month (applied to the oldest balance due).
+    - ``unmonthed``: a retiree's payment for ``month`` names no month (applied to the oldest balance due);
+    - ``partner_mid_month``: an EMP subscriber moves to ESP on ``day`` of ``month`` with a domestic partner
+      who is not a tax dependent: payroll takes the partner's share after tax from the first month whose
+      premium prices the partner (the next one under whole months, this one under daily proration) and
+      before that pre-tax, rightly: no finding.
     """
 
     what: str
     month: date
     line: str | None = None
     settle: bool = False
+    day: int = 1
 
 
 class Pool:
@@ -157,6 +162,13 @@ def choose(b: Builder) -> None:
     # What the members left allow.
     several_at_once(b, pool)
     new_kinds(b, pool, later_pool, required=False)
+    # A partner added within a month, taxed only where priced (no finding when payroll does it right).
+    for _ in range(max(1, b.per_kind // 8)):
+        if (single := pool.take_if_any(lambda p: not p.direct_pay and p.coverages["health"].tier == "EMP")) is None:
+            break
+        b.special[single.account_id] = Special("partner_mid_month", add_months(start, rng.randrange(1, months)),
+                                               day=rng.randint(5, 25))
+        b.partner_accounts.add(single.account_id)
     # Retirees paying one month without naming it: applied to the oldest month with a balance due.
     for _ in range(max(1, b.per_kind // 8)):
         if (retiree := pool.take_if_any(lambda p: p.direct_pay and p.status == "retiree")) is None:
@@ -590,6 +602,8 @@ def hr_before(b: Builder, p: Member, month: date, sends: dict[str, date]) -> lis
                              begin=month)]
     if sp.what == "drop_to_emp":
         return list(b.change_tier(p, month, "EMP", sends["change"], family_follows=False))
+    if sp.what == "partner_mid_month":
+        return list(b.change_tier(p, month + timedelta(days=sp.day - 1), "ESP", sends["change"]))
     return []
 
 

@@ -78,6 +78,7 @@ class Segment:
     begin: date
     end: date | None = None
     birth_date: date | None = None
+    tax_dependent: bool = True
 
     def priced_from(self, plan: PlanSettings) -> date:
         """``first_of_month_following``: coverage that begins after the 1st is priced from the next month."""
@@ -349,7 +350,7 @@ class Model:
         def new(begin: date, end: date | None) -> Segment:
             assert e.tier is not None, "the demo's program always states the tier"
             return Segment(e.member_id, e.relationship, e.coverage_line, e.plan, e.tier, e.status, begin, end,
-                           e.birth_date)
+                           e.birth_date, e.tax_dependent)
 
         if e.action == "add":
             acc.segments.append(new(e.benefit_begin, e.benefit_end))
@@ -498,6 +499,18 @@ class Model:
         if any(p.status == REVERSED for p in cell.lines):
             return min(cell.refunded, max(0, cell.paid - self.owed(cell)))
         return cell.refunded
+
+    def prices_partner(self, account_id: str, month: date) -> bool:
+        """Does the month's premium price a domestic partner who is not a tax dependent (README, Section
+        125: covered on the first day a subscriber's coverage of the line is priced for in the month; a
+        partner added on the 15th of a month priced at the tier in force on the 1st is not in it)? That
+        share is post-tax."""
+        acc = self.accounts.get(account_id)
+        if acc is None:
+            return False
+        partners = [d for d in acc.segments if d.relationship == "domestic_partner" and not d.tax_dependent]
+        return any(d.line == seg.line and d.covers(max(seg.priced_from(self.plan), month))
+                   for seg in self.priced(account_id, month) for d in partners)
 
     def eligibility(self, account_id: str, month: date) -> tuple[int, int] | None:
         """(expected, actual) of the month's eligibility finding, if its tier does not fit who is covered

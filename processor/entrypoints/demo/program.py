@@ -392,8 +392,9 @@ class Builder:
             remittance_id=None if p.direct_pay else f"R{paid_in:%Y%m}-{p.agency_id}",
             trace_number=f"DIR{month:%Y%m}{p.account_id}" if p.direct_pay else trace,
             tax_treatment=None if p.direct_pay else (
-                # a non-dependent partner's share is post-tax; the injected error takes it pre-tax
-                "post_tax" if p.account_id in self.partner_accounts and not pre_tax_error else "pre_tax"
+                # a non-dependent partner's share is post-tax in the months that price the partner; the
+                # injected error takes it pre-tax
+                "post_tax" if self.pricing.prices_partner(p.account_id, month) and not pre_tax_error else "pre_tax"
             ),
         )
 
