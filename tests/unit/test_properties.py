@@ -149,12 +149,16 @@ def test_demo_misdirected_lines_are_applied_to_the_member_and_some_refunds_come_
     for a in applications:
         line = payments[a.payment_id]
         assert line.account_id == a.account_id and line.amount_cents == a.amount_cents
-        assert line.coverage_month == a.to_coverage_month and a.effective_on > line.effective_on + timedelta(days=45)
+        # a member id keyed with a digit too many (the month named), or the member's own line naming no month
+        assert (line.coverage_month, line.account_id == a.to_account_id) in {
+            (a.to_coverage_month, False), (None, True)}
+        assert a.effective_on > line.effective_on + timedelta(days=45)
         billed = sum(e.amount_cents for e in events if isinstance(e, PremiumBilled)
                      and (e.account_id, e.coverage_month) == (a.to_account_id, a.to_coverage_month))
         assert billed == a.amount_cents  # the member's month is paid in full once the cash is applied
-        assert program.expected_rows[("unmatched_payment", a.account_id, a.to_coverage_month, "resolved")] == 1
+        assert program.expected_rows[("unmatched_payment", a.account_id, line.coverage_month, "resolved")] == 1
         assert program.expected_rows[("missing_payment", a.to_account_id, a.to_coverage_month, "resolved")] == 1
+    assert {payments[a.payment_id].coverage_month is None for a in applications} == {True, False}
     refunds = {e.refund_id: e for e in events if isinstance(e, RefundIssued)}
     returned = [e for e in events if isinstance(e, RefundReturned)]
     assert returned and len(refunds) > len(returned)
@@ -180,6 +184,104 @@ def test_a_program_too_small_for_its_errors_says_so_and_nothing_else_goes_wrong(
             outcomes.append(str(exc))
     assert outcomes.count("ok") >= 30 and set(outcomes) <= {
         "ok", "not enough members to place the injected errors; raise --members"}
+
+
+def test_demo_families_match_their_tiers_except_where_an_eligibility_error_is_injected() -> None:
+    """Every month's tier fits the dependents covered (the demo's own model of the plan's tier rules and
+    age limits), through hires, tier changes and terminations, but on the accounts given an eligibility
+    error, and there in exactly the months expected."""
+    from processor.entrypoints.demo.model import Model
+
+    program = generate(members=300, months=12, seed=5)
+    model = Model(program.plan)
+    for _, evs in program.phases:
+        for e in evs:
+            model.apply(e)
+    wrong = {(a, m) for (a, m) in model.months() if model.eligibility(a, m) is not None}
+    assert wrong and wrong == {(a, m) for kind, a, m in program.expected if kind == "eligibility"}
+    # dropped to EMP with the family still covered, and a child past 26 (EnrollmentChanged.birth_date)
+    from events.types import EnrollmentChanged
+
+    events = [e for _, evs in program.phases for e in evs]
+    tiers = {e.account_id: e.tier for e in events if isinstance(e, EnrollmentChanged) and e.relationship == "self"}
+    assert any(tiers[a] == "EMP" for a, _ in wrong)
+    children = [e for e in events if isinstance(e, EnrollmentChanged) and e.relationship == "child"]
+    assert children and all(e.birth_date is not None for e in children)
+    assert any(e.birth_date is not None and e.birth_date.year <= 2001 for e in children)  # 26 within the program
+
+
+def test_demo_injects_enrollment_out_of_order_late_hires_and_refunds_of_money_that_bounced() -> None:
+    """The shapes of issue 11's kinds: a termination that arrives before its add (unknown_coverage,
+    resolved by the add) and a change of a coverage never enrolled (open); a new hire whose 834 comes
+    after two billing cycles closed (enrolled_not_billed in both, settled by late bills or left open);
+    a refund paid out of a payment that then bounced (refund_recovery; the overpaid it settled and the
+    missing payment the member then paid resolved)."""
+    from events.types import EnrollmentChanged, PaymentReversed, PremiumBilled, RefundIssued
+
+    program = generate(members=300, months=12, seed=5)
+    rows = program.expected_rows
+    assert rows[next(r for r in rows if r[0] == "unknown_coverage" and r[3] == "resolved")] == 1
+    assert any(r[0] == "unknown_coverage" and r[3] == "open" for r in rows)
+    by_phase = [(name, evs) for name, evs in program.phases]
+    for row, closers in program.closed_by.items():
+        if row[0] != "unknown_coverage":
+            continue
+        add = next(e for _, evs in by_phase for e in evs if e.event_id == closers[0])
+        assert isinstance(add, EnrollmentChanged) and add.action == "add"
+        phase = next(evs for _, evs in by_phase if add in evs)
+        earlier = phase[:phase.index(add)]
+        assert any(isinstance(e, EnrollmentChanged) and e.action == "terminate" and e.account_id == add.account_id
+                   and e.coverage_line == add.coverage_line for e in earlier)  # the termination came first
+    late = {(a, m, s) for k, a, m, s in rows if k == "enrolled_not_billed"}
+    assert {s for _, _, s in late} == {"open", "resolved"}
+    bills = {(e.account_id, e.coverage_month): e for _, evs in by_phase for e in evs if isinstance(e, PremiumBilled)}
+    assert all(bills[(a, m)].due_on > m for a, m, s in late if s == "resolved" and m is not None)  # billed late
+    events = [e for _, evs in by_phase for e in evs]
+    reversed_ = [e for e in events if isinstance(e, PaymentReversed)]
+    assert reversed_
+    for r in reversed_:
+        refund = next(e for e in events if isinstance(e, RefundIssued) and e.account_id == r.account_id
+                      and e.refund_id.endswith("-over"))
+        assert events.index(refund) < events.index(r)  # refunded first, then the money came back
+        month = refund.coverage_month
+        assert rows[("refund_recovery", r.account_id, month, "open")] == 1
+        assert rows[("overpaid", r.account_id, month, "resolved")] == 1
+        assert rows[("missing_payment", r.account_id, month, "resolved")] == 1
+
+
+def test_demo_payments_naming_no_month_are_a_retirees_and_a_payroll_lines() -> None:
+    """A retiree's direct payment naming no month (the ledger applies it to the oldest balance due: no
+    finding) and payroll lines naming none (unmatched cash on the member's account until applied)."""
+    program = generate(members=300, months=12, seed=5)
+    events = [e for _, evs in program.phases for e in evs]
+    from events.types import PaymentReceived
+
+    unmonthed = [e for e in events if isinstance(e, PaymentReceived) and e.coverage_month is None]
+    assert {e.method for e in unmonthed} == {"direct", "payroll"}
+    for e in unmonthed:
+        found = {(k, s) for k, a, m, s in program.expected_rows if a == e.account_id and m is None}
+        assert found == (set() if e.method == "direct" else {("unmatched_payment", "resolved")})
+
+
+def test_the_demo_publishes_a_business_day_once_the_line_reports_it_may_judge_are_folded() -> None:
+    """run.waits: before each business day, the reports of exactly the remittances whose lines' window
+    ended before it; a month's remittance (paid two days before the month ends) is judged by the next
+    month's last day, and every line's report is waited for once."""
+    from events.types import DayClosed, PaymentReceived, RemittanceReceived
+    from processor.entrypoints.demo.run import waits
+
+    program = generate(members=30, months=4, seed=0)
+    plan = waits(program, 3)
+    lines = [e for _, evs in program.phases for e in evs if isinstance(e, PaymentReceived) and e.remittance_id]
+    assert sorted(r for ids in plan.values() for r in ids) == sorted(f"{e.event_id}:posted" for e in lines)
+    for i, reports in plan.items():
+        day = next(e.business_date for e in program.phases[i][1] if isinstance(e, DayClosed))
+        judged = {e.remittance_id for e in lines if f"{e.event_id}:posted" in reports}
+        for _, evs in program.phases[:i]:
+            for r in evs:
+                if isinstance(r, RemittanceReceived) and r.remittance_id in judged:
+                    assert r.payment_date + timedelta(days=3) < day
+                    assert (day.year, day.month) != (r.payment_date.year, r.payment_date.month)
 
 
 def test_every_generated_event_is_a_valid_input_event() -> None:

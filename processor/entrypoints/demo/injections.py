@@ -186,7 +186,7 @@ def choose(b: Builder) -> None:
     taken = b.taken()
     targets = [p for p in eligible if p.account_id not in cobra_ids and p.account_id not in taken
                and any(add_months(m, 2) < b.end for m in b.covered(p))]
-    for i, p in enumerate(rng.sample(targets, k=min(len(targets), max(1, b.per_kind // 2)))):
+    for i, p in enumerate(rng.sample(targets, k=min(len(targets), max(2, b.per_kind // 2)))):
         month = rng.choice([m for m in b.covered(p) if add_months(m, 2) < b.end])
         b.misdirected[(p.account_id, month)] = f"{p.account_id}{rng.randrange(10)}" if i % 2 == 0 else ""
 
