@@ -326,8 +326,9 @@ class Builder:
                 terminations = self.terminate(p, ended, sends["terminate"])
                 out.extend(terminations)
                 closed = self.close_on_termination.pop(p.account_id, None)
-                if closed is not None:  # the last line ended closes it
-                    self.rows[closed] = [("resolved", terminations[-1].event_id)]
+                if closed is not None:  # the subscriber's last line ended closes it
+                    last = [e for e in terminations if e.relationship == "self"][-1]
+                    self.rows[closed] = [("resolved", last.event_id)]
             change = self.tier_change.get(p.account_id)
             if change is not None and change[0].replace(day=1) == month:
                 out.extend(self.change_tier(p, change[0], change[1], sends["change"]))
