@@ -74,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nonlocal task
         records = program.events + (settings.partitions - 1) * sum(
             1 for _, phase in program.phases for e in phase if type(e).BROADCAST
-        ) + len(program.exact_duplicates) + len(program.raw_records) + program.derived_payments
+        ) + len(program.exact_duplicates) + len(program.raw_records) + program.derived
         task = progress.add_task("records applied", total=records)
 
     def step(received: int) -> None:
@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("credits", money(report.credits_cents)),
             ("unapplied cash", money(report.unapplied_cents)),
             ("records published", f"{report.events_published:,}"),
-            ("payments the ledger posted (cash applied)", f"{report.events_derived:,}"),
+            ("events the ledger posted (cash applied, remittance lines)", f"{report.events_derived:,}"),
             ("applied / duplicates / dead-lettered",
              f"{report.events_applied:,} / {report.events_duplicate:,} / {report.events_dead_lettered:,}"),
             ("refunds issued / returned", f"{report.refunds_issued} / {report.refunds_returned}"),
@@ -115,11 +115,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("rows ending in another status", f"{report.status_mismatched}"),
             ("FSA claims expected / adjudicated", f"{report.claims_expected:,} / {report.claims_adjudicated:,}"),
             ("FSA claims mismatched", f"{report.claims_mismatched}"),
+            ("pending FSA claims paid later", f"{report.claim_payments}"),
             ("discrepancy amounts checked / mismatched",
              f"{report.discrepancy_amounts_checked:,} / {report.amounts_mismatched}" + "".join(
                  f" ({kind} {n})" for kind, n in report.amounts_mismatched_by_kind.items())),
             ("member-months checked / balances mismatched",
              f"{report.member_months_checked:,} / {report.balances_mismatched}"),
+            ("payers' unapplied cash checked / mismatched", f"{report.payers_checked} / {report.unapplied_mismatched}"),
             ("proration", report.proration),
             ("events per second", f"{report.events_per_second:,.0f}"),
             ("elapsed", f"{report.elapsed_seconds:.1f} s"),
@@ -149,6 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             out.print(f"[red]amounts[/red] {escape(x)}", highlight=False)
         for x in report.balance_examples:
             out.print(f"[red]balance[/red] {escape(x)}", highlight=False)
+        for x in report.unapplied_examples:
+            out.print(f"[red]unapplied[/red] {escape(x)}", highlight=False)
         out.print(f"inspect it: benefits-ledger --database {report.database} discrepancies --open")
     return EXIT_OK if report.ok() else EXIT_FINDINGS
 

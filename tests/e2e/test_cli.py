@@ -35,11 +35,9 @@ DEMO_KEYS = {
     "discrepancies_by_kind", "discrepancies_by_status", "status_mismatched", "events_derived", "claims_expected",
     "claims_adjudicated", "claims_by_decision", "claims_mismatched", "discrepancy_amounts_checked",
     "amounts_mismatched", "amounts_mismatched_by_kind", "amount_examples", "member_months_checked",
-    "balances_mismatched", "balance_examples", "proration",
+    "balances_mismatched", "balance_examples", "proration", "remittance_lines_reported", "claim_payments",
+    "payers_checked", "unapplied_mismatched", "unapplied_examples", "payments_reversed",
 }
-# The ledger's retroactive_change findings state the premium before the change after its earlier events
-# (issue 10 item 6, fixed in the fold by the lead): the demo reports them, and exits 1, until then.
-KNOWN_LEDGER_BUG = {"retroactive_change"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -178,21 +176,27 @@ def test_demo_in_embedded_mode_reports_every_injected_discrepancy_as_json(demo: 
     assert report["discrepancy_amounts_checked"] == report["discrepancies_expected"]
     assert report["member_months_checked"] > report["discrepancies_expected"]
     assert report["balances_mismatched"] == 0, report["balance_examples"]
-    assert set(report["amounts_mismatched_by_kind"]) <= KNOWN_LEDGER_BUG, report["amount_examples"]
+    assert report["unapplied_mismatched"] == 0 and report["payers_checked"] > 0, report["unapplied_examples"]
     assert report["amounts_mismatched"] == sum(report["amounts_mismatched_by_kind"].values())
     assert report["proration"] == "whole_month"
-    assert demo.run.returncode == (0 if report["amounts_mismatched"] == 0 else 1)
-    # the ledger posted a payment of its own for each cash application: received = published + derived
-    assert report["events_derived"] == report["cash_applications"] >= 1
+    # the ledger posted a payment of its own for each cash application and reported each remittance line
+    # to its payer's account: received = published + derived
+    assert report["cash_applications"] >= 1 and report["remittance_lines_reported"] >= 1
+    assert report["events_derived"] == report["cash_applications"] + report["remittance_lines_reported"]
     assert report["events_published"] + report["events_derived"] == (
         report["events_applied"] + report["events_duplicate"] + report["events_dead_lettered"])
     assert report["counts_add_up"] is True
     assert report["events_dead_lettered"] == 3
     assert report["discrepancies_by_status"]["resolved"] >= 1 and report["refunds_returned"] >= 1
-    # every FSA claim adjudicated (read from the claims topic) as the generator decided it
+    assert report["payments_reversed"] >= 1  # the refund paid out of money that then bounced
+    # the kinds of issue 11: enrollment order, eligibility, refunds of reversed money
+    assert {"unknown_coverage", "eligibility", "refund_recovery"} <= set(report["discrepancies_by_kind"])
+    # every FSA claim adjudicated (read from the claims topic) as the generator decided it, and every
+    # later payment of a pending dependent-care remainder
     assert report["claims_mismatched"] == 0
     assert report["claims_adjudicated"] == report["claims_expected"] > 0
-    assert set(report["claims_by_decision"]) == {"approved", "partially_approved", "denied"}
+    assert report["claim_payments"] >= 1
+    assert set(report["claims_by_decision"]) == {"approved", "partially_approved", "denied", "pending"}
     assert sum(report["claims_by_decision"].values()) == report["claims_expected"]
     assert all(n > 0 for n in report["claims_by_decision"].values())
     assert report["events_per_second"] > 0 and report["elapsed_seconds"] > 0
@@ -202,9 +206,7 @@ def test_demo_in_embedded_mode_reports_every_injected_discrepancy_as_json(demo: 
     assert report["database"] == DEMO_DB
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 6: the fold's retroactive_change amounts (the lead's fix)")
 def test_demo_exits_0_with_every_amount_right(demo: DemoRun) -> None:
-    """When this passes, drop the xfail and KNOWN_LEDGER_BUG."""
     assert demo.report["amounts_mismatched"] == 0, demo.report["amount_examples"]
     assert demo.run.returncode == 0
 

@@ -91,8 +91,9 @@ def test_sigkilled_worker_restarts_and_applies_every_event_exactly_once(
         assert at_second_kill >= at_first_kill
 
         # 3. restart and let it finish; the ledger posts a payment of its own for each cash application
+        # and reports each remittance line to its payer's account
         up.start()
-        everything = total + program.derived_payments
+        everything = total + program.derived
         wait_for(lambda: received() >= everything, up, f"all {everything} records to be received")
         wait_for(lambda: not store.outbox_pending(1), up, "the relay to drain the outbox")
         assert up.stop() == 0, up.log_tail()

@@ -41,7 +41,7 @@ def test_replay_equals_live_after_a_sigkilled_worker(settings_factory: Callable[
             at_kill = store.counts().received
             assert at_kill < total, "the worker finished before it could be killed: not a crash mid-way"
             up.start()
-            total += program.derived_payments  # the payments the ledger posts itself for cash applications
+            total += program.derived  # what the ledger posts itself: cash applications' payments, line reports
             wait_for(lambda: store.counts().received >= total, up, f"all {total} records")
             assert up.stop() == 0, up.log_tail()
             applied = store.counts().applied

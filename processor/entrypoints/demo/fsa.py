@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from events.types import Event, FsaClaimSubmitted, FsaContributionReceived, FsaElectionMade
 from processor.entrypoints.demo.model import add_months
-from processor.entrypoints.demo.records import ExpectedClaim, Member
+from processor.entrypoints.demo.records import Adjudication, ExpectedClaim, Member
 from processor.settings import FsaSettings
 
 
@@ -19,32 +19,69 @@ from processor.settings import FsaSettings
 class FsaYear:
     """The generator's own model of one FSA of one plan year, from the rules in DOMAIN.md and README
     ("Flexible spending accounts"), independent of the ledger's FSA rules: health FSA, uniform
-    coverage (the whole election from the first day); dependent care, only what has been contributed so far."""
+    coverage (the whole election from the first day); dependent care, only what has been contributed so
+    far, and with the plan's ``dependent_care_pending`` (default) the rest of a claim up to the election
+    waits and is paid, oldest claim first, by later contributions."""
 
     account_type: str
     election_cents: int
     begins: date  # participation start: the first service date it pays for
     through: date  # the last service date it pays for (the plan year's last day, or its grace period's)
     claims_until: date  # the last day a claim may be submitted (the run-out)
+    pending_allowed: bool = True  # FsaSettings.dependent_care_pending
     contributed_cents: int = 0
     reimbursed_cents: int = 0
+    # claims with a remainder waiting for contributions, oldest first: claim id -> [adjudications so far,
+    # cents still pending]
+    waiting: dict[str, tuple[list[Adjudication], list[int]]] = field(default_factory=dict)
 
     def available(self) -> int:
         if self.account_type == "health":
             return self.election_cents - self.reimbursed_cents
         return min(self.contributed_cents, self.election_cents) - self.reimbursed_cents
 
-    def decide(self, year_start: date, service: date, submitted: date, amount: int) -> tuple[str, int]:
-        """(decision, approved cents) of a claim naming this plan year; reimbursed moves with it."""
+    def pending(self) -> int:
+        return sum(left[0] for _, left in self.waiting.values())
+
+    def decide(self, claim_id: str, year_start: date, service: date, submitted: date, amount: int
+               ) -> list[Adjudication]:
+        """The adjudications of a claim naming this plan year so far: its decision when submitted (a
+        pending remainder is paid by ``contribute``, which appends to the same list)."""
         if not (max(year_start, self.begins) <= service <= min(self.through, submitted)) or (
                 submitted > self.claims_until):
-            return "denied", 0
+            return [("denied", 0, 0)]
         available = self.available()
-        if available <= 0:
-            return "denied", 0
-        approved = min(amount, available)
-        self.reimbursed_cents += approved
-        return ("approved" if approved == amount else "partially_approved"), approved
+        if amount <= available:
+            self.reimbursed_cents += amount
+            return [("approved", amount, 0)]
+        paid = max(available, 0)
+        pending = 0
+        if self.account_type == "dependent_care" and self.pending_allowed:
+            # what later contributions may still pay: up to the election not yet reimbursed or promised
+            pending = max(0, min(amount, self.election_cents - self.reimbursed_cents - self.pending()) - paid)
+        if paid == 0 and pending == 0:
+            return [("denied", 0, 0)]
+        self.reimbursed_cents += paid
+        if pending == 0:
+            return [("partially_approved", paid, 0)]
+        decided: list[Adjudication] = [("pending" if paid == 0 else "partially_approved", paid, pending)]
+        self.waiting[claim_id] = (decided, [pending])
+        return decided
+
+    def contribute(self, amount: int) -> None:
+        """A payroll contribution; it pays what pending claims it can, oldest first, each payment an
+        adjudication of its own (approved once nothing is left pending)."""
+        self.contributed_cents += amount
+        for claim_id, (decided, left) in list(self.waiting.items()):
+            available = self.available()
+            if available <= 0:
+                return
+            pay = min(left[0], available)
+            left[0] -= pay
+            self.reimbursed_cents += pay
+            decided.append(("approved" if left[0] == 0 else "partially_approved", pay, left[0]))
+            if left[0] == 0:
+                del self.waiting[claim_id]
 
 
 def fsa_program(
@@ -55,9 +92,10 @@ def fsa_program(
     starts in (its later months carry no FSA activity), by month, with the expected decision of each claim.
 
     Most claims fit what is available; on top of them, a few of each: a dependent-care claim beyond what
-    has been contributed (partially approved), a health claim beyond the rest of the election followed by
-    one more (partially approved, then denied: nothing left), a claim whose service date is before the
-    plan year it names, and one for an expense not yet incurred (both denied)."""
+    has been contributed (partially approved, the rest pending and paid by later contributions), one
+    submitted before the first contribution (pending, then paid), a health claim beyond the rest of the
+    election followed by one more (partially approved, then denied: nothing left), a claim whose service
+    date is before the plan year it names, and one for an expense not yet incurred (both denied)."""
     year = start.year if start.month >= s.plan_year_start_month else start.year - 1
     year_start, next_start = date(year, s.plan_year_start_month, 1), date(year + 1, s.plan_year_start_month, 1)
     year_end = next_start - timedelta(days=1)
@@ -70,6 +108,7 @@ def fsa_program(
     claims: dict[str, ExpectedClaim] = {}
     if not fsa_months:
         return by_month, claims
+    decided: dict[str, tuple[str, str, int, str, list[Adjudication]]] = {}  # claim id -> its adjudications
 
     # Who elects what, and how payroll contributes to it.
     plans: list[tuple[Member, str, int, str | None, date]] = []  # member, account type, election, status, from
@@ -107,7 +146,8 @@ def fsa_program(
     for pool in (health, care, anyone):
         rng.shuffle(pool)
     special: dict[int, list[str]] = {}
-    for why, pool in (("beyond contributions", care), ("nothing left", health), ("before the plan year", anyone),
+    for why, pool in (("beyond contributions", care), ("before any contribution", care[n:] + care[:n]),
+                      ("nothing left", health), ("before the plan year", anyone),
                       ("not yet incurred", anyone[n:] + anyone[:n])):
         for i in pool[:n]:
             special.setdefault(i, []).append(why)
@@ -118,8 +158,8 @@ def fsa_program(
     for i, (p, account_type, election, status, begins) in enumerate(plans):
         code = "H" if account_type == "health" else "D"
         model = FsaYear(account_type, election, begins, health_through if account_type == "health" else year_end,
-                         (health_through if account_type == "health" else year_end)
-                         + timedelta(days=s.run_out_days))
+                        (health_through if account_type == "health" else year_end)
+                        + timedelta(days=s.run_out_days), s.dependent_care_pending)
         by_month[begins].append(FsaElectionMade(
             event_id=eid("fsa-elect"), account_id=p.account_id, effective_on=begins,
             occurred_at=at(begins - timedelta(days=20), 10), source="benefits-enrollment",
@@ -131,7 +171,10 @@ def fsa_program(
         per = election // len(dates) if dates else 0
         amounts = {d: per if k < len(dates) - 1 else election - per * (len(dates) - 1) for k, d in enumerate(dates)}
         months_in = [m for m in fsa_months if m >= begins]
-        planned = {why: rng.choice(months_in) for why in special.get(i, [])}
+        # a claim beyond what has been contributed comes early in the year, so that later contributions
+        # are there to pay its remainder
+        planned = {why: rng.choice(months_in[:max(1, len(months_in) // 2)] if why == "beyond contributions"
+                                   else months_in) for why in special.get(i, [])}
         claim_no = 0
         for m in months_in:
             # (day, 0 contribution / 1 claim, what): contributions first on a day, then claims in order
@@ -140,12 +183,16 @@ def fsa_program(
                 low = 0 if account_type == "health" else 14  # day care is claimed once the month is billed
                 todo.append((m + timedelta(days=rng.randrange(low, 27)), 1, "ordinary"))
             for why, when in planned.items():
-                if when == m:
+                if why == "before any contribution":
+                    # between the start of participation and the first pay date, if there is room
+                    if m == begins and dates and dates[0] > begins:
+                        todo.append((begins + timedelta(days=rng.randrange((dates[0] - begins).days)), 1, why))
+                elif when == m:
                     offset = 27 if why == "beyond contributions" else rng.randrange(2, 20)
                     todo.append((m + timedelta(days=offset), 1, why))
             for day, _order, what in sorted(todo, key=lambda t: (t[0], t[1])):
                 if what == "contribution":
-                    model.contributed_cents += amounts[day]
+                    model.contribute(amounts[day])
                     by_month[m].append(FsaContributionReceived(
                         event_id=eid("fsa-pay"), account_id=p.account_id, effective_on=day,
                         occurred_at=at(day, 18), source="payroll",
@@ -164,6 +211,8 @@ def fsa_program(
                     amount = rng.randint(low, min(available, 60_000 if account_type == "health" else 150_000))
                 elif what in ("beyond contributions", "nothing left"):
                     amount = max(available, 0) + rng.randint(2_000, 40_000)
+                elif what == "before any contribution":
+                    service, amount = begins, rng.randint(5_000, min(election, 100_000))
                 elif what == "before the plan year":
                     named_year, service = year, year_start - timedelta(days=rng.randint(1, 25))
                     amount = rng.randint(2_000, 50_000)
@@ -173,10 +222,10 @@ def fsa_program(
                 for submitted, requested in [(day, amount), *follow_up]:
                     if submitted >= end or submitted > year_end:
                         continue
-                    decision, approved = model.decide(year_start, service, submitted, requested)
                     claim_no += 1
                     claim_id = f"FC-{p.account_id}-{code}{claim_no:03d}"
-                    claims[claim_id] = ExpectedClaim(p.account_id, account_type, decision, approved, requested, what)
+                    decided[claim_id] = (p.account_id, account_type, requested, what,
+                                         model.decide(claim_id, year_start, service, submitted, requested))
                     by_month[m].append(FsaClaimSubmitted(
                         event_id=eid("fsa-claim"), account_id=p.account_id, effective_on=submitted,
                         occurred_at=at(submitted, 11), source="fsa-claims-portal", claim_id=claim_id,
@@ -184,5 +233,7 @@ def fsa_program(
                         amount_cents=requested, plan_year=named_year,
                         description=rng.choice(descriptions[account_type]),
                     ))
+    for claim_id, (account_id, account_type, requested, why, adjudications) in decided.items():
+        claims[claim_id] = ExpectedClaim(account_id, account_type, requested, why, tuple(adjudications))
     return by_month, claims
 

@@ -1,10 +1,11 @@
 """The errors the program injects, kind by kind, and how each is settled (or left open).
 
 ``choose`` places them on distinct members (steadily enrolled ones, so nothing else moves their
-months); the generator (program.py) then asks, member by member and month by month, what billing sends
-(``billing``), what the payer pays (``payment``), what follows the payment (``after_payment``) and which
-change HR reports after the month was billed and paid (``late_change``). Every finding is recorded
-with the status each of its rows must end in and the event that closes it.
+months, or later hires); the generator (program.py) then asks, member by member and month by month,
+what HR sends before the month (``hr_before``) and late in it (``hr_late``, ``late_change``), what
+billing sends (``billing``, ``catch_up_months``), what the payer pays (``payment``,
+``catch_up_payments``) and what follows the payment (``after_payment``). Every finding is recorded with
+the status each of its rows must end in and the event that closes it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from events.types import AdjustmentPosted, CashApplied, Event, PaymentReceived, RefundIssued, RefundReturned
+from events.types import (
+    AdjustmentPosted,
+    CashApplied,
+    EnrollmentChanged,
+    Event,
+    PaymentReceived,
+    PaymentReversed,
+    RefundIssued,
+    RefundReturned,
+)
 from processor.entrypoints.demo.model import add_months, last_day
-from processor.entrypoints.demo.records import INJECTED_KINDS, TIERS, Member, ProgramTooSmall
+from processor.entrypoints.demo.records import INJECTED_KINDS, Coverage, Member, ProgramTooSmall
 
 if TYPE_CHECKING:
     from processor.entrypoints.demo.program import Builder
@@ -33,6 +43,33 @@ class Retro:
     lines: tuple[str, ...] | None = None  # end_lines: the lines that end
     tier: str | None = None  # tier: the new tier
     settle: bool = False  # billing corrects the months the month after, and the credit is refunded
+
+
+@dataclass(frozen=True)
+class Special:
+    """An injection that is more than one kind on one month of a member:
+
+    - ``unknown_first``: a new hire's 834 termination of one line (after its second month) arrives before
+      the add of that line (the add was dead-lettered and resent): unknown_coverage, resolved by the add;
+      the books stand as if in order;
+    - ``unknown_never``: a change of a vision coverage the member never had: unknown_coverage, open;
+    - ``late_hire``: a new hire's 834 arrives after the billing cycles of the first two months closed:
+      enrolled_not_billed in each; ``settle``: billing bills both the month after and payroll pays them;
+    - ``drop_to_emp``: the subscriber drops to EMP from ``month`` while the dependents stay covered:
+      eligibility each month; ``settle``: HR ends the dependents' coverage the month after;
+    - ``aged_out``: a child turns 26 in ``month`` and stays covered: eligibility each month after;
+    - ``unmonthed``: a retiree's payment for ``month`` names no month (applied to the oldest balance due);
+    - ``partner_mid_month``: an EMP subscriber moves to ESP on ``day`` of ``month`` with a domestic partner
+      who is not a tax dependent: payroll takes the partner's share after tax from the first month whose
+      premium prices the partner (the next one under whole months, this one under daily proration) and
+      before that pre-tax, rightly: no finding.
+    """
+
+    what: str
+    month: date
+    line: str | None = None
+    settle: bool = False
+    day: int = 1
 
 
 class Pool:
@@ -57,21 +94,29 @@ class Pool:
 
 
 def choose(b: Builder) -> None:
-    """Place every injected error: ``per_kind`` of each kind on distinct steadily enrolled members."""
+    """Place every injected error: ``per_kind`` of each kind on distinct steadily enrolled members (the
+    kinds with shapes of their own, Special, as the members allow: see ``new_kinds``)."""
     rng, start, months = b.rng, b.start, b.months
     steady = [p for p in b.people if p.hired == start and p.begin_day == 1 and p.account_id not in b.ends
               and p.account_id not in b.tier_change]
     rng.shuffle(steady)
     pool = Pool(steady)
-    fits = {
-        "paid_after_termination": lambda p: not p.direct_pay,
-        "tax_treatment": lambda p: not p.direct_pay and p.dependents > 0,  # payroll, partner on the coverage
+    later = [p for p in b.people if p.hired > start and p.begin_day == 1 and p.account_id not in b.ends
+             and p.account_id not in b.tier_change]
+    rng.shuffle(later)
+    later_pool = Pool(later)
+    fits: dict[str, list[Callable[[Member], bool]]] = {
+        "paid_after_termination": [lambda p: not p.direct_pay],
+        # payroll, a partner on the coverage (ESP or FAM); a small program gives one to a payroll member
+        "tax_treatment": [lambda p: not p.direct_pay and p.partner() is not None, lambda p: not p.direct_pay],
     }
+    placed_below = ("unmatched_payment", "remittance_total_mismatch", "cobra_shortfall", "unknown_coverage",
+                    "eligibility", "refund_recovery")
     for kind in INJECTED_KINDS:
-        if kind in ("unmatched_payment", "remittance_total_mismatch", "cobra_shortfall"):
-            continue  # placed below: on strangers, agencies and COBRA members
+        if kind in placed_below:
+            continue  # placed below: on strangers, agencies, COBRA members, and the new kinds' own shapes
         for _ in range(b.per_kind):
-            p = pool.take(*filter(None, [fits.get(kind)]))
+            p = pool.take(*fits.get(kind, []))
             # month 1..months-2 so that a following month exists (termination, missing-payment deadline)
             month = add_months(start, rng.randrange(1, months - 1))
             if kind == "retroactive_change":
@@ -83,17 +128,21 @@ def choose(b: Builder) -> None:
                 b.ends[p.account_id] = month - timedelta(days=1)
             if kind == "refund_due":
                 b.ends[p.account_id] = last_day(month)  # coverage ends with the overpaid month
-    several_at_once(b, pool)
+            if kind == "tax_treatment":
+                give_partner(b, p)
+    new_kinds(b, pool, later_pool, required=True)
 
-    # Members whose first dependent is a domestic partner who is not a tax dependent: the injected
-    # tax-treatment errors, and as many again whose payroll gets it right.
+    # Members whose partner is a domestic partner who is not a tax dependent: the injected tax-treatment
+    # errors, and as many again whose payroll gets it right.
     b.partner_accounts = {a for (a, _), kind in b.injections.items() if kind == "tax_treatment"}
-    b.partner_accounts |= {p.account_id for p in pool.members[:len(b.partner_accounts)] if p.dependents}
+    for _ in range(len(b.partner_accounts)):
+        if (partnered := pool.take_if_any(lambda p: p.partner() is not None)) is not None:
+            b.partner_accounts.add(partnered.account_id)
 
     # COBRA continuation members: a small share of the members who carry no other injected error (a small
     # underpayment of theirs would be a COBRA shortfall, not underpaid), later starts, tier changes and
     # ordinary terminations included. A few of them pay one month a little short: the COBRA shortfalls.
-    taken = {a for a, _ in b.injections} | {a for a, _ in b.retro} | b.partner_accounts
+    taken = b.taken()
     eligible = [p for p in b.people if p.status == "active" and p.account_id not in taken and p.begin_day == 1
                 and b.covered(p)]
     if len(eligible) < b.per_kind:
@@ -106,19 +155,139 @@ def choose(b: Builder) -> None:
         p.elected_on = p.hired - timedelta(days=12 + rng.randrange(30))
     for p in cobra[:b.per_kind]:
         b.injections[(p.account_id, rng.choice(b.covered(p)))] = "cobra_shortfall"
+    cobra_ids = {p.account_id for p in cobra}
+    pool.members = [p for p in pool.members if p.account_id not in cobra_ids]
+    later_pool.members = [p for p in later_pool.members if p.account_id not in cobra_ids]
+
+    # What the members left allow.
+    several_at_once(b, pool)
+    new_kinds(b, pool, later_pool, required=False)
+    # A partner added within a month, taxed only where priced (no finding when payroll does it right).
+    for _ in range(max(1, b.per_kind // 8)):
+        if (single := pool.take_if_any(lambda p: not p.direct_pay and p.coverages["health"].tier == "EMP")) is None:
+            break
+        b.special[single.account_id] = Special("partner_mid_month", add_months(start, rng.randrange(1, months)),
+                                               day=rng.randint(5, 25))
+        b.partner_accounts.add(single.account_id)
+    # Retirees paying one month without naming it: applied to the oldest month with a balance due.
+    for _ in range(max(1, b.per_kind // 8)):
+        if (retiree := pool.take_if_any(lambda p: p.direct_pay and p.status == "retiree")) is None:
+            break
+        b.special[retiree.account_id] = Special("unmonthed", add_months(start, rng.randrange(months)))
+
     # Agency remittances whose payment total is not the sum of their lines, one per agency at most.
     b.remit_errors = {(a, add_months(start, rng.randrange(months)))
                       for a in rng.sample(b.agencies, k=min(b.per_kind, len(b.agencies)))}
-    # Payroll lines sent under a mistyped member id (a digit too many): unmatched cash on an account nobody
-    # knows while the member's month goes unpaid, a missing payment once its grace period has run out. Two
-    # months later the accounts staff apply the cash to the member's month (cash_applied); the ledger posts
-    # the payment there itself, and both discrepancies are resolved.
-    cobra_ids = {p.account_id for p in cobra}
-    targets = [p for p in eligible if p.account_id not in cobra_ids
+    # Payroll lines sent under a mistyped member id (a digit too many), or naming no month: unmatched cash
+    # on an account nobody knows, or on the member's account without a month, while the member's month
+    # goes unpaid, a missing payment once its grace period has run out. Two months later the accounts
+    # staff apply the cash to the member's month (cash_applied); the ledger posts the payment there
+    # itself, and both discrepancies are resolved.
+    taken = b.taken()
+    targets = [p for p in eligible if p.account_id not in cobra_ids and p.account_id not in taken
                and any(add_months(m, 2) < b.end for m in b.covered(p))]
-    for p in rng.sample(targets, k=min(len(targets), max(1, b.per_kind // 2))):
+    for i, p in enumerate(rng.sample(targets, k=min(len(targets), max(2, b.per_kind // 2)))):
         month = rng.choice([m for m in b.covered(p) if add_months(m, 2) < b.end])
-        b.misdirected[(p.account_id, month)] = f"{p.account_id}{rng.randrange(10)}"
+        b.misdirected[(p.account_id, month)] = f"{p.account_id}{rng.randrange(10)}" if i % 2 == 0 else ""
+
+
+def give_partner(b: Builder, p: Member) -> None:
+    """A small program's member made to have a partner before anything is sent: EMP becomes ESP, ECH FAM."""
+    if p.partner() is not None:
+        return
+    b.dependent(p, "partner")
+    tier = {"EMP": "ESP", "ECH": "FAM"}[p.coverages["health"].tier]
+    for cov in p.coverages.values():
+        cov.tier = tier
+
+
+def new_kinds(b: Builder, pool: Pool, later_pool: Pool, *, required: bool) -> None:
+    """The injections the order of enrollment events, late enrollments, eligibility and refunds of
+    reversed money bring (Special). ``required``: one each of those the domain's kinds need (a change of
+    a coverage never enrolled, on a member that already carries an error, since it moves nothing else;
+    a subscriber on EMP with dependents still covered; a refund paid from money later reversed), which
+    the program cannot do without; else the rest, as the members left allow."""
+    rng, start, months = b.rng, b.start, b.months
+    n = max(1, b.per_kind // 4) - (1 if not required else 0)
+    if required:
+        n = 1
+
+    def take(fit: Callable[[Member], bool], *, after: int = 0, must: bool = required) -> Member | None:
+        """A steady member that fits, else a later hire that fits with ``after`` months of the program
+        after its first; ProgramTooSmall if ``must`` and there is none."""
+        p = pool.take_if_any(fit) or later_pool.take_if_any(lambda p: fit(p) and add_months(p.hired, after) < b.end)
+        if p is None and must:
+            raise ProgramTooSmall("not enough members to place the injected errors; raise --members")
+        return p
+
+    def month_within(p: Member, first: int, last_but: int) -> date:
+        """A month from ``first`` months after the member's first on, leaving ``last_but`` months after it."""
+        since = (p.hired.year - start.year) * 12 + p.hired.month - start.month
+        return add_months(start, rng.randrange(since + first, months - last_but))
+
+    for _ in range(n):
+        # a change of a vision coverage never enrolled changes nothing else: it may share a member with
+        # another error (not a COBRA member's: their only error is the shortfall)
+        shared = sorted({a for (a, _), k in b.injections.items() if k != "cobra_shortfall"} - set(b.special))
+        people = {p.account_id: p for p in b.people}
+        host = next((people[a] for a in shared if "vision" not in people[a].coverages), None) if required else None
+        if host is None and (host := take(lambda p: "vision" not in p.coverages)) is None:
+            break
+        b.special[host.account_id] = Special("unknown_never", month_within(host, 0, 0))
+        b.expect(("unknown_coverage", host.account_id, None))
+    for i in range(n):
+        # the first is left open, the next settled by HR the month after
+        settle = not required and i % 2 == 0
+        p = take(lambda p: bool(p.covered_family), after=2, must=False)
+        if p is None and required:
+            p = pool.take()
+            give_partner(b, p)
+        if p is None:
+            break
+        month = month_within(p, 1, 1)
+        b.special[p.account_id] = Special("drop_to_emp", month, settle=settle)
+        if not settle:
+            for m in months_from(b, month):
+                b.expect(("eligibility", p.account_id, m))
+    for _ in range(1 if required else max(0, b.per_kind // 8 - 1)):
+        if (p := take(lambda p: True, after=2)) is None:
+            break
+        if not p.direct_pay:
+            p.direct_pay, p.status = True, "retiree"  # pays the premium directly
+        b.injections[(p.account_id, month_within(p, 0, 2))] = "refund_recovery"
+    if required:
+        return
+    for _ in range(n + 1):
+        if (p := later_pool.take_if_any(lambda p: len(p.coverages) > 1)) is None:
+            break
+        line = rng.choice(sorted(set(p.coverages) - {"health"}))
+        b.special[p.account_id] = Special("unknown_first", p.hired, line=line)
+    for i in range(n + 1):
+        if (p := later_pool.take_if_any(lambda p: add_months(p.hired, 1) < b.end)) is None:
+            break
+        settle = i % 2 == 0 and add_months(p.hired, 2) < b.end
+        b.special[p.account_id] = Special("late_hire", p.hired, settle=settle)
+        if not settle:
+            for m in (p.hired, add_months(p.hired, 1)):
+                b.expect(("enrolled_not_billed", p.account_id, m))
+    for _ in range(n + 1):
+        if (p := take(lambda p: bool(p.children()), after=1)) is None:
+            break
+        month = month_within(p, 0, 1)  # the 26th birthday's month
+        child = rng.choice(p.children())
+        child.birth_date = date(month.year - 26, month.month, rng.randint(1, 28))
+        b.special[p.account_id] = Special("aged_out", month)
+        for m in months_from(b, add_months(month, 1)):
+            b.expect(("eligibility", p.account_id, m))
+
+
+def months_from(b: Builder, month: date) -> list[date]:
+    """The program's months from ``month`` on."""
+    out = []
+    while month < b.end:
+        out.append(month)
+        month = add_months(month, 1)
+    return out
 
 
 def covering(lines: set[str]) -> Callable[[Member], bool]:
@@ -133,8 +302,8 @@ def several_at_once(b: Builder, pool: Pool) -> None:
       billed months; one in three keeps dental and is settled the month after (billing credits the ended
       plans' bills with adjustment_posted, the accounts staff refund the credit), one keeps dental, one
       loses every coverage;
-    - a tier change on every line, effective the month before the one just billed (up: bill the
-      difference; down: refund it);
+    - a tier change on every line between ECH and FAM (a spouse joins or leaves), effective the month
+      before the one just billed (up: bill the difference; down: refund it);
     - coverage that ended on a day within the month just billed: under daily proration the month owes
       its covered days only; under whole months it changes nothing.
 
@@ -156,10 +325,13 @@ def several_at_once(b: Builder, pool: Pool) -> None:
             "end_lines", add_months(month, 1 - reach) - timedelta(days=1), lines=lines,
             settle=i % 3 == 0 and "dental" in p.coverages)
     for _ in range(n):
-        if (p := pool.take_if_any()) is None:
-            return
+        # a family with two children or more, between ECH and FAM: the only tiers that cover the same
+        # people (two children), so the change keeps tier and family matching event by event
+        if (p := pool.take_if_any(lambda p: p.coverages["health"].tier in ("ECH", "FAM")
+                                  and len(p.children()) >= 2)) is None:
+            break
         month = add_months(start, rng.randrange(1, months - 1))
-        tier = rng.choice([t for t in TIERS if t != p.coverages["health"].tier])
+        tier = "FAM" if p.coverages["health"].tier == "ECH" else "ECH"
         b.retro[(p.account_id, month)] = Retro("tier", add_months(month, -1), tier=tier)
     for _ in range(n):
         if (p := pool.take_if_any()) is None:
@@ -219,6 +391,9 @@ def payment(b: Builder, p: Member, month: date, inject: str | None, billed: int 
             b.close_on_termination[p.account_id] = overpaid
             b.expect(found, refund(b, p, month, pay - billed))
         return pay
+    if inject == "refund_recovery":
+        recover(b, p, month, billed, pay := billed + rng.randrange(2_000, 30_000))
+        return pay
     if inject == "cobra_shortfall":
         # the COBRA member pays a little short: no more than the lesser of $50 and 10% of the premium,
         # so it counts as paid and the member gets a notice (26 CFR 54.4980B-8)
@@ -259,20 +434,49 @@ def refund(b: Builder, p: Member, month: date, credit: int) -> list[tuple[str, s
     return [("resolved", issued.event_id), ("open", None)] if n % 3 == 0 else [("resolved", issued.event_id)]
 
 
+def recover(b: Builder, p: Member, month: date, billed: int, pay: int) -> None:
+    """A direct payer overpays the month; the month after, the accounts staff refund the credit
+    (resolving the overpaid) and then the payment comes back NSF: the refund was paid out of money the
+    ledger no longer has (refund_recovery, left open: the payee must pay it back), and the month is
+    unpaid (missing_payment, once its grace period has run out). The month after that, the member
+    pays the month again, which resolves the missing payment but not the refund to recover."""
+    following, after = add_months(month, 1), add_months(month, 2)
+    refunded_on, returned_on = following + timedelta(days=6), following + timedelta(days=12)
+    issued = RefundIssued(
+        event_id=b.eid("refund"), account_id=p.account_id, effective_on=refunded_on,
+        occurred_at=b.at(refunded_on, 10), source="accounts-staff", refund_id=f"RF{month:%Y%m}-{p.account_id}-over",
+        payee_id=p.account_id, amount_cents=pay - billed, method="check",
+        reason="credit on the account: premium paid twice", coverage_month=month,
+    )
+    bounced = PaymentReversed(
+        event_id=b.eid("nsf"), account_id=p.account_id, effective_on=returned_on, occurred_at=b.at(returned_on, 9),
+        source="bank-returns", payment_id=f"P{month:%Y%m}-{p.account_id}", reason="R01 insufficient funds",
+    )
+    again = b.payment_line(p, month, billed, None, suffix="-again", paid_in=after)
+    b.scheduled.setdefault(following, []).extend([issued, bounced])
+    b.scheduled.setdefault(after, []).append(again)
+    b.expect(("overpaid", p.account_id, month), [("resolved", issued.event_id)])
+    b.expect(("refund_recovery", p.account_id, month))
+    b.expect(("missing_payment", p.account_id, month), [("resolved", again.event_id)])
+
+
 def misdirect(b: Builder, p: Member, month: date, pay: int) -> str | None:
-    """The mistyped member id the payroll line goes to, if one is injected on the month: the member's
-    month stays unpaid until the cash is applied to it (two months on, after its grace period ran out)."""
+    """The mistyped member id the payroll line goes to ("": the line names no month), if one is injected
+    on the month: the member's month stays unpaid until the cash is applied to it (two months on,
+    after its grace period ran out)."""
     typo = b.misdirected.get((p.account_id, month))
     if typo is None:
         return None
-    applied_on = add_months(month, 2) + timedelta(days=9)
+    applied_on = add_months(month, 2) + timedelta(days=20)
+    held_on = typo or p.account_id
     application = CashApplied(
-        event_id=b.eid("apply"), account_id=typo, effective_on=applied_on,
-        occurred_at=b.at(applied_on, 11), source="accounts-staff", application_id=f"CA{month:%Y%m}-{typo}",
-        payment_id=f"P{month:%Y%m}-{typo}", to_account_id=p.account_id, to_coverage_month=month,
-        amount_cents=pay, reason=f"member id {typo} keyed with a digit too many: {p.account_id}",
+        event_id=b.eid("apply"), account_id=held_on, effective_on=applied_on,
+        occurred_at=b.at(applied_on, 11), source="accounts-staff", application_id=f"CA{month:%Y%m}-{held_on}",
+        payment_id=f"P{month:%Y%m}-{held_on}", to_account_id=p.account_id, to_coverage_month=month,
+        amount_cents=pay, reason=f"member id {typo} keyed with a digit too many: {p.account_id}" if typo
+        else f"payroll line for {p.account_id} named no coverage month: {month:%Y-%m}",
     )
-    for found in (("unmatched_payment", typo, month), ("missing_payment", p.account_id, month)):
+    for found in (("unmatched_payment", held_on, month if typo else None), ("missing_payment", p.account_id, month)):
         b.expect(found, [("resolved", application.event_id)])
     b.scheduled.setdefault(add_months(month, 2), []).append(application)
     b.derived_payments += 1
@@ -305,7 +509,7 @@ def late_change(b: Builder, p: Member, month: date) -> list[Event]:
         return []
     billed = sorted(m for a, m in b.billed if a == p.account_id)
     before = {m: b.pricing.premium(p.account_id, m) for m in billed}
-    reported = month + timedelta(days=20)
+    reported = last_day(month) - timedelta(days=1)  # after the agency's remittance of the month
     if r.what == "tier":
         assert r.tier is not None
         events: list[Event] = list(b.change_tier(p, r.change, r.tier, reported))
@@ -365,3 +569,97 @@ def strangers(b: Builder, mi: int, month: date, traces: dict[str, str]) -> list[
         ))
         b.expect(("unmatched_payment", stranger, month))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# HR's 834s out of order, late or without the dependents' changes (Special), and what follows
+
+
+def hired_late(b: Builder, p: Member) -> bool:
+    """Is the member's 834 add sent late (not before the first month, as usual)?"""
+    sp = b.special.get(p.account_id)
+    return sp is not None and sp.what == "late_hire"
+
+
+def hr_before(b: Builder, p: Member, month: date, sends: dict[str, date]) -> list[Event]:
+    """What HR sends before the month besides the usual hires, terminations and tier changes."""
+    sp = b.special.get(p.account_id)
+    if sp is None or sp.month != month:
+        return []
+    if sp.what == "unknown_first":
+        # the 834 ending the line after the second month arrives first: the add was dead-lettered and is
+        # resent after it (hire, below)
+        assert sp.line is not None
+        cov = p.coverages[sp.line]
+        end = last_day(add_months(month, 1))
+        return [b.enrollment(p, "term", "terminate", sp.line, cov, sent_on=sends["terminate"], effective_on=end,
+                             begin=cov.begin, end=end)]
+    if sp.what == "unknown_never":
+        # a tier change of a vision coverage HR never enrolled the member in
+        health = p.coverages["health"]
+        vision = Coverage("VSP-VISION", health.tier, month)
+        return [b.enrollment(p, "chg", "change", "vision", vision, sent_on=sends["change"], effective_on=month,
+                             begin=month)]
+    if sp.what == "drop_to_emp":
+        return list(b.change_tier(p, month, "EMP", sends["change"], family_follows=False))
+    if sp.what == "partner_mid_month":
+        return list(b.change_tier(p, month + timedelta(days=sp.day - 1), "ESP", sends["change"]))
+    return []
+
+
+def hired(b: Builder, p: Member, events: list[EnrollmentChanged]) -> None:
+    """The hire's 834 is out: the termination that came before its add is applied now."""
+    sp = b.special.get(p.account_id)
+    if sp is not None and sp.what == "unknown_first":
+        add = next(e for e in events if e.coverage_line == sp.line and e.relationship == "self")
+        b.expect(("unknown_coverage", p.account_id, None), [("resolved", add.event_id)])
+
+
+def hr_late(b: Builder, p: Member, month: date) -> list[Event]:
+    """What HR sends late in the month, after its payments: a late hire's 834 (after the billing cycles
+    of its first two months closed), or the dependents' terminations a tier change left out."""
+    sp = b.special.get(p.account_id)
+    if sp is None:
+        return []
+    sent_on = last_day(month) - timedelta(days=1)
+    if sp.what == "late_hire" and month == add_months(sp.month, 1):
+        return list(b.hire(p, sent_on))
+    if sp.what == "drop_to_emp" and sp.settle and month == add_months(sp.month, 1):
+        # HR ends the dependents' coverage with the tier change: each month's eligibility is resolved
+        sent_at = b.at(sent_on)
+        events: list[Event] = []
+        for d in p.covered_family:
+            d.end = sp.month - timedelta(days=1)
+            events.append(b.dependent_event(p, d, "term", "terminate", sent_on=sent_on, sent_at=sent_at))
+        for m in (sp.month, month):
+            b.expect(("eligibility", p.account_id, m), [("resolved", events[-1].event_id)])
+        return events
+    return []
+
+
+def catch_up_months(b: Builder, p: Member, month: date) -> list[date]:
+    """Earlier months billing bills this month: those of a late hire it missed, when it catches up."""
+    sp = b.special.get(p.account_id)
+    if sp is not None and sp.what == "late_hire" and sp.settle and month == add_months(sp.month, 2):
+        return [sp.month, add_months(sp.month, 1)]
+    return []
+
+
+def caught_up(b: Builder, p: Member, missed: date, first_bill: str) -> None:
+    b.expect(("enrolled_not_billed", p.account_id, missed), [("resolved", first_bill)])
+
+
+def catch_up_payments(b: Builder, p: Member, month: date, trace: str) -> list[Event]:
+    """Payroll pays the months billing caught up on with this month's remittance."""
+    out: list[Event] = []
+    for missed in catch_up_months(b, p, month):
+        billed = sum(b.billed[(p.account_id, missed)].values())
+        b.paid[(p.account_id, missed)] = billed
+        out.append(b.payment_line(p, missed, billed, trace, paid_in=month))
+    return out
+
+
+def pays_unmonthed(b: Builder, p: Member, month: date) -> bool:
+    """Does the member's payment for the month name no month (a retiree's check without the stub)?"""
+    sp = b.special.get(p.account_id)
+    return sp is not None and sp.what == "unmonthed" and sp.month == month

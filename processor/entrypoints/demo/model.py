@@ -3,11 +3,14 @@ ledger's rule code (processor/rules, fold, fsa, tax, state): a check against the
 be vacuous. tests/unit/test_demo_package.py walks this package's imports to keep it so.
 
 It knows what the enrollment and the rate tables call for (coverage segments, whole-month or daily
-pricing, COBRA at 102%), where cash goes (applied to a billed month, held, after termination, a
-duplicate, moved by a cash application), and what each member-month holds (billed, adjusted, paid,
-unapplied, refunded, balance = billed + adjustments - paid + refunds). ``Model.apply`` takes the
-program's events in the order the ledger folds them; the generator prices its bills with it, and the
-oracle (oracle.py) reads the amounts every discrepancy and member-month must show.
+pricing, COBRA at 102%; a change for coverage not enrolled yet waits for its add), who may be covered on
+a tier (the plan's tier rules, a child's age limit), where cash goes (applied to a billed month, held,
+after termination, a duplicate, moved by a cash application, reversed; a member's direct payment naming
+no month to the oldest month with a balance due), what each member-month holds (billed, adjusted, paid,
+unapplied, refunded, balance = billed + adjustments - paid + refunds), and the unapplied cash of every
+payer (held lines, and what a remittance pays beyond the lines posted from it). ``Model.apply`` takes
+the program's events in the order the ledger folds them; the generator prices its bills with it, and
+the oracle (oracle.py) reads the amounts every discrepancy, member-month and payer must show.
 """
 
 from __future__ import annotations
@@ -25,17 +28,22 @@ from events.types import (
     EnrollmentChanged,
     Event,
     PaymentReceived,
+    PaymentReversed,
     PremiumBilled,
     RatePublished,
     RefundIssued,
     RefundReturned,
     RemittanceReceived,
 )
-from processor.settings import PlanSettings
+from processor.settings import PlanSettings, TierRule
 
 # Where a payment line stands (README, "unmatched_payment", "duplicate_payment", "paid_after_termination").
-APPLIED, HELD, AFTER_TERMINATION, DUPLICATE, MOVED = "applied", "held", "after_termination", "duplicate", "moved"
+APPLIED, HELD, AFTER_TERMINATION, DUPLICATE, MOVED, REVERSED = (
+    "applied", "held", "after_termination", "duplicate", "moved", "reversed")
 UNAPPLIED = (HELD, AFTER_TERMINATION, DUPLICATE)  # cash on the payer's account, not paid on the month
+UNPRICED_LINES = ("fsa", "dcap")  # flexible spending accounts: elections and contributions, no premium
+PARTNERS = ("spouse", "domestic_partner")
+PAYER_PREFIX = "payer:"  # a payer's remittances live on account payer:<payer id>
 
 
 def last_day(month: date) -> date:
@@ -69,6 +77,8 @@ class Segment:
     status: str
     begin: date
     end: date | None = None
+    birth_date: date | None = None
+    tax_dependent: bool = True
 
     def priced_from(self, plan: PlanSettings) -> date:
         """``first_of_month_following``: coverage that begins after the 1st is priced from the next month."""
@@ -78,6 +88,9 @@ class Segment:
 
     def in_month(self, month: date, plan: PlanSettings) -> bool:
         return self.priced_from(plan) <= last_day(month) and (self.end is None or self.end >= month)
+
+    def covers(self, day: date) -> bool:
+        return self.begin <= day and (self.end is None or self.end >= day)
 
 
 class Rates:
@@ -99,7 +112,8 @@ class Rates:
 def priced(segments: list[Segment], month: date, plan: PlanSettings) -> list[Segment]:
     """The subscriber's segments that price the month. Whole months: per line, the segment in force on
     the 1st, else the first to begin in the month. Daily: every segment in force in the month."""
-    in_month = [s for s in segments if s.relationship == "self" and s.in_month(month, plan)]
+    in_month = [s for s in segments if s.relationship == "self" and s.line not in UNPRICED_LINES
+                and s.in_month(month, plan)]
     if plan.proration == "daily":
         return in_month
     chosen: dict[str, Segment] = {}
@@ -125,6 +139,19 @@ def segment_premium(seg: Segment, total: int, month: date, plan: PlanSettings) -
 # The books
 
 
+def fits(rule: TierRule, partners: int, children: int) -> bool:
+    """Does a tier's rule allow these dependents (README, plan.tiers; at most one partner)?"""
+    allowed = {"none": lambda n: n == 0, "required": lambda n: n >= 1, "any": lambda n: True}
+    total = partners + children
+    return (partners <= 1 and allowed[rule.partner](partners) and allowed[rule.children](children)
+            and total >= rule.dependents_min and (rule.dependents_max is None or total <= rule.dependents_max))
+
+
+def coverage_ends_at_age(birth: date, age: int) -> date:
+    """A child's coverage under an age limit runs through the end of the month of that birthday."""
+    return last_day(date(birth.year + age, birth.month, 1))
+
+
 @dataclass
 class PaymentLine:
     payment_id: str
@@ -133,6 +160,8 @@ class PaymentLine:
     trace: str | None
     status: str
     tax_treatment: str | None
+    plan: str | None = None  # the coverage the line names, if any (one line per policy is no duplicate)
+    line: str | None = None
 
 
 @dataclass
@@ -178,11 +207,26 @@ class Cell:
 
 
 @dataclass
+class Remittance:
+    """A payer's remittance as the ledger reconciles it: the header's total against the lines posted."""
+
+    total: int | None = None  # BPR02, once the header is in
+    line_count: int = 0
+    posted: int = 0  # the lines applied on members' accounts (the ledger reports each to the payer)
+    posted_count: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.total is not None and self.posted_count >= self.line_count
+
+
+@dataclass
 class Account:
     segments: list[Segment] = field(default_factory=list)
     cells: dict[date | None, Cell] = field(default_factory=dict)
     payments: dict[str, date | None] = field(default_factory=dict)  # payment id -> month
-    remittances: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (lines total, total)
+    remittances: dict[str, Remittance] = field(default_factory=dict)  # payer accounts: remittance id -> it
+    waiting: list[EnrollmentChanged] = field(default_factory=list)  # changes of coverage not enrolled yet
 
     def cell(self, month: date | None) -> Cell:
         return self.cells.setdefault(month, Cell())
@@ -212,11 +256,13 @@ class Model:
         self.plan = plan
         self.rates = Rates()
         self.accounts: dict[str, Account] = {}
+        self.cycles: tuple[date, date] | None = None  # the first and the latest billing cycle closed
         self._apply: dict[type[Any], Callable[[Any], None]] = {
             RatePublished: self.rates.publish,
             EnrollmentChanged: self._enrollment,
             PremiumBilled: self._bill,
             PaymentReceived: self._payment,
+            PaymentReversed: self._reversal,
             CashApplied: self._cash_applied,
             RefundIssued: self._refund,
             RefundReturned: self._refund_returned,
@@ -266,19 +312,51 @@ class Model:
     # -- events -------------------------------------------------------------------------------
 
     def _enrollment(self, e: EnrollmentChanged) -> None:
-        """834 maintenance: add a segment, change terms from a date on, or end the coverage."""
+        """834 maintenance. A change, termination or reinstatement of a coverage the ledger has no
+        enrollment of waits (unknown_coverage) and is applied, in effective order, when its add arrives;
+        the books then stand as if the events had come in order."""
         acc = self.account(e.account_id)
+        known = any(s.member_id == e.member_id and s.line == e.coverage_line for s in acc.segments)
+        if e.action != "add" and not known:
+            acc.waiting.append(e)
+            return
+        self._maintain(acc, e)
+        if e.action == "add":
+            kept = [w for w in acc.waiting if (w.member_id, w.coverage_line) == (e.member_id, e.coverage_line)]
+            acc.waiting = [w for w in acc.waiting if w not in kept]
+            for w in sorted(kept, key=lambda w: (change_date(w), w.occurred_at)):
+                self._maintain(acc, w)
+        # cash for months not billed is placed again: a retroactive termination makes it cash after termination
+        for month, cell in acc.cells.items():
+            if not cell.bills:
+                for p in cell.lines:
+                    if p.status in (HELD, AFTER_TERMINATION):
+                        p.status = self._placement(acc, month, cell)
+        # a subscriber's coverage reported after the billing cycles of its months closed: each of those
+        # months is on the books, to be judged (an enrolled, not billed month whenever HR's 834 comes)
+        if self.cycles is not None and e.relationship == "self":
+            first_closed, closed_through = self.cycles
+            for seg in (s for s in acc.segments if s.member_id == e.member_id and s.line == e.coverage_line):
+                month = max(seg.priced_from(self.plan).replace(day=1), first_closed)
+                through = closed_through if seg.end is None else min(seg.end.replace(day=1), closed_through)
+                while month <= through:
+                    acc.cell(month)
+                    month = add_months(month, 1)
+
+    def _maintain(self, acc: Account, e: EnrollmentChanged) -> None:
+        """Add a segment, change terms from a date on, or end the coverage."""
         mine = [s for s in acc.segments if s.member_id == e.member_id and s.line == e.coverage_line]
 
         def new(begin: date, end: date | None) -> Segment:
             assert e.tier is not None, "the demo's program always states the tier"
-            return Segment(e.member_id, e.relationship, e.coverage_line, e.plan, e.tier, e.status, begin, end)
+            return Segment(e.member_id, e.relationship, e.coverage_line, e.plan, e.tier, e.status, begin, end,
+                           e.birth_date, e.tax_dependent)
 
         if e.action == "add":
             acc.segments.append(new(e.benefit_begin, e.benefit_end))
         elif e.action == "change":
             at = e.benefit_begin
-            current = next((s for s in mine if s.begin <= at and (s.end is None or s.end >= at)), None)
+            current = next((s for s in mine if s.covers(at)), None)
             if current is None:
                 acc.segments.append(new(at, e.benefit_end))
             else:
@@ -288,7 +366,7 @@ class Model:
                 else:
                     current.end = at - timedelta(days=1)
         elif e.action == "terminate":
-            last = e.benefit_end if e.benefit_end is not None else e.benefit_begin
+            last = change_date(e)
             for s in mine:
                 if s.begin > last:
                     acc.segments.remove(s)
@@ -296,19 +374,13 @@ class Model:
                     s.end = last
         else:
             raise ValueError(f"the demo's model does not know enrollment action {e.action!r}")
-        # cash for months not billed is placed again: a retroactive termination makes it cash after termination
-        for month, cell in acc.cells.items():
-            if not cell.bills:
-                for p in cell.lines:
-                    if p.status in (HELD, AFTER_TERMINATION):
-                        p.status = self._placement(acc, month, cell)
 
     def _placement(self, acc: Account, month: date | None, cell: Cell) -> str:
         if month is None:
             return HELD
         if cell.bills:
             return APPLIED
-        subscriber = [s for s in acc.segments if s.relationship == "self"]
+        subscriber = [s for s in acc.segments if s.relationship == "self" and s.line not in UNPRICED_LINES]
         if not any(s.in_month(month, self.plan) for s in subscriber) and any(
                 s.end is not None and s.end < month for s in subscriber):
             return AFTER_TERMINATION
@@ -322,17 +394,35 @@ class Model:
                 p.status = APPLIED  # cash that came before its bill
 
     def _payment(self, e: PaymentReceived) -> None:
-        self._post(e.account_id, e.coverage_month, PaymentLine(
-            e.payment_id, e.amount_cents, e.payer_id, e.trace_number, "", e.tax_treatment))
+        month = e.coverage_month
+        acc = self.account(e.account_id)
+        if month is None and self.plan.unmonthed_direct_payments == "oldest_first" and (
+                e.method in ("direct", "card") or e.payer_id == e.account_id):
+            # the member's own payment naming no month pays the oldest month with a balance due
+            month = min((m for m, c in acc.cells.items() if m is not None and c.balance > 0), default=None)
+        self._post(e.account_id, month, PaymentLine(
+            e.payment_id, e.amount_cents, e.payer_id, e.trace_number, "", e.tax_treatment, e.plan, e.coverage_line))
+        if e.remittance_id is not None and e.source != LEDGER and not e.account_id.startswith(PAYER_PREFIX):
+            # the ledger reports the line to the payer's account, where the remittance is reconciled
+            remittance = self.account(PAYER_PREFIX + e.payer_id).remittances.setdefault(e.remittance_id, Remittance())
+            remittance.posted += e.amount_cents
+            remittance.posted_count += 1
 
     def _post(self, account_id: str, month: date | None, line: PaymentLine) -> None:
         acc = self.account(account_id)
         cell = acc.cell(month)
         repeated = line.trace is not None and month is not None and any(
-            p.trace == line.trace for p in cell.lines)  # the demo reverses no payment
+            p.trace == line.trace and p.status != REVERSED and (p.plan, p.line) == (line.plan, line.line)
+            for p in cell.lines)
         line.status = DUPLICATE if repeated else self._placement(acc, month, cell)
         cell.lines.append(line)
         acc.payments[line.payment_id] = month
+
+    def _reversal(self, e: PaymentReversed) -> None:
+        """The payment bounced (NSF, a returned ACH): it pays nothing any more."""
+        line = self.account(e.account_id).line(e.payment_id)
+        assert line.status not in (REVERSED, MOVED), (e, line)
+        line.status = REVERSED
 
     def _cash_applied(self, e: CashApplied) -> None:
         """The held cash leaves this account whole and is posted, as a payment of the same payer and
@@ -359,10 +449,12 @@ class Model:
         self.account(e.account_id).cell(e.coverage_month).adjustments.append((e.plan, e.amount_cents))
 
     def _remittance(self, e: RemittanceReceived) -> None:
-        self.account(e.account_id).remittances[e.remittance_id] = (e.lines_total_cents, e.total_cents)
+        remittance = self.account(e.account_id).remittances.setdefault(e.remittance_id, Remittance())
+        remittance.total, remittance.line_count = e.total_cents, e.line_count
 
     def _billing_cycle_closed(self, e: BillingCycleClosed) -> None:
         """A covered month with no row yet gets one (an enrolled, not billed month shows up)."""
+        self.cycles = (self.cycles[0] if self.cycles else e.cycle_month, e.cycle_month)
         for account_id, acc in self.accounts.items():
             if e.cycle_month not in acc.cells and self.priced(account_id, e.cycle_month):
                 acc.cell(e.cycle_month)
@@ -375,29 +467,116 @@ class Model:
                             paid=cell.paid, unapplied=cell.unapplied, refunded=cell.refunded, balance=cell.balance)
 
     def months(self) -> dict[tuple[str, date], MonthFigures]:
-        """Every member-month row the ledger must have (months named by a bill, payment, adjustment or
-        a closed billing cycle), with its figures."""
+        """Every member-month row the ledger must have (months named by a bill, payment, adjustment,
+        a closed billing cycle or a late enrollment), with its figures."""
         return {(a, m): self.figures(a, m) for a, acc in sorted(self.accounts.items())
                 for m in sorted(k for k in acc.cells if k is not None)}
+
+    def unapplied(self) -> dict[str, int]:
+        """Unapplied cash by payer (non-zero only): lines held, after termination or duplicated, and what
+        each remittance paid beyond the lines posted from it (cash is never dropped)."""
+        out: dict[str, int] = {}
+        for account_id, acc in self.accounts.items():
+            for cell in acc.cells.values():
+                for p in cell.lines:
+                    if p.status in UNAPPLIED:
+                        out[p.payer] = out.get(p.payer, 0) + p.amount
+            for r in acc.remittances.values():
+                assert r.total is None or r.complete, f"a remittance of {account_id} is missing lines"
+                if r.total is not None and r.total > r.posted:
+                    payer = account_id.removeprefix(PAYER_PREFIX)
+                    out[payer] = out.get(payer, 0) + r.total - r.posted
+        return {p: c for p, c in sorted(out.items()) if c}
+
+    def owed(self, cell: Cell) -> int:
+        """What a month's payments must add up to: its bills net of adjustments (the demo's payroll pays
+        monthly, one deduction a month)."""
+        return cell.net_billed
+
+    def counted_refunds(self, cell: Cell) -> int:
+        """The refunds a month's payment gap counts: all of them, but when a payment was reversed only up
+        to the credit still there; the rest was refunded out of money the ledger no longer has."""
+        if any(p.status == REVERSED for p in cell.lines):
+            return min(cell.refunded, max(0, cell.paid - self.owed(cell)))
+        return cell.refunded
+
+    def prices_partner(self, account_id: str, month: date) -> bool:
+        """Does the month's premium price a domestic partner who is not a tax dependent (README, Section
+        125: covered on the first day a subscriber's coverage of the line is priced for in the month; a
+        partner added on the 15th of a month priced at the tier in force on the 1st is not in it)? That
+        share is post-tax."""
+        acc = self.accounts.get(account_id)
+        if acc is None:
+            return False
+        partners = [d for d in acc.segments if d.relationship == "domestic_partner" and not d.tax_dependent]
+        return any(d.line == seg.line and d.covers(max(seg.priced_from(self.plan), month))
+                   for seg in self.priced(account_id, month) for d in partners)
+
+    def eligibility(self, account_id: str, month: date) -> tuple[int, int] | None:
+        """(expected, actual) of the month's eligibility finding, if its tier does not fit who is covered
+        or a child is covered past the age limit: the premium of the first tier (in the plan's order, with
+        a rate) that fits the eligible people, and the premium at the tier in force. A line is judged
+        only when dependents were ever reported on it; the dependents counted are those covered on the
+        first day the month is priced for (README, "eligibility")."""
+        acc, plan = self.accounts[account_id], self.plan
+        found: dict[str, tuple[int, int]] = {}
+        for seg in sorted(self.priced(account_id, month), key=lambda s: (s.line, s.begin)):
+            reported = [d for d in acc.segments if d.relationship != "self" and d.line == seg.line]
+            if not reported:
+                continue
+            start = max(seg.priced_from(plan), month)
+            covered = [d for d in reported if d.covers(start)]
+            limit = plan.child_age_limits.get(seg.line)
+            aged = [d for d in covered if limit is not None and d.relationship == "child"
+                    and d.birth_date is not None and start > coverage_ends_at_age(d.birth_date, limit)]
+            eligible = [d for d in covered if d not in aged]
+            partners = sum(1 for d in eligible if d.relationship in PARTNERS)
+            children = sum(1 for d in eligible if d.relationship == "child")
+            rule = plan.tiers.get(seg.tier)
+            wrong_tier = rule is not None and not fits(rule, partners, children)
+            if not wrong_tier and not aged:
+                continue
+            tier = seg.tier
+            if wrong_tier:
+                tier = next((t for t, r in plan.tiers.items() if fits(r, partners, children)
+                             and self.rates.total(seg.plan, t, month) is not None), seg.tier)
+            rate, right = self.rates.total(seg.plan, seg.tier, month), self.rates.total(seg.plan, tier, month)
+            found[seg.line] = (0 if right is None else segment_premium(seg, right, month, plan),
+                               0 if rate is None else segment_premium(seg, rate, month, plan))
+        assert len(found) <= 1, f"the demo reports dependents on one line only: {found}"
+        return next(iter(found.values()), None)
 
     def amounts(self, kind: str, account_id: str, month: date | None) -> tuple[int, int]:
         """(expected_cents, actual_cents) a discrepancy of this kind states for the month now, as the
         README's table of discrepancies defines them (the demo puts one finding of a kind on a month)."""
         acc = self.accounts[account_id]
         if kind == "remittance_total_mismatch":
-            lines_total, total = next(t for t in reversed(acc.remittances.values()) if t[0] != t[1])
-            return lines_total, total
+            r = next(r for r in reversed(acc.remittances.values()) if r.total is not None and r.total != r.posted)
+            assert r.total is not None
+            return r.posted, r.total
+        if kind == "unknown_coverage":
+            return 0, 0
+        by_status = {"unmatched_payment": HELD, "duplicate_payment": DUPLICATE,
+                     "paid_after_termination": AFTER_TERMINATION}
+        if kind in by_status:
+            return 0, sum(p.amount for p in acc.cells[month].lines if p.status == by_status[kind])
         assert month is not None
         cell = acc.cells[month]
         net = cell.net_billed
         if kind in ("underpaid", "cobra_shortfall"):
-            return net, cell.paid
+            return (self.owed(cell) if kind == "underpaid" else net), cell.paid
         if kind in ("overpaid", "refund_due"):
-            return net, cell.paid - cell.refunded
+            return (self.owed(cell) if kind == "overpaid" else net), cell.paid - self.counted_refunds(cell)
+        if kind == "refund_recovery":
+            return max(0, cell.paid - self.owed(cell)), cell.refunded
         if kind == "missing_payment":
             return net, 0
         if kind in ("enrolled_not_billed", "retroactive_change"):
             return self.premium(account_id, month) or 0, net
+        if kind == "eligibility":
+            found = self.eligibility(account_id, month)
+            assert found is not None, f"no eligibility finding on {account_id} {month}"
+            return found
         if kind == "wrong_rate":
             plans = {s.plan for s in self.priced(account_id, month)}
             for plan_id in sorted(set(cell.bills) & plans):
@@ -408,10 +587,14 @@ class Model:
         if kind == "billed_not_enrolled":
             plans = {s.plan for s in self.priced(account_id, month)}
             return 0, sum(cell.plan_billed(p) for p in cell.bills if p not in plans)
-        by_status = {"unmatched_payment": HELD, "duplicate_payment": DUPLICATE,
-                     "paid_after_termination": AFTER_TERMINATION}
-        if kind in by_status:
-            return 0, sum(p.amount for p in cell.lines if p.status == by_status[kind])
         if kind == "tax_treatment":
             return 0, sum(p.amount for p in cell.lines if p.status == APPLIED and p.tax_treatment == "pre_tax")
         raise ValueError(f"the demo's model states no amounts for {kind}")
+
+
+LEDGER = "benefits-ledger"  # the source of the events the ledger posts itself (a cash application's payment)
+
+
+def change_date(e: EnrollmentChanged) -> date:
+    """The day a change takes effect: a termination's last covered day, otherwise its benefit begin."""
+    return e.benefit_end if e.action == "terminate" and e.benefit_end is not None else e.benefit_begin

@@ -3,8 +3,9 @@
 ``expected_books`` replays the program through the demo's own model (model.py) in the order the
 ledger folds it: the amounts of every expected discrepancy row (a row left open: as the books end; a
 row closed by a later event: as the month stood just before that event), the premium before and after
-each retroactive change, and the figures of every member-month. ``judge`` compares them, and the FSA
-decisions the generator made, with the rows the ledger recorded.
+each retroactive change, the figures of every member-month and every payer's unapplied cash. ``judge``
+compares them, and the FSA adjudications the generator expects (each claim's decision, and every later
+payment of a pending remainder), with what the ledger recorded.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class RowAmounts:
 class ExpectedBooks:
     rows: dict[ExpectedRow, list[RowAmounts]]  # the amounts of each expected row, one entry per row
     months: dict[tuple[str, date], MonthFigures]
+    unapplied: dict[str, int] = field(default_factory=dict)  # payer -> unapplied cash (non-zero only)
 
 
 def expected_books(program: Program) -> ExpectedBooks:
@@ -122,7 +124,7 @@ def expected_books(program: Program) -> ExpectedBooks:
     for row, n in program.expected_rows.items():
         if row[3] == "open" and n > 0:
             rows[row] = [amounts(row)] * n
-    return ExpectedBooks(rows, model.months())
+    return ExpectedBooks(rows, model.months(), model.unapplied())
 
 
 # The amount a finding's action tells someone to refund, bill or notify, from its (expected, actual)
@@ -132,6 +134,7 @@ ACTION_AMOUNT = {
     "refund_due": lambda expected, actual: actual - expected,  # refund what is not owed
     "enrolled_not_billed": lambda expected, actual: expected - actual,  # bill the premium
     "cobra_shortfall": lambda expected, actual: expected - actual,  # notice of the balance
+    "refund_recovery": lambda expected, actual: actual - expected,  # recover what no credit covers
 }
 
 
@@ -158,8 +161,9 @@ class Judgement:
     spurious: int  # recorded rows not expected, a second row for a finding included
     status_mismatched: int  # rows recorded for the right finding that ended open / resolved where not expected
     claims_adjudicated: int  # claims of the program with an adjudication
-    claims_by_decision: dict[str, int]
-    claims_mismatched: int  # claims with no adjudication, or another decision or approved amount than expected
+    claims_by_decision: dict[str, int]  # by the decision when submitted
+    # claims with no adjudication, or other adjudications than expected (decision, approved, pending, in order)
+    claims_mismatched: int
     missed_examples: list[str]
     spurious_examples: list[str]
     mismatch_examples: list[str]
@@ -170,6 +174,10 @@ class Judgement:
     months_checked: int = 0  # member-months compared
     balances_mismatched: int = 0  # member-months missing, unexpected, or with another figure than the oracle's
     balance_examples: list[str] = field(default_factory=list)
+    claim_payments: int = 0  # later adjudications paying part of a pending dependent-care claim
+    payers_checked: int = 0  # payers with unapplied cash, in the ledger's books or the oracle's
+    unapplied_mismatched: int = 0  # of those, payers with other unapplied cash than the oracle's
+    unapplied_examples: list[str] = field(default_factory=list)
 
 
 def _text(t: tuple[object, ...]) -> str:
@@ -221,11 +229,22 @@ def _balances(books: ExpectedBooks, months: Sequence[SeenMonth]) -> tuple[int, i
     return len(books.months), mismatched, examples
 
 
+def _unapplied(books: ExpectedBooks, unapplied: dict[str, int] | None) -> tuple[int, int, list[str]]:
+    if unapplied is None:
+        return 0, 0, []
+    wrong = [f"{payer}: unapplied {books.unapplied.get(payer, 0)} recorded {unapplied.get(payer, 0)}"
+             for payer in sorted(set(books.unapplied) | set(unapplied))
+             if books.unapplied.get(payer, 0) != unapplied.get(payer, 0)]
+    return len(set(books.unapplied) | set(unapplied)), len(wrong), wrong[:EXAMPLES_MAX]
+
+
 def judge(program: Program, rows: Sequence[SeenDiscrepancy], adjudications: list[FsaClaimAdjudicated],
-          months: Sequence[SeenMonth], books: ExpectedBooks | None = None) -> Judgement:
-    """``rows``: every discrepancy row; ``adjudications``: the FSA claim decisions read back (a
-    re-published copy of one counts once); ``months``: every member_month row; ``books``: the oracle's
-    (computed from the program when not given)."""
+          months: Sequence[SeenMonth], books: ExpectedBooks | None = None,
+          unapplied: dict[str, int] | None = None) -> Judgement:
+    """``rows``: every discrepancy row; ``adjudications``: the FSA claim adjudications read back, in the
+    order published (a re-published copy of one counts once); ``months``: every member_month row;
+    ``books``: the oracle's (computed from the program when not given); ``unapplied``: every payer's
+    unapplied cash (not compared when not given)."""
     books = books or expected_books(program)
     keys = [(r.kind, r.account_id, r.coverage_month, r.status) for r in rows]
     want, got = program.expected_findings(), Counter(k[:3] for k in keys)
@@ -234,20 +253,27 @@ def judge(program: Program, rows: Sequence[SeenDiscrepancy], adjudications: list
     unmatched_rows = program.expected_rows - Counter(keys)
     status_mismatched = sum(unmatched_rows.values()) - sum(missed.values())
     wrong_status = sorted((r for r in unmatched_rows if r[:3] not in missed), key=str)
-    decided = {a.claim_id: a for a in adjudications if a.claim_id in program.claims}
+    decided: dict[str, list[FsaClaimAdjudicated]] = {}
+    seen_ids: set[str] = set()
+    for a in adjudications:
+        if a.claim_id in program.claims and a.event_id not in seen_ids:
+            seen_ids.add(a.event_id)
+            decided.setdefault(a.claim_id, []).append(a)
     claim_mismatches = []
     for claim_id, want_claim in sorted(program.claims.items()):
-        a = decided.get(claim_id)
-        if a is None:
+        claim_got = decided.get(claim_id, [])
+        if not claim_got:
             claim_mismatches.append(f"claim {claim_id} ({want_claim.why}): no adjudication")
-        elif (a.account_id, a.decision, a.approved_cents, a.requested_cents) != (
-                want_claim.account_id, want_claim.decision, want_claim.approved_cents, want_claim.requested_cents):
+        elif [(a.account_id, a.decision, a.approved_cents, a.pending_cents, a.requested_cents) for a in claim_got] != [
+                (want_claim.account_id, *want, want_claim.requested_cents) for want in want_claim.adjudications]:
             claim_mismatches.append(
-                f"claim {claim_id} ({want_claim.why}): expected {want_claim.decision} {want_claim.approved_cents},"
-                f" got {a.decision} {a.approved_cents} ({a.reason})")
-    by_decision = Counter[str](a.decision for a in decided.values())
+                f"claim {claim_id} ({want_claim.why}): expected {_adjudications(want_claim.adjudications)}, got"
+                f" {_adjudications([(a.decision, a.approved_cents, a.pending_cents) for a in claim_got])}"
+                f" ({'; '.join(a.reason for a in claim_got)})")
+    by_decision = Counter[str](claim_got[0].decision for claim_got in decided.values())
     amounts_checked, amounts_by_kind, amount_examples = _amounts(books, rows)
     months_checked, balances_mismatched, balance_examples = _balances(books, months)
+    payers_checked, unapplied_mismatched, unapplied_examples = _unapplied(books, unapplied)
     return Judgement(
         missed=sum(missed.values()), spurious=sum(spurious.values()), status_mismatched=status_mismatched,
         claims_adjudicated=len(decided), claims_by_decision={d: by_decision[d] for d in CLAIM_DECISIONS},
@@ -259,4 +285,11 @@ def judge(program: Program, rows: Sequence[SeenDiscrepancy], adjudications: list
         amounts_checked=amounts_checked, amounts_mismatched=sum(amounts_by_kind.values()),
         amount_examples=amount_examples, amounts_mismatched_by_kind=dict(sorted(amounts_by_kind.items())),
         months_checked=months_checked, balances_mismatched=balances_mismatched, balance_examples=balance_examples,
+        claim_payments=sum(len(claim_got) - 1 for claim_got in decided.values()), payers_checked=payers_checked,
+        unapplied_mismatched=unapplied_mismatched, unapplied_examples=unapplied_examples,
     )
+
+
+def _adjudications(adjudications: Sequence[tuple[str, int, int]]) -> str:
+    return ", then ".join(f"{d} {approved}" + (f" ({pending} pending)" if pending else "")
+                          for d, approved, pending in adjudications)

@@ -1,10 +1,18 @@
 """The program generator: members, coverage, rates, bills and payments, month by month.
 
 Deterministic for a seed. It emits the program as phases in business order (rates and enrollment,
-then billing, then payments, then flexible spending accounts, then the day closing) and records every
+then billing, then the previous month's day closing, then payments, then flexible spending accounts;
+the last month's day closing and a final one after every grace period) and records every
 discrepancy it injected (injections.py) as (kind, account_id, coverage_month) with the status each of
 its rows must end in. Bills are priced by the demo's own model of the rules (model.py) from what HR
 has sent so far, so a bill differs from the rules only where an error is injected.
+
+Families match their tiers (EMP: the subscriber; ESP: a spouse or domestic partner; ECH: children;
+FAM: a partner and children), and when HR changes a tier the dependents' coverage follows in the same
+834, except where an eligibility error is injected. Direct payments (retirees, COBRA) arrive early in
+the month; agencies remit a month's premiums with their last payroll of the month, two days before its
+end, so a remittance is judged by the lines the ledger posted from it (README, "remittance_total_mismatch")
+once they are all in, or on the first business day after payment date + remittance_lines_days.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from events.types import (
 )
 from processor.entrypoints.demo import injections
 from processor.entrypoints.demo.fsa import fsa_program
-from processor.entrypoints.demo.model import Model, add_months, last_day
-from processor.entrypoints.demo.records import TIERS, Coverage, Expected, Member, Program, ProgramTooSmall
+from processor.entrypoints.demo.model import LEDGER, PAYER_PREFIX, Model, add_months, last_day
+from processor.entrypoints.demo.records import TIERS, Coverage, Dependent, Expected, Member, Program, ProgramTooSmall
 from processor.settings import PlanSettings
 
 SOURCE = "demo-generator"
@@ -42,6 +50,13 @@ PLANS: dict[str, tuple[str, dict[str, int], int]] = {
 RENEWAL_INCREASE_PERCENT = 6
 FSA_SHARE = 0.10  # of the subscribers: active employees with a health and/or dependent-care FSA election
 MID_MONTH_SHARE = 0.5  # of later hires, ordinary terminations and tier changes: on a day after the 1st
+CHILDREN_AGE_MAX = 20  # ordinary children stay far below the health plan's age limit of 26
+REMIT_DAYS_BEFORE_END = 2  # an agency remits the month's premiums two days before the month ends
+
+
+def remitted_on(month: date) -> date:
+    """The day an agency's remittance for the month is paid (its lines' date and BPR16)."""
+    return last_day(month) - timedelta(days=REMIT_DAYS_BEFORE_END)
 
 
 def rate(plan: str, tier: str, month: date, renewal: date) -> tuple[int, int, int]:
@@ -90,6 +105,9 @@ class Builder:
         self.refunds_seen = 0
         self.derived_payments = 0
         self.phases: list[tuple[str, list[Event]]] = []
+        self.day_close: tuple[str, list[Event]] | None = None  # the last month's, published after the next billing
+        # the injections of injections.py beyond one kind on one month (see there), by account
+        self.special: dict[str, injections.Special] = {}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -99,6 +117,11 @@ class Builder:
 
     def at(self, day: date, hour: int = 9) -> datetime:
         return datetime.combine(day, time(hour, self.rng.randrange(60)), UTC)
+
+    def taken(self) -> set[str]:
+        """Accounts that carry an injected error (no other may be placed on them)."""
+        return ({a for a, _ in self.injections} | {a for a, _ in self.retro} | self.partner_accounts
+                | set(self.special) | {a for a, _ in self.misdirected})
 
     def expect(self, found: Expected, rows: list[tuple[str, str | None]] | None = None) -> None:
         """A finding the ledger must record; ``rows``: (final status, the event that closes it) of each of
@@ -115,15 +138,15 @@ class Builder:
 
     def enrollment(self, p: Member, prefix: str, action: str, line: str, cov: Coverage, *, sent_on: date,
                    effective_on: date, begin: date, end: date | None = None,
-                   dependent: int | None = None, sent_at: datetime | None = None) -> EnrollmentChanged:
-        """One EnrollmentChanged of the subscriber, or of dependent number ``dependent``; HR's view of the
-        coverage (the pricing model) moves with it. ``sent_at``: the time of the file it came in."""
+                   dependent: Dependent | None = None, sent_at: datetime | None = None) -> EnrollmentChanged:
+        """One EnrollmentChanged of the subscriber, or of a dependent; HR's view of the coverage (the
+        pricing model) moves with it. ``sent_at``: the time of the file it came in."""
         event_id = self.eid(prefix)  # ids, then times: the order the seeded generator draws in
-        member, relationship, tax_dependent = p.account_id, "self", True
+        member, relationship, tax_dependent, birth = p.account_id, "self", True, None
         if dependent is not None:
-            member = f"{p.account_id}-D{dependent + 1}"
-            relationship = "spouse" if dependent == 0 and cov.tier in ("ESP", "FAM") else "child"
-            if dependent == 0 and p.account_id in self.partner_accounts:
+            member, birth = f"{p.account_id}-D{dependent.number}", dependent.birth_date
+            relationship = "child" if dependent.kind == "child" else "spouse"
+            if dependent.kind == "partner" and p.account_id in self.partner_accounts:
                 relationship, tax_dependent = "domestic_partner", False
         event = EnrollmentChanged(
             event_id=event_id, account_id=p.account_id, effective_on=effective_on,
@@ -131,36 +154,92 @@ class Builder:
             relationship=relationship, plan=cov.plan, coverage_line=line,  # type: ignore[arg-type]
             tier=cov.tier, action=action, status=p.status,  # type: ignore[arg-type]
             benefit_begin=begin, benefit_end=end, agency_id=p.agency_id, tax_dependent=tax_dependent,
-            elected_on=p.elected_on, cobra_start=p.hired if p.status == "cobra" else None,
+            elected_on=p.elected_on, cobra_start=p.hired if p.status == "cobra" else None, birth_date=birth,
         )
         self.pricing.apply(event)
         return event
 
-    def terminate(self, p: Member, ended: date, sent_on: date, lines: tuple[str, ...] | None = None,
-                  prefix: str = "term") -> list[EnrollmentChanged]:
-        """HR ends the member's coverage (``lines``: only those) after ``ended``, in one 834: the dependents'
-        health coverage first, then the subscriber's lines."""
-        lines = tuple(sorted(p.coverages)) if lines is None else lines
+    def dependent_event(self, p: Member, d: Dependent, prefix: str, action: str, *, sent_on: date,
+                        sent_at: datetime | None = None) -> EnrollmentChanged:
+        """A dependent's health coverage added (from ``d.begin``) or ended (after ``d.end``)."""
         health = p.coverages["health"]
+        begin = d.begin or health.begin
+        effective = begin if action == "add" else d.end
+        assert effective is not None
+        return self.enrollment(p, prefix, action, "health", health, sent_on=sent_on, effective_on=effective,
+                               begin=begin, end=d.end if action == "terminate" else None, dependent=d,
+                               sent_at=sent_at)
+
+    def hire(self, p: Member, sent_on: date, prefix: str = "enr") -> list[EnrollmentChanged]:
+        """HR's 834 adding a member: the dependents first, then the subscriber's lines, so that no coverage
+        month ever shows a tier without the people it covers."""
         sent_at = self.at(sent_on)
-        events = [self.enrollment(p, prefix, "terminate", "health", health, sent_on=sent_on, effective_on=ended,
-                                  begin=health.begin, end=ended, dependent=d, sent_at=sent_at)
-                  for d in (range(p.dependents) if "health" in lines else ())]
-        events += [self.enrollment(p, prefix, "terminate", line, p.coverages[line], sent_on=sent_on,
-                                   effective_on=ended, begin=p.coverages[line].begin, end=ended, sent_at=sent_at)
-                   for line in sorted(lines)]
+        events = [self.dependent_event(p, d, "dep", "add", sent_on=sent_on, sent_at=sent_at)
+                  for d in p.covered_family]
+        events += [self.enrollment(p, prefix, "add", line, cov, sent_on=sent_on, effective_on=p.begins,
+                                   begin=p.begins, sent_at=sent_at) for line, cov in sorted(p.coverages.items())]
+        injections.hired(self, p, events)
         return events
 
-    def change_tier(self, p: Member, effective: date, tier: str, sent_on: date, prefix: str = "chg"
-                    ) -> list[EnrollmentChanged]:
-        """The subscriber's tier changes on every line from ``effective`` on, in one 834."""
-        events = []
+    def terminate(self, p: Member, ended: date, sent_on: date, lines: tuple[str, ...] | None = None,
+                  prefix: str = "term") -> list[EnrollmentChanged]:
+        """HR ends the member's coverage (``lines``: only those) after ``ended``, in one 834: the
+        subscriber's lines first, then the dependents' health coverage (so that no month still priced
+        shows a tier without its people)."""
+        lines = tuple(sorted(p.coverages)) if lines is None else lines
         sent_at = self.at(sent_on)
+        events = [self.enrollment(p, prefix, "terminate", line, p.coverages[line], sent_on=sent_on,
+                                  effective_on=ended, begin=p.coverages[line].begin, end=ended, sent_at=sent_at)
+                  for line in sorted(lines)]
+        if "health" in lines:
+            for d in p.covered_family:
+                d.end = ended
+                events.append(self.dependent_event(p, d, prefix, "terminate", sent_on=sent_on, sent_at=sent_at))
+        return events
+
+    def change_tier(self, p: Member, effective: date, tier: str, sent_on: date, prefix: str = "chg",
+                    family_follows: bool = True) -> list[EnrollmentChanged]:
+        """The subscriber's tier changes on every line from ``effective`` on, in one 834, and (unless an
+        eligibility error is injected) the family follows: the dependents the new tier does not cover
+        end the day before, the ones it needs join (a new spouse, a newborn). In that order, so that the
+        tier always matches who is covered, even while a retroactive change is folded event by event."""
+        sent_at = self.at(sent_on)
+        leaving, joining = self.refamily(p, tier, effective) if family_follows else ([], [])
+        events = [self.dependent_event(p, d, prefix, "terminate", sent_on=sent_on, sent_at=sent_at) for d in leaving]
         for line, cov in sorted(p.coverages.items()):
             cov.tier = tier
             events.append(self.enrollment(p, prefix, "change", line, cov, sent_on=sent_on, effective_on=effective,
                                           begin=effective, sent_at=sent_at))
+        events += [self.dependent_event(p, d, prefix, "add", sent_on=sent_on, sent_at=sent_at) for d in joining]
         return events
+
+    def refamily(self, p: Member, tier: str, day: date) -> tuple[list[Dependent], list[Dependent]]:
+        """Who leaves and who joins so that the family fits ``tier`` from ``day`` on (both recorded)."""
+        partner, children = p.partner(), p.children()
+        leaving = {"EMP": [*children, *([partner] if partner else [])], "ESP": children,
+                   "ECH": [partner] if partner else [], "FAM": []}[tier]
+        for d in leaving:
+            d.end = day - timedelta(days=1)
+        joining = []
+        if tier in ("ESP", "FAM") and partner is None:
+            joining.append(self.dependent(p, "partner", day))
+        if tier in ("ECH", "FAM") and not children:
+            joining.append(self.dependent(p, "child", day))  # a newborn
+        return leaving, joining
+
+    def dependent(self, p: Member, kind: str, begin: date | None = None) -> Dependent:
+        """A new member of the family: a partner of 25 to 60, a child of up to CHILDREN_AGE_MAX (a newborn
+        when joining later)."""
+        on = begin or self.start
+        if kind == "partner":
+            born = on - timedelta(days=self.rng.randrange(25 * 365, 60 * 365))
+        elif begin is None:
+            born = on - timedelta(days=self.rng.randrange(0, CHILDREN_AGE_MAX * 365))
+        else:
+            born = on - timedelta(days=self.rng.randrange(0, 28))
+        d = Dependent(number=len(p.family) + 1, kind=kind, birth_date=born, begin=begin)
+        p.family.append(d)
+        return d
 
     # -- the population ------------------------------------------------------------------------
 
@@ -179,12 +258,17 @@ class Builder:
             if rng.random() < 0.35:
                 covs["vision"] = Coverage("VSP-VISION", tier, begins)
             retiree = rng.random() < 0.06
-            self.people.append(Member(
+            p = Member(
                 account_id=f"M{self.seed % 100:02d}{i:06d}", agency_id=rng.choice(self.agencies),
                 direct_pay=retiree, status="retiree" if retiree else "active", hired=hired, coverages=covs,
-                dependents={"EMP": 0, "ESP": 1, "ECH": rng.randint(1, 3), "FAM": rng.randint(2, 4)}[tier],
                 begin_day=begin_day,
-            ))
+            )
+            # the family the tier covers: EMP none, ESP a partner, ECH 1-3 children, FAM a partner and 1-3
+            kinds = {"EMP": [], "ESP": ["partner"], "ECH": ["child"] * rng.randint(1, 3),
+                     "FAM": ["partner"] + ["child"] * rng.randint(1, 3)}[tier]
+            for kind in kinds:
+                self.dependent(p, kind)
+            self.people.append(p)
 
     def life_events(self) -> None:
         """Ordinary life events (not errors): terminations and tier changes, half of them within a month."""
@@ -232,14 +316,9 @@ class Builder:
                  "change": month - timedelta(days=8)}
         out: list[Event] = []
         for p in self.people:
-            if p.hired == month:
-                for line, cov in sorted(p.coverages.items()):
-                    out.append(self.enrollment(p, "enr", "add", line, cov, sent_on=sends["add"],
-                                               effective_on=p.begins, begin=p.begins))
-                    if line == "health":
-                        out.extend(self.enrollment(p, "dep", "add", line, cov, sent_on=sends["add"],
-                                                   effective_on=p.begins, begin=p.begins, dependent=d)
-                                   for d in range(p.dependents))
+            out.extend(injections.hr_before(self, p, month, sends))
+            if p.hired == month and not injections.hired_late(self, p):
+                out.extend(self.hire(p, sends["add"]))
             ended = self.ends.get(p.account_id)
             if ended is not None and (ended + timedelta(days=1)).replace(day=1) == month and (
                     p.account_id not in self.ended):
@@ -247,27 +326,37 @@ class Builder:
                 terminations = self.terminate(p, ended, sends["terminate"])
                 out.extend(terminations)
                 closed = self.close_on_termination.pop(p.account_id, None)
-                if closed is not None:  # the last line ended closes it
-                    self.rows[closed] = [("resolved", terminations[-1].event_id)]
+                if closed is not None:  # the subscriber's last line ended closes it
+                    last = [e for e in terminations if e.relationship == "self"][-1]
+                    self.rows[closed] = [("resolved", last.event_id)]
             change = self.tier_change.get(p.account_id)
             if change is not None and change[0].replace(day=1) == month:
                 out.extend(self.change_tier(p, change[0], change[1], sends["change"]))
         return out
 
     def bill(self, p: Member, month: date, bills: list[Event]) -> int | None:
-        """The member's bills for the month as billing sends them; the total, or None if nothing is billed."""
+        """The member's bills for the month as billing sends them (and those of earlier months billing
+        catches up on); the month's total, or None if nothing is billed."""
+        for missed in injections.catch_up_months(self, p, month):
+            first = len(bills)
+            self.post_bills(p, missed, self.pricing.bills_due(p.account_id, missed), bills, due_on=month)
+            injections.caught_up(self, p, missed, bills[first].event_id)
         inject = self.injections.get((p.account_id, month))
         due = injections.billing(self, p, month, inject, self.pricing.bills_due(p.account_id, month))
+        return self.post_bills(p, month, due, bills, due_on=month)
+
+    def post_bills(self, p: Member, month: date, due: list[tuple[str, str, str, int]], bills: list[Event], *,
+                   due_on: date) -> int | None:
         if not due:
             return None
         lines = self.billed.setdefault((p.account_id, month), {})
         for line, plan_id, tier, amount in due:
             assert line not in lines, f"two plans of {line} billed in {month} for {p.account_id}"
             bills.append(PremiumBilled(
-                event_id=self.eid("bill"), account_id=p.account_id, effective_on=month,
-                occurred_at=self.at(month - timedelta(days=15)), source="billing-system",
+                event_id=self.eid("bill"), account_id=p.account_id, effective_on=due_on,
+                occurred_at=self.at(due_on - timedelta(days=15)), source="billing-system",
                 bill_id=f"B{month:%Y%m}-{p.account_id}-{line}", coverage_month=month, plan=plan_id,
-                tier=tier, amount_cents=amount, due_on=month, agency_id=None if p.direct_pay else p.agency_id,
+                tier=tier, amount_cents=amount, due_on=due_on, agency_id=None if p.direct_pay else p.agency_id,
             ))
             lines[line] = amount
         return sum(lines.values())
@@ -279,22 +368,36 @@ class Builder:
         if pay is None or pay <= 0:
             return
         self.paid[(p.account_id, month)] = pay
-        payer = p.account_id if p.direct_pay else p.agency_id
-        trace = f"DIR{month:%Y%m}{p.account_id}" if p.direct_pay else trace
-        typo = injections.misdirect(self, p, month, pay)
-        line = PaymentReceived(
-            event_id=self.eid("pay"), account_id=typo or p.account_id, effective_on=month + timedelta(days=4),
-            occurred_at=self.at(month + timedelta(days=4), 14), source="bank-820" if not p.direct_pay
-            else "member-portal", payment_id=f"P{month:%Y%m}-{typo or p.account_id}",
-            coverage_month=month, amount_cents=pay, method="direct" if p.direct_pay else "payroll",
-            payer_id=payer, remittance_id=None if p.direct_pay else f"R{month:%Y%m}-{p.agency_id}",
-            trace_number=trace, tax_treatment=None if p.direct_pay else (
-                # a non-dependent partner's share is post-tax; the injected error takes it pre-tax
-                "post_tax" if p.account_id in self.partner_accounts and inject != "tax_treatment" else "pre_tax"
-            ),
-        )
+        typo = injections.misdirect(self, p, month, pay)  # "": the line names no month
+        unmonthed = typo == "" or injections.pays_unmonthed(self, p, month)
+        line = self.payment_line(p, month, pay, trace, account_id=typo or p.account_id, unmonthed=unmonthed,
+                                 pre_tax_error=inject == "tax_treatment")
         payments.append(line)
         payments.extend(injections.after_payment(self, p, month, inject, line))
+
+    def payment_line(self, p: Member, month: date, pay: int, trace: str | None, *, account_id: str | None = None,
+                     unmonthed: bool = False, pre_tax_error: bool = False, suffix: str = "",
+                     paid_in: date | None = None) -> PaymentReceived:
+        """The payer's line for the member's month, paid in month ``paid_in`` (default: that month):
+        payroll's remittance line (two days before the month ends), or the member's own payment (early
+        in the month)."""
+        account_id = account_id or p.account_id
+        paid_in = paid_in or month
+        paid_on = paid_in + timedelta(days=4) if p.direct_pay else remitted_on(paid_in)
+        return PaymentReceived(
+            event_id=self.eid("pay"), account_id=account_id, effective_on=paid_on,
+            occurred_at=self.at(paid_on, 14), source="bank-820" if not p.direct_pay else "member-portal",
+            payment_id=f"P{month:%Y%m}-{account_id}{suffix}", coverage_month=None if unmonthed else month,
+            amount_cents=pay, method="direct" if p.direct_pay else "payroll",
+            payer_id=p.account_id if p.direct_pay else p.agency_id,
+            remittance_id=None if p.direct_pay else f"R{paid_in:%Y%m}-{p.agency_id}",
+            trace_number=f"DIR{month:%Y%m}{p.account_id}" if p.direct_pay else trace,
+            tax_treatment=None if p.direct_pay else (
+                # a non-dependent partner's share is post-tax in the months that price the partner; the
+                # injected error takes it pre-tax
+                "post_tax" if self.pricing.prices_partner(p.account_id, month) and not pre_tax_error else "pre_tax"
+            ),
+        )
 
     def remittances(self, month: date, payments: list[Event], traces: dict[str, str]) -> list[Event]:
         """One remittance per agency: the payment (BPR02) and the sum of its lines (RMR04)."""
@@ -307,10 +410,10 @@ class Builder:
             lines_total = sum(e.amount_cents for e in lines)
             total = lines_total + (self.rng.randrange(1_000, 50_000) if (agency, month) in self.remit_errors else 0)
             if total != lines_total:
-                self.expect(("remittance_total_mismatch", f"payer:{agency}", None))
-            paid_on = month + timedelta(days=4)
+                self.expect(("remittance_total_mismatch", f"{PAYER_PREFIX}{agency}", None))
+            paid_on = remitted_on(month)
             out.append(RemittanceReceived(
-                event_id=self.eid("remit"), account_id=f"payer:{agency}", effective_on=paid_on,
+                event_id=self.eid("remit"), account_id=f"{PAYER_PREFIX}{agency}", effective_on=paid_on,
                 occurred_at=self.at(paid_on, 16), source="bank-820", remittance_id=remittance_id, payer_id=agency,
                 method="ach", payment_date=paid_on, trace_number=traces[agency], total_cents=total,
                 lines_total_cents=lines_total, line_count=len(lines),
@@ -330,7 +433,9 @@ class Builder:
                 continue
             billed = self.bill(p, month, bills)
             self.pay(p, month, billed, payments, traces[p.agency_id])
+            payments.extend(injections.catch_up_payments(self, p, month, traces[p.agency_id]))
             late.extend(injections.late_change(self, p, month))
+            late.extend(injections.hr_late(self, p, month))
         payments.extend(injections.strangers(self, mi, month, traces))
         payments.extend(self.remittances(month, payments, traces))
         payments.extend(self.scheduled.pop(month, []))
@@ -343,10 +448,15 @@ class Builder:
             event_id=self.eid("day"), account_id=BROADCAST_ACCOUNT, effective_on=month_end,
             occurred_at=self.at(month_end, 23), source="operations", business_date=month_end,
         )
-        self.phases += [(f"{month:%Y-%m} rates and enrollment", setup), (f"{month:%Y-%m} billing", bills),
-                        (f"{month:%Y-%m} payments", payments),
-                        (f"{month:%Y-%m} flexible spending accounts", fsa_by_month.get(month, [])),
-                        (f"{month:%Y-%m} day close", [close])]
+        # The month's business day closes after the next month's enrollment and billing (sent and closed
+        # before it, as their times say) and before that month's payments: the program's phases follow
+        # business time, and the publisher can run ahead of the processor (see run.py).
+        self.phases += [(f"{month:%Y-%m} rates and enrollment", setup), (f"{month:%Y-%m} billing", bills)]
+        if self.day_close is not None:
+            self.phases.append(self.day_close)
+        self.phases += [(f"{month:%Y-%m} payments", payments),
+                        (f"{month:%Y-%m} flexible spending accounts", fsa_by_month.get(month, []))]
+        self.day_close = (f"{month:%Y-%m} day close", [close])
 
     # -- the whole program ---------------------------------------------------------------------
 
@@ -355,10 +465,9 @@ class Builder:
         self.life_events()
         injections.choose(self)
         # Flexible spending accounts of active payroll employees who carry no injected premium error.
-        taken = {a for a, _ in self.injections} | {a for a, _ in self.retro} | self.partner_accounts
+        taken = self.taken()
         candidates = [p for p in self.people if p.status == "active" and not p.direct_pay
-                      and p.account_id not in taken and p.account_id not in self.ends
-                      and p.account_id not in {a for a, _ in self.misdirected}]
+                      and p.account_id not in taken and p.account_id not in self.ends]
         participants = self.rng.sample(candidates, k=min(len(candidates), max(3, round(self.members * FSA_SHARE))))
         participants.sort(key=lambda p: p.account_id)
         fsa_by_month, claims = fsa_program(participants, self.start, self.months, self.per_kind, self.rules.fsa,
@@ -366,6 +475,8 @@ class Builder:
         for mi in range(self.months):
             self.month(mi, fsa_by_month)
 
+        assert self.day_close is not None
+        self.phases.append(self.day_close)
         # One last business day after every grace period has run out.
         final_day = self.end + timedelta(days=45)
         self.phases.append(("final day close", [DayClosed(
@@ -377,9 +488,15 @@ class Builder:
         # Resends repeat payments already published (before the middle phase, where the demo sends them).
         all_payments = [e for name, evs in self.phases[: len(self.phases) // 2] if name.endswith("payments")
                         for e in evs]
+        events = [e for _, evs in self.phases for e in evs]
+        enrolled = {(e.account_id, e.member_id) for e in events if isinstance(e, EnrollmentChanged)
+                    and e.action == "add"}
         program = Program(phases=self.phases, expected=self.expected,
-                          members=sum(1 + p.dependents for p in self.people), accounts=len(self.people),
+                          members=len(enrolled), accounts=len({a for a, _ in enrolled}),
                           months=self.months, claims=claims, derived_payments=self.derived_payments,
+                          derived_lines=sum(1 for e in events if isinstance(e, PaymentReceived)
+                                            and e.remittance_id is not None and e.source != LEDGER
+                                            and not e.account_id.startswith(PAYER_PREFIX)),
                           retro_changes=self.retro_changes, plan=self.rules)
         program.expected_rows = Counter(
             (*found, status) for found in self.expected for status, _ in self.rows.get(found, [("open", None)]))

@@ -25,8 +25,13 @@ INJECTED_KINDS = (
     "refund_due",
     "remittance_total_mismatch",
     "cobra_shortfall",
+    "unknown_coverage",
+    "eligibility",
+    "refund_recovery",
 )
-CLAIM_DECISIONS = ("approved", "partially_approved", "denied")
+# how the ledger decides a claim when it is submitted ("pending": a dependent-care claim with nothing
+# contributed yet, paid as contributions arrive)
+CLAIM_DECISIONS = ("approved", "partially_approved", "denied", "pending")
 TIERS = ("EMP", "ESP", "ECH", "FAM")
 
 
@@ -38,14 +43,29 @@ Expected = tuple[str, str, date | None]  # (kind, account_id, coverage_month): o
 ExpectedRow = tuple[str, str, date | None, str]  # a finding's discrepancy row and the status it must end in
 
 
+Adjudication = tuple[str, int, int]  # (decision, approved cents of this adjudication, pending cents after it)
+
+
 @dataclass(frozen=True)
 class ExpectedClaim:
+    """A claim and every fsa_claim_adjudicated the ledger must publish for it, in order: its decision
+    when submitted, then one for each later contribution that pays part of a pending remainder."""
+
     account_id: str
     account_type: str
-    decision: str  # approved | partially_approved | denied
-    approved_cents: int
     requested_cents: int
     why: str  # what the generator made of it (ordinary, beyond contributions, nothing left, ...)
+    adjudications: tuple[Adjudication, ...]
+
+    @property
+    def decision(self) -> str:
+        """The decision when the claim was submitted."""
+        return self.adjudications[0][0]
+
+    @property
+    def approved_cents(self) -> int:
+        """Everything approved for the claim, later payments of its pending remainder included."""
+        return sum(a[1] for a in self.adjudications)
 
 
 @dataclass
@@ -67,14 +87,22 @@ class Program:
     # premium "before" is the month's premium before it
     retro_changes: dict[tuple[str, date], str] = field(default_factory=dict)
     claims: dict[str, ExpectedClaim] = field(default_factory=dict)  # claim_id -> the expected adjudication
-    # payments the ledger posts itself (one per cash_applied, through the outbox to the payments topic): the
-    # processor receives that many records more than were published
+    # events the ledger posts itself through the outbox to the payments topic: a payment per cash_applied,
+    # and a remittance_line_posted per remittance line applied on a member's account (reported to the
+    # payer's account, where the remittance is reconciled); the processor receives that many records
+    # more than were published
     derived_payments: int = 0
+    derived_lines: int = 0
     plan: PlanSettings = field(default_factory=PlanSettings)  # the rules the program was priced with
 
     @property
     def events(self) -> int:
         return sum(len(p) for _, p in self.phases)
+
+    @property
+    def derived(self) -> int:
+        """Every record the ledger posts itself: received = published + derived."""
+        return self.derived_payments + self.derived_lines
 
     def expected_findings(self) -> Counter[Expected]:
         """How many discrepancy rows each finding must have (two for a refund_due reopened by a return)."""
@@ -92,6 +120,17 @@ class Coverage:
 
 
 @dataclass
+class Dependent:
+    """A spouse or domestic partner ("partner") or a child, covered on the subscriber's health line."""
+
+    number: int  # member id <account>-D<number>
+    kind: str  # partner | child
+    birth_date: date
+    begin: date | None = None  # covered from (None: with the subscriber)
+    end: date | None = None  # last covered day HR has sent (None: still covered)
+
+
+@dataclass
 class Member:
     account_id: str
     agency_id: str
@@ -99,10 +138,21 @@ class Member:
     status: str
     hired: date  # first covered month (for COBRA, the first month of continuation coverage)
     coverages: dict[str, Coverage]  # coverage line -> coverage
-    dependents: int = 0
+    family: list[Dependent] = field(default_factory=list)  # everyone ever covered besides the subscriber
     elected_on: date | None = None  # COBRA election, before HR sends the enrollment
     begin_day: int = 1  # day of the first month coverage begins on (a mid-month hire: after the 1st)
 
     @property
     def begins(self) -> date:
         return self.hired.replace(day=self.begin_day)
+
+    @property
+    def covered_family(self) -> list[Dependent]:
+        """The dependents HR has not ended."""
+        return [d for d in self.family if d.end is None]
+
+    def children(self) -> list[Dependent]:
+        return [d for d in self.covered_family if d.kind == "child"]
+
+    def partner(self) -> Dependent | None:
+        return next((d for d in self.covered_family if d.kind == "partner"), None)

@@ -10,11 +10,24 @@ import time as _time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from events import codec
-from events.types import CashApplied, FsaClaimAdjudicated, RefundIssued, RefundReturned
+from events.types import (
+    BillingCycleClosed,
+    CashApplied,
+    DayClosed,
+    Event,
+    FsaClaimAdjudicated,
+    PaymentReceived,
+    PaymentReversed,
+    RefundIssued,
+    RefundReturned,
+    RemittanceReceived,
+)
 from processor.app import open_ledger, run_services
+from processor.entrypoints.demo.model import LEDGER, PAYER_PREFIX
 from processor.entrypoints.demo.oracle import judge
 from processor.entrypoints.demo.program import generate
 from processor.entrypoints.demo.records import Program
@@ -68,7 +81,8 @@ class DemoReport:
     events_applied: int
     events_duplicate: int
     events_dead_lettered: int
-    events_derived: int  # payments the ledger posted itself (cash applied): received = published + derived
+    events_derived: int  # what the ledger posted itself: received = published + derived
+    remittance_lines_reported: int  # of those, remittance_line_posted (the rest: cash applications' payments)
     discrepancies_expected: int
     discrepancies_detected: int
     missed: int
@@ -83,6 +97,7 @@ class DemoReport:
     claims_adjudicated: int
     claims_by_decision: dict[str, int]
     claims_mismatched: int
+    claim_payments: int  # later adjudications paying part of a pending dependent-care claim
     mismatch_examples: list[str]
     discrepancy_amounts_checked: int  # discrepancy rows whose amounts the oracle compared
     amounts_mismatched: int  # rows stating other cents than the oracle (retroactive: or another before/after)
@@ -91,8 +106,12 @@ class DemoReport:
     member_months_checked: int
     balances_mismatched: int  # member-months missing, unexpected, or off by a cent in any figure
     balance_examples: list[str]
+    payers_checked: int  # payers with unapplied cash, in the ledger's books or the oracle's
+    unapplied_mismatched: int  # payers whose unapplied cash differs from the oracle's
+    unapplied_examples: list[str]
     proration: str  # whole_month | daily: how the program and the ledger price a month
     cash_applications: int
+    payments_reversed: int
     refunds_issued: int
     refunds_returned: int
     coverage_months: int
@@ -109,45 +128,116 @@ class DemoReport:
     def ok(self) -> bool:
         return (self.missed == 0 and self.spurious == 0 and self.status_mismatched == 0
                 and self.claims_mismatched == 0 and self.amounts_mismatched == 0 and self.balances_mismatched == 0
-                and self.counts_add_up)
+                and self.unapplied_mismatched == 0 and self.counts_add_up)
 
 
 STALL_S = 60.0  # publishing done, nothing received and nothing left in the outbox for this long: give up
+POLL_S = 0.05
+
+
+def control_last(events: list[Event]) -> list[list[Event]]:
+    """The events in order, each business day or billing cycle on its own, after everything before it
+    was flushed to the broker."""
+    runs: list[list[Event]] = [[]]
+    for e in events:
+        if isinstance(e, DayClosed | BillingCycleClosed):
+            runs += [[e], []]
+        else:
+            runs[-1].append(e)
+    return [r for r in runs if r]
+
+
+def waits(program: Program, lines_days: int) -> dict[int, list[str]]:
+    """Where the publisher waits on the ledger: before a phase holding business days, until the line
+    reports (remittance_line_posted, event id ``<line's event id>:posted``) of every remittance its first
+    day may judge are folded: those whose lines' window (payment date + ``lines_days``) ended before it.
+    By phase index, the reports' event ids."""
+    lines: dict[tuple[str, str], list[str]] = {}  # (payer account, remittance id) -> line event ids
+    due: dict[tuple[str, str], date] = {}
+    out: dict[int, list[str]] = {}
+    for i, (_name, events) in enumerate(program.phases):
+        days = [e.business_date for e in events if isinstance(e, DayClosed)]
+        if days:
+            ripe = [k for k, d in due.items() if d < min(days)]
+            reports = [f"{event_id}:posted" for k in ripe for event_id in lines.pop(k, [])]
+            for k in ripe:
+                del due[k]
+            if reports:
+                out[i] = reports
+        for e in events:
+            if isinstance(e, PaymentReceived) and e.remittance_id is not None and e.source != LEDGER and (
+                    not e.account_id.startswith(PAYER_PREFIX)):
+                lines.setdefault((PAYER_PREFIX + e.payer_id, e.remittance_id), []).append(e.event_id)
+            elif isinstance(e, RemittanceReceived):
+                due[(e.account_id, e.remittance_id)] = e.payment_date + timedelta(days=lines_days)
+    return out
 
 
 async def run_program(ledger: Any, program: Program, progress: Callable[[int], None] | None = None) -> int:
-    """Publish the whole program as upstream systems would (in business order, without waiting) and
-    wait until the processor has taken every record, the payments the ledger posts itself included,
-    and the relay has drained the outbox. Returns the records published.
+    """Publish the whole program as upstream systems would (in business order) and wait until the
+    processor has taken every record, those the ledger posts itself included, and the relay has drained
+    the outbox. Returns the records published.
 
     The processor folds the input topics of a partition in timestamp order (processor/merge.py), so
-    bills never overtake the enrollment they depend on, nor a business day the payments before it. A
-    payment the ledger derives from a cash application is published by the relay once the application is
-    folded, so it may come after later records of the program: the program is built so that its outcome
-    does not depend on where it lands.
+    bills never overtake the enrollment they depend on, nor a business day the payments before it; the
+    publisher sends a business day or a billing cycle only once everything before it is in the broker
+    (flushed), even if its own sending is slowed (it shares the process and its interpreter lock with
+    the processor and the relay). What the ledger posts itself goes through the outbox and the relay,
+    so it lands after whatever was published meanwhile. A cash application's payment may land anywhere
+    among the later records: the program is built so that its outcome does not depend on where. A
+    remittance, though, is judged by the lines the ledger reported to its payer's account
+    (remittance_line_posted), once all are in or on the first business day after its lines' window: as
+    operations close a day once the day's work is in, a business day is published only once the
+    processor has folded the line reports of every remittance that day may judge (``waits``). The
+    program pays remittances two days before the month ends, so that day is the next month's last and
+    the publisher runs up to a month ahead of the processor.
+
+    The processor therefore works close to the head of the log, where today's merge may fold a record
+    ahead of one of another topic published before it: it trusts a topic's high-water mark from the
+    last fetch of it, which the consumer does not renew while it still holds fetched records of that
+    topic (issue reported with the demo's branch). The flushes keep the publisher's own sending in order.
     """
     topics = ledger.settings.topics
     stop = asyncio.Event()
     services = asyncio.create_task(run_services(ledger, stop))
     watcher = ledger.store()
     publisher = ledger.publisher()
-
-    def publish_all() -> None:
-        for i, (_name, events) in enumerate(program.phases):
-            extra = program.exact_duplicates if i == len(program.phases) // 2 else []
-            publisher.publish([*events, *extra])
-            if i == 1:
-                for topic_key, key, value in program.raw_records:
-                    publisher.send_raw(getattr(topics, topic_key), value=value, key=key)
-        publisher.flush()
+    plan = waits(program, ledger.settings.plan.remittance_lines_days)
 
     def check() -> None:
         if services.done():
             services.result()  # re-raise the processor's error
             raise RuntimeError("the processor stopped before catching up")
 
+    async def archived(event_ids: list[str], what: str) -> None:
+        """Until the processor has folded these events (archived under their ids)."""
+        waiting, since = list(event_ids), _time.monotonic()
+        while waiting:
+            check()
+            found = await asyncio.to_thread(watcher.find_events, waiting)
+            waiting = [k for k in waiting if k not in found]
+            if waiting and _time.monotonic() - since > STALL_S:
+                raise RuntimeError(f"the ledger did not fold {len(waiting)} {what} in {STALL_S:.0f} s")
+            if waiting:
+                await asyncio.sleep(POLL_S)
+
+    async def publish_all() -> None:
+        for i, (_name, events) in enumerate(program.phases):
+            if i in plan:
+                await asyncio.to_thread(publisher.flush)
+                await archived(plan[i], "remittance line reports")
+            extra = program.exact_duplicates if i == len(program.phases) // 2 else []
+            for run in control_last([*events, *extra]):
+                if isinstance(run[0], DayClosed | BillingCycleClosed):
+                    await asyncio.to_thread(publisher.flush)  # everything before it is in the broker
+                await asyncio.to_thread(publisher.publish, run)
+            if i == 1:
+                for topic_key, key, value in program.raw_records:
+                    publisher.send_raw(getattr(topics, topic_key), value=value, key=key)
+        await asyncio.to_thread(publisher.flush)
+
+    sending = asyncio.create_task(publish_all())
     try:
-        sending = asyncio.create_task(asyncio.to_thread(publish_all))
         last, since = -1, _time.monotonic()
         while True:
             check()
@@ -156,20 +246,22 @@ async def run_program(ledger: Any, program: Program, progress: Callable[[int], N
                 progress(received)
             if sending.done():
                 sending.result()
-                wanted = publisher.records_sent + program.derived_payments
+                wanted = publisher.records_sent + program.derived
                 if received >= wanted:
                     break
                 if received != last:
                     last, since = received, _time.monotonic()
                 elif _time.monotonic() - since > STALL_S and not await asyncio.to_thread(watcher.outbox_pending, 1):
                     raise RuntimeError(f"received {received} of {wanted} records ({publisher.records_sent} published,"
-                                       f" {program.derived_payments} posted by the ledger) and nothing moved for"
+                                       f" {program.derived} posted by the ledger) and nothing moved for"
                                        f" {STALL_S:.0f} s")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_S)
         while await asyncio.to_thread(watcher.outbox_pending, 1):
             check()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_S)
     finally:
+        if not sending.done():
+            sending.cancel()  # the processor stopped (or Ctrl-C) while the publisher waited on it
         stop.set()
         await services
         publisher.close()
@@ -202,14 +294,16 @@ def run_demo(
 
         adjudications = read_claims(ledger.bootstrap, ledger.settings.topics.claims,
                                     **kafka_python_options(ledger.settings))
-        verdict = judge(program, rows, adjudications, store.member_months(limit=ROWS_MAX))
+        verdict = judge(program, rows, adjudications, store.member_months(limit=ROWS_MAX),
+                        unapplied=store.payer_unapplied())
         counts = summary.counts
         events = [e for _, phase in program.phases for e in phase]
         report = DemoReport(
             members=summary.members, accounts=summary.accounts, months=months,
             events_generated=program.events, events_published=published,
             events_applied=counts.applied, events_duplicate=counts.duplicates,
-            events_dead_lettered=counts.dead_lettered, events_derived=program.derived_payments,
+            events_dead_lettered=counts.dead_lettered, events_derived=program.derived,
+            remittance_lines_reported=program.derived_lines,
             discrepancies_expected=sum(program.expected_rows.values()), discrepancies_detected=len(rows),
             missed=verdict.missed, spurious=verdict.spurious,
             missed_examples=verdict.missed_examples, spurious_examples=verdict.spurious_examples,
@@ -220,19 +314,23 @@ def run_demo(
             discrepancy_events_published=len(rows) + sum(1 for d in rows if d.status == "resolved"),
             claims_expected=len(program.claims), claims_adjudicated=verdict.claims_adjudicated,
             claims_by_decision=verdict.claims_by_decision, claims_mismatched=verdict.claims_mismatched,
+            claim_payments=verdict.claim_payments,
             mismatch_examples=verdict.mismatch_examples,
             discrepancy_amounts_checked=verdict.amounts_checked, amounts_mismatched=verdict.amounts_mismatched,
             amount_examples=verdict.amount_examples, amounts_mismatched_by_kind=verdict.amounts_mismatched_by_kind,
             member_months_checked=verdict.months_checked,
             balances_mismatched=verdict.balances_mismatched, balance_examples=verdict.balance_examples,
+            payers_checked=verdict.payers_checked, unapplied_mismatched=verdict.unapplied_mismatched,
+            unapplied_examples=verdict.unapplied_examples,
             proration=settings.plan.proration,
             cash_applications=sum(1 for e in events if isinstance(e, CashApplied)),
+            payments_reversed=sum(1 for e in events if isinstance(e, PaymentReversed)),
             refunds_issued=sum(1 for e in events if isinstance(e, RefundIssued)),
             refunds_returned=sum(1 for e in events if isinstance(e, RefundReturned)),
             coverage_months=summary.coverage_months, billed_cents=summary.billed_cents,
             paid_cents=summary.paid_cents, outstanding_cents=summary.outstanding_cents,
             credits_cents=summary.credits_cents, unapplied_cents=summary.unapplied_cents,
-            counts_add_up=counts.received == published + program.derived_payments
+            counts_add_up=counts.received == published + program.derived
             and counts.received == counts.applied + counts.duplicates + counts.dead_lettered,
             events_per_second=round(published / elapsed, 1), elapsed_seconds=round(elapsed, 2),
             database=database,
