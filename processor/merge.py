@@ -10,6 +10,12 @@ While one of the partition's streams is empty, more of it may be on the way. If 
 high-water mark says so, the partition waits for the next fetch; if the stream is caught up, a
 record waits until it is ``idle_ms`` old (an event-time watermark with bounded lateness, like
 Kafka's max.task.idle.ms). A silent topic delays folding by at most that much and never stalls it.
+
+"Caught up" is only as fresh as the fetch that said so: the consumer does not fetch a partition again
+while it still holds fetched records of it, so its high-water mark can be older than records of
+another topic fetched since. A stream last seen caught up before a candidate record was even made
+(plus ``idle_ms``) may hold earlier records, so the partition waits for a newer fetch of it (bounded
+like a stream that is behind). Producer and consumer clocks are assumed within ``idle_ms``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class StreamMerger:
         self._buffers: dict[TopicPartitionKey, deque[Record]] = {}
         self._next_fetch: dict[TopicPartitionKey, int] = {}
         self._highwater: dict[TopicPartitionKey, int] = {}
+        self._observed: dict[TopicPartitionKey, float] = {}  # when the high-water mark was fetched (ms)
         self._waiting_since: dict[int, float] = {}
 
     def assign(self, positions: dict[TopicPartitionKey, int]) -> None:
@@ -38,6 +45,7 @@ class StreamMerger:
             self._buffers[tp] = deque()
             self._next_fetch[tp] = offset
             self._highwater.pop(tp, None)
+            self._observed.pop(tp, None)
         self._waiting_since.clear()
 
     def revoke(self, tps: Iterable[TopicPartitionKey]) -> None:
@@ -45,6 +53,7 @@ class StreamMerger:
             self._buffers.pop(tp, None)
             self._next_fetch.pop(tp, None)
             self._highwater.pop(tp, None)
+            self._observed.pop(tp, None)
         self._waiting_since.clear()
 
     def add(self, tp: TopicPartitionKey, records: list[Record]) -> None:
@@ -59,9 +68,15 @@ class StreamMerger:
             expected = r.offset + 1
         self._next_fetch[tp] = expected
 
-    def set_highwater(self, tp: TopicPartitionKey, highwater: int | None) -> None:
+    def set_highwater(self, tp: TopicPartitionKey, highwater: int | None, observed_ms: float | None = None) -> None:
+        """The broker's high-water mark of the stream, as of the fetch at ``observed_ms`` (the consumer's
+        last poll of it; None: now, as when the mark was just fetched)."""
         if highwater is not None and tp in self._buffers:
             self._highwater[tp] = highwater
+            if observed_ms is None:
+                self._observed.pop(tp, None)
+            else:
+                self._observed[tp] = observed_ms
 
     def buffered(self, tp: TopicPartitionKey) -> int:
         buf = self._buffers.get(tp)
@@ -96,6 +111,7 @@ class StreamMerger:
                 best: Record | None = None
                 best_key: tuple[int, int, int, int] | None = None
                 empty_behind = empty_caught_up = False
+                caught_up_at = now_ms  # the oldest fetch that found an empty stream caught up
                 for tp in streams:
                     buf = self._buffers[tp]
                     if not buf:
@@ -103,6 +119,7 @@ class StreamMerger:
                             empty_behind = True
                         else:
                             empty_caught_up = True
+                            caught_up_at = min(caught_up_at, self._observed.get(tp, now_ms))
                         continue
                     head = buf[0]
                     key = (head.timestamp, head.seq, rank.get(head.topic, 99), head.offset)
@@ -110,14 +127,15 @@ class StreamMerger:
                         best, best_key = head, key
                 if best is None:
                     break
-                if empty_behind:
+                if empty_caught_up and best.timestamp > settle_before:
+                    break  # too young: a caught-up stream may still have earlier records in flight
+                stale = empty_caught_up and best.timestamp > caught_up_at - self.idle_ms
+                if empty_behind or stale:  # the next fetch brings what may come first
                     since = self._waiting_since.setdefault(p, now_ms)
                     if now_ms - since < 10 * self.idle_ms:
                         break
                 else:
                     self._waiting_since.pop(p, None)
-                    if empty_caught_up and best.timestamp > settle_before:
-                        break
                 self._buffers[(best.topic, best.partition)].popleft()
                 out.append(best)
         return out

@@ -374,7 +374,7 @@ class ProcessorLoop:
         for tp in assignment:
             key = (tp.topic, tp.partition)
             highwater = self.consumer.highwater(tp)
-            merger.set_highwater(key, highwater)
+            merger.set_highwater(key, highwater, self.consumer.last_poll_timestamp(tp))
             metrics.record_lag(tp.topic, tp.partition, highwater, applied_to.get(key, 0))
             (pause if merger.full(key) else resume).append(tp)
         records = merger.take(self.settings.batch_events_max, time.time() * 1000)

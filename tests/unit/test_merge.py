@@ -1,0 +1,77 @@
+"""processor/merge.py: co-partitioned topics are folded in the order their records were made."""
+
+from __future__ import annotations
+
+from processor.batch import Record
+from processor.merge import StreamMerger
+
+A, B = ("billing", 0), ("control", 0)
+IDLE_MS = 1000
+
+
+def _records(tp: tuple[str, int], start: int, stop: int, ts0: int) -> list[Record]:
+    return [Record(tp[0], tp[1], o, None, b"{}", timestamp=ts0 + o) for o in range(start, stop)]
+
+
+def _merger() -> StreamMerger:
+    merger = StreamMerger({"billing": 0, "control": 1}, idle_ms=IDLE_MS, buffered_max=10_000)
+    merger.assign({A: 0, B: 0})
+    return merger
+
+
+def test_records_of_two_topics_come_out_in_timestamp_order() -> None:
+    merger = _merger()
+    merger.add(A, [Record("billing", 0, 0, None, b"", timestamp=10), Record("billing", 0, 1, None, b"", timestamp=30)])
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=20)])
+    merger.set_highwater(A, 2)
+    merger.set_highwater(B, 1)
+    out = merger.take(10, now_ms=10_000)
+    assert [(r.topic, r.offset) for r in out] == [("billing", 0), ("control", 0), ("billing", 1)]
+
+
+def test_a_stream_the_broker_says_is_behind_holds_the_partition_until_the_next_fetch() -> None:
+    merger = _merger()
+    merger.add(B, _records(B, 0, 1, ts0=5_000))
+    merger.set_highwater(A, 50)  # billing has 50 records not fetched yet
+    merger.set_highwater(B, 1)
+    assert merger.take(10, now_ms=10_000) == []
+    # a stuck stream cannot stall the partition for ever
+    assert len(merger.take(10, now_ms=10_000 + 10 * IDLE_MS)) == 1
+
+
+def test_a_stream_last_seen_caught_up_before_a_record_was_made_is_not_trusted_to_be_caught_up() -> None:
+    """The consumer does not fetch billing again while it holds fetched records of it: its high-water mark
+    (100) dates from before billing 100..199 and control's b0 were produced. b0 must wait for them."""
+    merger = _merger()
+    fetched_at = 1_000_000
+    merger.add(A, _records(A, 10, 100, ts0=fetched_at - 200))  # the rest of billing's first fetch
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=fetched_at + 500)])  # b0, made later
+    merger.set_highwater(A, 100, observed_ms=fetched_at)  # stale: billing 100..199 exist by now
+    merger.set_highwater(B, 1, observed_ms=fetched_at + 1_500)
+    now = fetched_at + 1_600  # b0 is older than idle_ms
+    out = merger.take(1000, now_ms=now)
+    assert [r.topic for r in out] == ["billing"] * 90  # b0 is not handed out after billing's fetched records
+    # the next fetch of billing brings 100..199, made before b0; then b0
+    merger.add(A, _records(A, 100, 200, ts0=fetched_at - 200))
+    merger.set_highwater(A, 200, observed_ms=now + 100)
+    out = merger.take(1000, now_ms=now + 200)
+    assert [(r.topic, r.offset) for r in out][-1] == ("control", 0)
+    assert [r.offset for r in out[:-1]] == list(range(100, 200))
+
+
+def test_a_fresh_fetch_of_an_empty_stream_lets_an_old_enough_record_through() -> None:
+    merger = _merger()
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=5_000)])
+    merger.set_highwater(A, 0, observed_ms=9_900)  # billing empty, and seen so just now
+    merger.set_highwater(B, 1, observed_ms=9_900)
+    assert [r.topic for r in merger.take(10, now_ms=5_500)] == []  # younger than idle_ms: in-flight may precede
+    assert [r.topic for r in merger.take(10, now_ms=10_000)] == ["control"]
+
+
+def test_a_stale_stream_waits_at_most_ten_idle_periods() -> None:
+    merger = _merger()
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=5_000)])
+    merger.set_highwater(A, 0, observed_ms=4_000)  # billing last fetched before control's record was made
+    merger.set_highwater(B, 1, observed_ms=9_900)
+    assert merger.take(10, now_ms=10_000) == []
+    assert [r.topic for r in merger.take(10, now_ms=10_000 + 10 * IDLE_MS)] == ["control"]
