@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError, ProducerClosed
 
 from events.publisher import SEQUENCE_HEADER
 from processor import metrics
@@ -609,6 +609,9 @@ def _event_type(body: bytes) -> bytes:
     return msgspec.json.decode(body, type=_Tagged).type.encode()
 
 
+RELAY_STOP_WAIT_SECONDS = 10.0  # how long stop waits for a publish in flight before closing the producer
+
+
 class Relay:
     """Publishes the outbox: discrepancy events to the discrepancy topic, FSA claim adjudications to the
     claims topic, payments the ledger posts itself to the payments topic. Ids are deterministic, so a
@@ -634,6 +637,10 @@ class Relay:
         self._database = Outage("PostgreSQL", bound, relay_log)
         self._broker = Outage(f"the broker at {bootstrap}", bound, relay_log)
         self._retry_at = 0.0
+        # A publish in flight finishes (and marks its rows published) before stop closes the producer:
+        # a timer tick racing the shutdown must neither crash the worker nor publish its rows twice.
+        self._publishing = asyncio.Lock()
+        self._stopping = False
 
     async def start(self) -> None:
         if self.health is not None:
@@ -652,9 +659,22 @@ class Relay:
         self.producer = await retry_async(self._broker, start_producer, is_broker_outage)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.producer is not None:
-            await _stop_client(self.producer, "the relay's producer")
-            self.producer = None
+            try:  # the publish in flight, if any, gets a bounded wait (the broker may be down)
+                await asyncio.wait_for(self._publishing.acquire(), RELAY_STOP_WAIT_SECONDS)
+                acquired = True
+            except TimeoutError:
+                relay_log.warning("relay: a publish still in flight after %s s; closing the producer under it "
+                            "(its rows stay in the outbox and are published on the next start)",
+                            RELAY_STOP_WAIT_SECONDS)
+                acquired = False
+            try:
+                await _stop_client(self.producer, "the relay's producer")
+                self.producer = None
+            finally:
+                if acquired:
+                    self._publishing.release()
         self._gauges.close()
         if self.health is not None:
             self.health.unregister("relay")
@@ -671,10 +691,17 @@ class Relay:
     async def publish_pending(self) -> int:
         """Publish what the outbox holds. PostgreSQL or the broker failing is waited out (rows stay in
         the outbox; the next call, after a backoff, tries again), for at most outage_retry_seconds_max."""
-        if time.monotonic() < self._retry_at:
+        if time.monotonic() < self._retry_at or self._stopping:
             return 0
         try:
-            published = await self._publish_pending()
+            async with self._publishing:
+                if self._stopping or self.producer is None:
+                    return 0
+                published = await self._publish_pending()
+        except ProducerClosed:
+            if self._stopping:  # closed under a publish that outlived stop's wait: the rows stay pending
+                return 0
+            raise
         except Exception as exc:
             outage = self._database if is_database_outage(exc) else self._broker if is_broker_outage(exc) else None
             if outage is None:

@@ -230,7 +230,7 @@ def test_the_embedded_ledger_runs_as_a_role_that_cannot_touch_the_archive_and_st
     assert settings.embedded_database
     try:
         with open_ledger(settings) as ledger:
-            asyncio.run(run_program(ledger, generate(members=20, months=3, seed=4)))
+            asyncio.run(run_program(ledger, generate(members=25, months=3, seed=4)))
             ledger_dsn = ledger.dsn
             assert_cannot_touch_the_archive(ledger_dsn)
             report = rebuild(ledger_dsn, settings.plan, stamp="faults")
@@ -245,7 +245,7 @@ def test_the_embedded_ledger_runs_as_a_role_that_cannot_touch_the_archive_and_st
                 with pytest.raises(errors.InsufficientPrivilege):
                     conn.execute("UPDATE member_month SET paid_cents = 0")
             # the ledger goes on after the rebuild, as its own role
-            asyncio.run(run_program(ledger, generate(members=20, months=3, seed=9)))
+            asyncio.run(run_program(ledger, generate(members=25, months=3, seed=9)))
             assert verify(ledger_dsn, settings.plan).ok
     finally:
         stop_postgres_in(tmp_path / "postgres")

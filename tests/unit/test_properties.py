@@ -168,6 +168,17 @@ def test_demo_misdirected_lines_are_applied_to_the_member_and_some_refunds_come_
         assert program.expected_rows[("refund_due", r.account_id, month, "open")] == 1
 
 
+@pytest.mark.parametrize(("members", "months"), [(25, 3), (50, 6), (200, 4)])
+def test_every_event_the_demo_generates_passes_the_checks_the_publisher_makes(members: int, months: int) -> None:
+    """The publisher refuses an event the codec would dead-letter (a tier change effective on the day a
+    dependent's coverage began once ended a spouse the day before it began): no seed may generate one."""
+    for seed in range(12):
+        program = generate(members=members, months=months, seed=seed)
+        for _, events in program.phases:
+            for event in events:
+                assert decode_input(encode(event)) == event, (seed, event.event_id)
+
+
 def test_a_program_too_small_for_its_errors_says_so_and_nothing_else_goes_wrong() -> None:
     """At the minimum size some seeds leave too few steadily enrolled members: always the demo's usage
     error (the CLI prints it on one line, exit 2), never another failure."""

@@ -330,7 +330,9 @@ def several_at_once(b: Builder, pool: Pool) -> None:
         if (p := pool.take_if_any(lambda p: p.coverages["health"].tier in ("ECH", "FAM")
                                   and len(p.children()) >= 2)) is None:
             break
-        month = add_months(start, rng.randrange(1, months - 1))
+        if months < 4:
+            break  # the change must fall after the coverage began: a spouse cannot leave before joining
+        month = add_months(start, rng.randrange(2, months - 1))
         tier = "FAM" if p.coverages["health"].tier == "ECH" else "ECH"
         b.retro[(p.account_id, month)] = Retro("tier", add_months(month, -1), tier=tier)
     for _ in range(n):
