@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import attrgetter
+from typing import Any, Protocol
+
+import psycopg
 
 from events import codec
 from events.types import BROADCAST_ACCOUNT, DayClosed, InputEvent
@@ -33,7 +36,7 @@ from processor.rules.fold import fold_event
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
 from projections.model import BatchWrite, DiscrepancyRow, apply_discrepancy_changes
-from replay.archive import ArchivedEvent
+from replay.archive import AccountRange, ArchivedEvent, archive_partitions, read_accounts, read_broadcasts
 from replay.fold import ReplayError, ReplayRejection, ReplayResult
 
 ACCOUNTS_MAX = 2_000
@@ -268,6 +271,112 @@ class PartitionReplay:
             rejected=sorted(self._rejected.values(), key=attrgetter("seq")),
             last_seq=None if last is None else last.seq, last_recorded_at=None if last is None else last.recorded_at,
         )
+
+
+class Consumer(Protocol):
+    """Takes each group as it is folded (then it is dropped), and each partition after its groups."""
+
+    def group(self, group: GroupResult) -> None: ...
+
+    def partition(self, part: PartitionResult) -> None: ...
+
+
+@dataclass(slots=True)
+class StreamTotals:
+    """What a streamed replay leaves besides the groups: counts, payer cash (every payer touched, zeros
+    kept), the partitions' reference data, rejections."""
+
+    accounts: int = 0
+    groups: int = 0
+    account_events: int = 0
+    days_offered: int = 0
+    partitions: dict[int, PartitionResult] = field(default_factory=dict)
+    payer_unapplied: dict[str, int] = field(default_factory=dict)
+    rejected: list[ReplayRejection] = field(default_factory=list)  # account events (broadcasts: partitions)
+    last_seq: int | None = None
+    last_recorded_at: datetime | None = None
+
+    @property
+    def rejections(self) -> list[ReplayRejection]:
+        """Every rejected event, in seq order."""
+        return sorted([*self.rejected, *(r for p in self.partitions.values() for r in p.rejected)],
+                      key=attrgetter("seq"))
+
+    @property
+    def events_replayed(self) -> int:
+        return self.account_events + sum(p.broadcasts for p in self.partitions.values())
+
+    def states(self) -> dict[int, PartitionState]:
+        """The partition_state rows."""
+        return {p: r.state for p, r in sorted(self.partitions.items()) if r.state is not None}
+
+    def payer_cash(self) -> dict[str, int]:
+        return {p: c for p, c in sorted(self.payer_unapplied.items()) if c}
+
+    def add_group(self, group: GroupResult) -> None:
+        self.accounts += len(group.accounts)
+        self.groups += 1
+        self.account_events += group.events
+        self.days_offered += group.days_offered
+        for payer, cents in group.payer_unapplied.items():
+            self.payer_unapplied[payer] = self.payer_unapplied.get(payer, 0) + cents
+        self.rejected.extend(group.rejected)
+        self._last(group.last_seq, group.last_recorded_at)
+
+    def add_partition(self, part: PartitionResult) -> None:
+        """A partition, or one more slice of one (its accounts in another range: the same broadcasts)."""
+        seen = self.partitions.get(part.partition)
+        if seen is None:
+            self.partitions[part.partition] = part
+        elif part.state is not None:
+            if seen.state is None:
+                seen.state = part.state
+            else:
+                seen.state.remittances_due.update(part.state.remittances_due)
+        self._last(part.last_seq, part.last_recorded_at)
+
+    def merge(self, other: StreamTotals) -> None:
+        """Totals of another process's partitions (or slices)."""
+        self.accounts += other.accounts
+        self.groups += other.groups
+        self.account_events += other.account_events
+        self.days_offered += other.days_offered
+        for payer, cents in other.payer_unapplied.items():
+            self.payer_unapplied[payer] = self.payer_unapplied.get(payer, 0) + cents
+        self.rejected.extend(other.rejected)
+        for part in other.partitions.values():
+            self.add_partition(part)
+        self._last(other.last_seq, other.last_recorded_at)
+
+    def _last(self, seq: int | None, recorded_at: datetime | None) -> None:
+        if seq is not None and (self.last_seq is None or seq > self.last_seq):
+            self.last_seq, self.last_recorded_at = seq, recorded_at
+
+
+def stream_archive(
+    conn: psycopg.Connection[tuple[Any, ...]], plan: PlanSettings, consumer: Consumer, *,
+    partitions: list[int] | None = None, accounts: AccountRange | None = None, strict: bool = True,
+    accounts_max: int = ACCOUNTS_MAX, bytes_max: int = BYTES_MAX, late: Callable[[int], bool] | None = None,
+    progress: Callable[[int], None] | None = None, totals: StreamTotals | None = None,
+) -> StreamTotals:
+    """Replay the archive visible to ``conn``'s transaction (REPEATABLE READ: one snapshot), partition by
+    partition, a group of accounts at a time; each group goes to ``consumer`` and is dropped. Memory:
+    one group, the partition's broadcast events and the totals (payer cash per payer)."""
+    totals = totals if totals is not None else StreamTotals()
+    for p in archive_partitions(conn) if partitions is None else partitions:
+        replay = PartitionReplay(plan, p, read_broadcasts(conn, p), strict=strict, late=late)
+        for group in replay.groups(read_accounts(conn, p, accounts=accounts), accounts_max=accounts_max,
+                                   bytes_max=bytes_max):
+            totals.add_group(group)
+            consumer.group(group)
+            if progress is not None:
+                progress(totals.account_events)
+        part = replay.result()
+        totals.add_partition(part)
+        consumer.partition(part)
+    if progress is not None:
+        progress(totals.events_replayed)
+    return totals
 
 
 def by_partition(events: Iterable[ArchivedEvent]
