@@ -499,12 +499,12 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings, description="the workbench (benefits-ledger serve)")
     # issue 16: replay (verify, rebuild, the benchmark) folds a group of accounts at a time (replay/stream.py)
     replay_accounts_max: int = Field(
-        default=2_000, ge=1, le=1_000_000,
+        default=500, ge=1, le=1_000_000,
         description="accounts replay holds at once: a group of one partition's accounts, folded, compared or"
         " written, then dropped",
     )
     replay_bytes_max: int = Field(
-        default=32 * 1024 * 1024, ge=1,
+        default=16 * 1024 * 1024, ge=1,
         description="archived event bytes replay reads ahead for one group (an account is never split)",
     )
 

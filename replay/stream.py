@@ -39,8 +39,8 @@ from projections.model import BatchWrite, DiscrepancyRow, apply_discrepancy_chan
 from replay.archive import AccountRange, ArchivedEvent, archive_partitions, read_accounts, read_broadcasts
 from replay.fold import ReplayError, ReplayRejection, ReplayResult
 
-ACCOUNTS_MAX = 2_000
-BYTES_MAX = 32 * 1024 * 1024
+ACCOUNTS_MAX = 500
+BYTES_MAX = 16 * 1024 * 1024
 _seq = attrgetter("seq")
 
 
@@ -108,6 +108,19 @@ class _Calendar:
             self.heap = [(on, a) for a, on in first.items()]
             heapq.heapify(self.heap)
         return due
+
+
+def _merged(rows: list[ArchivedEvent], broadcasts: list[tuple[ArchivedEvent, InputEvent]]
+            ) -> Iterator[tuple[ArchivedEvent, InputEvent | None]]:
+    """Account rows (not decoded yet: None) and decoded broadcasts, both in seq order, merged by seq."""
+    i, n = 0, len(broadcasts)
+    for row in rows:
+        seq = row.seq
+        while i < n and broadcasts[i][0].seq < seq:
+            yield broadcasts[i]
+            i += 1
+        yield row, None
+    yield from broadcasts[i:]
 
 
 class PartitionReplay:
@@ -191,6 +204,7 @@ class PartitionReplay:
         part = PartitionState(partition=self.partition)
         calendar = _Calendar(accounts, plan)
         changed = calendar.changed
+
         def account_of(account_id: str) -> AccountState:
             account = accounts.get(account_id)
             if account is None:
@@ -199,8 +213,7 @@ class PartitionReplay:
                 account = accounts[account_id] = AccountState(account_id=account_id, partition=self.partition)
             return account
 
-        merged = heapq.merge(((r, None) for r in rows), self.broadcasts, key=lambda item: item[0].seq)
-        for row, decoded in merged:
+        for row, decoded in _merged(rows, self.broadcasts):
             event: InputEvent
             if decoded is None:  # an account event
                 if row.partition != self.partition:
