@@ -2,12 +2,12 @@
 
 Partitions fold independently (an account lives on one partition; rates and business days are
 broadcast to every partition), and so do the accounts of one partition (replay/stream.py): a task is a
-partition, or a range of its account ids when there are fewer partitions than twice the workers (so two
-workers are kept busy to the end). Each task streams its accounts a group at a time through a consumer
-built in the worker (compare with live, write, count), so what comes back is small: totals and what the
-consumer reports, never the accounts. Every task reads the coordinator's snapshot
-(``pg_export_snapshot``), so the parts form one consistent archive prefix, the same one the coordinator
-then compares the live tables against.
+partition, or a range of its account ids when there are fewer partitions than four per worker (so the
+workers take small tasks as they come free and finish together). Each task streams its accounts a group
+at a time through a consumer built in the worker (compare with live, write, count), so what comes back
+is small: totals and what the consumer reports, never the accounts. Every task reads the coordinator's
+snapshot (``pg_export_snapshot``), so the parts form one consistent archive prefix, the same one the
+coordinator then compares the live tables against.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from replay.archive import AccountRange, archive_partitions
 from replay.stream import ACCOUNTS_MAX, BYTES_MAX, Consumer, GroupResult, PartitionResult, StreamTotals, stream_archive
 
 SAMPLE_ROWS = 20_000  # account ids sampled to cut a partition into ranges of about equal work
+TASKS_PER_WORKER = 4
 
 
 class WorkerConsumer(Consumer, Protocol):
@@ -72,10 +73,13 @@ def _task(dsn: str, snapshot: str, task: Task, plan_json: str, strict: bool,
 
 
 def plan_tasks(conn: psycopg.Connection[tuple[Any, ...]], workers: int) -> list[Task]:
-    """A task per partition; with fewer partitions than twice the workers, each is cut into account
+    """A task per partition; with fewer partitions than four per worker, each is cut into account
     ranges at account ids sampled from the archive (any cut is exact; a sample makes them even)."""
     parts = archive_partitions(conn)
-    slices = -(-2 * workers // len(parts)) if parts and len(parts) < 2 * workers else 1
+    if workers < 2:
+        return [(p, None) for p in parts]
+    wanted = TASKS_PER_WORKER * workers
+    slices = -(-wanted // len(parts)) if parts and len(parts) < wanted else 1
     if slices == 1:
         return [(p, None) for p in parts]
     tasks: list[Task] = []
