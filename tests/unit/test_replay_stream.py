@@ -166,3 +166,21 @@ def test_an_account_due_on_a_rejected_business_day_is_offered_the_next_one() -> 
     assert [r.event_id for r in plain.rejected] == ["d-back"]
     assert [(d.kind, d.opened_by) for d in plain.discrepancies.values()] == [("remittance_total_mismatch", "d-next")]
     assert_same_books(plain, replay_streamed(rows, plan, strict=False))
+
+
+def test_a_group_holds_at_most_its_accounts_and_bytes_and_never_splits_an_account() -> None:
+    rows = list(demo_archive(2, 10_000))
+    plan = PlanSettings()
+    for accounts_max, bytes_max in ((3, 10**9), (10**6, 4_000), (1, 1)):
+        seen: list[str] = []
+        for p, broadcasts, account_rows in by_partition(rows):
+            replay_p = PartitionReplay(plan, p, broadcasts)
+            sizes: dict[str, int] = {}
+            for r in account_rows:
+                sizes[r.account_id] = sizes.get(r.account_id, 0) + len(r.body)
+            for group in replay_p.groups(account_rows, accounts_max=accounts_max, bytes_max=bytes_max):
+                assert 1 <= len(group.accounts) <= accounts_max
+                # the group closed at the first account past its bytes, never within one
+                assert sum(sizes[a] for a in group.accounts) - max(sizes[a] for a in group.accounts) < bytes_max
+                seen.extend(group.accounts)
+        assert len(seen) == len(set(seen)) == len({r.account_id for r in rows if r.account_id != "*"})
