@@ -177,9 +177,9 @@ def peak_rss(_conn: Any) -> _PeakRss:
     return _PeakRss()
 
 
-def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, float, float]:
-    """The same fold split by partition over ``workers`` processes (one exported snapshot); the largest
-    worker's peak RSS."""
+def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, float, float, int]:
+    """The same fold split by partition over up to ``workers`` processes (one exported snapshot; fewer on a
+    small archive); the largest worker's peak RSS, and the processes used."""
     from replay.parallel import replay_parallel
 
     with connect(dsn) as conn:
@@ -187,7 +187,7 @@ def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple
         totals, rss = replay_parallel(conn, dsn, plan, workers=workers, strict=False, consumer=peak_rss)
         elapsed = time.perf_counter() - start
         conn.rollback()
-    return totals.events_replayed, elapsed, max(rss, default=0.0)
+    return totals.events_replayed, elapsed, max(rss, default=0.0), totals.processes
 
 
 def measure_statements(dsn: str, plan: PlanSettings, accounts: list[str], first: datetime, last: datetime,
@@ -255,10 +255,10 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         _log(f"ceiling: {ceiling_n:,} events decoded in {ceiling_s:.1f} s")
         replay_n, rejected, replay_s, rss = measure_replay(dsn, plan)
         _log(f"replay: {replay_n:,} events folded in {replay_s:.1f} s ({rejected} rejected), peak RSS {rss:.0f} MB")
-        parallel_n, parallel_s, parallel_rss = (measure_replay_parallel(dsn, plan, workers) if workers > 1
-                                                else (0, 0.0, 0.0))
+        parallel_n, parallel_s, parallel_rss, processes = (measure_replay_parallel(dsn, plan, workers)
+                                                           if workers > 1 else (0, 0.0, 0.0, 1))
         if workers > 1:
-            _log(f"replay, {workers} processes: {parallel_n:,} events folded in {parallel_s:.1f} s,"
+            _log(f"replay, {processes} of {workers} processes: {parallel_n:,} events folded in {parallel_s:.1f} s,"
                  f" peak RSS {parallel_rss:.0f} MB per process")
         in_order_n, _, in_order_s, in_order_rss = measure_replay(dsn, plan, in_order=True) if in_order else (
             0, 0, 0.0, 0.0)
@@ -276,6 +276,7 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         "statement_p95_ms": round(p95(statement_ms), 2),
         "peak_rss_mb": round(rss, 1),
         "replay_parallel_workers": workers,
+        "replay_parallel_processes": processes,
         "replay_parallel_peak_rss_mb": round(parallel_rss, 1),
         "replay_parallel_events_per_second": round(parallel_n / parallel_s, 1) if parallel_s else 0.0,
         "ratio_parallel_vs_ceiling": round(parallel_n / parallel_s / ceiling_eps, 3)
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replay / ceiling        {result['ratio_vs_ceiling']:>12.3f}")
         print(f"replay peak RSS         {result['peak_rss_mb']:>12,.0f} MB")
         if result["replay_parallel_events_per_second"]:
-            print(f"replay, {result['replay_parallel_workers']} processes    "
+            print(f"replay, {result['replay_parallel_processes']} processes    "
                   f"{result['replay_parallel_events_per_second']:>12,.0f} events/s"
                   f"  ({result['ratio_parallel_vs_ceiling']:.3f} of the ceiling)")
         print(f"statement p95           {result['statement_p95_ms']:>12.2f} ms  (median"

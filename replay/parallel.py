@@ -26,6 +26,9 @@ from replay.stream import ACCOUNTS_MAX, BYTES_MAX, Consumer, GroupResult, Partit
 
 SAMPLE_ROWS = 20_000  # account ids sampled to cut a partition into ranges of about equal work
 TASKS_PER_WORKER = 4
+# A worker process takes about half a second to start and import the ledger: below this many archived
+# events per process, fewer processes finish sooner (a small archive replays in the caller's process).
+EVENTS_PER_PROCESS_MIN = 200_000
 
 
 class WorkerConsumer(Consumer, Protocol):
@@ -72,6 +75,15 @@ def _task(dsn: str, snapshot: str, task: Task, plan_json: str, strict: bool,
     return totals, outcome
 
 
+def archived_events(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    """About how many events the archive holds (the planner's estimate; counted when it has none)."""
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'archive'::regclass").fetchone()
+    if row is not None and float(row[0]) >= 0:
+        return int(row[0])
+    counted = conn.execute("SELECT count(*) FROM archive").fetchone()
+    return 0 if counted is None else int(counted[0])
+
+
 def plan_tasks(conn: psycopg.Connection[tuple[Any, ...]], workers: int) -> list[Task]:
     """A task per partition; with fewer partitions than four per worker, each is cut into account
     ranges at account ids sampled from the archive (any cut is exact; a sample makes them even)."""
@@ -83,8 +95,7 @@ def plan_tasks(conn: psycopg.Connection[tuple[Any, ...]], workers: int) -> list[
     if slices == 1:
         return [(p, None) for p in parts]
     tasks: list[Task] = []
-    row = conn.execute("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'archive'::regclass").fetchone()
-    percent = min(100.0, 100.0 * SAMPLE_ROWS * len(parts) / max(1.0, float(row[0]) if row else 1.0))
+    percent = min(100.0, 100.0 * SAMPLE_ROWS * len(parts) / max(1, archived_events(conn)))
     for p in parts:
         ids = sorted(str(r[0]) for r in conn.execute(
             "SELECT account_id FROM archive TABLESAMPLE SYSTEM (%s) REPEATABLE (0)"
@@ -100,19 +111,27 @@ def replay_parallel(
     strict: bool = True, consumer: Callable[[psycopg.Connection[tuple[Any, ...]]], WorkerConsumer] = discard,
     accounts_max: int = ACCOUNTS_MAX, bytes_max: int = BYTES_MAX,
 ) -> tuple[StreamTotals, list[Any]]:
-    """Replay the archive visible to ``conn``'s (REPEATABLE READ) transaction with ``workers`` processes;
-    ``consumer(conn)`` (a module-level function: it is sent to the workers) builds each task's consumer.
-    Returns the totals of every task and what each task's consumer reported (``outcome()``)."""
+    """Replay the archive visible to ``conn``'s (REPEATABLE READ) transaction with up to ``workers``
+    processes (one per ``EVENTS_PER_PROCESS_MIN`` archived events; a small archive in this process, on
+    ``conn``); ``consumer(conn)`` (a module-level function: it is sent to the workers) builds each task's
+    consumer. Returns the totals of every task and what each task's consumer reported (``outcome()``)."""
+    workers = min(workers, max(1, archived_events(conn) // max(1, EVENTS_PER_PROCESS_MIN)))
+    totals = StreamTotals()
+    outcomes: list[Any] = []
+    if workers < 2:
+        sink = consumer(conn)
+        stream_archive(conn, plan, sink, strict=strict, accounts_max=accounts_max, bytes_max=bytes_max,
+                       totals=totals)
+        return totals, [sink.outcome()]
     row = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert row is not None
     snapshot = str(row[0])
     tasks = plan_tasks(conn, workers)
-    totals = StreamTotals()
-    outcomes: list[Any] = []
     if not tasks:
         return totals, outcomes
     context = multiprocessing.get_context("spawn")  # no inherited connections in the children
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+    totals.processes = min(workers, len(tasks))
+    with ProcessPoolExecutor(max_workers=totals.processes, mp_context=context) as pool:
         futures = [pool.submit(_task, dsn, snapshot, task, plan.model_dump_json(), strict, consumer, accounts_max,
                                bytes_max) for task in tasks]
         for future in futures:

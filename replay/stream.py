@@ -301,6 +301,7 @@ class StreamTotals:
 
     accounts: int = 0
     groups: int = 0
+    processes: int = 1  # that folded them (replay.parallel)
     account_events: int = 0
     days_offered: int = 0
     partitions: dict[int, PartitionResult] = field(default_factory=dict)
