@@ -16,7 +16,7 @@ MONTHS ?= 12
 SEED ?= 7
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo lint bench clean browser lock asyncapi
+.PHONY: venv test demo lint bench clean browser lock asyncapi rules
 
 venv: $(STAMP)
 
@@ -50,9 +50,15 @@ lock: venv
 	printf 'setuptools>=68\n' | $(VENV)/bin/uv pip compile pyproject.toml - --extra dev --universal \
 	  --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --upgrade -o $(LOCK)
 
+# The rules compiled with mypyc into build/mypyc-rules (tools/mypyc_rules.py); processor/compiled.py uses
+# the build only while it matches the sources. Without a C compiler, or on any mypyc error, this says so
+# and the rules run as the plain Python they are.
+rules: venv
+	-@$(PY) tools/mypyc_rules.py
+
 # Each run gets its own pytest temp dir: pytest prunes old runs under the shared one, which would delete
 # the embedded PostgreSQL data of another test run going on at the same time.
-test: venv browser asyncapi
+test: venv browser asyncapi rules
 	@base=$$(mktemp -d -t benefits-ledger-tests.XXXXXX) && \
 	$(PY) -m pytest -q -p no:cacheprovider --basetemp="$$base" $(PYTEST_ARGS) tests; \
 	status=$$?; rm -rf "$$base"; exit $$status
@@ -86,7 +92,7 @@ lint: venv
 	$(VENV)/bin/ruff check $(PACKAGES)
 	$(VENV)/bin/mypy $(PACKAGES)
 
-bench: venv
+bench: venv rules
 	$(PY) bench/throughput.py
 
 clean:

@@ -4,7 +4,9 @@
    ``--events`` archived events, broadcast copies per partition, canonical bodies and the hash chain,
    COPYed straight into ``archive`` (no Kafka, no processor).
 2. Ceiling: the archive streamed out with COPY (replay.archive.read_archive) and msgspec-decoded, no fold.
-3. Replay: the same stream folded by replay.fold (the processor's pure functions).
+3. Replay: the archive folded by replay.stream (a group of accounts at a time, the processor's pure
+   functions), in a process of its own so that its peak RSS is the replay's (peak_rss_mb); with
+   ``--in-order`` also the fold of the whole archive in seq order holding every account (replay.fold).
 4. Statements: one account's statement as of a random (E, R), ``--samples`` times; the 95th percentile.
 
     python bench/replay.py --events 1000000 [--json] [--database-url DSN]
@@ -124,25 +126,68 @@ def measure_ceiling(dsn: str) -> tuple[int, float]:
     return n, elapsed
 
 
-def measure_replay(dsn: str, plan: PlanSettings) -> tuple[int, int, float]:
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _replay_here(dsn: str, plan_json: str, in_order: bool) -> tuple[int, int, float, float]:
+    """(In a fresh process.) Replay the archive: events, rejected, seconds, peak RSS in MB."""
+    from replay.parallel import Discard
+    from replay.stream import stream_archive
+
+    plan = PlanSettings.model_validate_json(plan_json)
     with connect(dsn) as conn:
         start = time.perf_counter()
-        result = replay(read_archive(conn), plan, strict=False)
+        if in_order:
+            result = replay(read_archive(conn), plan, strict=False)
+            n, rejected = result.events_replayed, len(result.rejected)
+        else:
+            totals = stream_archive(conn, plan, Discard(), strict=False)
+            n, rejected = totals.events_replayed, len(totals.rejections)
         elapsed = time.perf_counter() - start
         conn.rollback()
-    return result.events_replayed, len(result.rejected), elapsed
+    return n, rejected, elapsed, _peak_rss_mb()
 
 
-def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, float]:
-    """The same fold split by partition over ``workers`` processes (one exported snapshot)."""
+def measure_replay(dsn: str, plan: PlanSettings, *, in_order: bool = False) -> tuple[int, int, float, float]:
+    """Events, rejected, seconds and peak RSS (MB) of a replay in a process of its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_replay_here, dsn, plan.model_dump_json(), in_order).result()
+
+
+class _PeakRss:
+    """A worker's consumer that keeps nothing and reports its process's peak RSS."""
+
+    def group(self, group: Any) -> None:
+        pass
+
+    def partition(self, part: Any) -> None:
+        pass
+
+    def outcome(self) -> float:
+        return _peak_rss_mb()
+
+
+def peak_rss(_conn: Any) -> _PeakRss:
+    return _PeakRss()
+
+
+def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, float, float, int]:
+    """The same fold split by partition over up to ``workers`` processes (one exported snapshot; fewer on a
+    small archive); the largest worker's peak RSS, and the processes used."""
     from replay.parallel import replay_parallel
 
     with connect(dsn) as conn:
         start = time.perf_counter()
-        result = replay_parallel(conn, dsn, plan, workers=workers, strict=False)
+        totals, rss = replay_parallel(conn, dsn, plan, workers=workers, strict=False, consumer=peak_rss)
         elapsed = time.perf_counter() - start
         conn.rollback()
-    return result.events_replayed, elapsed
+    return totals.events_replayed, elapsed, max(rss, default=0.0), totals.processes
 
 
 def measure_statements(dsn: str, plan: PlanSettings, accounts: list[str], first: datetime, last: datetime,
@@ -196,7 +241,7 @@ def database(url: str | None) -> Iterator[str]:
 
 
 def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
-        database_url: str | None = None, workers: int = 2) -> dict[str, Any]:
+        database_url: str | None = None, workers: int = 2, in_order: bool = False) -> dict[str, Any]:
     plan = PlanSettings()
     with database(database_url) as dsn:
         store = PostgresStore(dsn)
@@ -208,11 +253,18 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         _log(f"archive: {rows:,} events COPYed in {build_seconds:.1f} s")
         ceiling_n, ceiling_s = measure_ceiling(dsn)
         _log(f"ceiling: {ceiling_n:,} events decoded in {ceiling_s:.1f} s")
-        replay_n, rejected, replay_s = measure_replay(dsn, plan)
-        _log(f"replay: {replay_n:,} events folded in {replay_s:.1f} s ({rejected} rejected)")
-        parallel_n, parallel_s = measure_replay_parallel(dsn, plan, workers) if workers > 1 else (0, 0.0)
+        replay_n, rejected, replay_s, rss = measure_replay(dsn, plan)
+        _log(f"replay: {replay_n:,} events folded in {replay_s:.1f} s ({rejected} rejected), peak RSS {rss:.0f} MB")
+        parallel_n, parallel_s, parallel_rss, processes = (measure_replay_parallel(dsn, plan, workers)
+                                                           if workers > 1 else (0, 0.0, 0.0, 1))
         if workers > 1:
-            _log(f"replay, {workers} processes: {parallel_n:,} events folded in {parallel_s:.1f} s")
+            _log(f"replay, {processes} of {workers} processes: {parallel_n:,} events folded in {parallel_s:.1f} s,"
+                 f" peak RSS {parallel_rss:.0f} MB per process")
+        in_order_n, _, in_order_s, in_order_rss = measure_replay(dsn, plan, in_order=True) if in_order else (
+            0, 0, 0.0, 0.0)
+        if in_order:
+            _log(f"replay in seq order: {in_order_n:,} events folded in {in_order_s:.1f} s,"
+                 f" peak RSS {in_order_rss:.0f} MB")
         statement_ms = measure_statements(dsn, plan, accounts, first, last, samples, seed)
     replay_eps = replay_n / replay_s if replay_s else 0.0
     ceiling_eps = ceiling_n / ceiling_s if ceiling_s else 0.0
@@ -222,13 +274,18 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         "ceiling_events_per_second": round(ceiling_eps, 1),
         "ratio_vs_ceiling": round(replay_eps / ceiling_eps, 3) if ceiling_eps else 0.0,
         "statement_p95_ms": round(p95(statement_ms), 2),
+        "peak_rss_mb": round(rss, 1),
         "replay_parallel_workers": workers,
+        "replay_parallel_processes": processes,
+        "replay_parallel_peak_rss_mb": round(parallel_rss, 1),
         "replay_parallel_events_per_second": round(parallel_n / parallel_s, 1) if parallel_s else 0.0,
         "ratio_parallel_vs_ceiling": round(parallel_n / parallel_s / ceiling_eps, 3)
         if parallel_s and ceiling_eps else 0.0,
         "statement_median_ms": round(sorted(statement_ms)[len(statement_ms) // 2], 2) if statement_ms else 0.0,
         "statement_samples": len(statement_ms),
         "rejected": rejected,
+        **({"replay_in_order_events_per_second": round(in_order_n / in_order_s, 1) if in_order_s else 0.0,
+            "replay_in_order_peak_rss_mb": round(in_order_rss, 1)} if in_order else {}),
         "build_seconds": round(build_seconds, 1),
     }
 
@@ -242,10 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="a PostgreSQL server DSN (default: an embedded one)")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for the partition-parallel replay (also measured; 1 to skip)")
+    parser.add_argument("--in-order", action="store_true",
+                        help="also replay in seq order holding every account (the fold before replay.stream)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.events, partitions=args.partitions, samples=args.samples, seed=args.seed,
-                 database_url=args.database_url, workers=args.workers)
+                 database_url=args.database_url, workers=args.workers, in_order=args.in_order)
     if args.json:
         print(json.dumps(result))
     else:
@@ -253,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replay (fold)           {result['replay_events_per_second']:>12,.0f} events/s")
         print(f"ceiling (COPY + decode) {result['ceiling_events_per_second']:>12,.0f} events/s")
         print(f"replay / ceiling        {result['ratio_vs_ceiling']:>12.3f}")
+        print(f"replay peak RSS         {result['peak_rss_mb']:>12,.0f} MB")
         if result["replay_parallel_events_per_second"]:
-            print(f"replay, {result['replay_parallel_workers']} processes    "
+            print(f"replay, {result['replay_parallel_processes']} processes    "
                   f"{result['replay_parallel_events_per_second']:>12,.0f} events/s"
                   f"  ({result['ratio_parallel_vs_ceiling']:.3f} of the ceiling)")
         print(f"statement p95           {result['statement_p95_ms']:>12.2f} ms  (median"

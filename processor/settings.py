@@ -531,6 +531,16 @@ class Settings(BaseSettings):
         " is 1,048,588); a larger one is sent by reference (topic, partition, offset, sha256, reason), its body"
         " kept in the dead_letter table",
     )
+    # issue 16: replay (verify, rebuild, the benchmark) folds a group of accounts at a time (replay/stream.py)
+    replay_accounts_max: int = Field(
+        default=500, ge=1, le=1_000_000,
+        description="accounts replay holds at once: a group of one partition's accounts, folded, compared or"
+        " written, then dropped",
+    )
+    replay_bytes_max: int = Field(
+        default=16 * 1024 * 1024, ge=1,
+        description="archived event bytes replay reads ahead for one group (an account is never split)",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -99,6 +99,67 @@ def read_archive(
                                 bytes(digest))
 
 
+def archive_partitions(conn: psycopg.Connection[tuple[Any, ...]]) -> list[int]:
+    """Every partition with archived events: one index probe per partition (a rebuild's scratch copy of
+    the archive has no chain heads to ask)."""
+    rows = conn.execute(
+        "WITH RECURSIVE p(partition) AS (SELECT min(partition) FROM archive UNION ALL"
+        " SELECT (SELECT min(partition) FROM archive WHERE partition > p.partition) FROM p"
+        " WHERE p.partition IS NOT NULL) SELECT partition FROM p WHERE partition IS NOT NULL"
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+AccountRange = tuple[str | None, str | None]  # account ids from (inclusive) to (exclusive); None: open
+
+
+def _bounded(partition: int, through_seq: int | None, accounts: AccountRange | None,
+             account_ids: list[str] | None = None) -> tuple[str, list[Any]]:
+    where = "partition = %s"
+    params: list[Any] = [partition]
+    if account_ids is not None:
+        where += " AND account_id = ANY(%s)"
+        params.append(account_ids)
+    if through_seq is not None:
+        where += " AND seq <= %s"
+        params.append(through_seq)
+    lo, hi = accounts or (None, None)
+    if lo is not None:
+        where += " AND account_id >= %s"
+        params.append(lo)
+    if hi is not None:
+        where += " AND account_id < %s"
+        params.append(hi)
+    return where, params
+
+
+def read_broadcasts(
+    conn: psycopg.Connection[tuple[Any, ...]], partition: int, *, through_seq: int | None = None,
+) -> list[ArchivedEvent]:
+    """A partition's broadcast events (rates, business days, billing cycles), in seq order (a range of
+    archive_partition_account_seq_idx). A few per business day of history: held while it replays."""
+    where, params = _bounded(partition, through_seq, None)
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM archive WHERE {where} AND account_id = '*' ORDER BY seq".encode(),
+                        params, binary=True).fetchall()
+    return [ArchivedEvent(int(seq), int(p), e, t, a, r, bytes(b), bytes(h)) for seq, p, e, t, a, r, b, h in rows]
+
+
+def read_accounts(
+    conn: psycopg.Connection[tuple[Any, ...]], partition: int, *, through_seq: int | None = None,
+    accounts: AccountRange | None = None, account_ids: list[str] | None = None, fetch_rows: int = 2000,
+) -> Generator[ArchivedEvent, None, None]:
+    """A partition's account events, account after account and each account's in seq order, from a
+    cursor on the connection's transaction (so the caller may query the same snapshot meanwhile).
+    ``accounts``: only the account ids in that range; ``account_ids``: only those."""
+    where, params = _bounded(partition, through_seq, accounts, account_ids)
+    query = f"SELECT {_COLUMNS} FROM archive WHERE {where} AND account_id <> '*' ORDER BY account_id, seq"
+    with conn.cursor(name=f"replay_accounts_{partition}", binary=True) as cur:
+        cur.itersize = fetch_rows
+        cur.execute(query.encode(), params)
+        for seq, p, event_id, event_type, account, recorded_at, body, digest in cur:
+            yield ArchivedEvent(seq, p, event_id, event_type, account, recorded_at, body, digest)
+
+
 def archive_size(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     row = conn.execute("SELECT count(*) FROM archive").fetchone()
     return 0 if row is None else int(row[0])

@@ -81,10 +81,12 @@ def _verify(args: argparse.Namespace) -> int:
             total = archive_size(conn)
             conn.rollback()
         with _progress(not args.json, total, "replaying the archive") as step:
-            report = verify(dsn, settings.plan, progress=step, workers=args.workers)
+            report = verify(dsn, settings.plan, progress=step, workers=args.workers,
+                            accounts_max=settings.replay_accounts_max, bytes_max=settings.replay_bytes_max)
     if args.json:
         sys.stdout.write(dumps({"events_replayed": report.events_replayed, "rows_compared": report.rows_compared,
-                                "mismatches": report.mismatches}) + "\n")
+                                "mismatches": report.mismatches, "mismatches_found": report.mismatches_found})
+                         + "\n")
     else:
         for m in report.mismatches:
             fields = f" [{', '.join(m['fields'])}]" if m["fields"] else ""
@@ -92,8 +94,10 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"  live:   {dumps(m['live'])}")
             print(f"  replay: {dumps(m['replay'])}")
         tables = ", ".join(f"{t} {n:,}" for t, n in report.tables.items())
+        more = report.mismatches_found > len(report.mismatches)
+        shown = f" (the first {len(report.mismatches):,} shown)" if more else ""
         print(f"{report.events_replayed:,} events replayed, {report.rows_compared:,} rows compared ({tables}):"
-              f" {len(report.mismatches)} mismatches")
+              f" {report.mismatches_found} mismatches{shown}")
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
@@ -251,7 +255,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             return None if broken is None else (f"seq {broken['seq']} (partition {broken['partition']},"
                                                 f" event {broken['event_id']}): {broken['reason']}")
 
-        report = rebuild(dsn, settings.plan, switch=not args.no_switch, progress=step, check_archive=archive_problem)
+        report = rebuild(dsn, settings.plan, switch=not args.no_switch, progress=step, check_archive=archive_problem,
+                         accounts_max=settings.replay_accounts_max, bytes_max=settings.replay_bytes_max)
     if args.json:
         sys.stdout.write(dumps(report.as_json()) + "\n")
     else:

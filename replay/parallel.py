@@ -1,83 +1,141 @@
-"""Replay split by partition over worker processes, all reading one exported snapshot.
+"""Replay split over worker processes by partition, all reading one exported snapshot.
 
 Partitions fold independently (an account lives on one partition; rates and business days are
-broadcast to every partition), so each worker streams only its partitions' rows (in seq order) and
-folds them with the same ``Replayer``; the results are disjoint and merge by union (payer cash adds
-up). Every worker reads the coordinator's snapshot (``pg_export_snapshot``), so the parts form one
-consistent archive prefix, the same one the coordinator then compares the live tables against.
+broadcast to every partition), and so do the accounts of one partition (replay/stream.py): a task is a
+partition, or a range of its account ids when there are fewer partitions than four per worker (so the
+workers take small tasks as they come free and finish together). Each task streams its accounts a group
+at a time through a consumer built in the worker (compare with live, write, count), so what comes back
+is small: totals and what the consumer reports, never the accounts. Every task reads the coordinator's
+snapshot (``pg_export_snapshot``), so the parts form one consistent archive prefix, the same one the
+coordinator then compares the live tables against.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
-import msgspec
 import psycopg
 
 from processor.settings import PlanSettings
-from processor.state import AccountState, PartitionState
-from projections.model import DiscrepancyRow
-from replay.archive import ArchivedEvent
-from replay.fold import Replayer, ReplayRejection, ReplayResult
+from replay.archive import AccountRange, archive_partitions
+from replay.stream import ACCOUNTS_MAX, BYTES_MAX, Consumer, GroupResult, PartitionResult, StreamTotals, stream_archive
 
-_COLUMNS = "seq, partition, event_id, event_type, account_id, recorded_at, body, body_hash"
-_TYPES = ["int8", "int4", "text", "text", "text", "timestamptz", "bytea", "bytea"]
-_accounts_codec = msgspec.msgpack.Encoder()
-_accounts_decoder = msgspec.msgpack.Decoder(list[AccountState])
-_partitions_decoder = msgspec.msgpack.Decoder(list[PartitionState])
+SAMPLE_ROWS = 20_000  # account ids sampled to cut a partition into ranges of about equal work
+TASKS_PER_WORKER = 4
+# A worker process takes about half a second to start and import the ledger: below this many archived
+# events per process, fewer processes finish sooner (a small archive replays in the caller's process).
+EVENTS_PER_PROCESS_MIN = 200_000
 
 
-def _fold_partitions(dsn: str, snapshot: str, partitions: list[int], plan_json: str, strict: bool
-                     ) -> tuple[bytes, bytes, list[DiscrepancyRow], dict[str, int], int, list[ReplayRejection]]:
-    """Worker: fold the given partitions as of the exported snapshot; states come back as msgpack."""
+class WorkerConsumer(Consumer, Protocol):
+    def outcome(self) -> Any: ...
+
+
+class Discard:
+    """Keeps nothing of the groups (the totals are kept anyway): a replay that only counts."""
+
+    def group(self, group: GroupResult) -> None:
+        pass
+
+    def partition(self, part: PartitionResult) -> None:
+        pass
+
+    def outcome(self) -> None:
+        return None
+
+
+def discard(_conn: psycopg.Connection[tuple[Any, ...]]) -> Discard:
+    return Discard()
+
+
+Task = tuple[int, AccountRange | None]
+
+
+def _task(dsn: str, snapshot: str, task: Task, plan_json: str, strict: bool,
+          consumer: Callable[[psycopg.Connection[tuple[Any, ...]]], WorkerConsumer], accounts_max: int,
+          bytes_max: int) -> tuple[StreamTotals, Any]:
+    """Worker: one partition (or a range of its accounts) as of the exported snapshot."""
     plan = PlanSettings.model_validate_json(plan_json)
-    replayer = Replayer(plan, strict=strict)
+    partition, accounts = task
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'".encode())
-        query = (f"COPY (SELECT {_COLUMNS} FROM archive WHERE partition = ANY(%s::int[]) ORDER BY seq)"
-                 " TO STDOUT (FORMAT BINARY)")
-        with conn.cursor() as cur, cur.copy(query.encode(), (partitions,)) as copy:
-            copy.set_types(_TYPES)
-            for seq, partition, event_id, event_type, account, recorded_at, body, digest in copy.rows():
-                replayer.apply(ArchivedEvent(seq, partition, event_id, event_type, account, recorded_at,
-                                             bytes(body), bytes(digest)))
+        sink = consumer(conn)
+        totals = stream_archive(conn, plan, sink, partitions=[partition], accounts=accounts, strict=strict,
+                                accounts_max=accounts_max, bytes_max=bytes_max)
+        outcome = sink.outcome()
         conn.rollback()
-    res = replayer.result
-    return (_accounts_codec.encode(list(res.accounts.values())),
-            _accounts_codec.encode(list(res.partitions.values())), list(res.discrepancies.values()),
-            res.payer_unapplied, res.events_replayed, res.rejected)
+    return totals, outcome
 
 
-def replay_parallel(conn: psycopg.Connection[tuple[Any, ...]], dsn: str, plan: PlanSettings, *, workers: int = 2,
-                    strict: bool = True) -> ReplayResult:
-    """Fold the archive visible to ``conn``'s (REPEATABLE READ) transaction with ``workers`` processes."""
+def archived_events(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    """About how many events the archive holds (the planner's estimate; counted when it has none)."""
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'archive'::regclass").fetchone()
+    if row is not None and float(row[0]) >= 0:
+        return int(row[0])
+    counted = conn.execute("SELECT count(*) FROM archive").fetchone()
+    return 0 if counted is None else int(counted[0])
+
+
+def plan_tasks(conn: psycopg.Connection[tuple[Any, ...]], workers: int) -> list[Task]:
+    """A task per partition; with fewer partitions than four per worker, each is cut into account
+    ranges at account ids sampled from the archive (any cut is exact; a sample makes them even)."""
+    parts = archive_partitions(conn)
+    if workers < 2:
+        return [(p, None) for p in parts]
+    wanted = TASKS_PER_WORKER * workers
+    slices = -(-wanted // len(parts)) if parts and len(parts) < wanted else 1
+    if slices == 1:
+        return [(p, None) for p in parts]
+    tasks: list[Task] = []
+    percent = min(100.0, 100.0 * SAMPLE_ROWS * len(parts) / max(1, archived_events(conn)))
+    for p in parts:
+        ids = sorted(str(r[0]) for r in conn.execute(
+            "SELECT account_id FROM archive TABLESAMPLE SYSTEM (%s) REPEATABLE (0)"
+            " WHERE partition = %s AND account_id <> '*'", (percent, p)))
+        cuts = sorted({ids[len(ids) * i // slices] for i in range(1, slices)} if len(ids) >= slices else set())
+        bounds: list[str | None] = [None, *cuts, None]
+        tasks.extend((p, (lo, hi)) for lo, hi in itertools.pairwise(bounds))
+    return tasks
+
+
+def replay_parallel(
+    conn: psycopg.Connection[tuple[Any, ...]], dsn: str, plan: PlanSettings, *, workers: int = 2,
+    strict: bool = True, consumer: Callable[[psycopg.Connection[tuple[Any, ...]]], WorkerConsumer] = discard,
+    accounts_max: int = ACCOUNTS_MAX, bytes_max: int = BYTES_MAX,
+) -> tuple[StreamTotals, list[Any]]:
+    """Replay the archive visible to ``conn``'s (REPEATABLE READ) transaction with up to ``workers``
+    processes (one per ``EVENTS_PER_PROCESS_MIN`` archived events; a small archive in this process, on
+    ``conn``); ``consumer(conn)`` (a module-level function: it is sent to the workers) builds each task's
+    consumer. Returns the totals of every task and what each task's consumer reported (``outcome()``)."""
+    workers = min(workers, max(1, archived_events(conn) // max(1, EVENTS_PER_PROCESS_MIN)))
+    totals = StreamTotals()
+    outcomes: list[Any] = []
+    if workers < 2:
+        sink = consumer(conn)
+        stream_archive(conn, plan, sink, strict=strict, accounts_max=accounts_max, bytes_max=bytes_max,
+                       totals=totals)
+        return totals, [sink.outcome()]
     row = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert row is not None
     snapshot = str(row[0])
-    parts = [int(r[0]) for r in conn.execute("SELECT DISTINCT partition FROM archive_chain_head ORDER BY 1")]
-    groups = [parts[i::workers] for i in range(workers) if parts[i::workers]]
-    result = ReplayResult()
-    if not groups:
-        return result
+    tasks = plan_tasks(conn, workers)
+    if not tasks:
+        return totals, outcomes
     context = multiprocessing.get_context("spawn")  # no inherited connections in the children
-    with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
-        futures = [pool.submit(_fold_partitions, dsn, snapshot, g, plan.model_dump_json(), strict) for g in groups]
+    totals.processes = min(workers, len(tasks))
+    with ProcessPoolExecutor(max_workers=totals.processes, mp_context=context) as pool:
+        futures = [pool.submit(_task, dsn, snapshot, task, plan.model_dump_json(), strict, consumer, accounts_max,
+                               bytes_max) for task in tasks]
         for future in futures:
-            accounts, partitions, discrepancies, cash, n, rejected = future.result()
-            for account in _accounts_decoder.decode(accounts):
-                result.accounts[account.account_id] = account
-            for part in _partitions_decoder.decode(partitions):
-                result.partitions[part.partition] = part
-            for d in discrepancies:
-                result.discrepancies[d.discrepancy_id] = d
-            for payer, cents in cash.items():
-                result.payer_unapplied[payer] = result.payer_unapplied.get(payer, 0) + cents
-            result.events_replayed += n
-            result.rejected.extend(rejected)
-    return result
+            part, outcome = future.result()
+            totals.merge(part)
+            outcomes.append(outcome)
+    return totals, outcomes

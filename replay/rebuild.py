@@ -7,12 +7,17 @@ live one, verified, and moved in, table by table, in one transaction. The archiv
 1. A schema ``<live>_rebuild_<stamp>`` is created and migrated (the migrations name no schema); the ledger
    owns it (it may create schemas, it owns no archive there that counts).
 2. In one REPEATABLE READ snapshot of the live schema the archive up to its last seq S is copied into the
-   new schema (a scratch copy, for step 3) and folded (replay.fold) into the new projection tables,
-   written by the store's own batch writer.
+   new schema (a scratch copy, for step 3) and folded (replay.stream: a group of accounts at a time, in
+   bounded memory) into the new projection tables, each group written by the store's own batch writer
+   as it is folded.
 3. The new schema is verified on its own: replay of its copy of the archive equals its projection tables.
-4. The switch: one transaction locks the positions, the chain heads, the outbox, the dead letters and
+4. Catching up: the events archived since are copied too, and the accounts they reach folded again from
+   the archive and rewritten (every account of a partition that got a broadcast event, else the
+   accounts of the events); payer cash moves by what those events moved. Once or twice without a lock,
+   so that little is left for the switch.
+5. The switch: one transaction locks the positions, the chain heads, the outbox, the dead letters and
    the live projections against writes (every batch moves positions, and every batch that archives
-   takes the chain heads, first), folds the events archived after S, moves each live projection table to
+   takes the chain heads, first), catches up the last events, moves each live projection table to
    ``<live>_retired_<stamp>`` and the rebuilt one into the live schema, and drops the rest of the new
    schema (its scratch archive). Moving a table invalidates other sessions' plans of it, so a processor
    that resumes after the lock resolves its tables again and writes into the new ones; processors
@@ -25,7 +30,6 @@ no more than that role.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,11 +38,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from events.types import BROADCAST_ACCOUNT
 from processor.settings import PlanSettings
+from processor.state import PartitionState
 from projections.model import BatchWrite
 from projections.postgres import PostgresStore
-from replay.archive import ArchivedEvent, read_archive
-from replay.fold import Replayer
+from replay.archive import ArchivedEvent, read_accounts, read_broadcasts
+from replay.stream import ACCOUNTS_MAX, BYTES_MAX, GroupResult, PartitionReplay, PartitionResult, stream_archive
 from replay.verify import verify_connection
 
 _ARCHIVE_COLS = (
@@ -84,35 +90,46 @@ def _schema_dsn(dsn: str, schema: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, options=f"-c search_path={schema}")
 
 
-def _write_state(store: PostgresStore, replayer: Replayer, written_cash: dict[str, int]) -> None:
-    """Upsert every replayed account, partition and discrepancy into the store's schema (idempotent);
-    payer cash moves by the difference to what was written before."""
-    res = replayer.result
-    batch = BatchWrite(
-        accounts=dict(res.accounts),
-        dirty_months={a: set(s.months) for a, s in res.accounts.items()},
-        coverage_changed=set(res.accounts),
-        fsa_changed={a for a, s in res.accounts.items() if s.fsa is not None},
-        partitions=dict(res.partitions),
-        discrepancies_opened=list(res.discrepancies.values()),
-        payer_unapplied_delta={p: c - written_cash.get(p, 0) for p, c in res.payer_unapplied.items()},
+def _group_write(group: GroupResult, payer_delta: dict[str, int] | None = None) -> BatchWrite:
+    """Every row of a group's accounts (upserts: a group folded again replaces what it wrote)."""
+    return BatchWrite(
+        accounts=dict(group.accounts),
+        dirty_months={a: set(s.months) for a, s in group.accounts.items()},
+        coverage_changed=set(group.accounts),
+        fsa_changed={a for a, s in group.accounts.items() if s.fsa is not None},
+        discrepancies_opened=list(group.discrepancies.values()),
+        payer_unapplied_delta=dict(payer_delta or {}),
     )
-    store.commit_batch(batch)
-    written_cash.clear()
-    written_cash.update(res.payer_unapplied)
+
+
+class _Writer:
+    """Writes each group into the new schema as it is folded; payer cash and partitions at the end."""
+
+    def __init__(self, store: PostgresStore, late: bool = False) -> None:
+        self.store = store
+        self.late = late  # a catch-up: payer cash moves by what the late events moved
+        self.partitions: dict[int, PartitionResult] = {}
+
+    def group(self, group: GroupResult) -> None:
+        self.store.commit_batch(_group_write(group, group.late_payer_unapplied if self.late else None))
+
+    def partition(self, part: PartitionResult) -> None:
+        self.partitions[part.partition] = part
 
 
 def rebuild(
     dsn: str, plan: PlanSettings, *, switch: bool = True, progress: Callable[[int], None] | None = None,
     stamp: str | None = None, before_switch: Callable[[], None] | None = None,
-    check_archive: Callable[[], str | None] | None = None,
+    check_archive: Callable[[], str | None] | None = None, accounts_max: int = ACCOUNTS_MAX,
+    bytes_max: int = BYTES_MAX, rounds: int = 2,
 ) -> RebuildReport:
     """Rebuild into a new schema, verify it, and (with ``switch``) move it in. ``before_switch`` runs
-    after the verification, before the switch transaction (tests use it to write meanwhile).
+    after the verification, before the catching up and the switch (tests use it to write meanwhile).
 
     ``check_archive`` verifies the live archive and returns what is wrong with it, or None; the default
     recomputes the hash chain only (``verify-archive`` passes one that also checks the signed
-    checkpoints). When it finds a problem nothing is built and nothing switched."""
+    checkpoints). When it finds a problem nothing is built and nothing switched. ``rounds``: catch-ups
+    before the switch's lock."""
     stamp = stamp or datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     with psycopg.connect(dsn, autocommit=True) as admin:
         row = admin.execute("SELECT current_schema()").fetchone()
@@ -132,8 +149,6 @@ def rebuild(
     store = PostgresStore(_schema_dsn(dsn, new))
     try:
         store.migrate()
-        replayer = Replayer(plan)
-        written_cash: dict[str, int] = {}
         # 2. one snapshot of the live schema: copy the archive (scratch, for step 3) and fold it
         with psycopg.connect(_schema_dsn(dsn, live), autocommit=False) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
@@ -146,44 +161,42 @@ def rebuild(
                                     " WHERE seq <= %s").format(sql.Identifier(new, "archive"),
                                                                sql.SQL(_ARCHIVE_COLS), sql.SQL(_ARCHIVE_COLS)),
                             (last_seq,))
-            n = 0
-            with contextlib.closing(read_archive(conn)) as events:  # the snapshot shows nothing after last_seq
-                for event in events:
-                    replayer.apply(event)
-                    n += 1
-                    if progress is not None and n % 10_000 == 0:
-                        progress(n)
+            # the snapshot shows nothing after last_seq
+            totals = stream_archive(conn, plan, _Writer(store), progress=progress, accounts_max=accounts_max,
+                                    bytes_max=bytes_max)
             conn.commit()
-        _write_state(store, replayer, written_cash)
-        report.events_replayed = replayer.result.events_replayed
+        store.commit_batch(BatchWrite(partitions=totals.states(), payer_unapplied_delta=dict(totals.payer_unapplied)))
+        report.events_replayed = totals.events_replayed
         # 3. verify the new schema on its own
         with psycopg.connect(_schema_dsn(dsn, new), autocommit=False) as vconn:
             vconn.execute("SET TIME ZONE 'UTC'")
             vconn.commit()
             vconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            checked = verify_connection(vconn, plan)
+            checked = verify_connection(vconn, plan, accounts_max=accounts_max, bytes_max=bytes_max)
             vconn.rollback()
         report.rows_compared, report.mismatches = checked.rows_compared, checked.mismatches
         if checked.mismatches or not switch:
             return report
         if before_switch is not None:
             before_switch()
-        # 4. the switch
+        # 4. catch up without the lock, so that the switch has little left to fold
+        for _ in range(rounds):
+            with psycopg.connect(_schema_dsn(dsn, live), autocommit=False) as conn:
+                conn.execute("SET TIME ZONE 'UTC'")
+                conn.commit()
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                caught = _catch_up(conn, store, new, plan, accounts_max=accounts_max, bytes_max=bytes_max)
+                conn.commit()
+            report.caught_up += caught
+            if not caught:
+                break
+        # 5. the switch
         with psycopg.connect(_schema_dsn(dsn, live), autocommit=False) as conn:
             conn.execute("SET TIME ZONE 'UTC'")
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
                 sql.SQL(", ").join(sql.Identifier(live, t) for t in _LOCKED)))
-            later = _not_copied(conn, new)
-            for event in later:
-                replayer.apply(event)
-            report.caught_up = len(later)
+            report.caught_up += _catch_up(conn, store, new, plan, accounts_max=accounts_max, bytes_max=bytes_max)
             with conn.cursor() as cur:
-                if later:
-                    cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM archive"
-                                        " WHERE seq = ANY(%s)").format(sql.Identifier(new, "archive"),
-                                                                        sql.SQL(_ARCHIVE_COLS), sql.SQL(_ARCHIVE_COLS)),
-                                ([e.seq for e in later],))
-                    _write_state(store, replayer, written_cash)  # its own connection: the new schema only
                 counts = cur.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
                     sql.Identifier(live, "archive"), sql.Identifier(new, "archive"))).fetchone()
                 if counts is None or counts[0] != counts[1]:
@@ -209,6 +222,47 @@ def rebuild(
         return report
     finally:
         store.close()
+
+
+def _catch_up(conn: psycopg.Connection[tuple[Any, ...]], store: PostgresStore, new: str, plan: PlanSettings, *,
+              accounts_max: int, bytes_max: int) -> int:
+    """Copy the live archive rows the new schema lacks, fold again from the archive what they reach and
+    rewrite it in the new schema (its own connection); returns how many rows were caught up."""
+    later = _not_copied(conn, new)
+    if not later:
+        return 0
+    late = {e.seq for e in later}
+    conn.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM archive WHERE seq = ANY(%s)"
+                         ).format(sql.Identifier(new, "archive"), sql.SQL(_ARCHIVE_COLS), sql.SQL(_ARCHIVE_COLS)),
+                 (sorted(late),))
+    broadcast = sorted({e.partition for e in later if e.account_id == BROADCAST_ACCOUNT})
+    accounts: dict[int, set[str]] = {}
+    for e in later:
+        if e.partition not in broadcast:
+            accounts.setdefault(e.partition, set()).add(e.account_id)
+    writer = _Writer(store, late=True)
+    if broadcast:  # every account of these partitions may have changed: fold them all again
+        totals = stream_archive(conn, plan, writer, partitions=broadcast, accounts_max=accounts_max,
+                                bytes_max=bytes_max, late=late.__contains__)
+        store.commit_batch(BatchWrite(partitions=totals.states()))
+    for p, ids in sorted(accounts.items()):
+        replay = PartitionReplay(plan, p, read_broadcasts(conn, p), late=late.__contains__)
+        stored = store.load_partitions([p]).get(p)
+        due = {} if stored is None else dict(stored.remittances_due)
+        changed = False
+        for group in replay.groups(read_accounts(conn, p, account_ids=sorted(ids)), accounts_max=accounts_max,
+                                   bytes_max=bytes_max):
+            writer.group(group)
+            for account_id in group.accounts:
+                due.pop(account_id, None)
+            due.update(group.remittances_due)
+            changed = changed or group.partition_changed
+        state = replay.result().state
+        if state is not None or stored is not None or changed:
+            state = state or PartitionState(partition=p)
+            state.remittances_due = due
+            store.commit_batch(BatchWrite(partitions={p: state}))
+    return len(later)
 
 
 def _chain_problem(dsn: str) -> str | None:

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from events.types import DayClosed
 from processor.rules import remittances
 from processor.rules.base import Outcome, Rejected
-from processor.rules.fsa import fsa_may_close, settle
+from processor.rules.fsa import claim_deadline, fsa_may_close, settle
 from processor.settings import PlanSettings
 from processor.state import PAYMENT_APPLIED, AccountState, PartitionState
 
@@ -57,6 +57,39 @@ def day_may_change(account: AccountState, business_date: date, plan: PlanSetting
     if account.remittances and remittances.has_due(account, business_date, plan):
         return True
     return account.fsa is not None and fsa_may_close(account.fsa, business_date, plan.fsa)
+
+
+def next_day_may_change(account: AccountState, plan: PlanSettings) -> date | None:
+    """The first business date on which ``day_may_change`` holds for the account as it stands (None: on
+    no date). Each of its tests is "the date is past a threshold", so ``day_may_change(account, d, plan)``
+    is true exactly when ``d`` is on or after this date: until the account changes, a replay may skip
+    every day before it for this account, and must fold every day from it on."""
+    first: date | None = None
+
+    def after(day: date, days: int) -> None:
+        # ``d > day + days``: the earliest such d; none past date.max
+        nonlocal first
+        if day <= date.max - timedelta(days=days + 1):
+            at = day + timedelta(days=days + 1)
+            first = at if first is None or at < first else first
+
+    grace = min(plan.grace_days, plan.cobra_grace_days)  # as candidate_cutoff: due < d - grace
+    for key, month in account.months.items():
+        if not month.bills or any(p.status == PAYMENT_APPLIED for p in month.payments):
+            continue
+        due = month.due_on
+        if (due is not None and month.billed_cents + month.adjusted_cents > 0
+                and f"missing_payment|{key}" not in account.open):
+            after(due, grace)
+    for book in account.remittances.values():  # as remittances.has_due: d > the lines' last day
+        lines_due = remittances._due(book, plan)
+        if lines_due is not None:
+            after(lines_due, 0)
+    if account.fsa is not None:  # as fsa_may_close: d > the plan year's claim deadline
+        for y in account.fsa.years.values():
+            if not y.closed:
+                after(claim_deadline(y.plan_year, y.account_type, plan.fsa), 0)
+    return first
 
 
 def day_touches(account: AccountState, part: PartitionState, e: DayClosed, plan: PlanSettings) -> Outcome:

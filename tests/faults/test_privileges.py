@@ -288,3 +288,28 @@ def test_setup_roles_prepares_a_configured_server_for_an_unprivileged_ledger(
 
     refused = run_setup_roles("--admin-dsn", ledger_dsn)
     assert refused.returncode == 1 and "administrator" in refused.stderr
+
+
+def test_the_archive_index_for_replay_is_built_by_the_administrator_and_the_ledger_is_told_it_needs_one(
+    pg_dsn: str,
+) -> None:
+    from projections.postgres import MigrationNeedsAdmin, PostgresStore
+    from projections.roles import apply_setup
+
+    apply_setup(pg_dsn)
+    index = "SELECT indexdef FROM pg_indexes WHERE indexname = 'archive_partition_account_seq_idx'"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        (definition,) = conn.execute(index).fetchone() or ("",)
+        assert "(partition, account_id, seq)" in definition
+        # as before this migration: without the index and its record
+        conn.execute("DROP INDEX archive_partition_account_seq_idx")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0070_archive_partition_account_idx'")
+    ledger = PostgresStore(make_conninfo(pg_dsn, user=LEDGER_ROLE))
+    try:
+        with pytest.raises(MigrationNeedsAdmin, match="0070_archive_partition_account_idx.*setup-roles"):
+            ledger.migrate()  # the archive is not the ledger's: it may not index it
+    finally:
+        ledger.close()
+    apply_setup(pg_dsn)  # the administrator migrates
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute(index).fetchone() is not None

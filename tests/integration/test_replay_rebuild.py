@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 
 import psycopg
+import pytest
 
 from processor.app import open_ledger
 from processor.entrypoints.demo import generate, run_program
@@ -98,5 +99,67 @@ def test_a_writer_with_prepared_statements_follows_the_switch(pg_dsn: str) -> No
             assert conn.execute("SELECT count(*), max(seq) FROM archive").fetchone() == (11, 11)
             assert conn.execute("SELECT next_offset FROM positions").fetchone() == (11,)
         assert store.verify_archive().intact
+    finally:
+        store.close()
+
+
+def _archive(events: list, start: int) -> list[ArchiveRow]:  # type: ignore[type-arg]
+    """Events archived on partition 0 (a broadcast under its partition's dedupe key), offsets from ``start``."""
+    from datetime import UTC, datetime, timedelta
+
+    from events.codec import body_hash, encode
+    from events.types import tag_of
+
+    rows = []
+    for i, event in enumerate(events, start=start):
+        body = encode(event)
+        broadcast = type(event).BROADCAST
+        rows.append(ArchiveRow(
+            log_id="log-catch", topic="ledger.mixed", partition=0, offset=i,
+            dedupe_key=f"{event.event_id}@p0" if broadcast else event.event_id, event_id=event.event_id,
+            event_type=tag_of(type(event)), account_id=event.account_id, effective_on=event.effective_on,
+            occurred_at=event.occurred_at, recorded_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+            body=body, body_hash=body_hash(body)))
+    return rows
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_events_archived_during_the_rebuild_are_caught_up_with_the_accounts_they_reach(
+    pg_dsn: str, rounds: int,
+) -> None:
+    """A business day archived meanwhile reaches every account of its partition (all are folded again);
+    a payment reaches its account, and a new account arrives: the switched books equal a replay."""
+    from datetime import date
+
+    from tests.unit.builders import bill, day, enroll, pay, rate
+
+    before = [rate(78_412, month_from=date(2026, 1, 1)), enroll(account="A1"), enroll(account="A2"),
+              bill(78_412, account="A1", due_on=date(2026, 1, 1)), bill(78_412, account="A2", due_on=date(2026, 1, 1)),
+              pay(20_000, account="A2", month=date(2026, 6, 1), payer="A2")]  # not billed: held
+    store = PostgresStore(pg_dsn)
+    try:
+        store.migrate()
+        store.commit_batch(BatchWrite(archive=_archive(before, 0), positions=[
+            PositionAdvance("log-catch", "ledger.mixed", 0, None, len(before), len(before), 0, 0)]))
+        later = [day(date(2026, 3, 1)), pay(78_412, account="A1"), enroll(account="A3"),
+                 pay(10_000, account="A3", month=None, payer="A3")]
+
+        def meanwhile() -> None:
+            store.commit_batch(BatchWrite(archive=_archive(later, len(before)), positions=[PositionAdvance(
+                "log-catch", "ledger.mixed", 0, len(before), len(before) + len(later), len(later), 0, 0)]))
+
+        plan = PlanSettings()
+        report = rebuild(pg_dsn, plan, stamp=f"catch{rounds}", before_switch=meanwhile, rounds=rounds,
+                         accounts_max=1)
+        assert report.switched and report.caught_up == len(later) and report.events_replayed == len(before)
+        checked = verify(pg_dsn, plan)
+        assert checked.ok, checked.mismatches[:3]
+        assert checked.tables["account_snapshot"] == 3
+        with psycopg.connect(pg_dsn) as conn:
+            kinds = conn.execute("SELECT account_id, kind FROM discrepancy ORDER BY 1, 2").fetchall()
+            cash = dict(conn.execute("SELECT payer_id, unapplied_cents FROM payer_unapplied").fetchall())
+        assert ("A2", "missing_payment") in kinds  # the day, folded into an account no late event names
+        assert ("A1", "missing_payment") in kinds and ("A3", "unmatched_payment") in kinds
+        assert cash == {"A2": 20_000, "A3": 10_000}  # A2 folded again: its cash moved once
     finally:
         store.close()

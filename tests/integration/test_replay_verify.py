@@ -17,7 +17,8 @@ from replay.verify import verify
 
 
 @pytest.mark.parametrize("seed", [random.Random().randrange(10_000), 11])
-def test_replay_of_a_randomized_workload_equals_live(settings_factory: Callable[..., Settings], seed: int) -> None:
+def test_replay_of_a_randomized_workload_equals_live(settings_factory: Callable[..., Settings], seed: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_factory(batch_events_max=random.Random(seed).choice([7, 50, 5000]))
     program = generate(members=25, months=4, seed=seed)
     with open_ledger(settings) as ledger:
@@ -29,9 +30,15 @@ def test_replay_of_a_randomized_workload_equals_live(settings_factory: Callable[
     assert report.tables["member_month"] > 0 and report.tables["discrepancy"] > 0
     assert report.rows_compared == sum(report.tables.values())
     if seed == 11:  # the partitions folded in two processes on one exported snapshot: the same rows
+        small = verify(ledger.dsn, settings.plan, workers=2)  # too small to pay for a process: in this one
+        assert small.mismatches == [] and small.tables == report.tables
+        monkeypatch.setattr("replay.parallel.EVENTS_PER_PROCESS_MIN", 0)
         parallel = verify(ledger.dsn, settings.plan, workers=2)
         assert parallel.mismatches == [] and parallel.events_replayed == applied
         assert parallel.tables == report.tables
+        # three processes: the four partitions are cut into account ranges, and one account at a time
+        sliced = verify(ledger.dsn, settings.plan, workers=3, accounts_max=1)
+        assert sliced.mismatches == [] and sliced.events_replayed == applied and sliced.tables == report.tables
 
 
 def test_a_tampered_projection_row_is_a_mismatch(settings_factory: Callable[..., Settings]) -> None:
@@ -47,13 +54,18 @@ def test_a_tampered_projection_row_is_a_mismatch(settings_factory: Callable[...,
         conn.execute("UPDATE member_month SET paid_cents = paid_cents + 1 WHERE account_id = %s"
                      " AND coverage_month = %s", row)
         conn.execute("UPDATE payer_unapplied SET unapplied_cents = unapplied_cents + 7")
+        # a row of an account the archive has never seen
+        conn.execute("INSERT INTO member_month SELECT 'GHOST', coverage_month, partition, expected_cents,"
+                     " billed_cents, adjusted_cents, paid_cents, unapplied_cents, balance_cents, due_on"
+                     " FROM member_month LIMIT 1")
     report = verify(ledger.dsn, settings.plan)
     assert not report.ok
-    month = [m for m in report.mismatches if m["table"] == "member_month"]
+    month = [m for m in report.mismatches if m["table"] == "member_month" and m["key"][0] != "GHOST"]
     assert len(month) == 1
     assert month[0]["key"] == [row[0], row[1]] and month[0]["fields"] == ["paid_cents"]
     assert month[0]["live"]["paid_cents"] == month[0]["replay"]["paid_cents"] + 1
     assert any(m["table"] == "payer_unapplied" for m in report.mismatches)
+    assert [m["problem"] for m in report.mismatches if m["key"] and m["key"][0] == "GHOST"] == ["missing in replay"]
 
 
 def test_an_archive_the_fold_rejects_is_reported_not_hung(pg_dsn: str) -> None:

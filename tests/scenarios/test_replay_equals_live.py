@@ -1,6 +1,7 @@
 """Every scenario of the book, folded live (the batch processor and the in-memory store) and then
-replayed from the archive it wrote (replay.fold): the replayed books equal the live ones, discrepancy
-statuses included (a superseded wrong_rate must stay superseded on replay)."""
+replayed from the archive it wrote, in seq order (replay.fold) and account by account with the
+broadcasts merged in (replay.stream): the replayed books equal the live ones, discrepancy statuses
+included (a superseded wrong_rate must stay superseded on replay)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from projections.memory import MemoryStore
 from projections.model import PAYMENTS_STREAM
 from replay.archive import ArchivedEvent
 from replay.fold import replay
+from replay.stream import replay_streamed
 from replay.verify import VerifyReport, _discrepancy_key, compare, replayed_tables
 from tests.scenarios.test_scenarios import SCENARIOS, load
 from tests.unit.builders import PARTITIONS, Feed
@@ -55,8 +57,15 @@ def live_tables(store: MemoryStore) -> dict[str, dict[Any, Any]]:
     }
 
 
+FOLDS = {
+    "in_seq_order": replay,
+    "account_by_account": lambda rows, plan: replay_streamed(rows, plan, accounts_max=1),
+}
+
+
+@pytest.mark.parametrize("fold", FOLDS)
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_replay_of_the_scenario_equals_the_live_books_statuses_included(path: Path) -> None:
+def test_replay_of_the_scenario_equals_the_live_books_statuses_included(path: Path, fold: str) -> None:
     spec, events = load(path)
     plan = PlanSettings(**spec.get("plan", {}))
     store = live(events, plan)
@@ -65,7 +74,7 @@ def test_replay_of_the_scenario_equals_the_live_books_statuses_included(path: Pa
                       account_id=row.account_id, recorded_at=row.recorded_at, body=row.body)
         for i, row in enumerate(store.archive, start=1)
     ]
-    mine = replayed_tables(replay(archived, plan))
+    mine = replayed_tables(FOLDS[fold](archived, plan))
     theirs = live_tables(store)
     report = VerifyReport()
     compare(report, "member_month", theirs["member_month"], mine["member_month"])
