@@ -19,7 +19,7 @@ from events.types import BillingCycleClosed, DayClosed, InputEvent, OutputEvent,
 from processor.collect import Collector
 from processor.rules.base import Rejected
 from processor.rules.days import candidate_cutoff
-from processor.rules.fold import fold_event
+from processor.rules.fold import Reached, fold_event
 from processor.rules.fsa import closable_through
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
@@ -65,8 +65,10 @@ class BatchProcessor:
         partitions: int,
         clock: Callable[[], datetime],
         account_cache_max: int = 200_000,
+        fold: Callable[..., Reached] = fold_event,
     ) -> None:
         self.store = store
+        self._fold_event = fold  # the one fold; bench/throughput.py's ceiling passes a no-op
         self.log_id = log_id
         self.plan = plan
         self.partitions = partitions
@@ -273,7 +275,7 @@ class BatchProcessor:
     def _fold(self, partition: int, event: InputEvent, collector: Collector, recorded_at: datetime) -> None:
         """The one fold, on this worker's cached state; the outcomes go to the batch's collector."""
         part = self._parts[partition]
-        reached = fold_event(
+        reached = self._fold_event(
             event, part, self.plan, self._cached_account,
             lambda: [a for a in self._accounts.values() if a.partition == partition],
         )

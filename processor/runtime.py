@@ -23,6 +23,7 @@ from processor.batch import BatchProcessor, BatchResult, Record
 from processor.health import Health
 from processor.kafka_clients import aiokafka_options
 from processor.merge import StreamMerger
+from processor.rules.fold import Reached, fold_event
 from processor.settings import Settings
 from projections.anchor import Anchorer
 from projections.model import (
@@ -92,6 +93,7 @@ class ProcessorLoop:
         read_store: LedgerStore | None = None,
         health: Health | None = None,
         anchor: Anchorer | None = None,
+        fold: Callable[..., Reached] = fold_event,
     ) -> None:
         self.settings = settings
         self.health = health
@@ -108,6 +110,7 @@ class ProcessorLoop:
         self.processor = BatchProcessor(
             self.read_store, log_id=log_id, plan=settings.plan, topics=settings.topics,
             partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
+            fold=fold,
         )
         topics = settings.topics
         self.merger = StreamMerger(
