@@ -1,17 +1,24 @@
-"""Replay benchmark: events per second folding the archive, beside the ceiling measured in the same run.
+"""Replay benchmark: N replay processes beside an N-process ceiling, measured in the same run.
 
 1. A synthetic archive is built fast: the demo program (``processor.entrypoints.demo.generate``) sized to about
    ``--events`` archived events, broadcast copies per partition, canonical bodies and the hash chain,
    COPYed straight into ``archive`` (no Kafka, no processor).
-2. Ceiling: the archive streamed out with COPY (replay.archive.read_archive) and msgspec-decoded, no fold.
-3. Replay: the same stream folded by replay.fold (the processor's pure functions).
+2. Ceiling: N processes (spawned), each COPYing its partitions out of one exported snapshot and decoding
+   every body, no fold (bench/_replay_ceiling.py).
+3. Replay: replay.parallel.replay_parallel with the same N processes and partition split, folding with
+   the processor's pure functions; the results merge in this process.
 4. Statements: one account's statement as of a random (E, R), ``--samples`` times; the 95th percentile.
 
-    python bench/replay.py --events 1000000 [--json] [--database-url DSN]
+Each of 2 and 3 is timed wall clock, process start-up included for both, ``--repeat`` times (median);
+``peak_rss_mb`` is the largest sum of the resident sets of the replaying processes, sampled every 50 ms.
+With ``--workers 2`` (the default) the single-process figures are measured too (``by_workers``).
 
-With --json: replay_events_per_second, ceiling_events_per_second, ratio_vs_ceiling, statement_p95_ms
-(and events, rejected, build_seconds). Without --database-url an embedded PostgreSQL is started in a
-temporary directory and stopped at the end.
+    python bench/replay.py --events 1000000 [--workers 2] [--repeat 3] [--json] [--database-url DSN]
+
+With --json the last line is one JSON object: replay_events_per_second, ceiling_events_per_second,
+ratio_vs_ceiling, statement_p95_ms, peak_rss_mb (all for N = --workers processes), workers, by_workers
+(the same per process count), events, rejected, build_seconds. Without --database-url an embedded
+PostgreSQL is started in a temporary directory and stopped at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import json
 import math
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -33,8 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
+from bench._measure import PeakRss  # noqa: E402
+from bench._replay_ceiling import decode_parallel  # noqa: E402
 from events import codec  # noqa: E402
 from events.topics import topic_types  # noqa: E402
 from events.types import tag_of  # noqa: E402
@@ -45,6 +56,7 @@ from projections.chain import GENESIS, link  # noqa: E402
 from projections.postgres import PostgresStore  # noqa: E402
 from replay.archive import connect, read_archive  # noqa: E402
 from replay.fold import replay  # noqa: E402
+from replay.parallel import replay_parallel  # noqa: E402
 from replay.statements import build_report  # noqa: E402
 
 EVENTS_PER_MEMBER_YEAR = 38.0  # the demo program: about 76.5k archived events for 2,000 members, 12 months
@@ -110,39 +122,31 @@ def build_archive(dsn: str, events: int, partitions: int, seed: int) -> tuple[in
     return n, sorted(accounts), t0, t0 + timedelta(milliseconds=n)
 
 
-def measure_ceiling(dsn: str) -> tuple[int, float]:
-    """COPY out and decode, no fold."""
-    with connect(dsn) as conn:
+def _workers_rss() -> list[int]:
+    """This process's children (the replay or ceiling pool): PostgreSQL is not among them (pg_ctl
+    daemonizes the postmaster)."""
+    return [c.pid for c in psutil.Process().children(recursive=True)]
+
+
+def measure_ceiling(dsn: str, workers: int) -> tuple[int, float, float]:
+    """COPY out and decode in ``workers`` processes, no fold: (rows, seconds, peak RSS MB of the workers)."""
+    with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
         start = time.perf_counter()
-        n = 0
-        decode = codec.decode_input
-        for row in read_archive(conn):
-            decode(row.body)
-            n += 1
+        n = decode_parallel(conn, dsn, workers=workers)
         elapsed = time.perf_counter() - start
         conn.rollback()
-    return n, elapsed
+    return n, elapsed, rss.peak_mb
 
 
-def measure_replay(dsn: str, plan: PlanSettings) -> tuple[int, int, float]:
-    with connect(dsn) as conn:
-        start = time.perf_counter()
-        result = replay(read_archive(conn), plan, strict=False)
-        elapsed = time.perf_counter() - start
-        conn.rollback()
-    return result.events_replayed, len(result.rejected), elapsed
-
-
-def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, float]:
-    """The same fold split by partition over ``workers`` processes (one exported snapshot)."""
-    from replay.parallel import replay_parallel
-
-    with connect(dsn) as conn:
+def measure_replay(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, int, float, float]:
+    """The fold split by partition over ``workers`` processes (one exported snapshot):
+    (events, rejected, seconds, peak RSS MB of the workers)."""
+    with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
         start = time.perf_counter()
         result = replay_parallel(conn, dsn, plan, workers=workers, strict=False)
         elapsed = time.perf_counter() - start
         conn.rollback()
-    return result.events_replayed, elapsed
+    return result.events_replayed, len(result.rejected), elapsed, rss.peak_mb
 
 
 def measure_statements(dsn: str, plan: PlanSettings, accounts: list[str], first: datetime, last: datetime,
@@ -195,8 +199,43 @@ def database(url: str | None) -> Iterator[str]:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def compare(dsn: str, plan: PlanSettings, workers: int, repeat: int) -> dict[str, Any]:
+    """Ceiling and replay with ``workers`` processes, alternated ``repeat`` times; medians (the ratio per
+    repetition, then its median)."""
+    ceilings: list[float] = []
+    replays: list[float] = []
+    ratios: list[float] = []
+    rss: list[float] = []
+    ceiling_rss: list[float] = []
+    rejected = 0
+    for i in range(repeat):
+        n, seconds, peak = measure_ceiling(dsn, workers)
+        ceilings.append(n / seconds)
+        ceiling_rss.append(peak)
+        m, rejected, seconds, peak = measure_replay(dsn, plan, workers)
+        if m != n:
+            raise RuntimeError(f"replay folded {m} events, the ceiling read {n}")
+        replays.append(m / seconds)
+        rss.append(peak)
+        ratios.append(replays[-1] / ceilings[-1])
+        _log(f"{workers} process(es), {i + 1}/{repeat}: ceiling {ceilings[-1]:,.0f} events/s, replay"
+             f" {replays[-1]:,.0f} events/s ({ratios[-1]:.3f}), replay peak RSS {peak:,.0f} MB")
+    return {
+        "replay_events_per_second": round(_median(replays), 1),
+        "ceiling_events_per_second": round(_median(ceilings), 1),
+        "ratio_vs_ceiling": round(_median(ratios), 3),
+        "peak_rss_mb": round(_median(rss), 1),
+        "ceiling_peak_rss_mb": round(_median(ceiling_rss), 1),
+        "rejected": rejected,
+    }
+
+
 def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
-        database_url: str | None = None, workers: int = 2) -> dict[str, Any]:
+        database_url: str | None = None, workers: int = 2, repeat: int = 3) -> dict[str, Any]:
     plan = PlanSettings()
     with database(database_url) as dsn:
         store = PostgresStore(dsn)
@@ -206,29 +245,22 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         rows, accounts, first, last = build_archive(dsn, events, partitions, seed)
         build_seconds = time.perf_counter() - start
         _log(f"archive: {rows:,} events COPYed in {build_seconds:.1f} s")
-        ceiling_n, ceiling_s = measure_ceiling(dsn)
-        _log(f"ceiling: {ceiling_n:,} events decoded in {ceiling_s:.1f} s")
-        replay_n, rejected, replay_s = measure_replay(dsn, plan)
-        _log(f"replay: {replay_n:,} events folded in {replay_s:.1f} s ({rejected} rejected)")
-        parallel_n, parallel_s = measure_replay_parallel(dsn, plan, workers) if workers > 1 else (0, 0.0)
-        if workers > 1:
-            _log(f"replay, {workers} processes: {parallel_n:,} events folded in {parallel_s:.1f} s")
+        by_workers = {str(n): compare(dsn, plan, n, repeat) for n in sorted({1, workers})}
         statement_ms = measure_statements(dsn, plan, accounts, first, last, samples, seed)
-    replay_eps = replay_n / replay_s if replay_s else 0.0
-    ceiling_eps = ceiling_n / ceiling_s if ceiling_s else 0.0
+    main = by_workers[str(workers)]
     return {
         "events": rows,
-        "replay_events_per_second": round(replay_eps, 1),
-        "ceiling_events_per_second": round(ceiling_eps, 1),
-        "ratio_vs_ceiling": round(replay_eps / ceiling_eps, 3) if ceiling_eps else 0.0,
+        "workers": workers,
+        "replay_events_per_second": main["replay_events_per_second"],
+        "ceiling_events_per_second": main["ceiling_events_per_second"],
+        "ratio_vs_ceiling": main["ratio_vs_ceiling"],
         "statement_p95_ms": round(p95(statement_ms), 2),
-        "replay_parallel_workers": workers,
-        "replay_parallel_events_per_second": round(parallel_n / parallel_s, 1) if parallel_s else 0.0,
-        "ratio_parallel_vs_ceiling": round(parallel_n / parallel_s / ceiling_eps, 3)
-        if parallel_s and ceiling_eps else 0.0,
+        "peak_rss_mb": main["peak_rss_mb"],
+        "by_workers": by_workers,
         "statement_median_ms": round(sorted(statement_ms)[len(statement_ms) // 2], 2) if statement_ms else 0.0,
         "statement_samples": len(statement_ms),
-        "rejected": rejected,
+        "rejected": main["rejected"],
+        "repeat": repeat,
         "build_seconds": round(build_seconds, 1),
     }
 
@@ -241,22 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", help="a PostgreSQL server DSN (default: an embedded one)")
     parser.add_argument("--workers", type=int, default=2,
-                        help="processes for the partition-parallel replay (also measured; 1 to skip)")
+                        help="processes of the replay and of its ceiling (default 2; 1 process is measured too)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements of each; medians (default 3)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.events, partitions=args.partitions, samples=args.samples, seed=args.seed,
-                 database_url=args.database_url, workers=args.workers)
+                 database_url=args.database_url, workers=args.workers, repeat=args.repeat)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"archive                 {result['events']:>12,} events")
-        print(f"replay (fold)           {result['replay_events_per_second']:>12,.0f} events/s")
-        print(f"ceiling (COPY + decode) {result['ceiling_events_per_second']:>12,.0f} events/s")
-        print(f"replay / ceiling        {result['ratio_vs_ceiling']:>12.3f}")
-        if result["replay_parallel_events_per_second"]:
-            print(f"replay, {result['replay_parallel_workers']} processes    "
-                  f"{result['replay_parallel_events_per_second']:>12,.0f} events/s"
-                  f"  ({result['ratio_parallel_vs_ceiling']:.3f} of the ceiling)")
+        print(f"archive                 {result['events']:>12,} events, median of {result['repeat']}")
+        for n, r in result["by_workers"].items():
+            print(f"{n} process(es): replay {r['replay_events_per_second']:>10,.0f} events/s, ceiling (COPY out +"
+                  f" decode) {r['ceiling_events_per_second']:>10,.0f} events/s, ratio {r['ratio_vs_ceiling']:.3f},"
+                  f" replay peak RSS {r['peak_rss_mb']:,.0f} MB")
         print(f"statement p95           {result['statement_p95_ms']:>12.2f} ms  (median"
               f" {result['statement_median_ms']:.2f} ms, {result['statement_samples']} samples)")
     return 0
