@@ -28,11 +28,12 @@ import contextlib
 import json
 import math
 import random
+import resource
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench._measure import PeakRss  # noqa: E402
+from bench._measure import PeakRss, postgres_cpu_s  # noqa: E402
 from bench._replay_ceiling import decode_parallel  # noqa: E402
 from events import codec  # noqa: E402
 from events.topics import topic_types  # noqa: E402
@@ -128,25 +129,54 @@ def _workers_rss() -> list[int]:
     return [c.pid for c in psutil.Process().children(recursive=True)]
 
 
-def measure_ceiling(dsn: str, workers: int) -> tuple[int, float, float]:
-    """COPY out and decode in ``workers`` processes, no fold: (rows, seconds, peak RSS MB of the workers)."""
+def postmaster_of(dsn: str) -> int | None:
+    """The postmaster serving ``dsn`` when it runs on this machine (the parent of our backend), else None."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        parent = psutil.Process(int(row[0])).parent() if row else None
+    except psutil.Error:
+        return None
+    return parent.pid if parent is not None and parent.name() == "postgres" else None
+
+
+def _cpu_s(postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far: reaped children (the pool's workers, joined when the pool shuts down), this
+    process (the coordinator, merging results), and the PostgreSQL server when it is local."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {"workers": children.ru_utime + children.ru_stime, "coordinator": me.ru_utime + me.ru_stime,
+            "postgres": postgres_cpu_s(postmaster) if postmaster is not None else 0.0}
+
+
+def _measured(n: int, seconds: float, before: dict[str, float], after: dict[str, float], rss: PeakRss
+              ) -> dict[str, Any]:
+    cpu = {k: (after[k] - before[k]) / n * 1e6 for k in before} if n else {}
+    return {"events": n, "seconds": seconds, "peak_rss_mb": rss.peak_mb, "cpu_us_per_event": cpu}
+
+
+def measure_ceiling(dsn: str, workers: int, postmaster: int | None = None) -> dict[str, Any]:
+    """COPY out and decode in ``workers`` processes, no fold."""
     with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
+        before = _cpu_s(postmaster)
         start = time.perf_counter()
         n = decode_parallel(conn, dsn, workers=workers)
         elapsed = time.perf_counter() - start
+        after = _cpu_s(postmaster)
         conn.rollback()
-    return n, elapsed, rss.peak_mb
+    return _measured(n, elapsed, before, after, rss)
 
 
-def measure_replay(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, int, float, float]:
-    """The fold split by partition over ``workers`` processes (one exported snapshot):
-    (events, rejected, seconds, peak RSS MB of the workers)."""
+def measure_replay(dsn: str, plan: PlanSettings, workers: int, postmaster: int | None = None) -> dict[str, Any]:
+    """The fold split by partition over ``workers`` processes (one exported snapshot)."""
     with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
+        before = _cpu_s(postmaster)
         start = time.perf_counter()
         result = replay_parallel(conn, dsn, plan, workers=workers, strict=False)
         elapsed = time.perf_counter() - start
+        after = _cpu_s(postmaster)
         conn.rollback()
-    return result.events_replayed, len(result.rejected), elapsed, rss.peak_mb
+    return {**_measured(result.events_replayed, elapsed, before, after, rss), "rejected": len(result.rejected)}
 
 
 def measure_statements(dsn: str, plan: PlanSettings, accounts: list[str], first: datetime, last: datetime,
@@ -203,34 +233,40 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def compare(dsn: str, plan: PlanSettings, workers: int, repeat: int) -> dict[str, Any]:
+def compare(dsn: str, plan: PlanSettings, workers: int, repeat: int, postmaster: int | None) -> dict[str, Any]:
     """Ceiling and replay with ``workers`` processes, alternated ``repeat`` times; medians (the ratio per
-    repetition, then its median)."""
-    ceilings: list[float] = []
-    replays: list[float] = []
-    ratios: list[float] = []
-    rss: list[float] = []
-    ceiling_rss: list[float] = []
-    rejected = 0
+    repetition, then its median). CPU per event is summed over the workers, the coordinator and PostgreSQL;
+    its ratio says what the rates would be where the cores are not shared."""
+    runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for i in range(repeat):
-        n, seconds, peak = measure_ceiling(dsn, workers)
-        ceilings.append(n / seconds)
-        ceiling_rss.append(peak)
-        m, rejected, seconds, peak = measure_replay(dsn, plan, workers)
-        if m != n:
-            raise RuntimeError(f"replay folded {m} events, the ceiling read {n}")
-        replays.append(m / seconds)
-        rss.append(peak)
-        ratios.append(replays[-1] / ceilings[-1])
-        _log(f"{workers} process(es), {i + 1}/{repeat}: ceiling {ceilings[-1]:,.0f} events/s, replay"
-             f" {replays[-1]:,.0f} events/s ({ratios[-1]:.3f}), replay peak RSS {peak:,.0f} MB")
+        top = measure_ceiling(dsn, workers, postmaster)
+        rep = measure_replay(dsn, plan, workers, postmaster)
+        if rep["events"] != top["events"]:
+            raise RuntimeError(f"replay folded {rep['events']} events, the ceiling read {top['events']}")
+        runs.append((top, rep))
+        _log(f"{workers} process(es), {i + 1}/{repeat}: ceiling {top['events'] / top['seconds']:,.0f} events/s"
+             f" ({sum(top['cpu_us_per_event'].values()):.1f} us CPU/event), replay"
+             f" {rep['events'] / rep['seconds']:,.0f} events/s ({sum(rep['cpu_us_per_event'].values()):.1f} us"
+             f" CPU/event), replay peak RSS {rep['peak_rss_mb']:,.0f} MB")
+
+    def med(values: Iterable[float], digits: int = 1) -> float:
+        return round(_median(list(values)), digits)
+
+    def cpu(which: int) -> dict[str, float]:
+        return {k: med(r[which]["cpu_us_per_event"][k] for r in runs) for k in runs[0][which]["cpu_us_per_event"]}
+
     return {
-        "replay_events_per_second": round(_median(replays), 1),
-        "ceiling_events_per_second": round(_median(ceilings), 1),
-        "ratio_vs_ceiling": round(_median(ratios), 3),
-        "peak_rss_mb": round(_median(rss), 1),
-        "ceiling_peak_rss_mb": round(_median(ceiling_rss), 1),
-        "rejected": rejected,
+        "replay_events_per_second": med(rep["events"] / rep["seconds"] for _, rep in runs),
+        "ceiling_events_per_second": med(top["events"] / top["seconds"] for top, _ in runs),
+        "ratio_vs_ceiling": med(((rep["events"] / rep["seconds"]) / (top["events"] / top["seconds"])
+                                 for top, rep in runs), 3),
+        "replay_cpu_us_per_event": cpu(1),
+        "ceiling_cpu_us_per_event": cpu(0),
+        "cpu_ratio_vs_ceiling": med((sum(top["cpu_us_per_event"].values()) / sum(rep["cpu_us_per_event"].values())
+                                     for top, rep in runs), 3),
+        "peak_rss_mb": med(rep["peak_rss_mb"] for _, rep in runs),
+        "ceiling_peak_rss_mb": med(top["peak_rss_mb"] for top, _ in runs),
+        "rejected": runs[-1][1]["rejected"],
     }
 
 
@@ -245,7 +281,8 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         rows, accounts, first, last = build_archive(dsn, events, partitions, seed)
         build_seconds = time.perf_counter() - start
         _log(f"archive: {rows:,} events COPYed in {build_seconds:.1f} s")
-        by_workers = {str(n): compare(dsn, plan, n, repeat) for n in sorted({1, workers})}
+        postmaster = postmaster_of(dsn)
+        by_workers = {str(n): compare(dsn, plan, n, repeat, postmaster) for n in sorted({1, workers})}
         statement_ms = measure_statements(dsn, plan, accounts, first, last, samples, seed)
     main = by_workers[str(workers)]
     return {
@@ -256,6 +293,9 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         "ratio_vs_ceiling": main["ratio_vs_ceiling"],
         "statement_p95_ms": round(p95(statement_ms), 2),
         "peak_rss_mb": main["peak_rss_mb"],
+        "replay_cpu_us_per_event": main["replay_cpu_us_per_event"],
+        "ceiling_cpu_us_per_event": main["ceiling_cpu_us_per_event"],
+        "cpu_ratio_vs_ceiling": main["cpu_ratio_vs_ceiling"],
         "by_workers": by_workers,
         "statement_median_ms": round(sorted(statement_ms)[len(statement_ms) // 2], 2) if statement_ms else 0.0,
         "statement_samples": len(statement_ms),
@@ -287,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n} process(es): replay {r['replay_events_per_second']:>10,.0f} events/s, ceiling (COPY out +"
                   f" decode) {r['ceiling_events_per_second']:>10,.0f} events/s, ratio {r['ratio_vs_ceiling']:.3f},"
                   f" replay peak RSS {r['peak_rss_mb']:,.0f} MB")
+            replay_cpu = sum(r["replay_cpu_us_per_event"].values())
+            ceiling_cpu = sum(r["ceiling_cpu_us_per_event"].values())
+            print(f"    CPU us/event: replay {replay_cpu:.1f}, ceiling {ceiling_cpu:.1f}"
+                  f" (ceiling / replay {r['cpu_ratio_vs_ceiling']:.3f})")
         print(f"statement p95           {result['statement_p95_ms']:>12.2f} ms  (median"
               f" {result['statement_median_ms']:.2f} ms, {result['statement_samples']} samples)")
     return 0

@@ -22,3 +22,7 @@ def test_replay_bench_reports_n_processes_against_an_n_process_ceiling_on_a_smal
         # the replaying processes were sampled: a spawned Python interpreter holds more than 10 MB
         assert figures["peak_rss_mb"] > 10 and figures["ceiling_peak_rss_mb"] > 10
     assert result["by_workers"]["2"]["peak_rss_mb"] == result["peak_rss_mb"]
+    # CPU is charged to the workers that did the work (reaped children) and to the local PostgreSQL
+    for key in ("replay_cpu_us_per_event", "ceiling_cpu_us_per_event"):
+        assert result[key]["workers"] > 0 and result[key]["postgres"] > 0, key
+    assert result["cpu_ratio_vs_ceiling"] > 0
