@@ -8,6 +8,7 @@ and the Tansu broker. The benchmark's own observer connection is left out.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +49,18 @@ def postgres_cpu_s(postmaster: int, exclude: Iterable[int] = ()) -> float:
 
 
 CpuSource = Callable[[], float]
+
+
+class LoadWatch:
+    """The machine's 1-minute load average at the start and end of a benchmark (two cores here, shared
+    with other work: CPU seconds per event inflate too when the load is high, not only rates)."""
+
+    def __init__(self) -> None:
+        self.start = os.getloadavg()[0]
+
+    def figures(self) -> dict[str, float]:
+        return {"load_average_start": round(self.start, 2), "load_average_end": round(os.getloadavg()[0], 2),
+                "cpus": float(os.cpu_count() or 0)}
 
 
 @dataclass

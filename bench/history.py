@@ -55,7 +55,7 @@ if str(REPO_ROOT) not in sys.path:
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench._measure import postgres_cpu_s  # noqa: E402
+from bench._measure import LoadWatch, postgres_cpu_s  # noqa: E402
 from events import codec  # noqa: E402
 from events.publisher import Publisher  # noqa: E402
 from events.topics import TopicSettings, topic_for  # noqa: E402
@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.members < 1 or args.repeat < 1 or args.account_months < 1:
         parser.error("--members, --repeat and --account-months must be positive")
     result: dict[str, Any] = {}
+    load = LoadWatch()
     workdir = Path(tempfile.mkdtemp(prefix="bench-history-"))
     try:
         if not args.skip_history:
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             result.update(processor_rss(args.accounts, args.account_months, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    result.update(load.figures())
     if args.json:
         print(json.dumps(result))
         return 0

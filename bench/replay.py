@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench._measure import PeakRss, postgres_cpu_s  # noqa: E402
+from bench._measure import LoadWatch, PeakRss, postgres_cpu_s  # noqa: E402
 from bench._replay_ceiling import decode_parallel  # noqa: E402
 from events import codec  # noqa: E402
 from events.topics import topic_types  # noqa: E402
@@ -273,6 +273,7 @@ def compare(dsn: str, plan: PlanSettings, workers: int, repeat: int, postmaster:
 def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         database_url: str | None = None, workers: int = 2, repeat: int = 3) -> dict[str, Any]:
     plan = PlanSettings()
+    load = LoadWatch()
     with database(database_url) as dsn:
         store = PostgresStore(dsn)
         store.migrate()
@@ -302,6 +303,7 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         "rejected": main["rejected"],
         "repeat": repeat,
         "build_seconds": round(build_seconds, 1),
+        **load.figures(),
     }
 
 

@@ -54,7 +54,7 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from bench._baselines import bare_copy, die_with_parent, faust_baseline, tail  # noqa: E402
-from bench._measure import CpuSource, Interval, postgres_cpu_s, process_cpu_s, watch  # noqa: E402
+from bench._measure import CpuSource, Interval, LoadWatch, postgres_cpu_s, process_cpu_s, watch  # noqa: E402
 from events.publisher import Publisher  # noqa: E402
 from events.topics import INPUT_TOPIC_FIELDS, TopicSettings  # noqa: E402
 from events.types import Event  # noqa: E402
@@ -303,6 +303,7 @@ def run(events: int, repeat: int, partitions: int = DEFAULT_PARTITIONS, *, seed:
         contenders: tuple[str, ...] = CONTENDERS, batch_events_max: int | None = None,
         stack: Stack | None = None) -> dict[str, Any]:
     """Median figures of ``repeat`` runs, on the given broker and server or on an embedded stack of its own."""
+    load = LoadWatch()
     program = program_events(events, seed)
     runs: list[dict[str, Interval]] = []
     with contextlib.nullcontext(stack) if stack is not None else embedded_stack() as stack:
@@ -310,7 +311,7 @@ def run(events: int, repeat: int, partitions: int = DEFAULT_PARTITIONS, *, seed:
         for i in range(repeat):
             _log(f"run {i + 1}/{repeat}")
             runs.append(run_once(stack, program, partitions, contenders, batch_events_max))
-    return summarize(runs, len(program), partitions)
+    return {**summarize(runs, len(program), partitions), **load.figures()}
 
 
 def _print_table(result: dict[str, Any]) -> None:
@@ -341,7 +342,8 @@ def _print_table(result: dict[str, Any]) -> None:
     print("pipeline: the ledger (fold, projections, discrepancies, relay); honest ceiling: the same processor"
           " with a no-op fold;\nFaust baseline: one upsert and commit per event; (*) bare COPY, no keys/chain/"
           "positions: not a ceiling of the ledger's work.")
-    print(f"ledger CPU (pipeline processor + PostgreSQL): {num(result['ledger_cpu_us_per_event'], '.1f')} us/event")
+    print(f"ledger CPU (pipeline processor + PostgreSQL): {num(result['ledger_cpu_us_per_event'], '.1f')} us/event;"
+          f" load average {result['load_average_start']} -> {result['load_average_end']} on {result['cpus']:.0f} CPUs")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
