@@ -1,17 +1,32 @@
-"""Processor memory as the ledger grows: RSS of `benefits-ledger up` at 10k, 100k and 1M accounts.
+"""Cost as history grows: fold and write cost per event and snapshot bytes at 12, 48 and 84 months of
+history, and the processor's resident memory at 10k, 100k and 1M cached accounts.
 
-    python -m bench.history [--accounts 10000,100000,1000000] [--json]
+    python bench/history.py [--members 1000] [--months 12,48,84] [--repeat 3]
+                            [--accounts 10000,100000,1000000] [--skip-history | --skip-rss] [--json]
 
-Starts its own embedded broker and PostgreSQL (in a temporary directory), runs `benefits-ledger up` as
-a subprocess against them with the settings of the environment (the defaults unless LEDGER_* variables
-say otherwise: account_cache_bytes_max, key_partition_cache_max, see the README's "Memory"), and
-publishes accounts in stages: each account gets an enrollment, a bill
-and a payment for one month. After each stage has been applied, it reports the processor process's
-resident set size then and the peak seen while the stage was applied (sampled every 0.2 s).
+**Fold and write.** The demo program (``processor.entrypoints.demo.generate``: billing, payments,
+remittances, hires, terminations, tier and retroactive changes, COBRA, FSA, business-day and billing-cycle
+closes) is generated for ``max(--months) + --repeat`` months and folded month by month, in batches of
+``batch_events_max`` records as the processor takes them, through ``BatchProcessor.process`` on a
+PostgreSQL store (an embedded server of this run; ``--memory`` uses the in-memory store and skips the
+write). After N months of history, each of the next ``--repeat`` months is measured and the median
+reported:
+- ``fold_us_per_event``: CPU of ``BatchProcessor.process`` per record (decode, dedupe, fold, detection,
+  collecting the rows, and ``BatchWrite.freeze`` encoding the snapshots);
+- ``freeze_us_per_event``: the ``BatchWrite.freeze`` part of it (encoded once more, apart, to time it);
+- ``write_us_per_event``: CPU of ``commit_batch`` per record, this process plus the PostgreSQL server;
+- ``snapshot_bytes``: mean bytes of the account snapshots ``BatchWrite.freeze`` encodes in that month.
 
-With --json the last line is one JSON object: processor_rss_mb (keyed by accounts, e.g. "1000000"),
-processor_peak_rss_mb (same keys), events, seconds, and the cache settings. A benchmark, never a
-timed test: the figures depend on the machine and on what else runs on it.
+**Memory.** For each of ``--accounts`` a fresh topic set and database are loaded with that many accounts
+(an enrollment, a bill and a payment each; ``--account-months`` bills and pays more months), then a fresh
+``benefits-ledger up --role processor`` process (the deployed processor, default settings) applies them;
+``processor_rss_mb`` is its resident set once everything is applied, ``processor_peak_rss_mb`` the most
+seen while applying (sampled every 0.5 s). The 1M size takes a while: ``seconds`` says how long each took.
+
+With --json the last line is one JSON object: fold_us_per_event, freeze_us_per_event, write_us_per_event,
+snapshot_bytes (each keyed by months of history, "12", "48", "84"), processor_rss_mb and
+processor_peak_rss_mb (keyed by accounts, "10000", "100000", "1000000"), seconds, and the settings used.
+A benchmark, never a timed test: the figures depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -20,133 +35,351 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-
-import psutil
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import psutil  # noqa: E402
+import psycopg  # noqa: E402
+
+from bench._measure import LoadWatch, postgres_cpu_s  # noqa: E402
+from events import codec  # noqa: E402
 from events.publisher import Publisher  # noqa: E402
+from events.topics import TopicSettings, topic_for  # noqa: E402
 from events.types import EnrollmentChanged, Event, PaymentReceived, PremiumBilled, RatePublished  # noqa: E402
 from processor.app import ensure_database  # noqa: E402
+from processor.batch import BatchProcessor, Record, partition_for  # noqa: E402
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
-from processor.settings import Settings  # noqa: E402
-from projections.postgres import PostgresStore  # noqa: E402
+from processor.settings import PlanSettings, Settings  # noqa: E402
+from projections.memory import MemoryStore  # noqa: E402
+from projections.model import LedgerStore  # noqa: E402
 
-JAN = date(2026, 1, 1)
-T0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
+PARTITIONS = 4
+NOW = datetime(2034, 1, 1, tzinfo=UTC)
+MB = 2**20
 
 
 def _log(message: str) -> None:
     print(f"[bench.history] {message}", file=sys.stderr, flush=True)
 
 
-def account_events(i: int) -> list[Event]:
-    account = f"H{i:08d}"
-    return [
-        EnrollmentChanged(event_id=f"{account}-enr", account_id=account, effective_on=JAN, occurred_at=T0,
-                          source="bench", member_id=account, plan="UMP", coverage_line="health", tier="EMP",
-                          action="add", benefit_begin=JAN, agency_id=f"AG-{i % 50:03d}"),
-        PremiumBilled(event_id=f"{account}-bill", account_id=account, effective_on=JAN, occurred_at=T0,
-                      source="bench", bill_id=f"B-{account}", coverage_month=JAN, plan="UMP", tier="EMP",
-                      amount_cents=78_412, due_on=date(2026, 1, 31), agency_id=f"AG-{i % 50:03d}"),
-        PaymentReceived(event_id=f"{account}-pay", account_id=account, effective_on=date(2026, 1, 5),
-                        occurred_at=T0, source="bench", payment_id=f"P-{account}", coverage_month=JAN,
-                        amount_cents=78_412, method="payroll", payer_id=f"AG-{i % 50:03d}"),
-    ]
+# --------------------------------------------------------------------------------------------------------
+# Fold and write cost against months of history
+# --------------------------------------------------------------------------------------------------------
+
+
+def month_records(members: int, months: int, seed: int) -> list[list[Record]]:
+    """The demo program's records, one list per month (phases are named "YYYY-MM ..."), with the
+    offsets a broker would give them; broadcast events are one record per partition."""
+    from processor.entrypoints.demo import generate
+
+    program = generate(members=members, months=months, seed=seed)
+    topics = TopicSettings()
+    offsets: dict[tuple[str, int], int] = {}
+    by_month: dict[str, list[Record]] = {}
+    order: list[str] = []
+
+    def add(month: str, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        if month not in by_month:
+            by_month[month] = []
+            order.append(month)
+        by_month[month].append(Record(topic=topic, partition=partition, offset=offset, key=key, value=value))
+
+    for name, events in program.phases:
+        month = name[:7] if name[:4].isdigit() else order[-1]  # the final day close ends the last month
+        for e in events:
+            body = codec.encode(e)
+            if type(e).BROADCAST:
+                for p in range(PARTITIONS):
+                    add(month, topic_for(e, topics), p, None, body)
+            else:
+                key = e.account_id.encode()
+                add(month, topic_for(e, topics), partition_for(key, PARTITIONS), key, body)
+    return [by_month[m] for m in order]
 
 
 @contextlib.contextmanager
-def stack(workdir: Path) -> Iterator[tuple[str, str]]:
-    with EmbeddedBroker() as broker, EmbeddedPostgres(workdir / "postgres") as pg:
-        yield broker.bootstrap, ensure_database(pg.dsn, "bench_history")
+def history_store(memory: bool, workdir: Path) -> Iterator[tuple[LedgerStore, int | None]]:
+    """(store, postmaster pid): an embedded PostgreSQL of this run, or the in-memory store."""
+    if memory:
+        yield MemoryStore(), None
+        return
+    from projections.postgres import PostgresStore
 
-
-def measure(checkpoints: list[int], workdir: Path) -> dict[str, object]:
-    settings = Settings()
-    with stack(workdir) as (bootstrap, dsn):
-        env = dict(os.environ)  # LEDGER_* settings of the caller (cache bounds, say) apply to `up` too
-        env.update({"PYTHONPATH": str(REPO_ROOT), "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                    "LEDGER_DATABASE_URL": dsn, "LEDGER_DATA_DIR": str(workdir)})
-        log = (workdir / "up.log").open("wb")
-        up = subprocess.Popen([sys.executable, "-m", "processor.cli", "up"], env=env, cwd=workdir,
-                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        store: PostgresStore | None = None
+    with EmbeddedPostgres(workdir / "history-pg") as server:
+        store = PostgresStore(ensure_database(server.dsn, "bench_history"))
         try:
-            proc = psutil.Process(up.pid)
-            while "partitions assigned" not in (workdir / "up.log").read_text(errors="replace"):
-                if up.poll() is not None:
-                    raise RuntimeError(f"`up` exited with {up.returncode}: see {workdir / 'up.log'}")
-                time.sleep(0.2)
-            store = PostgresStore(dsn)
-            rss: dict[str, float] = {}
-            peak: dict[str, float] = {}
-            published = 0
-            started = time.monotonic()
-            with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
-                published += pub.publish([RatePublished(
-                    event_id="bench-rate", account_id="*", effective_on=JAN, occurred_at=T0, source="bench",
-                    rate_id="R-UMP-EMP", plan="UMP", tier="EMP", month_from=JAN, total_cents=78_412,
-                    employee_cents=11_762, employer_cents=66_650)])
-                done = 0
-                for target in checkpoints:
-                    for first in range(done, target, 10_000):
-                        published += pub.publish(
-                            [e for i in range(first, min(target, first + 10_000)) for e in account_events(i)])
-                    pub.flush()
-                    done = target
-                    most = 0.0
-                    while store.counts().received < published:
-                        if up.poll() is not None:
-                            raise RuntimeError(f"`up` exited with {up.returncode}: see {workdir / 'up.log'}")
-                        most = max(most, proc.memory_info().rss / 2**20)
-                        time.sleep(0.2)
-                    rss[str(target)] = round(proc.memory_info().rss / 2**20, 1)
-                    peak[str(target)] = round(max(most, rss[str(target)]), 1)
-                    _log(f"{target:,} accounts ({published:,} records): RSS {rss[str(target)]} MB,"
-                         f" peak {peak[str(target)]} MB, {time.monotonic() - started:.0f} s")
-            return {
-                "processor_rss_mb": rss, "processor_peak_rss_mb": peak, "events": published,
-                "seconds": round(time.monotonic() - started, 1),
-                "account_cache_bytes_max": settings.account_cache_bytes_max,
-                "account_cache_max": settings.account_cache_max,
-                "key_partition_cache_max": settings.key_partition_cache_max,
-                "batch_events_max": settings.batch_events_max,
-            }
+            store.migrate()
+            yield store, server.pid
         finally:
-            if store is not None:
-                store.close()
-            up.terminate()
-            try:
-                up.wait(30)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait(10)
-            log.close()
+            store.close()
+
+
+def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, batch: int, memory: bool,
+               workdir: Path) -> dict[str, Any]:
+    months = max(checkpoints) + repeat
+    started = time.monotonic()
+    per_month = month_records(members, months, seed)
+    _log(f"program: {members:,} members, {months} months, {sum(map(len, per_month)):,} records"
+         f" ({time.monotonic() - started:.0f} s)")
+    measured = {m for n in checkpoints for m in range(n, n + repeat)}
+    figures: dict[int, dict[str, float]] = {}
+    with history_store(memory, workdir) as (store, postmaster):
+        proc = BatchProcessor(store, log_id="bench", plan=PlanSettings(), topics=TopicSettings(),
+                              partitions=PARTITIONS, clock=lambda: NOW)
+        for month, records in enumerate(per_month):
+            fold_s = freeze_s = write_s = 0.0
+            sizes: list[int] = []
+            for i in range(0, len(records), batch):
+                t0 = time.process_time()
+                result = proc.process(records[i:i + batch])
+                t1 = time.process_time()
+                if month in measured:
+                    write = result.write
+                    frozen = write.frozen
+                    write.frozen = None
+                    t2 = time.process_time()
+                    write.freeze()  # the same encoding once more, timed apart (process() did it once)
+                    freeze_s += time.process_time() - t2
+                    write.frozen = frozen
+                    assert frozen is not None
+                    sizes.extend(len(state) for _, _, state in frozen.snapshots)
+                server0 = postgres_cpu_s(postmaster) if postmaster else 0.0
+                t3 = time.process_time()
+                store.commit_batch(result.write)
+                write_s += time.process_time() - t3 + ((postgres_cpu_s(postmaster) - server0) if postmaster else 0.0)
+                proc.committed(result)
+                fold_s += t1 - t0
+            if month in measured:
+                n = len(records)
+                figures[month] = {"fold": fold_s / n * 1e6, "freeze": freeze_s / n * 1e6,
+                                  "write": write_s / n * 1e6, "bytes": statistics.fmean(sizes) if sizes else 0.0,
+                                  "records": n}
+                _log(f"month {month + 1} after {month} months of history: {n:,} records, fold"
+                     f" {figures[month]['fold']:.1f} us/event (freeze {figures[month]['freeze']:.1f}), write"
+                     f" {figures[month]['write']:.1f} us/event, snapshot {figures[month]['bytes']:,.0f} bytes")
+
+    def median(n: int, key: str, digits: int = 2) -> float:
+        return round(statistics.median(figures[m][key] for m in range(n, n + repeat)), digits)
+
+    keys = [str(n) for n in checkpoints]
+    return {
+        "fold_us_per_event": dict(zip(keys, (median(n, "fold") for n in checkpoints), strict=True)),
+        "freeze_us_per_event": dict(zip(keys, (median(n, "freeze") for n in checkpoints), strict=True)),
+        "write_us_per_event": None if memory else dict(zip(keys, (median(n, "write") for n in checkpoints),
+                                                           strict=True)),
+        "snapshot_bytes": dict(zip(keys, (round(median(n, "bytes", 0)) for n in checkpoints), strict=True)),
+        "records_per_month": dict(zip(keys, (int(median(n, "records", 0)) for n in checkpoints), strict=True)),
+        "history_members": members,
+        "history_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Processor memory against cached accounts
+# --------------------------------------------------------------------------------------------------------
+
+JAN = date(2026, 1, 1)
+T0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
+
+
+def account_events(i: int, months: int) -> list[Event]:
+    """One account: an enrollment, then a bill and a payment per month."""
+    account = f"H{i:08d}"
+    agency = f"AG-{i % 50:03d}"
+    out: list[Event] = [EnrollmentChanged(
+        event_id=f"{account}-enr", account_id=account, effective_on=JAN, occurred_at=T0, source="bench",
+        member_id=account, plan="UMP", coverage_line="health", tier="EMP", action="add", benefit_begin=JAN,
+        agency_id=agency)]
+    for m in range(months):
+        month = date(2026 + m // 12, m % 12 + 1, 1)
+        out.append(PremiumBilled(
+            event_id=f"{account}-bill-{m}", account_id=account, effective_on=month, occurred_at=T0, source="bench",
+            bill_id=f"B-{account}-{m}", coverage_month=month, plan="UMP", tier="EMP", amount_cents=78_412,
+            due_on=month + timedelta(days=27), agency_id=agency))
+        out.append(PaymentReceived(
+            event_id=f"{account}-pay-{m}", account_id=account, effective_on=month + timedelta(days=4),
+            occurred_at=T0, source="bench", payment_id=f"P-{account}-{m}", coverage_month=month,
+            amount_cents=78_412, method="payroll", payer_id=agency))
+    return out
+
+
+def _topics(suffix: str) -> TopicSettings:
+    names = TopicSettings()
+    return TopicSettings(**{f: f"{getattr(names, f)}.{suffix}" for f in TopicSettings.model_fields})
+
+
+def _env(bootstrap: str, dsn: str, data_dir: Path, topics: TopicSettings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env.update({"PYTHONPATH": str(REPO_ROOT), "LEDGER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "LEDGER_DATABASE_URL": dsn, "LEDGER_DATA_DIR": str(data_dir),
+                "LEDGER_ANCHOR_HMAC_KEY": secrets.token_hex(32), "LEDGER_PARTITIONS": str(PARTITIONS)})
+    env.update({f"LEDGER_TOPICS__{f.upper()}": getattr(topics, f) for f in TopicSettings.model_fields})
+    return env
+
+
+def _received(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(sum(applied + duplicates + dead_lettered), 0) FROM positions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def rss_at(accounts: int, account_months: int, bootstrap: str, server_dsn: str, workdir: Path) -> dict[str, float]:
+    """Load ``accounts`` accounts onto fresh topics, then apply them with a fresh processor process."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = _topics(suffix)
+    dsn = ensure_database(server_dsn, f"bench_rss_{suffix}")
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topics=topics, partitions=PARTITIONS)
+    started = time.monotonic()
+    from processor.topics import ensure_topics
+
+    ensure_topics(bootstrap, settings)
+    with Publisher(bootstrap, topics, PARTITIONS) as pub:
+        pub.publish([RatePublished(
+            event_id="bench-rate", account_id="*", effective_on=JAN, occurred_at=T0, source="bench",
+            rate_id="R-UMP-EMP", plan="UMP", tier="EMP", month_from=JAN, total_cents=78_412,
+            employee_cents=11_762, employer_cents=66_650)])
+        for first in range(0, accounts, 10_000):
+            chunk = range(first, min(accounts, first + 10_000))
+            pub.publish([e for i in chunk for e in account_events(i, account_months)])
+        pub.flush()
+    records = pub.records_sent
+    loaded = time.monotonic() - started
+    _log(f"{accounts:,} accounts: {records:,} records loaded in {loaded:.0f} s; starting the processor")
+    data_dir = workdir / f"rss-{suffix}"
+    data_dir.mkdir()
+    log_path = data_dir / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "processor.cli", "up", "--role", "processor"],
+                              env=_env(bootstrap, dsn, data_dir, topics), cwd=data_dir, stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        proc = psutil.Process(up.pid)
+        peak = 0.0
+        with psycopg.connect(dsn, autocommit=True) as observer:
+            while True:
+                if up.poll() is not None:
+                    log_tail = log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"`up` exited with {up.returncode}:\n{log_tail}")
+                peak = max(peak, proc.memory_info().rss / MB)
+                with contextlib.suppress(psycopg.errors.UndefinedTable):  # before `up` has migrated
+                    if _received(observer) >= records:
+                        break
+                time.sleep(0.5)
+        rss = proc.memory_info().rss / MB
+        applied = time.monotonic() - started - loaded
+        _log(f"{accounts:,} accounts applied in {applied:.0f} s: RSS {rss:,.0f} MB, peak {max(peak, rss):,.0f} MB")
+        return {"rss": round(rss, 1), "peak": round(max(peak, rss), 1), "seconds": round(loaded + applied, 1),
+                "records": records}
+    finally:
+        up.terminate()
+        try:
+            up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait(10)
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "bench_rss_{suffix}" WITH (FORCE)')
+        _delete_topics(bootstrap, suffix)
+
+
+def _delete_topics(bootstrap: str, suffix: str) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        mine = [t for t in admin.list_topics() if t.endswith(suffix)]
+        if mine:
+            admin.delete_topics(mine)
+    finally:
+        admin.close()
+
+
+def processor_rss(sizes: list[int], account_months: int, workdir: Path) -> dict[str, Any]:
+    settings = Settings()
+    out: dict[str, dict[str, float]] = {}
+    with EmbeddedBroker() as broker, EmbeddedPostgres(workdir / "rss-pg") as server:
+        for n in sizes:
+            out[str(n)] = rss_at(n, account_months, broker.bootstrap, server.dsn, workdir)
+    cache = {name: getattr(settings, name) for name in ("account_cache_max", "account_cache_bytes_max",
+                                                         "key_partition_cache_max", "batch_events_max")
+             if hasattr(settings, name)}
+    return {
+        "processor_rss_mb": {k: v["rss"] for k, v in out.items()},
+        "processor_peak_rss_mb": {k: v["peak"] for k, v in out.items()},
+        "rss_seconds": {k: v["seconds"] for k, v in out.items()},
+        "rss_records": {k: int(v["records"]) for k, v in out.items()},
+        "account_months": account_months,
+        "settings": cache,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+
+
+def _sizes(text: str) -> list[int]:
+    values = sorted({int(v) for v in text.split(",") if v.strip()})
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, not {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--accounts", default="10000,100000,1000000",
-                        help="cumulative account counts to report at (comma-separated)")
+    parser.add_argument("--members", type=int, default=1000, help="members of the history program (default 1000)")
+    parser.add_argument("--months", type=_sizes, default=[12, 48, 84], help="months of history (default 12,48,84)")
+    parser.add_argument("--repeat", type=int, default=3, help="months measured after each; median (default 3)")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--memory", action="store_true", help="fold on the in-memory store; no write figures")
+    parser.add_argument("--accounts", type=_sizes, default=[10_000, 100_000, 1_000_000],
+                        help="cached accounts to measure the processor's RSS at (default 10000,100000,1000000)")
+    parser.add_argument("--account-months", type=int, default=1, help="months billed and paid per account (default 1)")
+    parser.add_argument("--skip-history", action="store_true", help="only the memory figures")
+    parser.add_argument("--skip-rss", action="store_true", help="only the fold and write figures")
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
     args = parser.parse_args(argv)
-    checkpoints = sorted({int(n) for n in args.accounts.split(",")})
-    with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
-        result = measure(checkpoints, Path(tmp))
+    if args.members < 1 or args.repeat < 1 or args.account_months < 1:
+        parser.error("--members, --repeat and --account-months must be positive")
+    result: dict[str, Any] = {}
+    load = LoadWatch()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-history-"))
+    try:
+        if not args.skip_history:
+            result.update(fold_costs(args.members, args.months, args.repeat, args.seed, Settings().batch_events_max,
+                                     args.memory, workdir))
+        if not args.skip_rss:
+            result.update(processor_rss(args.accounts, args.account_months, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result.update(load.figures())
     if args.json:
         print(json.dumps(result))
-    else:
-        for n, mb in result["processor_rss_mb"].items():  # type: ignore[union-attr]
-            print(f"{int(n):>10,} accounts: processor RSS {mb} MB (peak {result['processor_peak_rss_mb'][n]} MB)")  # type: ignore[index]
+        return 0
+    if "fold_us_per_event" in result:
+        for k, fold in result["fold_us_per_event"].items():
+            write = result["write_us_per_event"][k] if result["write_us_per_event"] else None
+            freeze = result["freeze_us_per_event"][k]
+            print(f"{k:>3} months of history: fold {fold:6.1f} us/event (freeze {freeze:.1f}),"
+                  f" write {'n/a' if write is None else f'{write:.1f}'} us/event,"
+                  f" snapshot {result['snapshot_bytes'][k]:,} bytes")
+    if "processor_rss_mb" in result:
+        for k, mb in result["processor_rss_mb"].items():
+            print(f"{int(k):>10,} accounts: processor RSS {mb:,.0f} MB (peak {result['processor_peak_rss_mb'][k]:,.0f}"
+                  f" MB), {result['rss_seconds'][k]:.0f} s")
     return 0
 
 

@@ -1,19 +1,25 @@
-"""Replay benchmark: events per second folding the archive, beside the ceiling measured in the same run.
+"""Replay benchmark: N replay processes beside an N-process ceiling, measured in the same run.
 
 1. A synthetic archive is built fast: the demo program (``processor.entrypoints.demo.generate``) sized to about
    ``--events`` archived events, broadcast copies per partition, canonical bodies and the hash chain,
    COPYed straight into ``archive`` (no Kafka, no processor).
-2. Ceiling: the archive streamed out with COPY (replay.archive.read_archive) and msgspec-decoded, no fold.
-3. Replay: the archive folded by replay.stream (a group of accounts at a time, the processor's pure
-   functions), in a process of its own so that its peak RSS is the replay's (peak_rss_mb); with
-   ``--in-order`` also the fold of the whole archive in seq order holding every account (replay.fold).
+2. Ceiling: N processes (spawned), each COPYing its partitions out of one exported snapshot and decoding
+   every body, no fold (bench/_replay_ceiling.py).
+3. Replay: the streaming replay (replay.stream, a group of accounts at a time, the processor's pure
+   functions) in the same number of spawned processes (replay.parallel: partitions, cut into account
+   ranges), over the same exported snapshot.
 4. Statements: one account's statement as of a random (E, R), ``--samples`` times; the 95th percentile.
 
-    python bench/replay.py --events 1000000 [--json] [--database-url DSN]
+Each of 2 and 3 is timed wall clock, process start-up included for both, ``--repeat`` times (median);
+``peak_rss_mb`` is the largest sum of the resident sets of the replaying processes, sampled every 50 ms.
+With ``--workers 2`` (the default) the single-process figures are measured too (``by_workers``).
 
-With --json: replay_events_per_second, ceiling_events_per_second, ratio_vs_ceiling, statement_p95_ms
-(and events, rejected, build_seconds). Without --database-url an embedded PostgreSQL is started in a
-temporary directory and stopped at the end.
+    python bench/replay.py --events 1000000 [--workers 2] [--repeat 3] [--json] [--database-url DSN]
+
+With --json the last line is one JSON object: replay_events_per_second, ceiling_events_per_second,
+ratio_vs_ceiling, statement_p95_ms, peak_rss_mb (all for N = --workers processes), workers, by_workers
+(the same per process count), events, rejected, build_seconds. Without --database-url an embedded
+PostgreSQL is started in a temporary directory and stopped at the end.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import contextlib
 import json
 import math
 import random
+import resource
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,8 +43,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
+from bench._measure import LoadWatch, PeakRss, postgres_cpu_s  # noqa: E402
+from bench._replay_ceiling import decode_parallel  # noqa: E402
 from events import codec  # noqa: E402
 from events.topics import topic_types  # noqa: E402
 from events.types import tag_of  # noqa: E402
@@ -47,6 +58,7 @@ from projections.chain import GENESIS, link  # noqa: E402
 from projections.postgres import PostgresStore  # noqa: E402
 from replay.archive import connect, read_archive  # noqa: E402
 from replay.fold import replay  # noqa: E402
+from replay.parallel import replay_parallel  # noqa: E402
 from replay.statements import build_report  # noqa: E402
 
 EVENTS_PER_MEMBER_YEAR = 38.0  # the demo program: about 76.5k archived events for 2,000 members, 12 months
@@ -112,82 +124,85 @@ def build_archive(dsn: str, events: int, partitions: int, seed: int) -> tuple[in
     return n, sorted(accounts), t0, t0 + timedelta(milliseconds=n)
 
 
-def measure_ceiling(dsn: str) -> tuple[int, float]:
-    """COPY out and decode, no fold."""
-    with connect(dsn) as conn:
+def _workers_rss() -> list[int]:
+    """This process's children (the replay or ceiling pool): PostgreSQL is not among them (pg_ctl
+    daemonizes the postmaster)."""
+    return [c.pid for c in psutil.Process().children(recursive=True)]
+
+
+def postmaster_of(dsn: str) -> int | None:
+    """The postmaster serving ``dsn`` when it runs on this machine (the parent of our backend), else None."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    try:
+        parent = psutil.Process(int(row[0])).parent() if row else None
+    except psutil.Error:
+        return None
+    return parent.pid if parent is not None and parent.name() == "postgres" else None
+
+
+def _cpu_s(postmaster: int | None) -> dict[str, float]:
+    """CPU seconds so far: reaped children (the pool's workers, joined when the pool shuts down), this
+    process (the coordinator, merging results), and the PostgreSQL server when it is local."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {"workers": children.ru_utime + children.ru_stime, "coordinator": me.ru_utime + me.ru_stime,
+            "postgres": postgres_cpu_s(postmaster) if postmaster is not None else 0.0}
+
+
+def _measured(n: int, seconds: float, before: dict[str, float], after: dict[str, float], rss: PeakRss
+              ) -> dict[str, Any]:
+    cpu = {k: (after[k] - before[k]) / n * 1e6 for k in before} if n else {}
+    return {"events": n, "seconds": seconds, "peak_rss_mb": rss.peak_mb, "cpu_us_per_event": cpu}
+
+
+def measure_ceiling(dsn: str, workers: int, postmaster: int | None = None) -> dict[str, Any]:
+    """COPY out and decode in ``workers`` processes, no fold."""
+    with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
+        before = _cpu_s(postmaster)
         start = time.perf_counter()
-        n = 0
-        decode = codec.decode_input
-        for row in read_archive(conn):
-            decode(row.body)
-            n += 1
+        n = decode_parallel(conn, dsn, workers=workers)
         elapsed = time.perf_counter() - start
+        after = _cpu_s(postmaster)
         conn.rollback()
-    return n, elapsed
+    return _measured(n, elapsed, before, after, rss)
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _replay_here(dsn: str, plan_json: str, in_order: bool) -> tuple[int, int, float, float]:
-    """(In a fresh process.) Replay the archive: events, rejected, seconds, peak RSS in MB."""
+def _replay_alone(dsn: str, plan_json: str) -> tuple[int, int]:
+    """(In a spawned process, as the ceiling's one worker is.) The streaming replay of the whole archive."""
     from replay.parallel import Discard
     from replay.stream import stream_archive
 
-    plan = PlanSettings.model_validate_json(plan_json)
     with connect(dsn) as conn:
-        start = time.perf_counter()
-        if in_order:
-            result = replay(read_archive(conn), plan, strict=False)
-            n, rejected = result.events_replayed, len(result.rejected)
-        else:
-            totals = stream_archive(conn, plan, Discard(), strict=False)
-            n, rejected = totals.events_replayed, len(totals.rejections)
-        elapsed = time.perf_counter() - start
+        totals = stream_archive(conn, PlanSettings.model_validate_json(plan_json), Discard(), strict=False)
         conn.rollback()
-    return n, rejected, elapsed, _peak_rss_mb()
+    return totals.events_replayed, len(totals.rejections)
 
 
-def measure_replay(dsn: str, plan: PlanSettings, *, in_order: bool = False) -> tuple[int, int, float, float]:
-    """Events, rejected, seconds and peak RSS (MB) of a replay in a process of its own."""
+def measure_replay(dsn: str, plan: PlanSettings, workers: int, postmaster: int | None = None) -> dict[str, Any]:
+    """The streaming replay (replay.stream: a group of accounts at a time) in ``workers`` spawned
+    processes, split by partition and account range over one exported snapshot (replay.parallel)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_replay_here, dsn, plan.model_dump_json(), in_order).result()
+    import replay.parallel
 
-
-class _PeakRss:
-    """A worker's consumer that keeps nothing and reports its process's peak RSS."""
-
-    def group(self, group: Any) -> None:
-        pass
-
-    def partition(self, part: Any) -> None:
-        pass
-
-    def outcome(self) -> float:
-        return _peak_rss_mb()
-
-
-def peak_rss(_conn: Any) -> _PeakRss:
-    return _PeakRss()
-
-
-def measure_replay_parallel(dsn: str, plan: PlanSettings, workers: int) -> tuple[int, float, float, int]:
-    """The same fold split by partition over up to ``workers`` processes (one exported snapshot; fewer on a
-    small archive); the largest worker's peak RSS, and the processes used."""
-    from replay.parallel import replay_parallel
-
-    with connect(dsn) as conn:
+    # The ledger replays a small archive in the caller's process; the benchmark compares N processes
+    # with the ceiling's N, so it always spawns them (one included).
+    replay.parallel.EVENTS_PER_PROCESS_MIN = 1
+    with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
+        before = _cpu_s(postmaster)
         start = time.perf_counter()
-        totals, rss = replay_parallel(conn, dsn, plan, workers=workers, strict=False, consumer=peak_rss)
+        if workers < 2:
+            with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                n, rejected = pool.submit(_replay_alone, dsn, plan.model_dump_json()).result()
+        else:
+            totals, _ = replay_parallel(conn, dsn, plan, workers=workers, strict=False)
+            n, rejected = totals.events_replayed, len(totals.rejections)
         elapsed = time.perf_counter() - start
+        after = _cpu_s(postmaster)
         conn.rollback()
-    return totals.events_replayed, elapsed, max(rss, default=0.0), totals.processes
+    return {**_measured(n, elapsed, before, after, rss), "rejected": rejected}
 
 
 def measure_statements(dsn: str, plan: PlanSettings, accounts: list[str], first: datetime, last: datetime,
@@ -240,9 +255,51 @@ def database(url: str | None) -> Iterator[str]:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def compare(dsn: str, plan: PlanSettings, workers: int, repeat: int, postmaster: int | None) -> dict[str, Any]:
+    """Ceiling and replay with ``workers`` processes, alternated ``repeat`` times; medians (the ratio per
+    repetition, then its median). CPU per event is summed over the workers, the coordinator and PostgreSQL;
+    its ratio says what the rates would be where the cores are not shared."""
+    runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for i in range(repeat):
+        top = measure_ceiling(dsn, workers, postmaster)
+        rep = measure_replay(dsn, plan, workers, postmaster)
+        if rep["events"] != top["events"]:
+            raise RuntimeError(f"replay folded {rep['events']} events, the ceiling read {top['events']}")
+        runs.append((top, rep))
+        _log(f"{workers} process(es), {i + 1}/{repeat}: ceiling {top['events'] / top['seconds']:,.0f} events/s"
+             f" ({sum(top['cpu_us_per_event'].values()):.1f} us CPU/event), replay"
+             f" {rep['events'] / rep['seconds']:,.0f} events/s ({sum(rep['cpu_us_per_event'].values()):.1f} us"
+             f" CPU/event), replay peak RSS {rep['peak_rss_mb']:,.0f} MB")
+
+    def med(values: Iterable[float], digits: int = 1) -> float:
+        return round(_median(list(values)), digits)
+
+    def cpu(which: int) -> dict[str, float]:
+        return {k: med(r[which]["cpu_us_per_event"][k] for r in runs) for k in runs[0][which]["cpu_us_per_event"]}
+
+    return {
+        "replay_events_per_second": med(rep["events"] / rep["seconds"] for _, rep in runs),
+        "ceiling_events_per_second": med(top["events"] / top["seconds"] for top, _ in runs),
+        "ratio_vs_ceiling": med(((rep["events"] / rep["seconds"]) / (top["events"] / top["seconds"])
+                                 for top, rep in runs), 3),
+        "replay_cpu_us_per_event": cpu(1),
+        "ceiling_cpu_us_per_event": cpu(0),
+        "cpu_ratio_vs_ceiling": med((sum(top["cpu_us_per_event"].values()) / sum(rep["cpu_us_per_event"].values())
+                                     for top, rep in runs), 3),
+        "peak_rss_mb": med(rep["peak_rss_mb"] for _, rep in runs),
+        "ceiling_peak_rss_mb": med(top["peak_rss_mb"] for top, _ in runs),
+        "rejected": runs[-1][1]["rejected"],
+    }
+
+
 def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
-        database_url: str | None = None, workers: int = 2, in_order: bool = False) -> dict[str, Any]:
+        database_url: str | None = None, workers: int = 2, repeat: int = 3) -> dict[str, Any]:
     plan = PlanSettings()
+    load = LoadWatch()
     with database(database_url) as dsn:
         store = PostgresStore(dsn)
         store.migrate()
@@ -251,42 +308,28 @@ def run(events: int, *, partitions: int = 4, samples: int = 200, seed: int = 7,
         rows, accounts, first, last = build_archive(dsn, events, partitions, seed)
         build_seconds = time.perf_counter() - start
         _log(f"archive: {rows:,} events COPYed in {build_seconds:.1f} s")
-        ceiling_n, ceiling_s = measure_ceiling(dsn)
-        _log(f"ceiling: {ceiling_n:,} events decoded in {ceiling_s:.1f} s")
-        replay_n, rejected, replay_s, rss = measure_replay(dsn, plan)
-        _log(f"replay: {replay_n:,} events folded in {replay_s:.1f} s ({rejected} rejected), peak RSS {rss:.0f} MB")
-        parallel_n, parallel_s, parallel_rss, processes = (measure_replay_parallel(dsn, plan, workers)
-                                                           if workers > 1 else (0, 0.0, 0.0, 1))
-        if workers > 1:
-            _log(f"replay, {processes} of {workers} processes: {parallel_n:,} events folded in {parallel_s:.1f} s,"
-                 f" peak RSS {parallel_rss:.0f} MB per process")
-        in_order_n, _, in_order_s, in_order_rss = measure_replay(dsn, plan, in_order=True) if in_order else (
-            0, 0, 0.0, 0.0)
-        if in_order:
-            _log(f"replay in seq order: {in_order_n:,} events folded in {in_order_s:.1f} s,"
-                 f" peak RSS {in_order_rss:.0f} MB")
+        postmaster = postmaster_of(dsn)
+        by_workers = {str(n): compare(dsn, plan, n, repeat, postmaster) for n in sorted({1, workers})}
         statement_ms = measure_statements(dsn, plan, accounts, first, last, samples, seed)
-    replay_eps = replay_n / replay_s if replay_s else 0.0
-    ceiling_eps = ceiling_n / ceiling_s if ceiling_s else 0.0
+    main = by_workers[str(workers)]
     return {
         "events": rows,
-        "replay_events_per_second": round(replay_eps, 1),
-        "ceiling_events_per_second": round(ceiling_eps, 1),
-        "ratio_vs_ceiling": round(replay_eps / ceiling_eps, 3) if ceiling_eps else 0.0,
+        "workers": workers,
+        "replay_events_per_second": main["replay_events_per_second"],
+        "ceiling_events_per_second": main["ceiling_events_per_second"],
+        "ratio_vs_ceiling": main["ratio_vs_ceiling"],
         "statement_p95_ms": round(p95(statement_ms), 2),
-        "peak_rss_mb": round(rss, 1),
-        "replay_parallel_workers": workers,
-        "replay_parallel_processes": processes,
-        "replay_parallel_peak_rss_mb": round(parallel_rss, 1),
-        "replay_parallel_events_per_second": round(parallel_n / parallel_s, 1) if parallel_s else 0.0,
-        "ratio_parallel_vs_ceiling": round(parallel_n / parallel_s / ceiling_eps, 3)
-        if parallel_s and ceiling_eps else 0.0,
+        "peak_rss_mb": main["peak_rss_mb"],
+        "replay_cpu_us_per_event": main["replay_cpu_us_per_event"],
+        "ceiling_cpu_us_per_event": main["ceiling_cpu_us_per_event"],
+        "cpu_ratio_vs_ceiling": main["cpu_ratio_vs_ceiling"],
+        "by_workers": by_workers,
         "statement_median_ms": round(sorted(statement_ms)[len(statement_ms) // 2], 2) if statement_ms else 0.0,
         "statement_samples": len(statement_ms),
-        "rejected": rejected,
-        **({"replay_in_order_events_per_second": round(in_order_n / in_order_s, 1) if in_order_s else 0.0,
-            "replay_in_order_peak_rss_mb": round(in_order_rss, 1)} if in_order else {}),
+        "rejected": main["rejected"],
+        "repeat": repeat,
         "build_seconds": round(build_seconds, 1),
+        **load.figures(),
     }
 
 
@@ -298,25 +341,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", help="a PostgreSQL server DSN (default: an embedded one)")
     parser.add_argument("--workers", type=int, default=2,
-                        help="processes for the partition-parallel replay (also measured; 1 to skip)")
-    parser.add_argument("--in-order", action="store_true",
-                        help="also replay in seq order holding every account (the fold before replay.stream)")
+                        help="processes of the replay and of its ceiling (default 2; 1 process is measured too)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements of each; medians (default 3)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.events, partitions=args.partitions, samples=args.samples, seed=args.seed,
-                 database_url=args.database_url, workers=args.workers, in_order=args.in_order)
+                 database_url=args.database_url, workers=args.workers, repeat=args.repeat)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"archive                 {result['events']:>12,} events")
-        print(f"replay (fold)           {result['replay_events_per_second']:>12,.0f} events/s")
-        print(f"ceiling (COPY + decode) {result['ceiling_events_per_second']:>12,.0f} events/s")
-        print(f"replay / ceiling        {result['ratio_vs_ceiling']:>12.3f}")
-        print(f"replay peak RSS         {result['peak_rss_mb']:>12,.0f} MB")
-        if result["replay_parallel_events_per_second"]:
-            print(f"replay, {result['replay_parallel_processes']} processes    "
-                  f"{result['replay_parallel_events_per_second']:>12,.0f} events/s"
-                  f"  ({result['ratio_parallel_vs_ceiling']:.3f} of the ceiling)")
+        print(f"archive                 {result['events']:>12,} events, median of {result['repeat']}")
+        for n, r in result["by_workers"].items():
+            print(f"{n} process(es): replay {r['replay_events_per_second']:>10,.0f} events/s, ceiling (COPY out +"
+                  f" decode) {r['ceiling_events_per_second']:>10,.0f} events/s, ratio {r['ratio_vs_ceiling']:.3f},"
+                  f" replay peak RSS {r['peak_rss_mb']:,.0f} MB")
+            replay_cpu = sum(r["replay_cpu_us_per_event"].values())
+            ceiling_cpu = sum(r["ceiling_cpu_us_per_event"].values())
+            print(f"    CPU us/event: replay {replay_cpu:.1f}, ceiling {ceiling_cpu:.1f}"
+                  f" (ceiling / replay {r['cpu_ratio_vs_ceiling']:.3f})")
         print(f"statement p95           {result['statement_p95_ms']:>12.2f} ms  (median"
               f" {result['statement_median_ms']:.2f} ms, {result['statement_samples']} samples)")
     return 0

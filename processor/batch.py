@@ -30,7 +30,7 @@ from processor import bounds, footprint
 from processor.collect import Collector
 from processor.rules.base import Rejected
 from processor.rules.days import candidate_cutoff
-from processor.rules.fold import fold_event
+from processor.rules.fold import Reached, fold_event
 from processor.rules.fsa import closable_through
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
@@ -83,8 +83,10 @@ class BatchProcessor:
         record_bytes_max: int = codec.RECORD_BYTES_MAX,
         account_cache_bytes_max: int = 160 * 1024 * 1024,
         key_partition_cache_max: int = 100_000,
+        fold: Callable[..., Reached] = fold_event,
     ) -> None:
         self.store = store
+        self._fold_event = fold  # the one fold; bench/throughput.py's ceiling passes a no-op
         self.log_id = log_id
         self.plan = plan
         self.partitions = partitions
@@ -347,7 +349,7 @@ class BatchProcessor:
     def _fold(self, partition: int, event: InputEvent, collector: Collector, recorded_at: datetime) -> None:
         """The one fold, on this worker's cached state; the outcomes go to the batch's collector."""
         part = self._parts[partition]
-        reached = fold_event(
+        reached = self._fold_event(
             event, part, self.plan, self._cached_account,
             lambda: self._reachable(partition, event, collector),
         )

@@ -28,6 +28,7 @@ from processor.kafka_clients import aiokafka_options, kafka_python_options
 from processor.logid import WHAT_TO_DO, BrokerLost, LogGuard
 from processor.merge import StreamMerger
 from processor.retry import Outage, is_broker_outage, is_database_outage, retry_async
+from processor.rules.fold import Reached, fold_event
 from processor.settings import Settings
 from processor.stops import LedgerStop
 from projections.anchor import Anchorer
@@ -131,6 +132,7 @@ class ProcessorLoop:
         anchor: Anchorer | None = None,
         broker_lost: Callable[[], str | None] | None = None,
         cluster_id: str | None = None,
+        fold: Callable[..., Reached] = fold_event,
     ) -> None:
         self.settings = settings
         self.health = health
@@ -150,6 +152,7 @@ class ProcessorLoop:
             partitions=settings.partitions, clock=clock, account_cache_max=settings.account_cache_max,
             record_bytes_max=settings.record_bytes_max, account_cache_bytes_max=settings.account_cache_bytes_max,
             key_partition_cache_max=settings.key_partition_cache_max,
+            fold=fold,
         )
         topics = settings.topics
         self.merger = StreamMerger(
