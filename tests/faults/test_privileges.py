@@ -306,7 +306,7 @@ def test_the_archive_index_for_replay_is_built_by_the_administrator_and_the_ledg
         conn.execute("DELETE FROM schema_migrations WHERE version = '0070_archive_partition_account_idx'")
     ledger = PostgresStore(make_conninfo(pg_dsn, user=LEDGER_ROLE))
     try:
-        with pytest.raises(MigrationNeedsAdmin, match="0070_archive_partition_account_idx.*setup-roles"):
+        with pytest.raises(MigrationNeedsAdmin, match=r"0070_archive_partition_account_idx.*setup-roles"):
             ledger.migrate()  # the archive is not the ledger's: it may not index it
     finally:
         ledger.close()

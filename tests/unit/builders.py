@@ -6,6 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import count
+from typing import Any
 
 from events.codec import encode
 from events.topics import topic_for
@@ -264,10 +265,11 @@ class Feed:
         return out
 
 
-def make(store: MemoryStore | None = None) -> tuple[BatchProcessor, MemoryStore]:
+def make(store: MemoryStore | None = None, **options: Any) -> tuple[BatchProcessor, MemoryStore]:
+    """A batch processor on an in-memory store; ``options`` go to BatchProcessor (e.g. ``fold``)."""
     store = store or MemoryStore()
     proc = BatchProcessor(store, log_id=LOG, plan=PlanSettings(), topics=TOPICS, partitions=PARTITIONS,
-                          clock=lambda: NOW)
+                          clock=lambda: NOW, **options)
     return proc, store
 
 
