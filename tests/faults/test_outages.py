@@ -119,6 +119,17 @@ def _received(dsn: str) -> int:
         return -1
 
 
+def _settled(dsn: str) -> int:
+    """Records the ledger applied or dead-lettered (not duplicates), from a connection of its own (-1
+    while PostgreSQL is away)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            row = conn.execute("SELECT coalesce(sum(applied + dead_lettered), 0) FROM positions").fetchone()
+        return int(row[0]) if row else 0
+    except psycopg.OperationalError:
+        return -1
+
+
 def _error_lines(up: UpProcess) -> int:
     return sum(1 for line in up.log_path().read_text(errors="replace").splitlines() if " ERROR " in line)
 
@@ -155,7 +166,11 @@ def test_a_postgresql_outage_mid_run_and_while_idle_loses_nothing_doubles_nothin
         up.check_alive()
         private_pg.start()
         everything = first + second + derived
-        wait_for(lambda: received() >= everything, up, f"all {everything} records after the outage")
+        # An outage between the relay's publish and its mark of the rows published sends those rows (the
+        # ledger's own payments) once more: at least once, and the copies are duplicates. So the test waits
+        # for what is applied, and bounds the duplicates instead of counting them exactly.
+        unique = everything - duplicates
+        wait_for(lambda: _settled(watcher_dsn) >= unique, up, f"all {unique} distinct records after the outage")
         up.check_alive()
 
         # an outage while idle: the relay polls the outbox all the time
@@ -166,7 +181,7 @@ def test_a_postgresql_outage_mid_run_and_while_idle_loses_nothing_doubles_nothin
         private_pg.start()
         with Publisher(bootstrap, settings.topics, settings.partitions) as pub:
             late = pub.publish(enrollments("AFTER-IDLE", 3))
-        wait_for(lambda: received() >= everything + late, up, "records after the idle outage")
+        wait_for(lambda: _settled(watcher_dsn) >= unique + late, up, "records after the idle outage")
         assert up.stop() == 0, up.log_tail()
 
         log = up.log_path().read_text(errors="replace")
@@ -175,8 +190,8 @@ def test_a_postgresql_outage_mid_run_and_while_idle_loses_nothing_doubles_nothin
         with psycopg.connect(watcher_dsn) as conn:
             applied, dup, dead = conn.execute(
                 "SELECT sum(applied), sum(duplicates), sum(dead_lettered) FROM positions").fetchone() or (0, 0, 0)
-        assert applied + dup + dead == everything + late
-        assert dup == duplicates
+        assert applied + dead == unique + late
+        assert duplicates <= dup <= duplicates + derived  # re-sent copies are only ever the ledger's own
         _same_books_as_a_pure_fold(settings, watcher_dsn, bootstrap)
     finally:
         up.stop()
@@ -266,12 +281,15 @@ def test_a_broker_outage_within_the_bound_loses_nothing_and_past_it_up_stops_wit
             up.check_alive()
             proxied_broker.proxy.restore()
             everything = sent + derived
-            wait_for(lambda: store.counts().received >= everything, up, "every record after the outage")
+            unique = everything - duplicates  # the relay may send its own rows again (see the PostgreSQL test)
+            wait_for(lambda: store.counts().applied + store.counts().dead_lettered >= unique, up,
+                     "every record after the outage")
             wait_for(lambda: not store.outbox_pending(1) and not store.outbox_undelivered(1), up, "the outbox")
             up.check_alive()
             counts = store.counts()
-            assert counts.received == everything == counts.applied + counts.duplicates + counts.dead_lettered
-            assert counts.duplicates == duplicates
+            assert counts.received == counts.applied + counts.duplicates + counts.dead_lettered
+            assert counts.applied + counts.dead_lettered == unique
+            assert duplicates <= counts.duplicates <= duplicates + derived
             log = up.log_path().read_text(errors="replace")
             assert "CommitFailedError" not in log or "nothing is lost" in log
             assert _error_lines(up) < 60, "the Kafka clients' errors are rate-limited"
