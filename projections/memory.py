@@ -142,6 +142,11 @@ class MemoryStore:
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
         return {k: self._dedupe[k] for k in dedupe_keys if k in self._dedupe}
 
+    def archived_body(self, dedupe_key: str) -> bytes | None:
+        if dedupe_key not in self._dedupe:
+            return None
+        return next(row.body for row in reversed(self.archive) if row.dedupe_key == dedupe_key)
+
     def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]:
         return {p: self._payer_unapplied[p] for p in payer_ids if p in self._payer_unapplied}
 

@@ -461,6 +461,13 @@ class PostgresStore:
             ).fetchall()
         return {k: bytes(h) for k, h in rows}
 
+    def archived_body(self, dedupe_key: str) -> bytes | None:
+        """The archived body under a dedupe key (None if there is none): a resend whose hash differs is
+        compared with it decoded, so a body archived before a field with a default was added still matches."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT body FROM archive WHERE dedupe_key = %s LIMIT 1", (dedupe_key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def payer_unapplied_for(self, payer_ids: list[str]) -> dict[str, int]:
         """payer_id -> unapplied cash of the named payers that have a row (zero included)."""
         if not payer_ids:

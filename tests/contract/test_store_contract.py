@@ -353,6 +353,14 @@ def test_find_events_returns_body_hash_by_dedupe_key(store: LedgerStore) -> None
     assert store.find_events([]) == {}
 
 
+def test_archived_body_returns_the_body_under_a_dedupe_key_or_none(store: LedgerStore) -> None:
+    batch = first_batch()
+    store.commit_batch(batch)
+    assert store.archived_body("A1-enr-1") == batch.archive[0].body
+    assert store.archived_body("A1-pay-202601") == batch.archive[2].body
+    assert store.archived_body("nope") is None
+
+
 def test_snapshots_round_trip(store: LedgerStore) -> None:
     a1 = account("A1", month_state("A1", JAN, 45_000, 45_000), month_state("A1", FEB, 45_000, held_cents=7))
     a1.months[month_key(None)] = MonthState(month=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 from events.codec import encode
@@ -79,6 +80,35 @@ def test_the_same_event_id_with_a_different_body_is_dead_lettered_as_a_conflicti
     assert (dead.field, dead.event_id) == ("event_id", "pay-1")
     assert (result.applied, result.duplicates) == (0, 0)
     assert store.archive_count() == 1
+    assert_counts_add_up(result, store)
+
+
+def test_a_resend_of_an_event_archived_before_a_defaulted_field_existed_is_a_duplicate_not_a_conflict() -> None:
+    """An upgrade adds a field with a default: the body archived before it lacks the field, so its hash
+    differs from the resend's, yet decoded (the field at its default) it is the same event."""
+    import json
+
+    from events.codec import body_hash
+
+    proc, store = make()
+    feed = Feed()
+    p = pay(UMP_EMP, event_id="pay-1")
+    run(proc, store, feed.records(enroll(), bill(UMP_EMP), p))
+    # the archive as an older version wrote it: without a field that now has a default (None here)
+    old = json.loads(store.archive[-1].body)
+    defaulted = [k for k, v in old.items() if v is None]
+    assert defaulted
+    for k in defaulted:
+        del old[k]
+    old_body = json.dumps(old, separators=(",", ":")).encode()
+    store.archive[-1] = replace(store.archive[-1], body=old_body, body_hash=body_hash(old_body))
+    store._dedupe["pay-1"] = body_hash(old_body)
+    result = run(proc, store, [feed.record(p)])
+    assert (result.received, result.applied, result.duplicates, result.write.dead_letters) == (1, 0, 1, [])
+    assert store.balance(ACCOUNT).months[0].paid_cents == 78_412  # not paid twice
+    # a real conflict still is one
+    result = run(proc, store, [feed.record(pay(UMP_EMP - 1, event_id="pay-1"))])
+    assert "conflicting duplicate" in the_dead(result).reason
     assert_counts_add_up(result, store)
 
 
