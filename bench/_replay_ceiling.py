@@ -15,6 +15,7 @@ import psycopg
 
 from events import codec
 from replay.archive import ArchivedEvent
+from replay.parallel import at_snapshot
 
 _COLUMNS = "seq, partition, event_id, event_type, account_id, recorded_at, body, body_hash"
 _TYPES = ["int8", "int4", "text", "text", "text", "timestamptz", "bytea", "bytea"]
@@ -24,12 +25,7 @@ def _decode_partitions(dsn: str, snapshot: str, partitions: list[int]) -> int:
     """Worker: COPY out and decode the given partitions as of the snapshot; returns the rows read."""
     decode = codec.decode_input
     n = 0
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.autocommit = False
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'".encode())
+    with at_snapshot(dsn, snapshot) as conn:  # the replay workers' very connection
         query = (f"COPY (SELECT {_COLUMNS} FROM archive WHERE partition = ANY(%s::int[]) ORDER BY seq)"
                  " TO STDOUT (FORMAT BINARY)")
         with conn.cursor() as cur, cur.copy(query.encode(), (partitions,)) as copy:
@@ -39,7 +35,6 @@ def _decode_partitions(dsn: str, snapshot: str, partitions: list[int]) -> int:
                                     bytes(digest))
                 decode(row.body)
                 n += 1
-        conn.rollback()
     return n
 
 

@@ -132,13 +132,13 @@ def _workers_rss() -> list[int]:
 
 def postmaster_of(dsn: str) -> int | None:
     """The postmaster serving ``dsn`` when it runs on this machine (the parent of our backend), else None."""
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn) as conn:  # asked while the backend lives: it exits with the connection
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        parent = psutil.Process(int(row[0])).parent() if row else None
-    except psutil.Error:
-        return None
-    return parent.pid if parent is not None and parent.name() == "postgres" else None
+        try:
+            parent = psutil.Process(int(row[0])).parent() if row else None
+            return parent.pid if parent is not None and parent.name() == "postgres" else None
+        except psutil.Error:
+            return None
 
 
 def _cpu_s(postmaster: int | None) -> dict[str, float]:

@@ -12,9 +12,10 @@ coordinator then compares the live tables against.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
@@ -61,18 +62,27 @@ def _task(dsn: str, snapshot: str, task: Task, plan_json: str, strict: bool,
     """Worker: one partition (or a range of its accounts) as of the exported snapshot."""
     plan = PlanSettings.model_validate_json(plan_json)
     partition, accounts = task
+    with at_snapshot(dsn, snapshot) as conn:
+        sink = consumer(conn)
+        totals = stream_archive(conn, plan, sink, partitions=[partition], accounts=accounts, strict=strict,
+                                accounts_max=accounts_max, bytes_max=bytes_max)
+        outcome = sink.outcome()
+    return totals, outcome
+
+
+@contextlib.contextmanager
+def at_snapshot(dsn: str, snapshot: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A read-only REPEATABLE READ connection (UTC) that sees exactly the exported ``snapshot``."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         conn.autocommit = False
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'".encode())
-        sink = consumer(conn)
-        totals = stream_archive(conn, plan, sink, partitions=[partition], accounts=accounts, strict=strict,
-                                accounts_max=accounts_max, bytes_max=bytes_max)
-        outcome = sink.outcome()
-        conn.rollback()
-    return totals, outcome
+        try:
+            yield conn
+        finally:
+            conn.rollback()
 
 
 def archived_events(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
