@@ -74,6 +74,10 @@ class Ledger:
         return store
 
     def processor(self, **kwargs: Any) -> ProcessorLoop:
+        if self.settings.demo_clock and "clock" not in kwargs:
+            from processor.clock import BusinessClock
+
+            kwargs["clock"] = BusinessClock()
         kwargs.setdefault("read_store", self.store())
         kwargs.setdefault("health", self.health)
         if "anchor" not in kwargs:

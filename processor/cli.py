@@ -58,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from processor.entrypoints.demo import DEMO_DATABASE, ProgramTooSmall, run_demo
 
     console = Console(stderr=True)
-    settings = _settings()
+    settings = _settings().model_copy(update={"demo_clock": not args.wall_clock})
     database = args.database or DEMO_DATABASE
     ledger_db = settings.database_name if settings.embedded_database else _dsn_dbname(settings.database_url)
     if database == ledger_db:  # the demo drops and recreates its database: never the ledger's own
@@ -168,6 +168,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from processor.stops import LedgerStop
 
     settings = _settings()
+    if settings.demo_clock:
+        raise exits.UsageError("LEDGER_DEMO_CLOCK is a demo-only setting: a ledger in service records events"
+                               " at the time it accepts them; unset it")
     process = args.role in ("all", "processor")
     relay = args.role in ("all", "relay")
     # the notifier runs on its own role, or with all of them once an SMTP server is configured
@@ -561,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--proration", choices=["whole_month", "daily"],
                       help="price the program and the ledger by whole months or by days (default: the plan's)")
+    demo.add_argument("--wall-clock", action="store_true",
+                      help="stamp recorded_at with the wall clock (default: the program's business time, so"
+                           " replay --known-at answers on the demo database)")
     demo.set_defaults(fn=cmd_demo)
 
     pub = sub.add_parser("publish", parents=[common], help="publish events from a JSON lines file")

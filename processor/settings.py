@@ -497,6 +497,12 @@ class Settings(BaseSettings):
         description="and at the latest this long after its first event not yet checkpointed (and at stop)",
     )
     web: WebSettings = Field(default_factory=WebSettings, description="the workbench (benefits-ledger serve)")
+    demo_clock: bool = Field(
+        default=False,
+        description="demo only: recorded_at follows the business time of the events folded (processor/clock.py),"
+        " so the demo's archive answers \"as known on\" questions; `benefits-ledger demo` turns it on (unless"
+        " --wall-clock), `up` refuses to start with it",
+    )
     # Faults (issue 12): bounds, outages, memory. Units last.
     record_bytes_max: int = Field(
         default=1024 * 1024, ge=4096, le=256 * 1024 * 1024,

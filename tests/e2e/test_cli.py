@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,30 @@ def test_query_commands_read_the_demo_database_consistently(demo: DemoRun) -> No
     assert unknown.returncode == 1
     assert unknown.json() == {"account_id": "NO-SUCH-ACCOUNT", "error": "unknown account"}
     assert_nothing_left(demo.data_dir, unknown)
+
+
+def test_the_demo_archive_is_recorded_on_business_time_so_the_books_read_as_they_stood(demo: DemoRun) -> None:
+    """Issue 14 item 6: the demo's clock follows the program's business days, so a missing payment is
+    open as known before the payment that resolved it was recorded, and not after."""
+    rows = query(demo, "discrepancies", "--database", DEMO_DB, "--json")
+    opened = sorted(datetime.fromisoformat(r["opened_recorded_at"]) for r in rows)
+    assert opened[-1] - opened[0] > timedelta(days=60)  # four months of business, not a few seconds
+    settled = [r for r in rows if r["kind"] in ("missing_payment", "underpaid") and r["status"] == "resolved"
+               and r["account_id"].startswith("M")
+               and datetime.fromisoformat(r["resolved_recorded_at"]) - datetime.fromisoformat(
+                   r["opened_recorded_at"]) > timedelta(days=1)]
+    assert settled, "the demo settles some missing or short payments later"
+    row = settled[0]
+    before = datetime.fromisoformat(row["resolved_recorded_at"]) - timedelta(hours=12)
+    after = datetime.fromisoformat(row["resolved_recorded_at"]) + timedelta(seconds=1)
+
+    def open_ids(known_at: datetime) -> set[str]:
+        report = query(demo, "replay", "--database", DEMO_DB, "--known-at", known_at.isoformat(),
+                       "--account", row["account_id"], "--json")
+        return {d["discrepancy_id"] for d in report["open_discrepancies"]}
+
+    assert row["discrepancy_id"] in open_ids(before)
+    assert row["discrepancy_id"] not in open_ids(after)
 
 
 def test_global_options_before_the_subcommand_are_honoured(demo: DemoRun) -> None:

@@ -235,6 +235,13 @@ def test_demo_refuses_to_recreate_the_ledgers_own_database(tmp_path: Path) -> No
     assert not (tmp_path / "postgres").exists(), "nothing was started"
 
 
+def test_up_refuses_the_demo_only_clock(tmp_path: Path) -> None:
+    run = run_cli(["up"], base_env(tmp_path, LEDGER_DEMO_CLOCK="true"), tmp_path, timeout=60)
+    assert run.returncode == 2
+    assert "LEDGER_DEMO_CLOCK is a demo-only setting" in _one_error_line(run.stderr)
+    assert not (tmp_path / "postgres").exists(), "nothing was started"
+
+
 def test_with_json_logs_even_the_final_error_is_a_json_line(tmp_path: Path) -> None:
     import json
 

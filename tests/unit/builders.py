@@ -268,8 +268,9 @@ class Feed:
 def make(store: MemoryStore | None = None, **options: Any) -> tuple[BatchProcessor, MemoryStore]:
     """A batch processor on an in-memory store; ``options`` go to BatchProcessor (e.g. ``fold``)."""
     store = store or MemoryStore()
+    options.setdefault("clock", lambda: NOW)
     proc = BatchProcessor(store, log_id=LOG, plan=PlanSettings(), topics=TOPICS, partitions=PARTITIONS,
-                          clock=lambda: NOW, **options)
+                          **options)
     return proc, store
 
 
