@@ -299,7 +299,7 @@ def cmd_demo_serve(args: argparse.Namespace, inner: Callable[[argparse.Namespace
     from processor.entrypoints.demo import run_demo
     from processor.entrypoints.web.auth import PostgresUserStore
 
-    settings = _settings(args)
+    settings = _settings(args).model_copy(update={"demo_clock": not getattr(args, "wall_clock", False)})
     status: list[int] = []
 
     def then(ledger: Any, report: Any) -> None:
