@@ -14,10 +14,11 @@ def wall_clock() -> datetime:
 class BusinessClock:
     """Demo only (setting ``demo_clock``, which ``up`` refuses). The demo publishes a year of business in
     a minute; stamped by the wall clock, every event would be recorded within the same few seconds and
-    "March as known on April 15" would replay nothing. This clock stamps a batch with the latest
-    ``occurred_at`` among its events: it never goes back, and never past the wall clock (the demo's
-    program may run past today: those events are recorded now, as the wall clock says). Before the
-    first event it reads the wall clock (a dead letter of the first batch)."""
+    "March as known on April 15" would replay nothing. The processor advances this clock with each
+    event it folds and records the event at the latest ``occurred_at`` reached so far: in archive order
+    it never goes back, and it never runs past the wall clock (the demo's program may run past today:
+    those events are recorded now, as the wall clock says). Before the first event it reads the wall
+    clock (a dead letter of the first batch)."""
 
     def __init__(self, wall: Callable[[], datetime] = wall_clock) -> None:
         self._wall = wall

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from msgspec.structs import replace
 
 from processor.clock import BusinessClock
-from tests.unit.builders import UMP_EMP, Feed, bill, enroll, make, pay, rate, run
+from tests.unit.builders import PARTITIONS, UMP_EMP, Feed, bill, enroll, make, pay, rate, run
 
 WALL = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -30,14 +30,15 @@ def test_the_business_clock_never_runs_past_the_wall_clock() -> None:
     assert clock.advance([WALL + timedelta(days=40)]) == WALL
 
 
-def test_a_batch_on_the_business_clock_is_recorded_at_its_latest_business_time() -> None:
+def test_each_event_on_the_business_clock_is_recorded_at_the_business_time_reached_with_it() -> None:
     clock = BusinessClock(lambda: WALL)
     proc, store = make(clock=clock)
     feed = Feed()
     march = [replace(e, occurred_at=at(3, d)) for e, d in
              ((rate(UMP_EMP), 1), (enroll(), 2), (bill(UMP_EMP), 3))]
-    run(proc, store, feed.records(*march))
-    assert {row.recorded_at for row in store.archive} == {at(3, 3)}
+    run(proc, store, feed.records(*march))  # one batch, three business days
+    # the rate is one record per partition
+    assert [row.recorded_at for row in store.archive] == [at(3, 1)] * PARTITIONS + [at(3, 2), at(3, 3)]
     run(proc, store, feed.records(replace(pay(UMP_EMP), occurred_at=at(4, 15))))
     assert store.archive[-1].recorded_at == at(4, 15)
     late = replace(pay(UMP_EMP, event_id="pay-late", payment_id="P-LATE"), occurred_at=at(2, 1))
