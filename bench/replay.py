@@ -185,11 +185,8 @@ def measure_replay(dsn: str, plan: PlanSettings, workers: int, postmaster: int |
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    import replay.parallel
-
     # The ledger replays a small archive in the caller's process; the benchmark compares N processes
     # with the ceiling's N, so it always spawns them (one included).
-    replay.parallel.EVENTS_PER_PROCESS_MIN = 1
     with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
         before = _cpu_s(postmaster)
         start = time.perf_counter()
@@ -197,7 +194,7 @@ def measure_replay(dsn: str, plan: PlanSettings, workers: int, postmaster: int |
             with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 n, rejected = pool.submit(_replay_alone, dsn, plan.model_dump_json()).result()
         else:
-            totals, _ = replay_parallel(conn, dsn, plan, workers=workers, strict=False)
+            totals, _ = replay_parallel(conn, dsn, plan, workers=workers, strict=False, events_per_process_min=1)
             n, rejected = totals.events_replayed, len(totals.rejections)
         elapsed = time.perf_counter() - start
         after = _cpu_s(postmaster)

@@ -120,12 +120,15 @@ def replay_parallel(
     conn: psycopg.Connection[tuple[Any, ...]], dsn: str, plan: PlanSettings, *, workers: int = 2,
     strict: bool = True, consumer: Callable[[psycopg.Connection[tuple[Any, ...]]], WorkerConsumer] = discard,
     accounts_max: int = ACCOUNTS_MAX, bytes_max: int = BYTES_MAX,
+    events_per_process_min: int | None = None,
 ) -> tuple[StreamTotals, list[Any]]:
     """Replay the archive visible to ``conn``'s (REPEATABLE READ) transaction with up to ``workers``
-    processes (one per ``EVENTS_PER_PROCESS_MIN`` archived events; a small archive in this process, on
-    ``conn``); ``consumer(conn)`` (a module-level function: it is sent to the workers) builds each task's
-    consumer. Returns the totals of every task and what each task's consumer reported (``outcome()``)."""
-    workers = min(workers, max(1, archived_events(conn) // max(1, EVENTS_PER_PROCESS_MIN)))
+    processes (one per ``events_per_process_min`` archived events, default EVENTS_PER_PROCESS_MIN; a small
+    archive in this process, on ``conn``); ``consumer(conn)`` (a module-level function: it is sent to the
+    workers) builds each task's consumer. Returns the totals of every task and what each task's consumer
+    reported (``outcome()``)."""
+    per_process = EVENTS_PER_PROCESS_MIN if events_per_process_min is None else events_per_process_min
+    workers = min(workers, max(1, archived_events(conn) // max(1, per_process)))
     totals = StreamTotals()
     outcomes: list[Any] = []
     if workers < 2:

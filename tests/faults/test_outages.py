@@ -108,26 +108,24 @@ def _stopped(up: UpProcess, code: int, what: str, timeout: float = WAIT_S) -> st
     return errors[0]
 
 
-def _received(dsn: str) -> int:
-    """Records the ledger received, from a connection of its own (-1 while PostgreSQL is away)."""
+def _positions_sum(dsn: str, columns: str) -> int:
+    """The sum of ``columns`` over the ledger's positions, from a connection of its own (-1 while
+    PostgreSQL is away)."""
     try:
         with psycopg.connect(dsn, connect_timeout=2) as conn:
-            row = conn.execute("SELECT coalesce(sum(applied + duplicates + dead_lettered), 0) FROM positions"
-                               ).fetchone()
+            row = conn.execute(f"SELECT coalesce(sum({columns}), 0) FROM positions").fetchone()
         return int(row[0]) if row else 0
     except psycopg.OperationalError:
         return -1
+
+
+def _received(dsn: str) -> int:
+    return _positions_sum(dsn, "applied + duplicates + dead_lettered")
 
 
 def _settled(dsn: str) -> int:
-    """Records the ledger applied or dead-lettered (not duplicates), from a connection of its own (-1
-    while PostgreSQL is away)."""
-    try:
-        with psycopg.connect(dsn, connect_timeout=2) as conn:
-            row = conn.execute("SELECT coalesce(sum(applied + dead_lettered), 0) FROM positions").fetchone()
-        return int(row[0]) if row else 0
-    except psycopg.OperationalError:
-        return -1
+    """Applied or dead-lettered: every distinct record, duplicates left out."""
+    return _positions_sum(dsn, "applied + dead_lettered")
 
 
 def _error_lines(up: UpProcess) -> int:
