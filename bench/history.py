@@ -15,7 +15,8 @@ reported:
   collecting the rows, and ``BatchWrite.freeze`` encoding the snapshots);
 - ``freeze_us_per_event``: the ``BatchWrite.freeze`` part of it (encoded once more, apart, to time it);
 - ``write_us_per_event``: CPU of ``commit_batch`` per record, this process plus the PostgreSQL server;
-- ``snapshot_bytes``: mean bytes of the account snapshots ``BatchWrite.freeze`` encodes in that month.
+- ``snapshot_bytes``: mean bytes of fold state ``BatchWrite.freeze`` encodes per account written in that
+  month: the account's header and the month rows it changed (processor/state.py, projections/model.py).
 
 **Memory.** For each of ``--accounts`` a fresh topic set and database are loaded with that many accounts
 (an enrollment, a bill and a payment each; ``--account-months`` bills and pays more months), then a fresh
@@ -158,7 +159,10 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
                     freeze_s += time.process_time() - t2
                     write.frozen = frozen
                     assert frozen is not None
-                    sizes.extend(len(state) for _, _, state in frozen.snapshots)
+                    written: dict[str, int] = {a: len(header) for a, _, header in frozen.snapshots}
+                    for a, _, _, state in frozen.month_states:
+                        written[a] += len(state)
+                    sizes.extend(written.values())
                 server0 = postgres_cpu_s(postmaster) if postmaster else 0.0
                 t3 = time.process_time()
                 store.commit_batch(result.write)

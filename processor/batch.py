@@ -35,7 +35,14 @@ from processor.rules.fold import Reached, fold_event
 from processor.rules.fsa import closable_through
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
-from projections.model import ArchiveRow, BatchWrite, DeadLetterRow, LedgerStore, PositionAdvance
+from projections.model import (
+    ArchiveRow,
+    BatchWrite,
+    DeadLetterRow,
+    LedgerStore,
+    PositionAdvance,
+    remember_loaded_months,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +353,8 @@ class BatchProcessor:
             state = loaded.get(a)
             if state is None:
                 state = AccountState(account_id=a, partition=partition_of[a])
+            else:
+                remember_loaded_months(state)
             self._accounts[a] = state
             size = self._account_bytes[a] = footprint.account_bytes(state)
             self.cached_bytes += size

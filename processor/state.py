@@ -347,6 +347,7 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
         """The months were replaced wholesale: the lookups are derived again on next use."""
         self.__dict__.pop("_payment_months", None)
         self.__dict__.pop("_bill_months", None)
+        self.__dict__.pop("_ordinals", None)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):
@@ -425,6 +426,7 @@ def month_key(month: date | None) -> str:
 _account_encoder = msgspec.msgpack.Encoder()
 _account_decoder = msgspec.msgpack.Decoder(AccountState)
 _partition_decoder = msgspec.msgpack.Decoder(PartitionState)
+_month_decoder = msgspec.msgpack.Decoder(MonthState)
 
 
 def encode_state(state: AccountState | PartitionState) -> bytes:
@@ -437,3 +439,30 @@ def decode_account(raw: bytes) -> AccountState:
 
 def decode_partition(raw: bytes) -> PartitionState:
     return _partition_decoder.decode(raw)
+
+
+# An account is stored as a header (everything but its months) and one row per month, so a batch writes
+# the months it changed and not the account's whole history (processor/batch.py; projections/*).
+UNSPLIT = "_unsplit"  # in AccountState.__dict__: loaded from a whole-account snapshot, to be written split
+
+
+def encode_header(state: AccountState) -> bytes:
+    """The account without its months (a shallow copy with none: the live state is not touched)."""
+    return _account_encoder.encode(msgspec.structs.replace(state, months={}))
+
+
+def encode_month(month: MonthState) -> bytes:
+    return _account_encoder.encode(month)
+
+
+def assemble_account(header: bytes, months: list[tuple[str, bytes]]) -> AccountState:
+    """An account from its header and its month rows, given in the months' order (their ordinals).
+
+    A header that still holds months is a whole-account snapshot written before months had rows of
+    their own: it is marked so its next write stores every month as a row."""
+    state = _account_decoder.decode(header)
+    if state.months:
+        state.__dict__[UNSPLIT] = True
+    for key, raw in months:
+        state.months[key] = _month_decoder.decode(raw)
+    return state

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
-from processor.state import AccountState, PartitionState, decode_account, decode_partition
+from processor.state import AccountState, PartitionState, assemble_account, decode_partition
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     DISCREPANCIES_STREAM,
@@ -62,7 +62,8 @@ class MemoryStore:
         self._chain_heads: dict[int, bytes] = {}
         self._dedupe: dict[str, bytes] = {}
         self._archive_positions: set[tuple[str, str, int, int]] = set()
-        self._accounts: dict[str, bytes] = {}
+        self._accounts: dict[str, bytes] = {}  # the headers (processor/state.py encode_header)
+        self._account_months: dict[str, dict[str, tuple[int, bytes]]] = {}  # month key -> (ordinal, state)
         self._account_partition: dict[str, int] = {}
         self._partitions: dict[int, bytes] = {}
         self._months: dict[tuple[str, date], MonthRow] = {}
@@ -91,7 +92,11 @@ class MemoryStore:
         return {(t, p): n for (lg, t, p), n in self._positions.items() if lg == log_id}
 
     def load_accounts(self, account_ids: list[str]) -> dict[str, AccountState]:
-        return {a: decode_account(self._accounts[a]) for a in account_ids if a in self._accounts}
+        return {a: self._assemble(a) for a in account_ids if a in self._accounts}
+
+    def _assemble(self, account_id: str) -> AccountState:
+        rows = sorted(self._account_months.get(account_id, {}).items(), key=lambda kv: kv[1][0])
+        return assemble_account(self._accounts[account_id], [(k, raw) for k, (_, raw) in rows])
 
     def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:
         return {p: decode_partition(self._partitions[p]) for p in partitions if p in self._partitions}
@@ -190,6 +195,8 @@ class MemoryStore:
         for account_id, partition, snapshot in frozen.snapshots:
             self._accounts[account_id] = snapshot
             self._account_partition[account_id] = partition
+        for account_id, month, ordinal, state in frozen.month_states:
+            self._account_months.setdefault(account_id, {})[month] = (ordinal, state)
         for r in frozen.months:
             self._months[(r.account_id, r.coverage_month)] = r
         for account_id, rows in frozen.coverage.items():

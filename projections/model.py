@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Protocol
 
 from processor.rules.fsa import available_cents
-from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
+from processor.state import (
+    UNSPLIT,
+    AccountState,
+    OpenDiscrepancy,
+    PartitionState,
+    encode_header,
+    encode_month,
+    encode_state,
+)
 from processor.stops import DataIntegrityStop
 
 
@@ -165,11 +174,13 @@ class FrozenState:
     store writes these, never the live objects.
     """
 
-    snapshots: list[tuple[str, int, bytes]]  # account_id, partition, encoded AccountState
+    snapshots: list[tuple[str, int, bytes]]  # account_id, partition, encoded header (processor/state.py)
     months: list[MonthRow]
     coverage: dict[str, list[CoverageRow]]  # accounts whose coverage rows are rewritten
     partitions: list[tuple[int, bytes]]
     fsa: list[FsaRow] = field(default_factory=list)  # every FSA account of the accounts whose FSA moved
+    # the months of state the batch changed: account_id, month key, ordinal (place in the account), bytes
+    month_states: list[tuple[str, str, int, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -197,18 +208,71 @@ class BatchWrite:
         """Encode the account and partition changes once; later calls return the same result."""
         if self.frozen is None:
             months: list[MonthRow] = []
+            snapshots: list[tuple[str, int, bytes]] = []
+            month_states: list[tuple[str, str, int, bytes]] = []
+            check = check_month_writes()
             for account_id, account in self.accounts.items():
-                keys = self.dirty_months.get(account_id)
+                keys = self.dirty_months.get(account_id) or set()
                 if keys:
                     months.extend(month_rows(account, keys))
+                snapshots.append((account_id, account.partition, encode_header(account)))
+                month_states.extend(changed_months(account, keys, check=check))
             self.frozen = FrozenState(
-                snapshots=[(a, st.partition, encode_state(st)) for a, st in self.accounts.items()],
+                snapshots=snapshots,
                 months=months,
                 coverage={a: coverage_rows(self.accounts[a]) for a in self.coverage_changed},
                 partitions=[(p, encode_state(st)) for p, st in self.partitions.items()],
                 fsa=[row for a in sorted(self.fsa_changed) for row in fsa_rows(self.accounts[a])],
+                month_states=month_states,
             )
         return self.frozen
+
+
+# LEDGER_CHECK_MONTH_WRITES=1 (the test suite sets it): every freeze encodes every month of every account
+# it writes and fails if one changed without being marked dirty, i.e. if a month row would go stale.
+def check_month_writes() -> bool:
+    return os.environ.get("LEDGER_CHECK_MONTH_WRITES", "") not in ("", "0")
+
+
+_WRITTEN = "_month_bytes"  # in AccountState.__dict__, check mode only: each month as last loaded or written
+
+
+def changed_months(account: AccountState, dirty: set[str], *, check: bool = False) -> list[tuple[str, str, int, bytes]]:
+    """The month rows a write stores: the months the fold marked dirty (every month of a whole-account
+    snapshot written before months had rows), with their ordinals so a load keeps the months' order."""
+    whole = account.__dict__.pop(UNSPLIT, False)
+    if check:
+        check_months_marked(account, dirty, whole)
+    if not dirty and not whole:
+        return []
+    ordinals = month_ordinals(account)
+    months = account.months
+    keys = months if whole else sorted(dirty)
+    return [(account.account_id, k, ordinals[k], encode_month(months[k])) for k in keys if k in months]
+
+
+def month_ordinals(account: AccountState) -> dict[str, int]:
+    """Month key -> its place in ``account.months`` (months are only ever added, at the end)."""
+    ordinals: dict[str, int] | None = account.__dict__.get("_ordinals")
+    if ordinals is None or len(ordinals) != len(account.months):
+        ordinals = account.__dict__["_ordinals"] = {k: i for i, k in enumerate(account.months)}
+    return ordinals
+
+
+def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> None:
+    written: dict[str, bytes] = account.__dict__.setdefault(_WRITTEN, {})
+    for key, month in account.months.items():
+        raw = encode_month(month)
+        if not whole and key not in dirty and written.get(key) != raw:
+            raise AssertionError(f"account {account.account_id}: month {key} changed but was not marked dirty,"
+                                 " so its stored row would be stale")
+        written[key] = raw
+
+
+def remember_loaded_months(account: AccountState) -> None:
+    """Check mode: the months as loaded, which a later write must not change unmarked."""
+    if check_month_writes():
+        account.__dict__[_WRITTEN] = {k: encode_month(m) for k, m in account.months.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +365,10 @@ class Summary:
 def month_rows(account: AccountState, keys: set[str] | None = None) -> list[MonthRow]:
     """Projection rows of an account's coverage months (payments naming no month are payer cash only)."""
     rows = []
-    for key, m in account.months.items():
-        if m.month is None or (keys is not None and key not in keys):
+    months = account.months
+    for key in (months if keys is None else sorted(keys)):
+        m = months.get(key)
+        if m is None or m.month is None:
             continue
         billed, adjusted, paid, unapplied = m.totals()
         refunded = m.refunded_cents

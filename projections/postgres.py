@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from processor.state import AccountState, PartitionState, decode_account, decode_partition
+from processor.state import AccountState, PartitionState, assemble_account, decode_partition
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     DISCREPANCIES_STREAM,
@@ -105,6 +105,12 @@ SELECT u.account_id, u.partition, u.state, now()
 FROM unnest(%b::text[], %b::int[], %b::bytea[]) AS u(account_id, partition, state)
 ON CONFLICT (account_id) DO UPDATE SET
     partition = excluded.partition, state = excluded.state, updated_at = excluded.updated_at
+"""
+
+_UPSERT_MONTH_STATES = """
+INSERT INTO account_month_state (account_id, month_key, ordinal, state)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::bytea[])
+ON CONFLICT (account_id, month_key) DO UPDATE SET ordinal = excluded.ordinal, state = excluded.state
 """
 
 _UPSERT_MONTHS = """
@@ -394,8 +400,15 @@ class PostgresStore:
             rows = conn.execute(
                 "SELECT account_id, state FROM account_snapshot WHERE account_id = ANY(%s)", (account_ids,)
             ).fetchall()
+            month_rows = conn.execute(
+                "SELECT account_id, month_key, state FROM account_month_state WHERE account_id = ANY(%s)"
+                " ORDER BY account_id, ordinal", (account_ids,)
+            ).fetchall()
         found = dict(rows)
-        return {a: decode_account(found[a]) for a in account_ids if a in found}
+        months: dict[str, list[tuple[str, bytes]]] = {}
+        for account_id, key, raw in month_rows:
+            months.setdefault(account_id, []).append((key, raw))
+        return {a: assemble_account(found[a], months.get(a, [])) for a in account_ids if a in found}
 
     def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:
         """Snapshots of the named partitions' reference data that exist, in the order asked."""
@@ -566,6 +579,8 @@ class PostgresStore:
             pair for rows in frozen.coverage.values() for pair in enumerate(rows)
         ]
         cur.execute(_UPSERT_ACCOUNTS, (ids, parts, states))
+        if frozen.month_states:
+            cur.execute(_UPSERT_MONTH_STATES, tuple(map(list, zip(*frozen.month_states, strict=True))))
         if months:
             cur.execute(_UPSERT_MONTHS, (
                 [m.account_id for m in months], [m.coverage_month for m in months],

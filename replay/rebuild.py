@@ -55,7 +55,7 @@ _ARCHIVE_COLS = (
 # bookkeeping (positions, dead letters, outbox, the notifier's and the workbench's tables) stays where it is.
 PROJECTIONS = (
     "account_snapshot", "partition_state", "member_month", "member_coverage", "discrepancy", "payer_unapplied",
-    "fsa_account",
+    "fsa_account", "account_month_state",
 )
 # Locked against writes for the switch: a batch moves its positions first, and takes the chain heads
 # before it archives anything (the ledger may not lock the archive itself, nor needs to).

@@ -18,7 +18,7 @@ import msgspec
 import psycopg
 
 from processor.settings import PlanSettings
-from processor.state import decode_account, decode_partition
+from processor.state import assemble_account, decode_partition
 from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow
 from projections.postgres import DISCREPANCY_COLUMNS, MONTH_COLUMNS, discrepancy_row
 from replay.archive import connect
@@ -130,8 +130,8 @@ def _keyed(table: str, rows: Iterable[Any]) -> dict[Hashable, Any]:
         return {(r[0], r[1]): CoverageRow(r[0], *r[2:]) for r in rows}
     if table == "discrepancy":
         return {r[0]: discrepancy_row(r) for r in rows}
-    if table == "account_snapshot":
-        return {r[0]: (int(r[1]), decode_account(bytes(r[2]))) for r in rows}
+    if table == "account_snapshot":  # the headers; load_live_accounts adds each account's month rows
+        return {r[0]: (int(r[1]), bytes(r[2])) for r in rows}
     assert table == "fsa_account", table
     return {(r[0], r[2], r[3]): FsaRow(*r) for r in rows}
 
@@ -148,6 +148,17 @@ def load_live_accounts(
         else:
             rows = conn.execute(f"{query} {where}".encode()).fetchall()
         out[table] = _keyed(table, rows)
+    month_query = "SELECT account_id, month_key, state FROM account_month_state"
+    if accounts is not None:
+        month_rows = conn.execute(f"{month_query} WHERE account_id = ANY(%s) ORDER BY account_id, ordinal".encode(),
+                                  (accounts,)).fetchall()
+    else:
+        month_rows = conn.execute(f"{month_query} {where} ORDER BY account_id, ordinal".encode()).fetchall()
+    months: dict[str, list[tuple[str, bytes]]] = {}
+    for account_id, key, raw in month_rows:
+        months.setdefault(account_id, []).append((key, bytes(raw)))
+    out["account_snapshot"] = {a: (partition, assemble_account(header, months.get(str(a), [])))
+                               for a, (partition, header) in out["account_snapshot"].items()}
     return out
 
 

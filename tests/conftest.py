@@ -28,14 +28,20 @@ TEST_KEYS = {
 }
 
 
+# Every write checks that no month changed without being marked dirty (projections/model.py), in the
+# test process and in the ledger processes the tests start.
+CHECKS = {"LEDGER_CHECK_MONTH_WRITES": "1"}
+
+
 def ledger_keys_env() -> dict[str, str]:
-    return dict(TEST_KEYS)
+    return {**TEST_KEYS, **CHECKS}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Turn SIGTERM into KeyboardInterrupt so pytest still runs fixture teardown (stops servers)."""
     global _previous_sigterm
     os.environ.update(TEST_KEYS)  # also for module- and session-scoped fixtures (before _test_keys runs)
+    os.environ.update(CHECKS)
     if threading.current_thread() is threading.main_thread():
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -68,7 +74,7 @@ def _no_ledger_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _test_keys(_no_ledger_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TEST_KEYS.items():
+    for name, value in {**TEST_KEYS, **CHECKS}.items():
         monkeypatch.setenv(name, value)
 
 

@@ -23,6 +23,8 @@ from processor.state import (
     PartitionState,
     PaymentLine,
     RateEntry,
+    decode_account,
+    encode_state,
     month_key,
 )
 from projections.memory import MemoryStore
@@ -239,7 +241,10 @@ def test_committed_batch_is_visible_in_balance_and_summary(store: LedgerStore) -
     assert s.counts.applied == 4 and s.counts.received == 4
 
 
-def test_only_dirty_months_and_changed_coverage_are_rewritten(store: LedgerStore) -> None:
+def test_only_dirty_months_and_changed_coverage_are_rewritten(
+    store: LedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEDGER_CHECK_MONTH_WRITES")  # January changes unmarked on purpose
     store.commit_batch(first_batch())
     a1 = account("A1", month_state("A1", JAN, 45_000, 40_000), month_state("A1", FEB, 45_000), members=2)
     store.commit_batch(BatchWrite(
@@ -250,8 +255,12 @@ def test_only_dirty_months_and_changed_coverage_are_rewritten(store: LedgerStore
     # January was not named dirty: its row keeps the earlier figures; coverage was not named changed.
     assert [(m.coverage_month, m.paid_cents) for m in bal.months] == [(JAN, 45_000), (FEB, 0)]
     assert [c.member_id for c in bal.coverages] == ["A1-m1"]
-    # The snapshot, though, is always the whole new state.
-    assert store.load_accounts(["A1"])["A1"] == a1
+    # The state is stored the same way: the header (the coverage, the counters) whole, and of the months
+    # only those named dirty. January's state is still the first batch's.
+    loaded = store.load_accounts(["A1"])["A1"]
+    assert loaded.coverages == a1.coverages and loaded.events_applied == a1.events_applied
+    assert loaded.months[month_key(FEB)] == a1.months[month_key(FEB)]
+    assert loaded.months[month_key(JAN)].payments[0].amount_cents == 45_000
 
     store.commit_batch(BatchWrite(
         accounts={"A1": a1}, coverage_changed={"A1"}, positions=[advance(4, 5, applied=1)],
@@ -370,7 +379,8 @@ def test_snapshots_round_trip(store: LedgerStore) -> None:
                                     employee_cents=15_000, employer_cents=30_000, event_id="rate-1")]},
     )  # fmt: skip
     store.commit_batch(BatchWrite(
-        accounts={"A1": a1}, partitions={3: part}, positions=[advance(None, 1, partition=3, applied=1)],
+        accounts={"A1": a1}, partitions={3: part}, dirty_months={"A1": set(a1.months)},
+        positions=[advance(None, 1, partition=3, applied=1)],
     ))  # fmt: skip
     loaded = store.load_accounts(["A1", "missing"])
     assert list(loaded) == ["A1"] and loaded["A1"] == a1
@@ -378,7 +388,69 @@ def test_snapshots_round_trip(store: LedgerStore) -> None:
     assert store.load_partitions([3, 0]) == {3: part}
     # A month with no coverage month (payments naming none) is state only, not a projection row.
     bal = store.balance("A1")
-    assert bal is not None and bal.months == []  # no dirty months named
+    assert bal is not None and [m.coverage_month for m in bal.months] == [JAN, FEB]
+
+
+def test_a_load_keeps_the_months_in_the_order_they_were_added(store: LedgerStore) -> None:
+    # a retroactive bill adds an earlier month after later ones; the fold sees the months as it left them
+    a1 = account("A1", month_state("A1", FEB, 45_000))
+    a1.months[month_key(None)] = MonthState(month=None)
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    a1.months[month_key(JAN)] = month_state("A1", JAN, 45_000, 45_000)
+    a1.months[month_key(FEB)].expected_cents = 44_000
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(JAN), month_key(FEB)}}))
+    loaded = store.load_accounts(["A1"])["A1"]
+    assert list(loaded.months) == [month_key(FEB), month_key(None), month_key(JAN)]
+    assert loaded == a1
+
+
+def test_a_whole_account_snapshot_of_an_older_version_loads_and_is_stored_split_at_its_next_write(
+    store: LedgerStore,
+) -> None:
+    whole = account("A1", month_state("A1", JAN, 45_000, 45_000), month_state("A1", FEB, 45_000))
+    _put_whole_snapshot(store, whole)
+    loaded = store.load_accounts(["A1"])["A1"]
+    assert loaded == whole
+    # the next write names only February, yet January must not be lost with the months leaving the header
+    loaded.months[month_key(FEB)].expected_cents = 45_000
+    store.commit_batch(BatchWrite(accounts={"A1": loaded}, dirty_months={"A1": {month_key(FEB)}}))
+    again = store.load_accounts(["A1"])["A1"]
+    assert again == loaded and list(again.months) == [month_key(JAN), month_key(FEB)]
+    assert _stored_header(store, "A1").months == {}  # the months now live in their own rows
+
+
+def test_a_write_that_changed_a_month_it_did_not_mark_fails_in_check_mode(store: LedgerStore) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    a1.months[month_key(JAN)].expected_cents = 1  # changed, not marked: its stored row would go stale
+    with pytest.raises(AssertionError, match="month 2026-01-01 changed but was not marked dirty"):
+        store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
+
+
+def _put_whole_snapshot(store: LedgerStore, state: AccountState) -> None:
+    """Store ``state`` as versions before per-month rows did: the whole account in one snapshot."""
+    if isinstance(store, MemoryStore):
+        store._accounts[state.account_id] = encode_state(state)
+        store._account_partition[state.account_id] = state.partition
+        return
+    from projections.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with store._tx() as conn:
+        conn.execute("INSERT INTO account_snapshot (account_id, partition, state) VALUES (%s, %s, %s)",
+                     (state.account_id, state.partition, encode_state(state)))
+
+
+def _stored_header(store: LedgerStore, account_id: str) -> AccountState:
+    if isinstance(store, MemoryStore):
+        return decode_account(store._accounts[account_id])
+    from projections.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with store._tx() as conn:
+        row = conn.execute("SELECT state FROM account_snapshot WHERE account_id = %s", (account_id,)).fetchone()
+    assert row is not None
+    return decode_account(bytes(row[0]))
 
 
 def test_due_accounts_excludes_paid_months_and_open_missing_payment(store: LedgerStore) -> None:
@@ -765,9 +837,11 @@ def test_store_reconnects_after_losing_its_connection(pg_dsn: str) -> None:
         pg.close()
 
 
-def test_memory_and_postgres_agree_on_random_batches(pg_dsn: str) -> None:
+def test_memory_and_postgres_agree_on_random_batches(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Seeded random batches (some stale) give the same observable state in both stores."""
     import random
+
+    monkeypatch.delenv("LEDGER_CHECK_MONTH_WRITES")  # random states, random dirty marks: not a fold's writes
 
     from projections.postgres import PostgresStore
 

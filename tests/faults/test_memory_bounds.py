@@ -17,7 +17,6 @@ from processor import footprint
 from processor.batch import BatchProcessor, Record
 from processor.entrypoints.demo import generate
 from processor.settings import PlanSettings
-from processor.state import decode_account
 from projections.memory import MemoryStore
 from tests.unit.builders import JAN, LOG, NOW, PARTITIONS, TOPICS, Feed, bill, enroll, pay
 
@@ -50,9 +49,9 @@ def test_the_size_estimate_of_an_account_is_close_to_what_it_really_takes_and_er
     gc.collect()
     tracemalloc.start()
     try:
-        for blob in store._accounts.values():
+        for account_id in store._accounts:
             before = tracemalloc.get_traced_memory()[0]
-            account = decode_account(blob)
+            (account,) = store.load_accounts([account_id]).values()
             real = tracemalloc.get_traced_memory()[0] - before
             kept.append(account)
             ratios.append(footprint.account_bytes(account) / real)
@@ -77,7 +76,8 @@ def test_the_account_cache_stays_within_its_byte_bound_and_the_books_are_the_sam
     assert bounded.summary() == unbounded.summary()
     assert bounded.discrepancies(limit=10**6) == unbounded.discrepancies(limit=10**6)
     assert bounded.payer_unapplied() == unbounded.payer_unapplied()
-    assert bounded._accounts == unbounded._accounts, "the same account snapshots, byte for byte"
+    assert bounded._accounts == unbounded._accounts, "the same account headers, byte for byte"
+    assert bounded._account_months == unbounded._account_months, "the same month rows, byte for byte"
 
 
 def test_the_account_count_bound_still_holds_beside_the_byte_bound() -> None:

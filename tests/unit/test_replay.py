@@ -11,7 +11,7 @@ import pytest
 from events.codec import body_hash, encode
 from events.types import BROADCAST_ACCOUNT, BillingCycleClosed, InputEvent
 from processor.settings import PlanSettings
-from processor.state import decode_account, decode_partition
+from processor.state import decode_partition
 from projections.model import ArchiveRow
 from replay.archive import ArchivedEvent
 from replay.fold import ReplayError, replay
@@ -217,7 +217,7 @@ def test_replay_of_the_batch_processors_archive_equals_its_store() -> None:
     run(proc, store, [feed.raw(TOPICS.control, p, None, encode(cycle)) for p in range(PARTITIONS)])
     res = replay(_archived_rows(store.archive), PlanSettings())
     assert res.events_replayed == len(store.archive)
-    live_accounts = {a: decode_account(b) for a, b in store._accounts.items()}
+    live_accounts = store.load_accounts(sorted(store._accounts))
     assert res.accounts == live_accounts
     assert {p: decode_partition(b) for p, b in store._partitions.items()} == res.partitions
     assert res.payer_cash() == store.payer_unapplied()
