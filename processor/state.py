@@ -343,11 +343,36 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
             index = self.__dict__["_bill_months"] = {b.bill_id: key for key, m in self.months.items() for b in m.bills}
         return index
 
+    @property
+    def unpaid_months(self) -> set[str]:
+        """Keys of the months billed with nothing applied: the only months a business day can find missing
+        (processor/rules/days.py), so a day need not walk the whole history. Kept up to date by
+        ``month_changed``, which the fold calls for every month it re-projects (and every changed month is
+        re-projected: projections/model.py checks that in the test suite)."""
+        index: set[str] | None = self.__dict__.get("_unpaid_months")
+        if index is None:
+            index = self.__dict__["_unpaid_months"] = {k for k, m in self.months.items() if unpaid(m)}
+        return index
+
+    def month_changed(self, key: str) -> None:
+        index: set[str] | None = self.__dict__.get("_unpaid_months")
+        if index is not None:
+            if unpaid(self.months[key]):
+                index.add(key)
+            else:
+                index.discard(key)
+
     def forget_indexes(self) -> None:
         """The months were replaced wholesale: the lookups are derived again on next use."""
         self.__dict__.pop("_payment_months", None)
         self.__dict__.pop("_bill_months", None)
         self.__dict__.pop("_ordinals", None)
+        self.__dict__.pop("_unpaid_months", None)
+
+
+def unpaid(month: MonthState) -> bool:
+    """Billed, and nothing applied to it yet."""
+    return bool(month.bills) and not any(p.status == PAYMENT_APPLIED for p in month.payments)
 
 
 class RateEntry(msgspec.Struct, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from processor.state import (
     encode_header,
     encode_month,
     encode_state,
+    unpaid,
 )
 from processor.stops import DataIntegrityStop
 
@@ -254,8 +256,11 @@ def changed_months(account: AccountState, dirty: set[str], *, check: bool = Fals
 def month_ordinals(account: AccountState) -> dict[str, int]:
     """Month key -> its place in ``account.months`` (months are only ever added, at the end)."""
     ordinals: dict[str, int] | None = account.__dict__.get("_ordinals")
-    if ordinals is None or len(ordinals) != len(account.months):
-        ordinals = account.__dict__["_ordinals"] = {k: i for i, k in enumerate(account.months)}
+    if ordinals is None:
+        ordinals = account.__dict__["_ordinals"] = {}
+    if len(ordinals) != len(account.months):  # months added since: they are at the end
+        for i, k in enumerate(itertools.islice(account.months, len(ordinals), None), start=len(ordinals)):
+            ordinals[k] = i
     return ordinals
 
 
@@ -267,6 +272,12 @@ def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> 
             raise AssertionError(f"account {account.account_id}: month {key} changed but was not marked dirty,"
                                  " so its stored row would be stale")
         written[key] = raw
+    kept = account.__dict__.get("_unpaid_months")
+    if kept is not None:
+        fresh = {k for k, m in account.months.items() if unpaid(m)}
+        if kept != fresh:
+            raise AssertionError(f"account {account.account_id}: the unpaid months index {sorted(kept)} is not"
+                                 f" the months billed and unpaid {sorted(fresh)}")
 
 
 def remember_loaded_months(account: AccountState) -> None:

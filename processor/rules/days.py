@@ -15,7 +15,7 @@ from processor.rules import remittances
 from processor.rules.base import Outcome, Rejected
 from processor.rules.fsa import claim_deadline, fsa_may_close, settle
 from processor.settings import PlanSettings
-from processor.state import PAYMENT_APPLIED, AccountState, PartitionState
+from processor.state import AccountState, PartitionState
 
 
 def close_day(part: PartitionState, e: DayClosed) -> None:
@@ -36,10 +36,9 @@ def months_to_check(account: AccountState, business_date: date, plan: PlanSettin
     """Billed, unpaid months past the shortest grace period with no missing payment open yet."""
     cutoff = candidate_cutoff(business_date, plan)
     keys = []
-    for key, month in account.months.items():
-        # cheapest tests first: this runs over every cached account of a partition on each day_closed
-        if not month.bills or any(p.status == PAYMENT_APPLIED for p in month.payments):
-            continue  # nothing billed, or something paid
+    months = account.months
+    for key in sorted(account.unpaid_months):  # billed, nothing applied: not the whole history
+        month = months[key]
         due = month.due_on
         if (
             due is not None and due < cutoff and month.billed_cents + month.adjusted_cents > 0
@@ -74,9 +73,9 @@ def next_day_may_change(account: AccountState, plan: PlanSettings) -> date | Non
             first = at if first is None or at < first else first
 
     grace = min(plan.grace_days, plan.cobra_grace_days)  # as candidate_cutoff: due < d - grace
-    for key, month in account.months.items():
-        if not month.bills or any(p.status == PAYMENT_APPLIED for p in month.payments):
-            continue
+    months = account.months
+    for key in account.unpaid_months:  # the earliest date does not depend on the order
+        month = months[key]
         due = month.due_on
         if (due is not None and month.billed_cents + month.adjusted_cents > 0
                 and f"missing_payment|{key}" not in account.open):

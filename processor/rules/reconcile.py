@@ -62,6 +62,7 @@ def reconcile(
     """Re-project the month, detect, and settle its discrepancies with what the trigger changed."""
     v = project(account, part, plan, key)
     out.dirty_months.add(key)
+    account.month_changed(key)
     found = detect(v)
     if account.closed:  # a finding a person dismissed stays closed while it shows the same amounts
         screen_findings(account, key, found)
