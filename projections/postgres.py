@@ -8,13 +8,14 @@ processor and the outbox relay share the store through ``asyncio.to_thread``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import psycopg
 from psycopg import errors
 
@@ -154,10 +155,25 @@ _WORK_COLUMNS = (
     "pending_cents", "pending_by", "pending_event_id",
 )
 
+# Set-based writes (one statement per kind of change, arrays of columns): a row per statement costs the
+# client more than the fold of the event that made it. ``causes`` is each row's cause_event_ids as a JSON
+# array (an array of arrays cannot be unnested); WITH ORDINALITY keeps the ids in their order.
+_CAUSES = "ARRAY(SELECT e FROM jsonb_array_elements_text(u.causes::jsonb) WITH ORDINALITY AS c(e, n) ORDER BY n)"
+_WORK_TYPES = "%b::text[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[]," \
+              " %b::text[], %b::text[]"
+
 # An id opened again replaces the stored row, as the in-memory store does.
 _OPEN_DISCREPANCY = f"""
 INSERT INTO discrepancy ({_DISCREPANCY_COLUMNS})
-VALUES ({", ".join(["%s"] * 26)})
+SELECT u.discrepancy_id, u.kind, u.account_id, u.coverage_month, u.payer_id, u.expected_cents, u.actual_cents,
+       {_CAUSES}, u.explanation, u.action, u.actor, u.status, u.opened_by, u.resolved_by, u.opened_recorded_at,
+       u.resolved_recorded_at, {", ".join(f"u.{c}" for c in _WORK_COLUMNS)}
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::date[], %b::text[], %b::bigint[], %b::bigint[], %b::text[],
+            %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+            %b::timestamptz[], {_WORK_TYPES})
+     AS u(discrepancy_id, kind, account_id, coverage_month, payer_id, expected_cents, actual_cents, causes,
+          explanation, action, actor, status, opened_by, resolved_by, opened_recorded_at, resolved_recorded_at,
+          {", ".join(_WORK_COLUMNS)})
 ON CONFLICT (discrepancy_id) DO UPDATE SET
     kind = excluded.kind, account_id = excluded.account_id, coverage_month = excluded.coverage_month,
     payer_id = excluded.payer_id, expected_cents = excluded.expected_cents,
@@ -169,9 +185,12 @@ ON CONFLICT (discrepancy_id) DO UPDATE SET
 """
 
 _CHANGE_DISCREPANCY = f"""
-UPDATE discrepancy SET expected_cents = %s, actual_cents = %s, explanation = %s, action = %s, cause_event_ids = %s,
-    {", ".join(f"{c} = %s" for c in _WORK_COLUMNS)}
-WHERE discrepancy_id = %s
+UPDATE discrepancy d SET expected_cents = u.expected_cents, actual_cents = u.actual_cents,
+    explanation = u.explanation, action = u.action, cause_event_ids = {_CAUSES},
+    {", ".join(f"{c} = u.{c}" for c in _WORK_COLUMNS)}
+FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], {_WORK_TYPES}, %b::text[])
+     AS u(expected_cents, actual_cents, explanation, action, causes, {", ".join(_WORK_COLUMNS)}, discrepancy_id)
+WHERE d.discrepancy_id = u.discrepancy_id
 """
 
 # The agency a discrepancy belongs to (processor.rules.workflow.agency_of, projections.model.discrepancy_agency):
@@ -199,11 +218,19 @@ _QUEUE_ORDER = {
 }
 
 _CLOSE_DISCREPANCY = """
-UPDATE discrepancy SET status = %s, resolved_by = %s, resolved_recorded_at = %s
-WHERE discrepancy_id = %s
+UPDATE discrepancy d SET status = u.status, resolved_by = u.resolved_by, resolved_recorded_at = u.recorded_at
+FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[])
+     AS u(status, resolved_by, recorded_at, discrepancy_id)
+WHERE d.discrepancy_id = u.discrepancy_id
 """
 
-_INSERT_OUTBOX = "INSERT INTO outbox (event_id, key, body, stream) VALUES (%s, %s, %s, %s)"
+# seq follows the batch's order of the rows (the relay publishes in seq order)
+_INSERT_OUTBOX = """
+INSERT INTO outbox (event_id, key, body, stream)
+SELECT u.event_id, u.key, u.body, u.stream
+FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[]) WITH ORDINALITY AS u(event_id, key, body, stream, n)
+ORDER BY u.n
+"""
 
 # The processor saw these outbox events come back (issue 12): delivered.
 _ECHOED = """
@@ -315,6 +342,27 @@ def _discrepancy(row: Sequence[Any]) -> DiscrepancyRow:
 # for readers of the table outside the store (replay/verify.py)
 DISCREPANCY_COLUMNS = _DISCREPANCY_COLUMNS
 discrepancy_row = _discrepancy
+
+
+_T = TypeVar("_T")
+
+
+def _last_by_id(rows: list[_T], key: Callable[[_T], str]) -> list[_T]:
+    """The rows, each id's last only (a set-based statement may touch a row once)."""
+    return list({key(r): r for r in rows}.values())
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> tuple[list[Any], ...]:
+    """Rows as a tuple of column lists, for ``unnest``."""
+    if not rows:
+        return tuple([] for _ in range(width))
+    columns = tuple(list(c) for c in zip(*rows, strict=True))
+    assert len(columns) == width, (len(columns), width)
+    return columns
+
+
+def _causes(d: DiscrepancyRow) -> str:
+    return msgspec.json.encode(list(d.cause_event_ids)).decode()
 
 
 def _work(d: DiscrepancyRow) -> tuple[Any, ...]:
@@ -552,7 +600,8 @@ class PostgresStore:
                     cur.execute(_UPSERT_PARTITION, (p, part_bytes))
                 self._write_discrepancies(cur, batch)
                 if batch.outbox:
-                    cur.executemany(_INSERT_OUTBOX, [(o.event_id, o.key, o.body, o.stream) for o in batch.outbox])
+                    cur.execute(_INSERT_OUTBOX, _columns([(o.event_id, o.key, o.body, o.stream) for o in batch.outbox],
+                                                         4))
                 if batch.echoed:
                     cur.execute(_ECHOED, (batch.echoed, sorted(ECHO_STREAMS)))
                 deltas = [(p, d) for p, d in batch.payer_unapplied_delta.items() if d]
@@ -614,23 +663,26 @@ class PostgresStore:
 
     @staticmethod
     def _write_discrepancies(cur: psycopg.Cursor[tuple[Any, ...]], batch: BatchWrite) -> None:
-        if batch.discrepancies_opened:
-            cur.executemany(_OPEN_DISCREPANCY, [
+        # one statement per kind: a row changed twice in the batch is written as it ended (the last)
+        opened = _last_by_id(batch.discrepancies_opened, lambda d: d.discrepancy_id)
+        if opened:
+            cur.execute(_OPEN_DISCREPANCY, _columns([
                 (d.discrepancy_id, d.kind, d.account_id, d.coverage_month, d.payer_id, d.expected_cents,
-                 d.actual_cents, list(d.cause_event_ids), d.explanation, d.action, d.actor, d.status,
-                 d.opened_by, d.resolved_by, d.opened_recorded_at, d.resolved_recorded_at, *_work(d))
-                for d in batch.discrepancies_opened
-            ])  # fmt: skip
-        if batch.discrepancies_changed:
-            cur.executemany(_CHANGE_DISCREPANCY, [
-                (d.expected_cents, d.actual_cents, d.explanation, d.action, list(d.cause_event_ids), *_work(d),
-                 d.discrepancy_id)
-                for d in batch.discrepancies_changed
-            ])  # fmt: skip
-        if batch.discrepancies_closed:
-            cur.executemany(_CLOSE_DISCREPANCY, [
-                (c.status, c.resolved_by, c.recorded_at, c.discrepancy_id) for c in batch.discrepancies_closed
-            ])  # fmt: skip
+                 d.actual_cents, _causes(d), d.explanation, d.action, d.actor, d.status, d.opened_by, d.resolved_by,
+                 d.opened_recorded_at, d.resolved_recorded_at, *_work(d))
+                for d in opened
+            ], 26))  # fmt: skip
+        changed = _last_by_id(batch.discrepancies_changed, lambda d: d.discrepancy_id)
+        if changed:
+            cur.execute(_CHANGE_DISCREPANCY, _columns([
+                (d.expected_cents, d.actual_cents, d.explanation, d.action, _causes(d), *_work(d), d.discrepancy_id)
+                for d in changed
+            ], 16))  # fmt: skip
+        closed = _last_by_id(batch.discrepancies_closed, lambda c: c.discrepancy_id)
+        if closed:
+            cur.execute(_CLOSE_DISCREPANCY, _columns([
+                (c.status, c.resolved_by, c.recorded_at, c.discrepancy_id) for c in closed
+            ], 4))  # fmt: skip
 
     # -- relay side ---------------------------------------------------------------------------
 
