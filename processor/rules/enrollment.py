@@ -11,8 +11,6 @@ hire) has each of those months judged, so every covered month whose cycle closed
 
 from __future__ import annotations
 
-from datetime import date
-
 import msgspec
 
 from events.types import EnrollmentChanged
@@ -36,9 +34,10 @@ def on_enrollment(account: AccountState, part: PartitionState, e: EnrollmentChan
         return out
     e = _as_plan_allows(account, e, plan)
     waiting = _take_pending(account, e.member_id, e.coverage_line) if e.action == "add" else []
-    # A change moves nothing before the month its earliest date falls in (one month earlier, for a
-    # reinstatement extending a segment that ended then): the cost does not grow with the history.
-    since = add_months(first_of_month(min(d for c in (e, *waiting) for d in _dates(c))), -1)
+    # A change moves nothing before the month it takes effect in (a termination: its last covered day,
+    # not the coverage's begin it repeats; one month earlier, for a reinstatement extending a segment
+    # that ended then): the cost does not grow with the history.
+    since = add_months(first_of_month(min(coverage.change_date(c) for c in (e, *waiting))), -1)
     before = retro.billed_premiums(account, part, plan, lambda m: m >= since)
     coverage.apply_enrollment(account, e)
     for kept in waiting:
@@ -55,10 +54,6 @@ def on_enrollment(account: AccountState, part: PartitionState, e: EnrollmentChan
             out.touch(key)
     _settle_unknown(account, e, out)
     return out
-
-
-def _dates(e: EnrollmentChanged) -> tuple[date, ...]:
-    return (e.benefit_begin,) if e.benefit_end is None else (e.benefit_begin, e.benefit_end)
 
 
 def _as_plan_allows(account: AccountState, e: EnrollmentChanged, plan: PlanSettings) -> EnrollmentChanged:
