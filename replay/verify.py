@@ -20,7 +20,7 @@ import psycopg
 from processor.settings import PlanSettings
 from processor.state import assemble_account, decode_partition
 from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow
-from projections.postgres import DISCREPANCY_COLUMNS, MONTH_COLUMNS, discrepancy_row
+from projections.postgres_reads import DISCREPANCY_COLUMNS, MONTH_COLUMNS, discrepancy_row
 from replay.archive import connect
 from replay.fold import ReplayError, ReplayResult
 from replay.stream import ACCOUNTS_MAX, BYTES_MAX, GroupResult, PartitionResult, StreamTotals, stream_archive
