@@ -15,7 +15,9 @@ Kafka's max.task.idle.ms). A silent topic delays folding by at most that much an
 while it still holds fetched records of it, so its high-water mark can be older than records of
 another topic fetched since. A stream last seen caught up before a candidate record was even made
 (plus ``idle_ms``) may hold earlier records, so the partition waits for a newer fetch of it (bounded
-like a stream that is behind). Producer and consumer clocks are assumed within ``idle_ms``.
+like a stream that is behind). Producer and consumer clocks are assumed within ``idle_ms``. A mark
+fetched before the stream was (re)assigned is no evidence at all (the consumer keeps a partition's last
+mark across a seek): until a fetch made after the assignment reports on it, the stream counts as behind.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ class StreamMerger:
         self._next_fetch: dict[TopicPartitionKey, int] = {}
         self._highwater: dict[TopicPartitionKey, int] = {}
         self._observed: dict[TopicPartitionKey, float] = {}  # when the high-water mark was fetched (ms)
+        self._assigned: dict[TopicPartitionKey, float] = {}  # when the stream was (re)started (ms)
         self._waiting_since: dict[int, float] = {}
 
-    def assign(self, positions: dict[TopicPartitionKey, int]) -> None:
-        """Start (or restart) these streams at the given next offsets; their buffers are dropped."""
+    def assign(self, positions: dict[TopicPartitionKey, int], *, now_ms: float) -> None:
+        """Start (or restart) these streams at the given next offsets at ``now_ms``; their buffers are
+        dropped, and only a fetch made after ``now_ms`` can say one is caught up."""
         for tp, offset in positions.items():
             self._buffers[tp] = deque()
             self._next_fetch[tp] = offset
+            self._assigned[tp] = now_ms
             self._highwater.pop(tp, None)
             self._observed.pop(tp, None)
         self._waiting_since.clear()
@@ -52,6 +57,7 @@ class StreamMerger:
         for tp in tps:
             self._buffers.pop(tp, None)
             self._next_fetch.pop(tp, None)
+            self._assigned.pop(tp, None)
             self._highwater.pop(tp, None)
             self._observed.pop(tp, None)
         self._waiting_since.clear()
@@ -70,13 +76,17 @@ class StreamMerger:
 
     def set_highwater(self, tp: TopicPartitionKey, highwater: int | None, observed_ms: float | None = None) -> None:
         """The broker's high-water mark of the stream, as of the fetch at ``observed_ms`` (the consumer's
-        last poll of it; None: now, as when the mark was just fetched)."""
-        if highwater is not None and tp in self._buffers:
-            self._highwater[tp] = highwater
-            if observed_ms is None:
-                self._observed.pop(tp, None)
-            else:
-                self._observed[tp] = observed_ms
+        last poll of it; None: now, as when the mark was just fetched). A mark fetched before the stream
+        was assigned is ignored."""
+        if highwater is None or tp not in self._buffers:
+            return
+        if observed_ms is not None and observed_ms < self._assigned[tp]:
+            return  # from before the assignment or seek: says nothing about the stream as it is now
+        self._highwater[tp] = highwater
+        if observed_ms is None:
+            self._observed.pop(tp, None)
+        else:
+            self._observed[tp] = observed_ms
 
     def buffered(self, tp: TopicPartitionKey) -> int:
         buf = self._buffers.get(tp)
@@ -87,7 +97,8 @@ class StreamMerger:
         return self.buffered(tp) >= self.buffered_max
 
     def _behind(self, tp: TopicPartitionKey) -> bool:
-        """The broker is known to hold records of this stream that are not buffered yet."""
+        """The broker is known to hold records of this stream that are not buffered yet (or no fetch since
+        the assignment has said otherwise)."""
         hw = self._highwater.get(tp)
         return hw is None or self._next_fetch[tp] < hw
 

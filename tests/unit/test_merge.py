@@ -15,7 +15,7 @@ def _records(tp: tuple[str, int], start: int, stop: int, ts0: int) -> list[Recor
 
 def _merger() -> StreamMerger:
     merger = StreamMerger({"billing": 0, "control": 1}, idle_ms=IDLE_MS, buffered_max=10_000)
-    merger.assign({A: 0, B: 0})
+    merger.assign({A: 0, B: 0}, now_ms=0)
     return merger
 
 
@@ -75,3 +75,22 @@ def test_a_stale_stream_waits_at_most_ten_idle_periods() -> None:
     merger.set_highwater(B, 1, observed_ms=9_900)
     assert merger.take(10, now_ms=10_000) == []
     assert [r.topic for r in merger.take(10, now_ms=10_000 + 10 * IDLE_MS)] == ["control"]
+
+
+def test_a_high_water_mark_fetched_before_the_assignment_does_not_make_a_stream_caught_up() -> None:
+    """A consumer keeps a partition's last mark across a seek: on a partition just taken over, billing looks
+    caught up at the stored position by a fetch older than the assignment. The day close must wait for a fetch
+    made after the assignment, which brings billing's earlier records."""
+    merger = StreamMerger({"billing": 0, "control": 1}, idle_ms=IDLE_MS, buffered_max=10_000)
+    assigned_at = 100_000
+    merger.assign({A: 500, B: 0}, now_ms=assigned_at)
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=80_000)])  # a day close, made long ago
+    merger.set_highwater(A, 500, observed_ms=assigned_at - 10_000)  # before the assignment: not evidence
+    merger.set_highwater(B, 1, observed_ms=assigned_at + 400)
+    assert merger.take(10, now_ms=assigned_at + 500) == []
+    # the first fetch of billing made after the assignment brings the bills the day close must follow
+    merger.add(A, _records(A, 500, 510, ts0=70_000))
+    merger.set_highwater(A, 510, observed_ms=assigned_at + 600)
+    out = merger.take(100, now_ms=assigned_at + 700)
+    assert [(r.topic, r.offset) for r in out] == [("billing", o) for o in range(500, 510)] + [("control", 0)]
+
