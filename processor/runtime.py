@@ -197,7 +197,8 @@ class ProcessorLoop:
         for tp in assigned:
             starts[(tp.topic, tp.partition)] = offset = stored.get((tp.topic, tp.partition), 0)
             self.consumer.seek(tp, offset)
-        self.merger.assign(starts)
+        # marks the consumer kept from before this seek say nothing about the streams from here on
+        self.merger.assign(starts, now_ms=time.time() * 1000)
         self.revoke_partitions([])  # refresh positions
 
     def revoke_partitions(self, partitions: Iterable[int]) -> None:

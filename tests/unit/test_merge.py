@@ -15,7 +15,7 @@ def _records(tp: tuple[str, int], start: int, stop: int, ts0: int) -> list[Recor
 
 def _merger() -> StreamMerger:
     merger = StreamMerger({"billing": 0, "control": 1}, idle_ms=IDLE_MS, buffered_max=10_000)
-    merger.assign({A: 0, B: 0})
+    merger.assign({A: 0, B: 0}, now_ms=0)
     return merger
 
 
@@ -68,10 +68,69 @@ def test_a_fresh_fetch_of_an_empty_stream_lets_an_old_enough_record_through() ->
     assert [r.topic for r in merger.take(10, now_ms=10_000)] == ["control"]
 
 
-def test_a_stale_stream_waits_at_most_ten_idle_periods() -> None:
+def test_a_stale_stream_holds_the_partition_until_a_fresh_fetch_of_it() -> None:
     merger = _merger()
     merger.add(B, [Record("control", 0, 0, None, b"", timestamp=5_000)])
     merger.set_highwater(A, 0, observed_ms=4_000)  # billing last fetched before control's record was made
     merger.set_highwater(B, 1, observed_ms=9_900)
     assert merger.take(10, now_ms=10_000) == []
-    assert [r.topic for r in merger.take(10, now_ms=10_000 + 10 * IDLE_MS)] == ["control"]
+    assert merger.take(10, now_ms=10_000 + 10 * IDLE_MS) == []  # not fetched again: a slow loop is no reason
+    merger.set_highwater(A, 0, observed_ms=10_000 + 10 * IDLE_MS)  # fetched again: still nothing before it
+    assert [r.topic for r in merger.take(10, now_ms=10_000 + 10 * IDLE_MS + 1)] == ["control"]
+
+
+def test_a_high_water_mark_fetched_before_the_assignment_does_not_make_a_stream_caught_up() -> None:
+    """A consumer keeps a partition's last mark across a seek: on a partition just taken over, billing looks
+    caught up at the stored position by a fetch older than the assignment. The day close must wait for a fetch
+    made after the assignment, which brings billing's earlier records."""
+    merger = StreamMerger({"billing": 0, "control": 1}, idle_ms=IDLE_MS, buffered_max=10_000)
+    assigned_at = 100_000
+    merger.assign({A: 500, B: 0}, now_ms=assigned_at)
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=80_000)])  # a day close, made long ago
+    merger.set_highwater(A, 500, observed_ms=assigned_at - 10_000)  # before the assignment: not evidence
+    merger.set_highwater(B, 1, observed_ms=assigned_at + 400)
+    assert merger.take(10, now_ms=assigned_at + 500) == []
+    # the first fetch of billing made after the assignment brings the bills the day close must follow
+    merger.add(A, _records(A, 500, 510, ts0=70_000))
+    merger.set_highwater(A, 510, observed_ms=assigned_at + 600)
+    out = merger.take(100, now_ms=assigned_at + 700)
+    assert [(r.topic, r.offset) for r in out] == [("billing", o) for o in range(500, 510)] + [("control", 0)]
+
+
+def test_a_stream_behind_that_the_consumer_has_not_fetched_again_holds_the_partition_however_slow_the_loop() -> None:
+    """Billing's records are fetched but still queued in the consumer (it hands out one partition's records
+    per poll): its mark is not refreshed until they are handed out. A slow loop is no reason to give up on
+    them, so the day close is not folded ahead of them after ten idle periods of wall-clock time."""
+    merger = _merger()
+    fetched_at = 1_000_000
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=fetched_at - 60_000)])
+    merger.set_highwater(A, 50, observed_ms=fetched_at)  # billing 0..49 are queued in the consumer
+    merger.set_highwater(B, 1, observed_ms=fetched_at + 20_000)
+    assert merger.take(10, now_ms=fetched_at + 100) == []
+    assert merger.take(10, now_ms=fetched_at + 10 * IDLE_MS + 100) == []  # still not fetched again: wait
+    merger.add(A, _records(A, 0, 50, ts0=fetched_at - 70_000))
+    out = merger.take(100, now_ms=fetched_at + 12 * IDLE_MS)
+    assert [(r.topic, r.offset) for r in out] == [("billing", o) for o in range(50)] + [("control", 0)]
+
+
+def test_a_stream_fetched_again_and_again_without_its_records_is_given_up_after_ten_idle_periods() -> None:
+    """A stuck stream: every fetch says billing has more, none brings it. The partition goes on."""
+    merger = _merger()
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=1_000)])
+    merger.set_highwater(B, 1, observed_ms=5_000)
+    merger.set_highwater(A, 50, observed_ms=5_000)
+    assert merger.take(10, now_ms=5_000) == []
+    merger.set_highwater(A, 50, observed_ms=5_000 + 9 * IDLE_MS)
+    assert merger.take(10, now_ms=5_000 + 9 * IDLE_MS) == []
+    merger.set_highwater(A, 50, observed_ms=5_000 + 10 * IDLE_MS)
+    assert [r.topic for r in merger.take(10, now_ms=5_000 + 10 * IDLE_MS)] == ["control"]
+
+
+def test_a_stream_that_is_never_fetched_again_holds_the_partition_at_most_stall_ms_max() -> None:
+    merger = StreamMerger({"billing": 0, "control": 1}, idle_ms=IDLE_MS, buffered_max=10_000, stall_ms_max=30_000)
+    merger.assign({A: 0, B: 0}, now_ms=0)
+    merger.add(B, [Record("control", 0, 0, None, b"", timestamp=1_000)])
+    merger.set_highwater(B, 1, observed_ms=5_000)
+    assert merger.take(10, now_ms=5_000) == []  # billing not fetched since the assignment
+    assert merger.take(10, now_ms=5_000 + 29_999) == []
+    assert [r.topic for r in merger.take(10, now_ms=5_000 + 30_000)] == ["control"]
