@@ -163,6 +163,7 @@ class ProcessorLoop:
         self.producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
         self._pending: tuple[BatchResult, asyncio.Task[float]] | None = None
+        self._committing: asyncio.Task[float] | None = None  # the commit a drain is waiting for
         self.batches = 0
         bound = settings.outage_retry_seconds_max
         self._database = Outage("PostgreSQL", bound, log)
@@ -429,9 +430,16 @@ class ProcessorLoop:
         """Wait for the in-flight commit; False if it lost a position race or PostgreSQL failed under it
         (then state is reset before the next batch: nothing of it counts until the store shows it)."""
         if self._pending is None:
+            committing = self._committing
+            if committing is not None:
+                # Another caller is waiting for the commit in flight (a rebalance during a batch): the
+                # revoked partitions may go to another worker only once it is in the store, or that
+                # worker would start from positions without it.
+                await asyncio.wait({committing})
             return True
         result, task = self._pending
         self._pending = None
+        self._committing = task
         try:
             commit_seconds = await task
         except PositionConflict as exc:
@@ -447,6 +455,8 @@ class ProcessorLoop:
                 return False
             self.processor.reset()
             raise
+        finally:
+            self._committing = None
         self.processor.committed(result)
         metrics.record_batch(result, commit_seconds)
         metrics.CACHE_ACCOUNTS.set(len(getattr(self.processor, "_accounts", ())))
