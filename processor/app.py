@@ -28,8 +28,9 @@ from processor.exits import (
 )
 from processor.health import Health, database_check
 from processor.kafka_clients import faust_credentials, kafka_python_options
+from processor.relay import Relay
 from processor.retry import Outage, is_broker_outage, is_database_outage, retry_sync
-from processor.runtime import ProcessorLoop, Relay
+from processor.runtime import ProcessorLoop
 from processor.settings import Settings
 from processor.stops import LedgerStop
 from processor.topics import ensure_topics

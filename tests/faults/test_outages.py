@@ -24,7 +24,8 @@ from events.publisher import Publisher
 from events.types import Event
 from processor.app import ensure_database, open_ledger
 from processor.batch import Record
-from processor.embedded import EmbeddedPostgres, _pg_ctl_stop, stop_postgres_in
+from processor.embedded import EmbeddedPostgres, stop_postgres_in
+from processor.embedded_postgres import _pg_ctl_stop
 from processor.entrypoints.demo import generate
 from processor.settings import Settings
 from processor.stops import EXIT_DATA_INTEGRITY, EXIT_OUTAGE

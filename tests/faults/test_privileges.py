@@ -22,7 +22,6 @@ from psycopg.conninfo import make_conninfo
 
 from processor.app import open_ledger
 from processor.embedded import (
-    SERVER_USER,
     EmbeddedBroker,
     EmbeddedPostgres,
     hba_trusts_anyone,
@@ -30,6 +29,7 @@ from processor.embedded import (
     private_directory,
     stop_postgres_in,
 )
+from processor.embedded_postgres import SERVER_USER
 from processor.entrypoints.demo import generate, run_program
 from processor.settings import Settings
 from projections.roles import ARCHIVIST, AUDITOR, LEDGER_ROLE, setup_sql
