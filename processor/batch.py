@@ -35,14 +35,8 @@ from processor.rules.fold import Reached, fold_event
 from processor.rules.fsa import closable_through
 from processor.settings import PlanSettings
 from processor.state import AccountState, PartitionState
-from projections.model import (
-    ArchiveRow,
-    BatchWrite,
-    DeadLetterRow,
-    LedgerStore,
-    PositionAdvance,
-    remember_loaded_months,
-)
+from projections.fold_state import remember_loaded_months
+from projections.model import ArchiveRow, BatchWrite, DeadLetterRow, LedgerStore, PositionAdvance
 
 
 @dataclass(frozen=True, slots=True)

@@ -348,7 +348,7 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
         """Keys of the months billed with nothing applied: the only months a business day can find missing
         (processor/rules/days.py), so a day need not walk the whole history. Kept up to date by
         ``month_changed``, which the fold calls for every month it re-projects (and every changed month is
-        re-projected: projections/model.py checks that in the test suite)."""
+        re-projected: projections/fold_state.py checks that in the test suite)."""
         index: set[str] | None = self.__dict__.get("_unpaid_months")
         if index is None:
             index = self.__dict__["_unpaid_months"] = {k for k, m in self.months.items() if unpaid(m)}

@@ -1,6 +1,6 @@
 -- An account's fold state is stored as its header (account_snapshot.state: everything but the months)
 -- and one row per month here, so a batch writes only the months it changed, not the account's whole
--- history (processor/state.py encode_header, projections/model.py changed_months). ``ordinal`` is the
+-- history (processor/state.py encode_header, projections/fold_state.py changed_months). ``ordinal`` is the
 -- month's place in the account (months are only added, at the end): a load keeps their order.
 --
 -- Snapshots written before this migration still hold their months in account_snapshot.state. They are
