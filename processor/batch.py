@@ -256,9 +256,10 @@ class BatchProcessor:
             return
         self._inflight.pop(0)
         sizes = self._account_bytes
+        dirty = result.write.dirty_months
         for account_id, account in result.write.accounts.items():  # they changed: estimate them again
             if account_id in sizes:
-                size = footprint.account_bytes(account)
+                size = footprint.account_bytes(account, dirty.get(account_id, ()))
                 self.cached_bytes += size - sizes[account_id]
                 sizes[account_id] = size
         protected = {a for r in self._inflight for a in r.write.accounts}

@@ -9,10 +9,13 @@ tests/faults/test_memory_bounds.py checks it against tracemalloc.
 
 from __future__ import annotations
 
-from processor.state import AccountState
+from collections.abc import Collection
+
+from processor.state import MONTH_LINES, AccountState, MonthState
 
 ACCOUNT_BYTES = 700  # the AccountState and its empty containers
-MONTH_BYTES = 1020  # a MonthState and its dict entry
+# a MonthState and its dict entry (1020, fitted), plus its entry in the line counts kept for the estimate
+MONTH_BYTES = 1060
 LINE_BYTES = 340  # a bill, adjustment, payment, refund or retroactive line
 COVERAGE_BYTES = 750  # a coverage segment
 OPEN_DISCREPANCY_BYTES = 1250  # an open discrepancy
@@ -24,11 +27,40 @@ RECORD_BYTES = 1250  # a closed discrepancy, a notice issued, an enrollment wait
 MARGIN = 1.1
 
 
-def account_bytes(account: AccountState) -> int:
-    """Estimated bytes of ``account`` in memory (rounded up by MARGIN)."""
-    lines = 0
-    for month in account.months.values():
-        lines += len(month.bills) + len(month.adjustments) + len(month.payments) + len(month.refunds) + len(month.retro)
+def _lines(month: MonthState) -> int:
+    return len(month.bills) + len(month.adjustments) + len(month.payments) + len(month.refunds) + len(month.retro)
+
+
+def _month_lines(account: AccountState, changed: Collection[str] | None) -> int:
+    """The lines of all the account's months. Each month's count is kept with the account, so after a
+    batch only the months it changed (``changed``, its dirty months) are counted again: the estimate
+    costs what changed, not the account's history. ``None`` counts every month."""
+    held = account.__dict__.get(MONTH_LINES)
+    months = account.months
+    if held is not None and changed is not None:
+        counts, total = held
+        for key in changed:
+            month = months.get(key)
+            n = 0 if month is None else _lines(month)
+            total += n - counts.get(key, 0)
+            if month is None:
+                counts.pop(key, None)
+            else:
+                counts[key] = n
+        if len(counts) == len(months):
+            account.__dict__[MONTH_LINES] = (counts, total)
+            return total
+        # a month came or went without being marked changed: count them all again
+    counts = {key: _lines(month) for key, month in months.items()}
+    total = sum(counts.values())
+    account.__dict__[MONTH_LINES] = (counts, total)
+    return total
+
+
+def account_bytes(account: AccountState, changed: Collection[str] | None = None) -> int:
+    """Estimated bytes of ``account`` in memory (rounded up by MARGIN); ``changed``: the month keys
+    changed since the last estimate of this account (None: every month may have)."""
+    lines = _month_lines(account, changed)
     fsa = account.fsa
     built = account.__dict__  # the id lookups, once the fold built them (AccountState.payment_months)
     fsa_entries = 0 if fsa is None else len(fsa.years) + len(fsa.claims) + len(fsa.contribution_ids) + len(

@@ -368,6 +368,11 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
         self.__dict__.pop("_bill_months", None)
         self.__dict__.pop("_ordinals", None)
         self.__dict__.pop("_unpaid_months", None)
+        self.__dict__.pop(MONTH_LINES, None)
+
+
+# in AccountState.__dict__: each month's line count and their total, as processor/footprint.py last saw them
+MONTH_LINES = "_month_lines"
 
 
 def unpaid(month: MonthState) -> bool:

@@ -119,3 +119,14 @@ def test_a_day_later_a_bounded_cache_still_finds_every_account_a_business_day_cl
     full, _, _, _ = _run(records)
     assert len(small.discrepancies(kind="missing_payment")) == 200
     assert small.discrepancies(limit=10**6) == full.discrepancies(limit=10**6)
+
+
+def test_the_size_estimate_kept_across_batches_counts_only_changed_months_and_equals_a_full_count() -> None:
+    """After each commit only the batch's dirty months are counted again (the cost of the estimate does
+    not grow with history); what it keeps must still equal a count of the whole account."""
+    _, proc, _, _ = _run(_records(members=80, months=14, seed=6))
+    assert len(proc._accounts) > 60
+    kept = dict(proc._account_bytes)
+    for account_id, account in proc._accounts.items():
+        assert kept[account_id] == footprint.account_bytes(account, None), account_id
+    assert proc.cached_bytes == sum(kept.values())
