@@ -471,28 +471,86 @@ def decode_partition(raw: bytes) -> PartitionState:
     return _partition_decoder.decode(raw)
 
 
-# An account is stored as a header (everything but its months) and one row per month, so a batch writes
-# the months it changed and not the account's whole history (processor/batch.py; projections/*).
+# An account is stored as a header and one row per month, so a batch writes the months it changed and
+# not the account's whole history (processor/batch.py; projections/*). A month's row also holds the
+# discrepancies about that month, open and closed by a person (their keys name the month): so the header
+# does not grow with the findings of the months behind it. The header keeps everything else, and the
+# findings about a month the account has no row for.
 UNSPLIT = "_unsplit"  # in AccountState.__dict__: loaded from a whole-account snapshot, to be written split
+# in AccountState.__dict__: months whose findings were loaded from the header (written before month rows
+# held them): their next write stores the findings in the month rows
+FINDINGS_IN_HEADER = "_findings_in_header"
+
+
+class MonthFindings(msgspec.Struct, kw_only=True):
+    """The discrepancies of one month, stored with the month's row, in the account's order."""
+
+    open: list[OpenDiscrepancy] = msgspec.field(default_factory=list)
+    closed: list[OpenDiscrepancy] = msgspec.field(default_factory=list)
+
+
+_findings_decoder = msgspec.msgpack.Decoder(MonthFindings)
+
+
+def month_of_key(dkey: str) -> str:
+    """The month key a discrepancy key is about (``kind|month[|detail]``)."""
+    return dkey.split("|", 2)[1]
 
 
 def encode_header(state: AccountState) -> bytes:
-    """The account without its months (a shallow copy with none: the live state is not touched)."""
-    return _account_encoder.encode(msgspec.structs.replace(state, months={}))
+    """The account without its months and their findings (a shallow copy: the live state is not touched)."""
+    months = state.months
+    return _account_encoder.encode(msgspec.structs.replace(
+        state, months={},
+        open={k: d for k, d in state.open.items() if month_of_key(k) not in months},
+        closed={i: d for i, d in state.closed.items() if month_of_key(d.key) not in months},
+    ))
 
 
 def encode_month(month: MonthState) -> bytes:
     return _account_encoder.encode(month)
 
 
-def assemble_account(header: bytes, months: list[tuple[str, bytes]]) -> AccountState:
-    """An account from its header and its month rows, given in the months' order (their ordinals).
+def findings_by_month(state: AccountState) -> dict[str, MonthFindings]:
+    """The account's findings about its months, by month key (a month with none is absent)."""
+    out: dict[str, MonthFindings] = {}
+    months = state.months
+    for k, d in state.open.items():
+        key = month_of_key(k)
+        if key in months:
+            out.setdefault(key, MonthFindings()).open.append(d)
+    for d in state.closed.values():
+        key = month_of_key(d.key)
+        if key in months:
+            out.setdefault(key, MonthFindings()).closed.append(d)
+    return out
+
+
+def encode_findings(findings: MonthFindings | None) -> bytes | None:
+    return None if findings is None else _account_encoder.encode(findings)
+
+
+def assemble_account(header: bytes, months: list[tuple[str, bytes, bytes | None]]) -> AccountState:
+    """An account from its header and its month rows (key, month, findings), in the months' order.
 
     A header that still holds months is a whole-account snapshot written before months had rows of
-    their own: it is marked so its next write stores every month as a row."""
+    their own: it is marked so its next write stores every month as a row. Findings the header holds
+    about months with rows were written before rows held them: those months are marked to be written."""
     state = _account_decoder.decode(header)
     if state.months:
         state.__dict__[UNSPLIT] = True
-    for key, raw in months:
+    for key, raw, _ in months:
         state.months[key] = _month_decoder.decode(raw)
+    if not state.__dict__.get(UNSPLIT):
+        stale = {month_of_key(k) for k in state.open} | {month_of_key(d.key) for d in state.closed.values()}
+        stale &= state.months.keys()
+        if stale:
+            state.__dict__[FINDINGS_IN_HEADER] = stale
+    for _, _, findings in months:
+        if findings is not None:
+            found = _findings_decoder.decode(findings)
+            for d in found.open:
+                state.open[d.key] = d
+            for d in found.closed:
+                state.closed[d.discrepancy_id] = d
     return state

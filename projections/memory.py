@@ -63,7 +63,8 @@ class MemoryStore:
         self._dedupe: dict[str, bytes] = {}
         self._archive_positions: set[tuple[str, str, int, int]] = set()
         self._accounts: dict[str, bytes] = {}  # the headers (processor/state.py encode_header)
-        self._account_months: dict[str, dict[str, tuple[int, bytes]]] = {}  # month key -> (ordinal, state)
+        # month key -> (ordinal, state, findings)
+        self._account_months: dict[str, dict[str, tuple[int, bytes, bytes | None]]] = {}
         self._account_partition: dict[str, int] = {}
         self._partitions: dict[int, bytes] = {}
         self._months: dict[tuple[str, date], MonthRow] = {}
@@ -96,7 +97,7 @@ class MemoryStore:
 
     def _assemble(self, account_id: str) -> AccountState:
         rows = sorted(self._account_months.get(account_id, {}).items(), key=lambda kv: kv[1][0])
-        return assemble_account(self._accounts[account_id], [(k, raw) for k, (_, raw) in rows])
+        return assemble_account(self._accounts[account_id], [(k, raw, found) for k, (_, raw, found) in rows])
 
     def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:
         return {p: decode_partition(self._partitions[p]) for p in partitions if p in self._partitions}
@@ -195,8 +196,8 @@ class MemoryStore:
         for account_id, partition, snapshot in frozen.snapshots:
             self._accounts[account_id] = snapshot
             self._account_partition[account_id] = partition
-        for account_id, month, ordinal, state in frozen.month_states:
-            self._account_months.setdefault(account_id, {})[month] = (ordinal, state)
+        for account_id, month, ordinal, state, findings in frozen.month_states:
+            self._account_months.setdefault(account_id, {})[month] = (ordinal, state, findings)
         for r in frozen.months:
             self._months[(r.account_id, r.coverage_month)] = r
         for account_id, rows in frozen.coverage.items():

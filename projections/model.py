@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from processor.rules.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_header, encode_state
 from processor.stops import DataIntegrityStop
-from projections.fold_state import changed_months, check_month_writes
+from projections.fold_state import MonthStateRow, changed_months, check_month_writes
 
 
 class PositionConflict(RuntimeError):
@@ -172,7 +172,7 @@ class FrozenState:
     partitions: list[tuple[int, bytes]]
     fsa: list[FsaRow] = field(default_factory=list)  # every FSA account of the accounts whose FSA moved
     # the months of state the batch changed: account_id, month key, ordinal (place in the account), bytes
-    month_states: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+    month_states: list[MonthStateRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -201,7 +201,7 @@ class BatchWrite:
         if self.frozen is None:
             months: list[MonthRow] = []
             snapshots: list[tuple[str, int, bytes]] = []
-            month_states: list[tuple[str, str, int, bytes]] = []
+            month_states: list[MonthStateRow] = []
             check = check_month_writes()
             for account_id, account in self.accounts.items():
                 keys = self.dirty_months.get(account_id) or set()

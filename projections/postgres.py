@@ -97,9 +97,10 @@ ON CONFLICT (account_id) DO UPDATE SET
 """
 
 _UPSERT_MONTH_STATES = """
-INSERT INTO account_month_state (account_id, month_key, ordinal, state)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::bytea[])
-ON CONFLICT (account_id, month_key) DO UPDATE SET ordinal = excluded.ordinal, state = excluded.state
+INSERT INTO account_month_state (account_id, month_key, ordinal, state, findings)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::bytea[], %b::bytea[])
+ON CONFLICT (account_id, month_key) DO UPDATE SET
+    ordinal = excluded.ordinal, state = excluded.state, findings = excluded.findings
 """
 
 _UPSERT_MONTHS = """
@@ -359,13 +360,13 @@ class PostgresStore(PostgresReads):
                 "SELECT account_id, state FROM account_snapshot WHERE account_id = ANY(%s)", (account_ids,)
             ).fetchall()
             month_rows = conn.execute(
-                "SELECT account_id, month_key, state FROM account_month_state WHERE account_id = ANY(%s)"
-                " ORDER BY account_id, ordinal", (account_ids,)
+                "SELECT account_id, month_key, state, findings FROM account_month_state"
+                " WHERE account_id = ANY(%s) ORDER BY account_id, ordinal", (account_ids,)
             ).fetchall()
         found = dict(rows)
-        months: dict[str, list[tuple[str, bytes]]] = {}
-        for account_id, key, raw in month_rows:
-            months.setdefault(account_id, []).append((key, raw))
+        months: dict[str, list[tuple[str, bytes, bytes | None]]] = {}
+        for account_id, key, raw, findings in month_rows:
+            months.setdefault(account_id, []).append((key, raw, findings))
         return {a: assemble_account(found[a], months.get(a, [])) for a in account_ids if a in found}
 
     def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:

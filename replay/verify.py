@@ -148,15 +148,15 @@ def load_live_accounts(
         else:
             rows = conn.execute(f"{query} {where}".encode()).fetchall()
         out[table] = _keyed(table, rows)
-    month_query = "SELECT account_id, month_key, state FROM account_month_state"
+    month_query = "SELECT account_id, month_key, state, findings FROM account_month_state"
     if accounts is not None:
         month_rows = conn.execute(f"{month_query} WHERE account_id = ANY(%s) ORDER BY account_id, ordinal".encode(),
                                   (accounts,)).fetchall()
     else:
         month_rows = conn.execute(f"{month_query} {where} ORDER BY account_id, ordinal".encode()).fetchall()
-    months: dict[str, list[tuple[str, bytes]]] = {}
-    for account_id, key, raw in month_rows:
-        months.setdefault(account_id, []).append((key, bytes(raw)))
+    months: dict[str, list[tuple[str, bytes, bytes | None]]] = {}
+    for account_id, key, raw, findings in month_rows:
+        months.setdefault(account_id, []).append((key, bytes(raw), None if findings is None else bytes(findings)))
     out["account_snapshot"] = {a: (partition, assemble_account(header, months.get(str(a), [])))
                                for a, (partition, header) in out["account_snapshot"].items()}
     return out

@@ -80,11 +80,6 @@ def discrepancy_id(account_id: str, key: str, opened_by: str) -> str:
     return hashlib.sha256(f"{account_id}|{key}|{opened_by}".encode()).hexdigest()[:24]
 
 
-def month_of_key(dkey: str) -> str:
-    """The month key a discrepancy key is about (``kind|month[|detail]``)."""
-    return dkey.split("|", 2)[1]
-
-
 def envelope(account: AccountState, trigger: InputEvent, month: date | None) -> dict[str, Any]:
     """The fields every output event shares: its account, the coverage month it is about (or the
     trigger's business date), the trigger's own time (never the clock) and the trigger as its cause."""

@@ -16,8 +16,8 @@ from events.types import (
     InputEvent,
     OutputEvent,
 )
-from processor.rules.base import Finding, Outcome, discrepancy_id, envelope, month_of_key
-from processor.state import AccountState, OpenDiscrepancy
+from processor.rules.base import Finding, Outcome, discrepancy_id, envelope
+from processor.state import AccountState, OpenDiscrepancy, month_of_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +39,13 @@ def settle(
     if not found and not account.open:
         return  # the common case: nothing wrong, nothing open
     superseded: list[OutputEvent] = []
-    for dkey, open_d in list(account.open.items()):
+    # in key order, not the order they were opened: an account loaded from its month rows (each holding
+    # its month's findings) must close them in the same order as the account kept in memory
+    for dkey in sorted(account.open):
         if dkey in found or not in_scope(dkey):
             continue
-        del account.open[dkey]
+        open_d = account.open.pop(dkey)
+        out.dirty_months.add(month_of_key(dkey))  # its month's row holds it
         if retroactive is not None and open_d.kind != "retroactive_change":
             open_retro = account.open.get(retroactive.retro_key)
             by = (open_retro.discrepancy_id if open_retro is not None
@@ -80,6 +83,7 @@ def _open(account: AccountState, trigger: InputEvent, out: Outcome, dkey: str, f
         explanation=f.explanation, action=f.action, actor=f.actor, opened_by=trigger.event_id,
     )
     account.open[dkey] = opened
+    out.dirty_months.add(month_of_key(dkey))
     out.emitted.append(DiscrepancyOpened(
         event_id=f"{did}:opened", **envelope(account, trigger, f.month), discrepancy_id=did, kind=f.kind,
         coverage_month=f.month, payer_id=f.payer_id, expected_cents=f.expected_cents,
@@ -102,6 +106,7 @@ def _change(account: AccountState, trigger: InputEvent, out: Outcome, current: O
     current.explanation, current.action = f.explanation, f.action
     current.cause_event_ids = tuple(dict.fromkeys((*current.cause_event_ids, *f.cause_event_ids, trigger.event_id)))
     out.changed_discrepancies.append(current)
+    out.dirty_months.add(month_of_key(current.key))
 
 
 def screen_findings(account: AccountState, key: str, found: dict[str, Finding]) -> None:

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 from events.types import InputEvent
 from processor.rules import billing, eligibility, payments, retro, s125
-from processor.rules.base import Finding, MonthView, Outcome, month_of_key
+from processor.rules.base import Finding, MonthView, Outcome
 from processor.rules.coverage import priced_segments
 from processor.rules.lifecycle import screen_findings, settle
 from processor.rules.pricing import premium_shares
 from processor.settings import PlanSettings
-from processor.state import AccountState, PartitionState
+from processor.state import AccountState, PartitionState, month_of_key
 
 Finder = Callable[[MonthView], list[Finding]]
 

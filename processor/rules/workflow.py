@@ -37,7 +37,7 @@ from events.types import (
     WaiverApproved,
     WaiverRejected,
 )
-from processor.rules.base import LEDGER_SOURCE, Outcome, Rejected, month_of_key
+from processor.rules.base import LEDGER_SOURCE, Outcome, Rejected
 from processor.rules.coverage import priced_segments
 from processor.rules.payments import owed_by_deductions
 from processor.rules.pricing import plan_premium
@@ -54,6 +54,7 @@ from processor.state import (
     decode_account,
     encode_state,
     month_key,
+    month_of_key,
 )
 
 SUPERVISOR = "supervisor"
@@ -96,10 +97,25 @@ def apply_workflow_event(
     work = decode_account(encode_state(account))
     out = Outcome()
     handler(work, part, event, plan, out)
+    _mark_changed_findings(account, work, out)
     for name in AccountState.__struct_fields__:
         setattr(account, name, getattr(work, name))
     account.forget_indexes()
     return out
+
+
+def _mark_changed_findings(before: AccountState, after: AccountState, out: Outcome) -> None:
+    """A finding about a month is stored with the month's row: the months whose findings the action
+    changed (worked, closed, reopened) are written."""
+    for dkey in before.open.keys() | after.open.keys():
+        if before.open.get(dkey) != after.open.get(dkey):
+            out.dirty_months.add(month_of_key(dkey))
+    for did in before.closed.keys() | after.closed.keys():
+        was, now = before.closed.get(did), after.closed.get(did)
+        if was != now:
+            d = now if now is not None else was
+            assert d is not None
+            out.dirty_months.add(month_of_key(d.key))
 
 
 def closing_adjustments(

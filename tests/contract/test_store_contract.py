@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
+import msgspec
 import psycopg
 import pytest
 
@@ -20,6 +21,7 @@ from processor.state import (
     FsaState,
     FsaYear,
     MonthState,
+    OpenDiscrepancy,
     PartitionState,
     PaymentLine,
     RateEntry,
@@ -423,8 +425,77 @@ def test_a_write_that_changed_a_month_it_did_not_mark_fails_in_check_mode(store:
     a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
     store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
     a1.months[month_key(JAN)].expected_cents = 1  # changed, not marked: its stored row would go stale
-    with pytest.raises(AssertionError, match="month 2026-01-01 changed but was not marked dirty"):
+    with pytest.raises(AssertionError, match="month 2026-01-01 or its findings changed but it was not marked"):
         store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
+
+
+def _finding(did: str, kind: str, month: date | None, **work: object) -> OpenDiscrepancy:
+    return OpenDiscrepancy(
+        discrepancy_id=did, kind=kind, key=f"{kind}|{month_key(month)}", coverage_month=month,
+        payer_id="AG-1", expected_cents=45_000, actual_cents=0, cause_event_ids=("e1",), explanation="x",
+        action="pay", actor="agency", opened_by="e1", **work,
+    )
+
+
+def test_the_findings_about_a_month_are_stored_with_its_row_and_the_header_keeps_only_the_others(
+    store: LedgerStore,
+) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
+    for d in (_finding("d-jan", "missing_payment", JAN), _finding("d-mar", "enrolled_not_billed", date(2026, 3, 1)),
+              _finding("d-feb", "underpaid", FEB)):
+        a1.open[d.key] = d
+    waived = _finding("d-old", "underpaid", JAN, work_status="waived", suppress=True)
+    a1.closed[waived.discrepancy_id] = waived
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    header = _stored_header(store, "A1")
+    assert list(header.open) == ["enrolled_not_billed|2026-03-01"] and header.closed == {}  # no row for March
+    loaded = store.load_accounts(["A1"])["A1"]
+    assert loaded.open == a1.open and loaded.closed == a1.closed
+    # a write that marks only February leaves January's findings where they are
+    a1.open["underpaid|2026-02-01"].assignee = "sam"
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
+    again = store.load_accounts(["A1"])["A1"]
+    assert again.open == a1.open and again.closed == a1.closed
+    assert again.open["underpaid|2026-02-01"].assignee == "sam"
+
+
+def test_a_header_of_an_older_version_holding_every_finding_has_them_moved_to_the_month_rows_at_its_next_write(
+    store: LedgerStore,
+) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    jan = _finding("d-jan", "missing_payment", JAN)
+    a1.open[jan.key] = jan
+    _put_header(store, a1)  # as written before month rows held findings: the header holds them all
+    loaded = store.load_accounts(["A1"])["A1"]
+    assert loaded.open == {jan.key: jan}
+    # the next write names only February: January's finding must not be lost leaving the header
+    store.commit_batch(BatchWrite(accounts={"A1": loaded}, dirty_months={"A1": {month_key(FEB)}}))
+    assert _stored_header(store, "A1").open == {}
+    assert store.load_accounts(["A1"])["A1"].open == {jan.key: jan}
+
+
+def test_a_write_that_changed_a_finding_of_a_month_it_did_not_mark_fails_in_check_mode(store: LedgerStore) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
+    jan = _finding("d-jan", "missing_payment", JAN)
+    a1.open[jan.key] = jan
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    jan.assignee = "sam"  # changed, its month not marked: its stored row would go stale
+    with pytest.raises(AssertionError, match="month 2026-01-01 or its findings changed but it was not marked"):
+        store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
+
+
+def _put_header(store: LedgerStore, state: AccountState) -> None:
+    """Store ``state``'s header as versions before month rows held findings did: with every finding."""
+    header = encode_state(msgspec.structs.replace(state, months={}))
+    if isinstance(store, MemoryStore):
+        store._accounts[state.account_id] = header
+        return
+    from projections.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    with store._tx() as conn:
+        conn.execute("UPDATE account_snapshot SET state = %s WHERE account_id = %s", (header, state.account_id))
 
 
 def _put_whole_snapshot(store: LedgerStore, state: AccountState) -> None:
