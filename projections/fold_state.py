@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from processor.state import (
-    FINDINGS_IN_HEADER,
+    BOOK_ROW,
+    ROWS_IN_HEADER,
     UNSPLIT,
     AccountState,
+    MonthState,
+    RemittanceBook,
     encode_findings,
     encode_month,
     findings_by_month,
+    row_keys,
     unpaid,
 )
 
@@ -37,30 +43,50 @@ _WRITTEN = "_month_bytes"  # in AccountState.__dict__, check mode only: each mon
 
 
 def changed_months(account: AccountState, dirty: set[str], *, check: bool = False) -> list[MonthStateRow]:
-    """The month rows a write stores: the months the fold marked dirty (every month of a whole-account
-    snapshot written before months had rows, and the months whose findings an older header held), with
-    their ordinals so a load keeps the months' order, and each with the findings about it."""
+    """The rows a write stores: the months and remittance books the fold marked dirty (every row of a
+    whole-account snapshot written before months had rows, and the rows whose book or findings an older
+    header held), with their ordinals so a load keeps their order, and each with the findings about it."""
     whole = account.__dict__.pop(UNSPLIT, False)
-    from_header: set[str] = account.__dict__.pop(FINDINGS_IN_HEADER, set())
+    from_header: set[str] = account.__dict__.pop(ROWS_IN_HEADER, set())
     if check:
         check_months_marked(account, dirty | from_header, whole)
     if not dirty and not whole and not from_header:
         return []
-    ordinals = month_ordinals(account)
-    months = account.months
-    keys = months if whole else sorted(dirty | from_header)
+    keys = row_keys(account) if whole else sorted(dirty | from_header)
     findings = findings_by_month(account) if account.open or account.closed else {}
-    return [(account.account_id, k, ordinals[k], encode_month(months[k]), encode_findings(findings.get(k)))
-            for k in keys if k in months]
+    rows = []
+    for key, ordinal, row in _rows(account, keys):
+        rows.append((account.account_id, key, ordinal, encode_month(row), encode_findings(findings.get(key))))
+    return rows
+
+
+def _rows(account: AccountState, keys: Iterable[str]) -> Iterator[tuple[str, int, MonthState | RemittanceBook]]:
+    """(key, ordinal, state) of the named rows that exist: months, and remittance books ("remittance:<id>")."""
+    months, books = account.months, account.remittances
+    month_places = books_places = None
+    for key in keys:
+        month = months.get(key)
+        if month is not None:
+            month_places = month_places or _ordinals(account, "_ordinals", months)
+            yield key, month_places[key], month
+        elif key.startswith(BOOK_ROW) and (book := books.get(key[len(BOOK_ROW):])) is not None:
+            books_places = books_places or _ordinals(account, "_book_ordinals", books)
+            yield key, books_places[key[len(BOOK_ROW):]], book
 
 
 def month_ordinals(account: AccountState) -> dict[str, int]:
     """Month key -> its place in ``account.months`` (months are only ever added, at the end)."""
-    ordinals: dict[str, int] | None = account.__dict__.get("_ordinals")
+    return _ordinals(account, "_ordinals", account.months)
+
+
+def _ordinals(account: AccountState, name: str, rows: dict[str, Any]) -> dict[str, int]:
+    """Key -> its place in ``rows`` (months and books are only ever added, at the end), kept beside the
+    state as ``name``."""
+    ordinals: dict[str, int] | None = account.__dict__.get(name)
     if ordinals is None:
-        ordinals = account.__dict__["_ordinals"] = {}
-    if len(ordinals) != len(account.months):  # months added since: they are at the end
-        for i, k in enumerate(itertools.islice(account.months, len(ordinals), None), start=len(ordinals)):
+        ordinals = account.__dict__[name] = {}
+    if len(ordinals) != len(rows):  # rows added since: they are at the end
+        for i, k in enumerate(itertools.islice(rows, len(ordinals), None), start=len(ordinals)):
             ordinals[k] = i
     return ordinals
 
@@ -68,10 +94,10 @@ def month_ordinals(account: AccountState) -> dict[str, int]:
 def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> None:
     written: dict[str, tuple[bytes, bytes | None]] = account.__dict__.setdefault(_WRITTEN, {})
     findings = findings_by_month(account)
-    for key, month in account.months.items():
-        raw = (encode_month(month), encode_findings(findings.get(key)))
+    for key, _, row in _rows(account, row_keys(account)):
+        raw = (encode_month(row), encode_findings(findings.get(key)))
         if not whole and key not in dirty and written.get(key) != raw:
-            raise AssertionError(f"account {account.account_id}: month {key} or its findings changed but it"
+            raise AssertionError(f"account {account.account_id}: row {key} or its findings changed but it"
                                  " was not marked dirty, so its stored row would be stale")
         written[key] = raw
     kept = account.__dict__.get("_unpaid_months")
@@ -83,10 +109,12 @@ def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> 
 
 
 def remember_loaded_months(account: AccountState) -> None:
-    """Check mode: the months (and their findings) as loaded, which a later write must not change unmarked.
-    Months whose findings came from an older header are written anyway, so they are not remembered."""
+    """Check mode: the rows (and their findings) as loaded, which a later write must not change unmarked.
+    Rows whose book or findings came from an older header are written anyway, so they are not remembered."""
     if check_month_writes():
         findings = findings_by_month(account)
-        stale = account.__dict__.get(FINDINGS_IN_HEADER, set())
-        account.__dict__[_WRITTEN] = {k: (encode_month(m), encode_findings(findings.get(k)))
-                                      for k, m in account.months.items() if k not in stale}
+        stale = account.__dict__.get(ROWS_IN_HEADER, set())
+        account.__dict__[_WRITTEN] = {
+            key: (encode_month(row), encode_findings(findings.get(key)))
+            for key, _, row in _rows(account, row_keys(account))
+            if key not in stale}

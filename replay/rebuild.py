@@ -40,7 +40,7 @@ from psycopg import sql
 
 from events.types import BROADCAST_ACCOUNT
 from processor.settings import PlanSettings
-from processor.state import PartitionState
+from processor.state import PartitionState, row_keys
 from projections.model import BatchWrite
 from projections.postgres import PostgresStore
 from replay.archive import ArchivedEvent, read_accounts, read_broadcasts
@@ -94,7 +94,7 @@ def _group_write(group: GroupResult, payer_delta: dict[str, int] | None = None) 
     """Every row of a group's accounts (upserts: a group folded again replaces what it wrote)."""
     return BatchWrite(
         accounts=dict(group.accounts),
-        dirty_months={a: set(s.months) for a, s in group.accounts.items()},
+        dirty_months={a: set(row_keys(s)) for a, s in group.accounts.items()},
         coverage_changed=set(group.accounts),
         fsa_changed={a for a, s in group.accounts.items() if s.fsa is not None},
         discrepancies_opened=list(group.discrepancies.values()),

@@ -41,7 +41,7 @@ class Outcome:
     output events. A handler names the months it touched (``touch``); the fold reconciles them."""
 
     touched: dict[str, None] = field(default_factory=dict)  # month keys to reconcile, in order
-    dirty_months: set[str] = field(default_factory=set)
+    dirty_months: set[str] = field(default_factory=set)  # stored rows changed: months, "remittance:<id>" books
     coverage_changed: bool = False
     payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
     emitted: list[OutputEvent] = field(default_factory=list)

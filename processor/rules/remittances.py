@@ -41,6 +41,7 @@ from processor.state import (
     AdviceLine,
     PartitionState,
     RemittanceBook,
+    book_row,
 )
 
 PAYER_PREFIX = "payer:"
@@ -99,6 +100,7 @@ def on_remittance(account: AccountState, part: PartitionState, e: RemittanceRece
     book.total_cents, book.declared_lines_cents, book.line_count = e.total_cents, e.lines_total_cents, e.line_count
     book.adjustments_cents = sum(a.amount_cents for a in e.adjustments)
     book.payment_date, book.advice_only = e.payment_date, e.advice_only
+    out.dirty_months.add(book_row(book.remittance_id))  # the book's stored row
     if book.advice_only and book.funded_by is None:
         held = _held_money(account, book)
         if held is not None:
@@ -116,6 +118,7 @@ def on_line_posted(account: AccountState, part: PartitionState, e: RemittanceLin
     book = _book(account, e.remittance_id, e.payer_id)
     book.posted_cents += e.amount_cents
     book.posted_count += 1
+    out.dirty_months.add(book_row(book.remittance_id))
     if e.advice_only:
         line = AdviceLine(account_id=e.line_account_id, payment_id=e.payment_id, amount_cents=e.amount_cents)
         if book.funded_by is not None:
@@ -194,6 +197,7 @@ def _index(account: AccountState, part: PartitionState, plan: PlanSettings, out:
 
 def _judge(account: AccountState, book: RemittanceBook, trigger: InputEvent, out: Outcome) -> None:
     book.judged = True
+    out.dirty_months.add(book_row(book.remittance_id))
     lines = book.posted_cents + book.adjustments_cents
     money = book.funded_cents if book.advice_only else book.total_cents
     key = _key(book.remittance_id)
@@ -254,6 +258,7 @@ def _fund(account: AccountState, part: PartitionState, book: RemittanceBook, pay
     line.status = PAYMENT_FUNDS
     line.moved_to = f"remittance:{book.remittance_id}"
     book.funded_by, book.funded_cents = payment_id, line.amount_cents
+    out.dirty_months.add(book_row(book.remittance_id))
     if book.advice_lines:
         out.derived.extend(_funded_by_account(book, trigger))
         book.advice_lines = []

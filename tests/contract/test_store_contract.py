@@ -25,6 +25,7 @@ from processor.state import (
     PartitionState,
     PaymentLine,
     RateEntry,
+    RemittanceBook,
     decode_account,
     encode_state,
     month_key,
@@ -425,7 +426,7 @@ def test_a_write_that_changed_a_month_it_did_not_mark_fails_in_check_mode(store:
     a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
     store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
     a1.months[month_key(JAN)].expected_cents = 1  # changed, not marked: its stored row would go stale
-    with pytest.raises(AssertionError, match="month 2026-01-01 or its findings changed but it was not marked"):
+    with pytest.raises(AssertionError, match="row 2026-01-01 or its findings changed but it was not marked"):
         store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
 
 
@@ -481,21 +482,70 @@ def test_a_write_that_changed_a_finding_of_a_month_it_did_not_mark_fails_in_chec
     a1.open[jan.key] = jan
     store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
     jan.assignee = "sam"  # changed, its month not marked: its stored row would go stale
-    with pytest.raises(AssertionError, match="month 2026-01-01 or its findings changed but it was not marked"):
+    with pytest.raises(AssertionError, match="row 2026-01-01 or its findings changed but it was not marked"):
         store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
 
 
+def _payer(*remittance_ids: str) -> AccountState:
+    payer = AccountState(account_id="payer:AG-1", partition=0)
+    for r in remittance_ids:
+        payer.remittances[r] = RemittanceBook(remittance_id=r, payer_id="AG-1", total_cents=90_000, line_count=2)
+        mismatch = _finding(f"d-{r}", "remittance_total_mismatch", None)
+        mismatch.key = f"remittance_total_mismatch|remittance:{r}"
+        payer.open[mismatch.key] = mismatch
+    return payer
+
+
+def test_a_payers_remittance_books_and_their_findings_are_stored_as_rows_of_their_own(store: LedgerStore) -> None:
+    payer = _payer("R1", "R2", "R3")
+    store.commit_batch(BatchWrite(accounts={payer.account_id: payer},
+                                  dirty_months={payer.account_id: {"remittance:R1", "remittance:R2", "remittance:R3"}}))
+    header = _stored_header(store, payer.account_id)
+    assert header.remittances == {} and header.open == {}  # the header does not grow with the remittances
+    # a write that marks only R2 leaves the other books where they are
+    payer.remittances["R2"].posted_cents, payer.remittances["R2"].posted_count = 45_000, 1
+    store.commit_batch(BatchWrite(accounts={payer.account_id: payer},
+                                  dirty_months={payer.account_id: {"remittance:R2"}}))
+    loaded = store.load_accounts([payer.account_id])[payer.account_id]
+    assert loaded == payer and list(loaded.remittances) == ["R1", "R2", "R3"] and list(loaded.open) == list(payer.open)
+
+
+def test_a_header_of_an_older_version_holding_the_books_has_them_moved_to_rows_at_its_next_write(
+    store: LedgerStore,
+) -> None:
+    payer = _payer("R1", "R2")
+    _put_header(store, payer)  # as written before books had rows: the header holds the books and findings
+    loaded = store.load_accounts([payer.account_id])[payer.account_id]
+    assert loaded == payer
+    store.commit_batch(BatchWrite(accounts={payer.account_id: loaded}, dirty_months={payer.account_id: set()}))
+    assert _stored_header(store, payer.account_id).remittances == {}
+    assert store.load_accounts([payer.account_id])[payer.account_id] == payer
+
+
+def test_a_write_that_changed_a_book_it_did_not_mark_fails_in_check_mode(store: LedgerStore) -> None:
+    payer = _payer("R1", "R2")
+    store.commit_batch(BatchWrite(accounts={payer.account_id: payer},
+                                  dirty_months={payer.account_id: {"remittance:R1", "remittance:R2"}}))
+    payer.remittances["R1"].judged = True
+    with pytest.raises(AssertionError, match="row remittance:R1 or its findings changed but it was not marked"):
+        store.commit_batch(BatchWrite(accounts={payer.account_id: payer},
+                                      dirty_months={payer.account_id: {"remittance:R2"}}))
+
+
 def _put_header(store: LedgerStore, state: AccountState) -> None:
-    """Store ``state``'s header as versions before month rows held findings did: with every finding."""
+    """Store ``state``'s header as versions before rows held findings and books did: with all of them."""
     header = encode_state(msgspec.structs.replace(state, months={}))
     if isinstance(store, MemoryStore):
         store._accounts[state.account_id] = header
+        store._account_partition[state.account_id] = state.partition
         return
     from projections.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)
     with store._tx() as conn:
-        conn.execute("UPDATE account_snapshot SET state = %s WHERE account_id = %s", (header, state.account_id))
+        conn.execute("INSERT INTO account_snapshot (account_id, partition, state) VALUES (%s, %s, %s)"
+                     " ON CONFLICT (account_id) DO UPDATE SET state = excluded.state",
+                     (state.account_id, state.partition, header))
 
 
 def _put_whole_snapshot(store: LedgerStore, state: AccountState) -> None:
