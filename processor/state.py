@@ -362,18 +362,42 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
             else:
                 index.discard(key)
 
+    @property
+    def waiting_books(self) -> set[str]:
+        """Ids of the remittance books a business day may still judge (``waiting``): a payer account gains a
+        book with every remittance, and the rules that look for due ones walk these, not all of them. Kept
+        up to date by ``book_changed``, which the remittance rules call for every book they change."""
+        index: set[str] | None = self.__dict__.get("_waiting_books")
+        if index is None:
+            index = self.__dict__["_waiting_books"] = {r for r, b in self.remittances.items() if waiting(b)}
+        return index
+
+    def book_changed(self, remittance_id: str) -> None:
+        index: set[str] | None = self.__dict__.get("_waiting_books")
+        if index is not None:
+            if waiting(self.remittances[remittance_id]):
+                index.add(remittance_id)
+            else:
+                index.discard(remittance_id)
+
     def forget_indexes(self) -> None:
         """The months were replaced wholesale: the lookups are derived again on next use."""
         self.__dict__.pop("_payment_months", None)
         self.__dict__.pop("_bill_months", None)
         self.__dict__.pop("_ordinals", None)
         self.__dict__.pop("_book_ordinals", None)
+        self.__dict__.pop("_waiting_books", None)
         self.__dict__.pop("_unpaid_months", None)
         self.__dict__.pop(MONTH_LINES, None)
 
 
 # in AccountState.__dict__: each month's line count and their total, as processor/footprint.py last saw them
 MONTH_LINES = "_month_lines"
+
+
+def waiting(book: RemittanceBook) -> bool:
+    """Not judged yet (or an advice not funded yet), with its header in."""
+    return book.header_event_id is not None and (not book.judged or (book.advice_only and book.funded_by is None))
 
 
 def unpaid(month: MonthState) -> bool:

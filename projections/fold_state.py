@@ -27,6 +27,7 @@ from processor.state import (
     findings_by_month,
     row_keys,
     unpaid,
+    waiting,
 )
 
 # (account_id, month_key, ordinal, month, the month's findings or None): one row of account_month_state
@@ -100,6 +101,12 @@ def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> 
             raise AssertionError(f"account {account.account_id}: row {key} or its findings changed but it"
                                  " was not marked dirty, so its stored row would be stale")
         written[key] = raw
+    books = account.__dict__.get("_waiting_books")
+    if books is not None:
+        fresh_books = {r for r, b in account.remittances.items() if waiting(b)}
+        if books != fresh_books:
+            raise AssertionError(f"account {account.account_id}: the waiting books index {sorted(books)} is not"
+                                 f" the books waiting {sorted(fresh_books)}")
     kept = account.__dict__.get("_unpaid_months")
     if kept is not None:
         fresh = {k for k, m in account.months.items() if unpaid(m)}

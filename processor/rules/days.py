@@ -80,8 +80,9 @@ def next_day_may_change(account: AccountState, plan: PlanSettings) -> date | Non
         if (due is not None and month.billed_cents + month.adjusted_cents > 0
                 and f"missing_payment|{key}" not in account.open):
             after(due, grace)
-    for book in account.remittances.values():  # as remittances.has_due: d > the lines' last day
-        lines_due = remittances._due(book, plan)
+    books = account.remittances
+    for rid in account.waiting_books:  # as remittances.has_due: d > the lines' last day
+        lines_due = remittances._due(books[rid], plan)
         if lines_due is not None:
             after(lines_due, 0)
     if account.fsa is not None:  # as fsa_may_close: d > the plan year's claim deadline

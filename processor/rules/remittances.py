@@ -42,6 +42,7 @@ from processor.state import (
     PartitionState,
     RemittanceBook,
     book_row,
+    waiting,
 )
 
 PAYER_PREFIX = "payer:"
@@ -81,7 +82,9 @@ def on_payment_received(account: AccountState, part: PartitionState, e: PaymentR
             amount_cents=e.amount_cents, advice_only=e.advice_only,
         ))
     if account.account_id.startswith(PAYER_PREFIX) and e.trace_number is not None and not e.advice_only:
-        for book in account.remittances.values():
+        books = account.remittances
+        for rid in _in_order(account, account.waiting_books):  # an advice not funded yet is waiting
+            book = books[rid]
             if book.advice_only and book.trace_number == e.trace_number and book.funded_by is None:
                 _fund(account, part, book, e.payment_id, e, out)
                 _judge_or_wait(account, part, book, e, plan, out)
@@ -101,6 +104,7 @@ def on_remittance(account: AccountState, part: PartitionState, e: RemittanceRece
     book.adjustments_cents = sum(a.amount_cents for a in e.adjustments)
     book.payment_date, book.advice_only = e.payment_date, e.advice_only
     out.dirty_months.add(book_row(book.remittance_id))  # the book's stored row
+    account.book_changed(book.remittance_id)
     if book.advice_only and book.funded_by is None:
         held = _held_money(account, book)
         if held is not None:
@@ -146,7 +150,9 @@ def on_funded(account: AccountState, part: PartitionState, e: RemittanceFunded, 
 
 def judge_due(account: AccountState, part: PartitionState, e: DayClosed, plan: PlanSettings, out: Outcome) -> None:
     """A business day past their lines' window judges the account's remittances still waiting."""
-    for book in account.remittances.values():
+    books = account.remittances
+    for rid in _in_order(account, account.waiting_books):
+        book = books[rid]
         due = _due(book, plan)
         if due is not None and e.business_date > due:
             _judge(account, book, e, out)
@@ -154,23 +160,26 @@ def judge_due(account: AccountState, part: PartitionState, e: DayClosed, plan: P
 
 
 def has_due(account: AccountState, business_date: date, plan: PlanSettings) -> bool:
-    return any((due := _due(b, plan)) is not None and business_date > due for b in account.remittances.values())
+    books = account.remittances
+    return any((due := _due(books[r], plan)) is not None and business_date > due for r in account.waiting_books)
+
+
+def _in_order(account: AccountState, ids: set[str]) -> list[str]:
+    """``ids`` in the order the account's books arrived (the order judging them emits in)."""
+    if len(ids) <= 1:
+        return list(ids)
+    return [r for r in account.remittances if r in ids]
 
 
 def _due(book: RemittanceBook, plan: PlanSettings) -> date | None:
     """The last day a waiting remittance's lines may still come in; None when it is not waiting."""
-    if not _waiting(book) or book.payment_date is None:
+    if not waiting(book) or book.payment_date is None:
         return None
     return book.payment_date + timedelta(days=plan.remittance_lines_days)
 
 
 # ---------------------------------------------------------------------------------------------
 # Judging
-
-
-def _waiting(book: RemittanceBook) -> bool:
-    """Not judged yet (or an advice not funded yet), with its header in."""
-    return book.header_event_id is not None and (not book.judged or (book.advice_only and book.funded_by is None))
 
 
 def _judge_or_wait(account: AccountState, part: PartitionState, book: RemittanceBook, trigger: InputEvent,
@@ -185,7 +194,8 @@ def _judge_or_wait(account: AccountState, part: PartitionState, book: Remittance
 
 def _index(account: AccountState, part: PartitionState, plan: PlanSettings, out: Outcome) -> None:
     """Keep the partition's index of payer accounts with remittances to judge on a later day."""
-    waiting = [d for b in account.remittances.values() if (d := _due(b, plan)) is not None]
+    books = account.remittances
+    waiting = [d for r in account.waiting_books if (d := _due(books[r], plan)) is not None]
     due = min(waiting) if waiting else None
     if part.remittances_due.get(account.account_id) != due:
         if due is None:
@@ -198,6 +208,7 @@ def _index(account: AccountState, part: PartitionState, plan: PlanSettings, out:
 def _judge(account: AccountState, book: RemittanceBook, trigger: InputEvent, out: Outcome) -> None:
     book.judged = True
     out.dirty_months.add(book_row(book.remittance_id))
+    account.book_changed(book.remittance_id)
     lines = book.posted_cents + book.adjustments_cents
     money = book.funded_cents if book.advice_only else book.total_cents
     key = _key(book.remittance_id)
@@ -259,6 +270,7 @@ def _fund(account: AccountState, part: PartitionState, book: RemittanceBook, pay
     line.moved_to = f"remittance:{book.remittance_id}"
     book.funded_by, book.funded_cents = payment_id, line.amount_cents
     out.dirty_months.add(book_row(book.remittance_id))
+    account.book_changed(book.remittance_id)
     if book.advice_lines:
         out.derived.extend(_funded_by_account(book, trigger))
         book.advice_lines = []

@@ -142,3 +142,22 @@ def test_the_batch_processor_posts_line_reports_and_records_the_mismatch() -> No
         "remittance_total_mismatch", 25_500, 26_000, "payroll")
     again = run(proc, store, [feed.record(remit(26_000, 25_500))])
     assert again.duplicates == 1 and again.write.discrepancies_opened == []
+
+
+def test_only_the_books_still_waiting_are_indexed_so_a_payer_with_many_remittances_walks_only_those() -> None:
+    """A payer account gains a book with every remittance; the rules looking for due books walk only
+    those not judged yet (AccountState.waiting_books), which must always be what a full scan finds."""
+    ledger = Ledger()
+    for n in range(1, 6):  # five remittances, each balanced and judged as its last line posts
+        r = f"TRN-{n}"
+        ledger.apply(*[pay(100, account=f"M{i}", payer="AG-004", remittance=r, trace=r, event_id=f"{r}-line-{i}",
+                           payment_id=f"{r}-{i}") for i in (1, 2, 3)],
+                     remit(300, 300, event_id=f"r-{n}", remittance=r))
+    ledger.apply(*lines(10_000, 10_000, remittance="TRN-6"), remit(25_500, 25_500, event_id="r-6", remittance="TRN-6"))
+    payer = ledger.account("payer:AG-004")
+    assert len(payer.remittances) == 6 and payer.waiting_books == {"TRN-6"}  # one line still to come
+    assert ledger.part.remittances_due == {"payer:AG-004": date(2026, 1, 4)}
+    ledger.apply(day(date(2026, 1, 5)))
+    [opened] = ledger.opened("remittance_total_mismatch")
+    assert opened.explanation.startswith("remittance TRN-6")
+    assert ledger.account("payer:AG-004").waiting_books == set() and ledger.part.remittances_due == {}
