@@ -1,11 +1,13 @@
-"""How a batch stores an account's fold state: its header and the month rows it changed.
+"""How a batch stores an account's fold state: its header and the rows it changed.
 
-The fold marks the months it re-projects dirty (processor/rules/reconcile.py), and the months whose
-findings it opens, changes or closes (processor/rules/lifecycle.py, workflow.py); a write stores those
-rows, each with the findings about its month, and the header (processor/state.py ``encode_header``),
-never the account's whole history. A month changed without being marked would keep a stale row, so in
-check mode (``LEDGER_CHECK_MONTH_WRITES=1``, which the test suite sets) every write also encodes every
-month and its findings and fails on one that changed unmarked.
+An account's rows are its months and, on a payer account, its remittance books (processor/state.py). The
+fold marks dirty the months it re-projects (processor/rules/reconcile.py), the books it changes
+(remittances.py), and the rows whose findings it opens, changes or closes (lifecycle.py, workflow.py); a
+write stores those rows, each with the findings about it, and the header (processor/state.py
+``encode_header``), never the account's whole history. A row changed without being marked would go
+stale, so in check mode (``LEDGER_CHECK_MONTH_WRITES=1``, which the test suite sets) every write also
+encodes every row and its findings and fails on one that changed unmarked, and compares the derived
+indexes (unpaid months, waiting books) with a full scan.
 """
 
 from __future__ import annotations
