@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from processor.state import (
@@ -103,18 +103,18 @@ def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> 
             raise AssertionError(f"account {account.account_id}: row {key} or its findings changed but it"
                                  " was not marked dirty, so its stored row would be stale")
         written[key] = raw
-    books = account.__dict__.get("_waiting_books")
-    if books is not None:
-        fresh_books = {r for r, b in account.remittances.items() if waiting(b)}
-        if books != fresh_books:
-            raise AssertionError(f"account {account.account_id}: the waiting books index {sorted(books)} is not"
-                                 f" the books waiting {sorted(fresh_books)}")
-    kept = account.__dict__.get("_unpaid_months")
-    if kept is not None:
-        fresh = {k for k, m in account.months.items() if unpaid(m)}
-        if kept != fresh:
-            raise AssertionError(f"account {account.account_id}: the unpaid months index {sorted(kept)} is not"
-                                 f" the months billed and unpaid {sorted(fresh)}")
+    _check_index(account, "_unpaid_months", "the months billed and unpaid",
+                 lambda: {k for k, m in account.months.items() if unpaid(m)})
+    _check_index(account, "_waiting_books", "the remittance books waiting",
+                 lambda: {r for r, b in account.remittances.items() if waiting(b)})
+
+
+def _check_index(account: AccountState, name: str, what: str, scan: Callable[[], set[str]]) -> None:
+    """A derived index kept beside the state (if built) must be what a full scan finds."""
+    kept = account.__dict__.get(name)
+    if kept is not None and kept != (fresh := scan()):
+        raise AssertionError(f"account {account.account_id}: the index {name} {sorted(kept)} is not {what}"
+                             f" {sorted(fresh)}")
 
 
 def remember_loaded_months(account: AccountState) -> None:
