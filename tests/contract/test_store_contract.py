@@ -1414,3 +1414,22 @@ def test_log_identity_topic_ids_are_recorded_once_and_a_new_log_retires_the_old(
     assert store.start_new_log("cluster-1", "again") == ("cluster-1~2", "cluster-1~3")
     assert store.current_log("cluster-1") == "cluster-1~3"
     assert store.current_log("cluster-2") == "cluster-2"
+
+
+def test_a_derived_index_that_no_longer_matches_the_state_fails_in_check_mode(store: LedgerStore) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000))
+    assert a1.unpaid_months == {month_key(JAN)}  # built: billed, nothing applied
+    a1.months[month_key(JAN)].payments.append(PaymentLine(
+        payment_id="p1", amount_cents=45_000, payer_id="AG-1", method="payroll", trace_number=None,
+        remittance_id=None, status=PAYMENT_APPLIED,
+        event_id="e-p1"))  # paid, but the index was not told (month_changed)
+    with pytest.raises(AssertionError, match="the index _unpaid_months"):
+        store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(JAN)}}))
+    payer = _payer("R1")
+    payer.remittances["R1"].header_event_id = "r-1"
+    payer.book_changed("R1")
+    assert payer.waiting_books == {"R1"}
+    payer.remittances["R1"].judged = True  # judged, but the index was not told (book_changed)
+    with pytest.raises(AssertionError, match="the index _waiting_books"):
+        store.commit_batch(BatchWrite(accounts={payer.account_id: payer},
+                                      dirty_months={payer.account_id: {"remittance:R1"}}))
