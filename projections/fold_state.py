@@ -17,19 +17,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from processor.state import (
-    BOOK_ROW,
+from processor.state import BOOK_ROW, AccountState, MonthState, RemittanceBook, unpaid, waiting
+from processor.stored import (
     ROWS_IN_HEADER,
     UNSPLIT,
-    AccountState,
-    MonthState,
-    RemittanceBook,
     encode_findings,
     encode_month,
     findings_by_month,
     row_keys,
-    unpaid,
-    waiting,
 )
 
 # (account_id, month_key, ordinal, month, the month's findings or None): one row of account_month_state

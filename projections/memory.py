@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
-from processor.state import AccountState, PartitionState, assemble_account, decode_partition
+from processor.state import AccountState, PartitionState, decode_partition
+from processor.stored import assemble_account
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     DISCREPANCIES_STREAM,

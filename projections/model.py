@@ -8,8 +8,9 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from processor.rules.fsa import available_cents
-from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_header, encode_state
+from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 from processor.stops import DataIntegrityStop
+from processor.stored import encode_header
 from projections.fold_state import MonthStateRow, changed_months, check_month_writes
 
 

@@ -20,7 +20,8 @@ import msgspec
 import psycopg
 from psycopg import errors
 
-from processor.state import AccountState, PartitionState, assemble_account, decode_partition
+from processor.state import AccountState, PartitionState, decode_partition
+from processor.stored import assemble_account
 from projections.chain import GENESIS, ChainedRow, ChainReport, check_heads, link, verify_chain
 from projections.model import (
     ECHO_STREAMS,

@@ -40,7 +40,8 @@ from psycopg import sql
 
 from events.types import BROADCAST_ACCOUNT
 from processor.settings import PlanSettings
-from processor.state import PartitionState, row_keys
+from processor.state import PartitionState
+from processor.stored import row_keys
 from projections.model import BatchWrite
 from projections.postgres import PostgresStore
 from replay.archive import ArchivedEvent, read_accounts, read_broadcasts

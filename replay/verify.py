@@ -18,7 +18,8 @@ import msgspec
 import psycopg
 
 from processor.settings import PlanSettings
-from processor.state import assemble_account, decode_partition
+from processor.state import decode_partition
+from processor.stored import assemble_account
 from projections.model import CoverageRow, DiscrepancyRow, FsaRow, MonthRow
 from projections.postgres_reads import DISCREPANCY_COLUMNS, MONTH_COLUMNS, discrepancy_row
 from replay.archive import connect
