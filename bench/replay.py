@@ -197,9 +197,9 @@ def build_archive(dsn: str, events: int, partitions: int, seed: int,
     with tempfile.TemporaryDirectory(prefix="bench-replay-spool-") as spool_dir, progress_bar() as progress:
         spool = _Spool(Path(spool_dir))
         generating = progress.add_task("generating the program", total=members)
+        tick = time.perf_counter()
         for k, size, program in _program_parts(members, seed, members_per_part):
             parts += 1
-            start = time.perf_counter()
             phase_names = [name for name, _ in program.phases]
             if k == 0:
                 names = phase_names
@@ -226,11 +226,14 @@ def build_archive(dsn: str, events: int, partitions: int, seed: int,
                         sampled[j] = account
             del program, phase, head, middle, tail  # before the next part is generated
             progress.advance(generating, size)
-            _log(f"part {k + 1}: {size:,} members, {sum(spool.counts):,} account events spooled so far"
-                 f" ({time.perf_counter() - start:.1f} s)")
+            now = time.perf_counter()
+            _log(f"part {k + 1}: {size:,} members generated and spooled in {now - tick:.1f} s"
+                 f" ({sum(spool.counts):,} account events so far)")
+            tick = now
         broadcasts = sum(len(h) + len(t) for h, t in zip(heads_of, tails_of, strict=True))
         total = sum(spool.counts) + broadcasts * partitions
         writing = progress.add_task("writing the archive", total=total)
+        _log(f"writing {total:,} archive rows")
         offsets: dict[tuple[str, int], int] = {}
         heads: dict[int, bytes] = {}
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
