@@ -287,17 +287,17 @@ def build_archive(dsn: str, events: int, partitions: int, seed: int,
 
 
 def _workers_rss() -> list[int]:
-    """This process's children (the replay or ceiling pool) but multiprocessing's resource tracker (a
-    helper that lives from the first pool to the end): PostgreSQL is not among them (pg_ctl daemonizes
-    the postmaster)."""
+    """This process's spawned workers (the replay or ceiling pool), once they run their own interpreter:
+    a child caught between fork and exec still shows this process's resident set (the builder's, some
+    hundred MB), and multiprocessing's resource tracker is no replaying process. PostgreSQL is not among
+    the children (pg_ctl daemonizes the postmaster)."""
     pids = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if any("multiprocessing.resource_tracker" in part for part in child.cmdline()):
-                continue
+            if "--multiprocessing-fork" in child.cmdline():
+                pids.append(child.pid)
         except psutil.Error:
             continue
-        pids.append(child.pid)
     return pids
 
 
