@@ -385,6 +385,7 @@ def stream_archive(
             consumer.group(group)
             if progress is not None:
                 progress(totals.account_events)
+            del group  # dropped before the next group is folded: one group's accounts held at a time, not two
         part = replay.result()
         totals.add_partition(part)
         consumer.partition(part)

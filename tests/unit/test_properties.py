@@ -302,6 +302,30 @@ def test_every_generated_event_is_a_valid_input_event() -> None:
             assert decode_input(encode(e)) == e
 
 
+def test_demo_parts_over_consecutive_member_ranges_share_no_id_and_each_part_is_judged_exact() -> None:
+    """``first_member``: a part of a larger program (bench/replay.py builds large archives so) numbers
+    its members and agencies after the parts before it, and is a whole program of its own."""
+    from events.types import EnrollmentChanged, PaymentReceived
+
+    def ids(program: Program) -> tuple[set[str], set[str], set[str], set[str]]:
+        events = [e for _, evs in program.phases for e in evs if e.account_id != BROADCAST_ACCOUNT]
+        subscribers = {e.account_id for e in events if isinstance(e, EnrollmentChanged)}
+        agencies = {e.agency_id for e in events if isinstance(e, EnrollmentChanged)}
+        remittances = {e.remittance_id for e in events if isinstance(e, PaymentReceived) and e.remittance_id}
+        return subscribers, agencies, remittances, {e.event_id for e in events}
+
+    first, second = generate(members=30, months=4, seed=7), generate(members=30, months=4, seed=8, first_member=30)
+    a, b = ids(first), ids(second)
+    assert a[0] == {f"M07{i:06d}" for i in range(30)} and b[0] == {f"M08{i:06d}" for i in range(30, 60)}
+    assert a[1] == {"AG-001", "AG-002", "AG-003"} and b[1] == {"AG-006", "AG-007", "AG-008"}
+    assert all(x and y and not x & y for x, y in zip(a, b, strict=True))
+    feed = Feed()
+    records = [r for _, events in second.phases for r in feed.records(*events)]
+    assert_exact(second, fold_in_batches(records, 10**6))
+    with pytest.raises(ValueError, match="first_member"):
+        generate(members=30, months=4, seed=7, first_member=-1)
+
+
 # -- (a) batch-size independence -------------------------------------------------------------------
 
 

@@ -184,3 +184,29 @@ def test_a_group_holds_at_most_its_accounts_and_bytes_and_never_splits_an_accoun
                 assert sum(sizes[a] for a in group.accounts) - max(sizes[a] for a in group.accounts) < bytes_max
                 seen.extend(group.accounts)
         assert len(seen) == len(set(seen)) == len({r.account_id for r in rows if r.account_id != "*"})
+
+
+def test_streaming_the_archive_lets_each_group_go_before_it_folds_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory is one group of accounts, not two: the group last handed to the consumer is no longer held
+    while the next one is folded (seen from inside each fold: no GroupResult alive)."""
+    import gc
+
+    import replay.stream as stream
+    from replay.parallel import Discard
+
+    parts = {p: (broadcasts, rows) for p, broadcasts, rows in by_partition(demo_archive(2, 10_000))}
+    monkeypatch.setattr(stream, "archive_partitions", lambda _conn: sorted(parts))
+    monkeypatch.setattr(stream, "read_broadcasts", lambda _conn, p: parts[p][0])
+    monkeypatch.setattr(stream, "read_accounts", lambda _conn, p, accounts=None: iter(parts[p][1]))
+    alive: list[int] = []
+    fold = PartitionReplay.fold_group
+
+    def counting(self: PartitionReplay, rows: list[ArchivedEvent]) -> stream.GroupResult:
+        gc.collect()
+        alive.append(sum(isinstance(o, stream.GroupResult) for o in gc.get_objects()))
+        return fold(self, rows)
+
+    monkeypatch.setattr(PartitionReplay, "fold_group", counting)
+    totals = stream.stream_archive(None, PlanSettings(), Discard(), accounts_max=3)  # type: ignore[arg-type]
+    assert totals.groups == len(alive) > len(parts)
+    assert alive == [0] * len(alive)

@@ -73,14 +73,20 @@ class Builder:
     """The program being generated: the population, its life events, the injected errors, and the
     events of each month (see ``generate``)."""
 
-    def __init__(self, members: int, months: int, seed: int, start: date, rules: PlanSettings) -> None:
+    def __init__(self, members: int, months: int, seed: int, start: date, rules: PlanSettings,
+                 first_member: int = 0) -> None:
         if members < 20 or months < 3:
             raise ProgramTooSmall("the demo needs at least 20 members and 3 months to place every injected error")
+        if first_member < 0:
+            raise ValueError("first_member must be at least 0")
         self.members, self.months, self.seed, self.start, self.rules = members, months, seed, start, rules
+        self.first_member = first_member
         self.rng = random.Random(seed)
         self.end = add_months(start, months)
         self.renewal = add_months(start, months // 2)
-        self.agencies = [f"AG-{i:03d}" for i in range(1, max(3, members // 150) + 1)]
+        # a part of n >= 20 members names max(3, n // 150) <= n // 6 agencies: consecutive parts share none
+        first_agency = first_member // 6 + 1
+        self.agencies = [f"AG-{i:03d}" for i in range(first_agency, first_agency + max(3, members // 150))]
         self.per_kind = max(1, members * months // 1500)
         self._seq = 0
         # what HR has sent so far, priced as the rules say: the bills
@@ -259,7 +265,7 @@ class Builder:
                 covs["vision"] = Coverage("VSP-VISION", tier, begins)
             retiree = rng.random() < 0.06
             p = Member(
-                account_id=f"M{self.seed % 100:02d}{i:06d}", agency_id=rng.choice(self.agencies),
+                account_id=f"M{self.seed % 100:02d}{self.first_member + i:06d}", agency_id=rng.choice(self.agencies),
                 direct_pay=retiree, status="retiree" if retiree else "active", hired=hired, coverages=covs,
                 begin_day=begin_day,
             )
@@ -514,10 +520,15 @@ class Builder:
 
 
 def generate(members: int, months: int, seed: int, start: date = date(2026, 1, 1),
-             plan: PlanSettings | None = None) -> Program:
+             plan: PlanSettings | None = None, first_member: int = 0) -> Program:
     """The whole program: every event, in business order, plus the injected discrepancies.
 
     ``plan`` (default: the default plan settings) gives the pricing (proration, coverage start, the COBRA
     premium percent) and the COBRA shortfall limits, so the program's bills and shortfalls follow the
-    ledger's rules."""
-    return Builder(members, months, seed, start, plan or PlanSettings()).build()
+    ledger's rules. ``first_member`` (default 0) numbers the members from there (accounts
+    ``M<seed % 100><number:06d>``) and the agencies from ``first_member // 6 + 1``: parts of a larger
+    program generated over consecutive member ranges, each with a seed of its own (event ids and unknown
+    payers carry the seed), share no account, agency, remittance or event id (bench/replay.py builds a
+    large archive so, a part at a time); their broadcast events (rates, cycle and day closes) are the same
+    program's and are kept from one part only."""
+    return Builder(members, months, seed, start, plan or PlanSettings(), first_member).build()
