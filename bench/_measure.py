@@ -48,6 +48,19 @@ def postgres_cpu_s(postmaster: int, exclude: Iterable[int] = ()) -> float:
     return total
 
 
+def server_children(postmaster: int) -> set[int]:
+    return {c.pid for c in psutil.Process(postmaster).children()}
+
+
+def await_reaped(postmaster: int, before: set[int], timeout_s: float = 2.0) -> None:
+    """Wait (bounded) until the server processes started since ``before`` (the backends of connections a
+    measurement opened and closed) have exited and been reaped: an exiting backend is neither a live
+    child nor yet in the postmaster's reaped-children time, so reading then would drop its CPU."""
+    deadline = time.monotonic() + timeout_s
+    while server_children(postmaster) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 CpuSource = Callable[[], float]
 
 

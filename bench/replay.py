@@ -55,7 +55,7 @@ if str(REPO_ROOT) not in sys.path:
 import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench._measure import LoadWatch, PeakRss, postgres_cpu_s  # noqa: E402
+from bench._measure import LoadWatch, PeakRss, await_reaped, postgres_cpu_s, server_children  # noqa: E402
 from bench._replay_ceiling import decode_parallel  # noqa: E402
 from events import codec  # noqa: E402
 from events.topics import topic_types  # noqa: E402
@@ -312,9 +312,12 @@ def postmaster_of(dsn: str) -> int | None:
             return None
 
 
-def _cpu_s(postmaster: int | None) -> dict[str, float]:
+def _cpu_s(postmaster: int | None, since: set[int] | None = None) -> dict[str, float]:
     """CPU seconds so far: reaped children (the pool's workers, joined when the pool shuts down), this
-    process (the coordinator, merging results), and the PostgreSQL server when it is local."""
+    process (the coordinator, merging results), and the PostgreSQL server when it is local (``since``:
+    its processes at the start; the backends opened after are waited for until reaped)."""
+    if postmaster is not None and since is not None:
+        await_reaped(postmaster, since)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     me = resource.getrusage(resource.RUSAGE_SELF)
     return {"workers": children.ru_utime + children.ru_stime, "coordinator": me.ru_utime + me.ru_stime,
@@ -331,11 +334,12 @@ def _measured(n: int, seconds: float, before: dict[str, float], after: dict[str,
 def measure_ceiling(dsn: str, workers: int, postmaster: int | None = None) -> dict[str, Any]:
     """COPY out and decode in ``workers`` processes, no fold."""
     with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
+        server = server_children(postmaster) if postmaster is not None else None
         before = _cpu_s(postmaster)
         start = time.perf_counter()
         n = decode_parallel(conn, dsn, workers=workers)
         elapsed = time.perf_counter() - start
-        after = _cpu_s(postmaster)
+        after = _cpu_s(postmaster, since=server)
         conn.rollback()
     return _measured(n, elapsed, before, after, rss)
 
@@ -360,6 +364,7 @@ def measure_replay(dsn: str, plan: PlanSettings, workers: int, postmaster: int |
     # The ledger replays a small archive in the caller's process; the benchmark compares N processes
     # with the ceiling's N, so it always spawns them (one included).
     with connect(dsn) as conn, PeakRss(_workers_rss) as rss:
+        server = server_children(postmaster) if postmaster is not None else None
         before = _cpu_s(postmaster)
         start = time.perf_counter()
         if workers < 2:
@@ -369,7 +374,7 @@ def measure_replay(dsn: str, plan: PlanSettings, workers: int, postmaster: int |
             totals, _ = replay_parallel(conn, dsn, plan, workers=workers, strict=False, events_per_process_min=1)
             n, rejected = totals.events_replayed, len(totals.rejections)
         elapsed = time.perf_counter() - start
-        after = _cpu_s(postmaster)
+        after = _cpu_s(postmaster, since=server)
         conn.rollback()
     return {**_measured(n, elapsed, before, after, rss), "rejected": rejected}
 
