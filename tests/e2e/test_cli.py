@@ -87,7 +87,9 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, *, timeout: float =
                 try:
                     for child in psutil.Process(proc.pid).children(recursive=True):
                         with contextlib.suppress(psutil.Error):
-                            children.setdefault(child.pid, child.name())
+                            # the latest name: a child seen between its fork and its exec still bears
+                            # its parent's name (the broker first looks like benefits-ledger)
+                            children[child.pid] = child.name()
                 except psutil.Error:
                     pass
                 if interrupt_when is not None and not interrupted and interrupt_when(proc, children):
