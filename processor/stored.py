@@ -27,7 +27,7 @@ UNSPLIT = "_unsplit"  # in AccountState.__dict__: loaded from a whole-account sn
 ROWS_IN_HEADER = "_rows_in_header"
 
 
-class MonthFindings(msgspec.Struct, kw_only=True):
+class RowFindings(msgspec.Struct, kw_only=True):
     """The discrepancies of one row (a month or a remittance), stored with it, in the account's order."""
 
     open: list[OpenDiscrepancy] = msgspec.field(default_factory=list)
@@ -37,7 +37,7 @@ class MonthFindings(msgspec.Struct, kw_only=True):
 _encoder = msgspec.msgpack.Encoder()
 _account_decoder = msgspec.msgpack.Decoder(AccountState)
 _month_decoder = msgspec.msgpack.Decoder(MonthState)
-_findings_decoder = msgspec.msgpack.Decoder(MonthFindings)
+_findings_decoder = msgspec.msgpack.Decoder(RowFindings)
 _book_decoder = msgspec.msgpack.Decoder(RemittanceBook)
 
 
@@ -59,25 +59,25 @@ def encode_header(state: AccountState) -> bytes:
     ))
 
 
-def encode_month(month: MonthState | RemittanceBook) -> bytes:
+def encode_row(month: MonthState | RemittanceBook) -> bytes:
     return _encoder.encode(month)
 
 
-def findings_by_month(state: AccountState) -> dict[str, MonthFindings]:
+def findings_by_row(state: AccountState) -> dict[str, RowFindings]:
     """The account's findings about its rows, by row key (a row with none is absent)."""
-    out: dict[str, MonthFindings] = {}
+    out: dict[str, RowFindings] = {}
     for k, d in state.open.items():
         key = month_of_key(k)
         if _has_row(state, key):
-            out.setdefault(key, MonthFindings()).open.append(d)
+            out.setdefault(key, RowFindings()).open.append(d)
     for d in state.closed.values():
         key = month_of_key(d.key)
         if _has_row(state, key):
-            out.setdefault(key, MonthFindings()).closed.append(d)
+            out.setdefault(key, RowFindings()).closed.append(d)
     return out
 
 
-def encode_findings(findings: MonthFindings | None) -> bytes | None:
+def encode_findings(findings: RowFindings | None) -> bytes | None:
     return None if findings is None else _encoder.encode(findings)
 
 

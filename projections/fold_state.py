@@ -22,8 +22,8 @@ from processor.stored import (
     ROWS_IN_HEADER,
     UNSPLIT,
     encode_findings,
-    encode_month,
-    findings_by_month,
+    encode_row,
+    findings_by_row,
     row_keys,
 )
 
@@ -51,10 +51,10 @@ def changed_months(account: AccountState, dirty: set[str], *, check: bool = Fals
     if not dirty and not whole and not from_header:
         return []
     keys = row_keys(account) if whole else sorted(dirty | from_header)
-    findings = findings_by_month(account) if account.open or account.closed else {}
+    findings = findings_by_row(account) if account.open or account.closed else {}
     rows = []
     for key, ordinal, row in _rows(account, keys):
-        rows.append((account.account_id, key, ordinal, encode_month(row), encode_findings(findings.get(key))))
+        rows.append((account.account_id, key, ordinal, encode_row(row), encode_findings(findings.get(key))))
     return rows
 
 
@@ -91,9 +91,9 @@ def _ordinals(account: AccountState, name: str, rows: dict[str, Any]) -> dict[st
 
 def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> None:
     written: dict[str, tuple[bytes, bytes | None]] = account.__dict__.setdefault(_WRITTEN, {})
-    findings = findings_by_month(account)
+    findings = findings_by_row(account)
     for key, _, row in _rows(account, row_keys(account)):
-        raw = (encode_month(row), encode_findings(findings.get(key)))
+        raw = (encode_row(row), encode_findings(findings.get(key)))
         if not whole and key not in dirty and written.get(key) != raw:
             raise AssertionError(f"account {account.account_id}: row {key} or its findings changed but it"
                                  " was not marked dirty, so its stored row would be stale")
@@ -116,9 +116,9 @@ def remember_loaded_months(account: AccountState) -> None:
     """Check mode: the rows (and their findings) as loaded, which a later write must not change unmarked.
     Rows whose book or findings came from an older header are written anyway, so they are not remembered."""
     if check_month_writes():
-        findings = findings_by_month(account)
+        findings = findings_by_row(account)
         stale = account.__dict__.get(ROWS_IN_HEADER, set())
         account.__dict__[_WRITTEN] = {
-            key: (encode_month(row), encode_findings(findings.get(key)))
+            key: (encode_row(row), encode_findings(findings.get(key)))
             for key, _, row in _rows(account, row_keys(account))
             if key not in stale}
