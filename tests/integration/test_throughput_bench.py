@@ -26,7 +26,10 @@ def test_throughput_bench_measures_every_contender_with_cpu_per_process_on_a_tin
         assert result[f"{name}_events_per_second"] > 0
         cpu = result["cpu_us_per_event"][name]
         assert set(cpu) == {"processor", "postgres", "broker"}
-        assert cpu["processor"] > 0 and cpu["postgres"] > 0  # each did its own work, in its own process
+        assert cpu["processor"] > 0  # each did its own work, in its own process
+        # The server's share of bare COPY here is a few milliseconds, under the kernel's 10 ms CPU tick,
+        # so it can honestly read 0; the three ledgers' server work is several ticks.
+        assert cpu["postgres"] >= 0 if name == "bare_copy" else cpu["postgres"] > 0
     pipeline = result["cpu_us_per_event"]["pipeline"]
     assert result["ledger_cpu_us_per_event"] == pytest.approx(pipeline["processor"] + pipeline["postgres"], abs=0.002)
     [only] = result["runs"]
