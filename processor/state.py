@@ -7,6 +7,7 @@ with the projections in the same transaction, so a restarted worker resumes exac
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 import msgspec
@@ -380,6 +381,53 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
             else:
                 index.discard(remittance_id)
 
+    def open_at(self, row: str) -> tuple[str, ...]:
+        """Keys of the open discrepancies about one row (the month or remittance key their key names), in
+        the order of ``open``: a month's settlement and its write look at these, not at every finding."""
+        at = self._open_index().get(row)
+        return () if at is None else tuple(at)
+
+    def closed_at(self, row: str) -> tuple[str, ...]:
+        """Ids of the discrepancies a person closed about one row, in the order of ``closed``."""
+        at = self._closed_index().get(row)
+        return () if at is None else tuple(at)
+
+    def finding_rows(self) -> set[str]:
+        """The row keys some open or closed discrepancy is about."""
+        return {*self._open_index(), *self._closed_index()}
+
+    # Both indexes are built on first use and kept beside the state (never encoded with it).
+    def _open_index(self) -> dict[str, dict[str, None]]:
+        index: dict[str, dict[str, None]] | None = self.__dict__.get("_open_at")
+        if index is None:
+            index = self.__dict__["_open_at"] = _index((k, k) for k in self.open)
+        return index
+
+    def _closed_index(self) -> dict[str, dict[str, None]]:
+        index: dict[str, dict[str, None]] | None = self.__dict__.get("_closed_at")
+        if index is None:
+            index = self.__dict__["_closed_at"] = _index((i, d.key) for i, d in self.closed.items())
+        return index
+
+    # Every change of ``open`` and ``closed`` goes through these four, which keep the indexes above.
+    def put_open(self, d: OpenDiscrepancy) -> None:
+        self.open[d.key] = d
+        _index_add(self.__dict__.get("_open_at"), d.key, d.key)
+
+    def pop_open(self, dkey: str) -> OpenDiscrepancy:
+        d = self.open.pop(dkey)
+        _index_drop(self.__dict__.get("_open_at"), dkey, dkey)
+        return d
+
+    def put_closed(self, d: OpenDiscrepancy) -> None:
+        self.closed[d.discrepancy_id] = d
+        _index_add(self.__dict__.get("_closed_at"), d.discrepancy_id, d.key)
+
+    def pop_closed(self, discrepancy_id: str) -> OpenDiscrepancy:
+        d = self.closed.pop(discrepancy_id)
+        _index_drop(self.__dict__.get("_closed_at"), discrepancy_id, d.key)
+        return d
+
     def forget_indexes(self) -> None:
         """The months were replaced wholesale: the lookups are derived again on next use."""
         self.__dict__.pop("_payment_months", None)
@@ -389,6 +437,30 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
         self.__dict__.pop("_waiting_books", None)
         self.__dict__.pop("_unpaid_months", None)
         self.__dict__.pop(MONTH_LINES, None)
+        self.__dict__.pop("_open_at", None)
+        self.__dict__.pop("_closed_at", None)
+
+
+def _index(entries: Iterable[tuple[str, str]]) -> dict[str, dict[str, None]]:
+    """(id, discrepancy key) pairs by the row each key names, in their order."""
+    index: dict[str, dict[str, None]] = {}
+    for ident, dkey in entries:
+        index.setdefault(month_of_key(dkey), {})[ident] = None
+    return index
+
+
+def _index_add(index: dict[str, dict[str, None]] | None, ident: str, dkey: str) -> None:
+    if index is not None:
+        index.setdefault(month_of_key(dkey), {})[ident] = None
+
+
+def _index_drop(index: dict[str, dict[str, None]] | None, ident: str, dkey: str) -> None:
+    if index is not None:
+        row = month_of_key(dkey)
+        at = index[row]
+        del at[ident]
+        if not at:
+            del index[row]
 
 
 # in AccountState.__dict__: each month's line count and their total, as processor/footprint.py last saw them

@@ -3,6 +3,8 @@ decides which rows a write stores; the stores keep them in account_snapshot and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from processor.state import (
@@ -52,10 +54,11 @@ def _has_row(state: AccountState, key: str) -> bool:
 
 def encode_header(state: AccountState) -> bytes:
     """The account without its rows and their findings (a shallow copy: the live state is not touched)."""
+    loose = {row for row in state.finding_rows() if not _has_row(state, row)}  # findings about no row
     return _encoder.encode(msgspec.structs.replace(
         state, months={}, remittances={},
-        open={k: d for k, d in state.open.items() if not _has_row(state, month_of_key(k))},
-        closed={i: d for i, d in state.closed.items() if not _has_row(state, month_of_key(d.key))},
+        open={k: d for k, d in state.open.items() if month_of_key(k) in loose} if loose else {},
+        closed={i: d for i, d in state.closed.items() if month_of_key(d.key) in loose} if loose else {},
     ))
 
 
@@ -63,17 +66,14 @@ def encode_row(month: MonthState | RemittanceBook) -> bytes:
     return _encoder.encode(month)
 
 
-def findings_by_row(state: AccountState) -> dict[str, RowFindings]:
-    """The account's findings about its rows, by row key (a row with none is absent)."""
+def findings_by_row(state: AccountState, keys: Iterable[str] | None = None) -> dict[str, RowFindings]:
+    """The account's findings about its rows (or about the rows named), by row key (a row with none is
+    absent), each in the account's order."""
     out: dict[str, RowFindings] = {}
-    for k, d in state.open.items():
-        key = month_of_key(k)
-        if _has_row(state, key):
-            out.setdefault(key, RowFindings()).open.append(d)
-    for d in state.closed.values():
-        key = month_of_key(d.key)
-        if _has_row(state, key):
-            out.setdefault(key, RowFindings()).closed.append(d)
+    for key in state.finding_rows() if keys is None else keys:
+        opened, closed = state.open_at(key), state.closed_at(key)
+        if (opened or closed) and _has_row(state, key):
+            out[key] = RowFindings(open=[state.open[k] for k in opened], closed=[state.closed[i] for i in closed])
     return out
 
 

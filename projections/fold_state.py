@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from processor.state import BOOK_ROW, AccountState, MonthState, RemittanceBook, unpaid, waiting
+from processor.state import BOOK_ROW, AccountState, MonthState, RemittanceBook, month_of_key, unpaid, waiting
 from processor.stored import (
     ROWS_IN_HEADER,
     UNSPLIT,
@@ -51,7 +51,7 @@ def changed_months(account: AccountState, dirty: set[str], *, check: bool = Fals
     if not dirty and not whole and not from_header:
         return []
     keys = row_keys(account) if whole else sorted(dirty | from_header)
-    findings = findings_by_row(account) if account.open or account.closed else {}
+    findings = findings_by_row(account, keys) if account.open or account.closed else {}
     rows = []
     for key, ordinal, row in _rows(account, keys):
         rows.append((account.account_id, key, ordinal, encode_row(row), encode_findings(findings.get(key))))
@@ -83,13 +83,19 @@ def _ordinals(account: AccountState, name: str, rows: dict[str, Any]) -> dict[st
     ordinals: dict[str, int] | None = account.__dict__.get(name)
     if ordinals is None:
         ordinals = account.__dict__[name] = {}
-    if len(ordinals) != len(rows):  # rows added since: they are at the end
-        for i, k in enumerate(itertools.islice(rows, len(ordinals), None), start=len(ordinals)):
+    added = len(rows) - len(ordinals)
+    if added:  # rows added since: they are at the end, so read from there (not past all the others)
+        newest = list(itertools.islice(reversed(rows), added))
+        for i, k in enumerate(reversed(newest), start=len(ordinals)):
             ordinals[k] = i
     return ordinals
 
 
 def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> None:
+    # the findings indexes first: the rows' findings are read through them
+    _check_order(account, "_open_at", "the open discrepancies by row", ((k, k) for k in account.open))
+    _check_order(account, "_closed_at", "the closed discrepancies by row",
+                 ((i, d.key) for i, d in account.closed.items()))
     written: dict[str, tuple[bytes, bytes | None]] = account.__dict__.setdefault(_WRITTEN, {})
     findings = findings_by_row(account)
     for key, _, row in _rows(account, row_keys(account)):
@@ -110,6 +116,18 @@ def _check_index(account: AccountState, name: str, what: str, scan: Callable[[],
     if kept is not None and kept != (fresh := scan()):
         raise AssertionError(f"account {account.account_id}: the index {name} {sorted(kept)} is not {what}"
                              f" {sorted(fresh)}")
+
+
+def _check_order(account: AccountState, name: str, what: str, entries: Iterable[tuple[str, str]]) -> None:
+    """A findings index (if built) must hold what a full scan finds, in the same order."""
+    kept: dict[str, dict[str, None]] | None = account.__dict__.get(name)
+    if kept is None:
+        return
+    fresh: dict[str, list[str]] = {}
+    for ident, dkey in entries:
+        fresh.setdefault(month_of_key(dkey), []).append(ident)
+    if {row: list(ids) for row, ids in kept.items()} != fresh:
+        raise AssertionError(f"account {account.account_id}: the index {name} is not {what}: {kept} != {fresh}")
 
 
 def remember_loaded_months(account: AccountState) -> None:

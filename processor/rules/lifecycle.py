@@ -33,18 +33,20 @@ class Retroactive:
 
 def settle(
     account: AccountState, trigger: InputEvent, out: Outcome, found: dict[str, Finding],
-    in_scope: Callable[[str], bool], retroactive: Retroactive | None = None,
+    in_scope: Callable[[str], bool], retroactive: Retroactive | None = None, row: str | None = None,
 ) -> None:
-    """Make the open discrepancies of a scope (the keys ``in_scope`` accepts) agree with ``found``."""
+    """Make the open discrepancies of a scope (the keys ``in_scope`` accepts) agree with ``found``.
+    ``row``: every key in scope is about that row (a month or a remittance), so only its findings are
+    looked at, not the account's."""
     if not found and not account.open:
         return  # the common case: nothing wrong, nothing open
     superseded: list[OutputEvent] = []
     # in key order, not the order they were opened: an account loaded from its month rows (each holding
     # its month's findings) must close them in the same order as the account kept in memory
-    for dkey in sorted(account.open):
+    for dkey in sorted(account.open if row is None else account.open_at(row)):
         if dkey in found or not in_scope(dkey):
             continue
-        open_d = account.open.pop(dkey)
+        open_d = account.pop_open(dkey)
         out.dirty_months.add(month_of_key(dkey))  # its month's row holds it
         if retroactive is not None and open_d.kind != "retroactive_change":
             open_retro = account.open.get(retroactive.retro_key)
@@ -82,7 +84,7 @@ def _open(account: AccountState, trigger: InputEvent, out: Outcome, dkey: str, f
         cause_event_ids=tuple(dict.fromkeys((*f.cause_event_ids, trigger.event_id))),
         explanation=f.explanation, action=f.action, actor=f.actor, opened_by=trigger.event_id,
     )
-    account.open[dkey] = opened
+    account.put_open(opened)
     out.dirty_months.add(month_of_key(dkey))
     out.emitted.append(DiscrepancyOpened(
         event_id=f"{did}:opened", **envelope(account, trigger, f.month), discrepancy_id=did, kind=f.kind,
@@ -112,8 +114,9 @@ def _change(account: AccountState, trigger: InputEvent, out: Outcome, current: O
 def screen_findings(account: AccountState, key: str, found: dict[str, Finding]) -> None:
     """Drop from ``found`` (one month's findings) those a person dismissed that still show the same
     amounts; a dismissed finding that changed or went away no longer holds back its return."""
-    for closed in account.closed.values():
-        if not closed.suppress or month_of_key(closed.key) != key:
+    for closed_id in account.closed_at(key):
+        closed = account.closed[closed_id]
+        if not closed.suppress:
             continue
         finding = found.get(closed.key)
         if finding is not None and (finding.expected_cents, finding.actual_cents) == (

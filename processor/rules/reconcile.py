@@ -69,4 +69,4 @@ def reconcile(
     if f"retroactive_change|{key}" not in found:
         retro.settled(v.month)
     settle(account, trigger, out, found, lambda dkey: month_of_key(dkey) == key,
-           retro.retroactive_for(trigger, v.month, key))
+           retro.retroactive_for(trigger, v.month, key), row=key)

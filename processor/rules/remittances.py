@@ -42,6 +42,7 @@ from processor.state import (
     PartitionState,
     RemittanceBook,
     book_row,
+    month_of_key,
     waiting,
 )
 
@@ -242,7 +243,7 @@ def _judge(account: AccountState, book: RemittanceBook, trigger: InputEvent, out
     if excess != book.excess_cents:
         out.unapplied(book.payer_id, excess - book.excess_cents)  # cash beyond the lines: never dropped
         book.excess_cents = excess
-    settle(account, trigger, out, found, lambda dkey: dkey == key)
+    settle(account, trigger, out, found, lambda dkey: dkey == key, row=month_of_key(key))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def _reopened(account: AccountState, part: PartitionState, e: DiscrepancyReopene
     newer = account.open.get(closed.key)
     if newer is not None:
         raise Rejected(f"the finding is open again as {newer.discrepancy_id}", field="discrepancy_id")
-    del account.closed[e.discrepancy_id]
+    account.pop_closed(e.discrepancy_id)
     for line in [a for a in month.adjustments if a.adjustment_id in closed.adjustment_ids]:
         month.adjustments.append(AdjustmentLine(adjustment_id=f"{line.adjustment_id}:reversed", plan=line.plan,
                                                 amount_cents=-line.amount_cents, event_id=e.event_id))
@@ -382,11 +382,11 @@ def _acted(d: OpenDiscrepancy, e: DiscrepancyAction, reason: str, out: Outcome) 
 
 def _dismiss(account: AccountState, d: OpenDiscrepancy, e: DiscrepancyAction, explanation: str, out: Outcome) -> None:
     """Close without moving money; the same finding with the same amounts stays closed (screen_findings)."""
-    del account.open[d.key]
+    account.pop_open(d.key)
     d.work_status = "closed"
     d.suppress = True
     d.pending = None
-    account.closed[d.discrepancy_id] = d
+    account.put_closed(d)
     out.emitted.append(_closed_event(account, d, e, "closed", (e.event_id,), e.user, e.reason, 0, explanation))
     _acted(d, e, e.reason, out)
 
@@ -427,7 +427,7 @@ def _close_by_adjustment(
     d.work_status = status
     d.pending = None
     d.adjustment_ids = ids
-    account.closed[d.discrepancy_id] = d
+    account.put_closed(d)
     _acted(d, e, reason, out)
 
 

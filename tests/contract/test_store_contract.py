@@ -1433,3 +1433,40 @@ def test_a_derived_index_that_no_longer_matches_the_state_fails_in_check_mode(st
     with pytest.raises(AssertionError, match="the index _waiting_books"):
         store.commit_batch(BatchWrite(accounts={payer.account_id: payer},
                                       dirty_months={payer.account_id: {"remittance:R1"}}))
+
+
+def test_a_findings_index_that_no_longer_matches_the_findings_fails_in_check_mode(store: LedgerStore) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
+    a1.put_open(_finding("d-jan", "missing_payment", JAN))
+    assert a1.open_at(month_key(JAN)) == ("missing_payment|2026-01-01",) and a1.open_at(month_key(FEB)) == ()
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    feb = _finding("d-feb", "underpaid", FEB)
+    a1.open[feb.key] = feb  # opened past put_open: the index was not told
+    with pytest.raises(AssertionError, match="the index _open_at"):
+        store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
+    b1 = account("B1", month_state("B1", JAN, 45_000))
+    dismissed = _finding("d-old", "underpaid", JAN, work_status="closed", suppress=True)
+    b1.put_closed(dismissed)
+    assert b1.closed_at(month_key(JAN)) == ("d-old",)
+    del b1.closed["d-old"]  # reopened past pop_closed
+    with pytest.raises(AssertionError, match="the index _closed_at"):
+        store.commit_batch(BatchWrite(accounts={"B1": b1}, dirty_months={"B1": {month_key(JAN)}}))
+
+
+def test_a_write_stores_only_the_findings_of_the_rows_it_names_and_the_header_those_about_no_row(
+    store: LedgerStore,
+) -> None:
+    a1 = account("A1", month_state("A1", JAN, 45_000), month_state("A1", FEB, 45_000))
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": set(a1.months)}))
+    for d in (_finding("d-feb", "underpaid", FEB), _finding("d-mar", "enrolled_not_billed", date(2026, 3, 1)),
+              _finding("d-jan", "missing_payment", JAN)):
+        a1.put_open(d)
+    a1.put_closed(_finding("d-old", "underpaid", FEB, work_status="waived"))
+    a1.pop_open("missing_payment|2026-01-01")  # opened and settled again in the same batch
+    store.commit_batch(BatchWrite(accounts={"A1": a1}, dirty_months={"A1": {month_key(FEB)}}))
+    assert list(_stored_header(store, "A1").open) == ["enrolled_not_billed|2026-03-01"]
+    loaded = store.load_accounts(["A1"])["A1"]
+    assert loaded.open == a1.open and loaded.closed == a1.closed
+    assert loaded.open_at(month_key(FEB)) == ("underpaid|2026-02-01",)
+    assert loaded.closed_at(month_key(FEB)) == ("d-old",)
+    assert loaded.open_at(month_key(JAN)) == ()

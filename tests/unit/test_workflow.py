@@ -31,7 +31,7 @@ from events.types import (
 from processor.rules.base import Rejected
 from processor.rules.workflow import agency_of, closing_adjustments
 from processor.settings import PlanSettings
-from processor.state import encode_state, month_key
+from processor.state import AccountState, decode_account, encode_state, month_key
 from projections.model import QueueQuery
 from replay.archive import ArchivedEvent
 from replay.fold import replay
@@ -317,6 +317,31 @@ def test_reopening_a_waiver_reverses_its_adjustment_and_opens_the_finding_under_
         ledger.apply(act(DiscrepancyReopened, d.discrepancy_id, reason="again"))
     with pytest.raises(Rejected, match="no person closed it"):
         ledger.apply(act(DiscrepancyReopened, did, reason="again"))
+
+
+def _same_indexes_as_a_fresh_copy(account: AccountState) -> None:
+    """The findings indexes the fold kept (built before the actions, kept by them) are what a copy of
+    the state, which builds them from scratch, finds, in the same order."""
+    fresh = decode_account(encode_state(account))
+    rows = fresh.finding_rows() | account.finding_rows()
+    assert rows
+    for row in rows:
+        assert account.open_at(row) == fresh.open_at(row) and account.closed_at(row) == fresh.closed_at(row)
+
+
+def test_closing_dismissing_and_reopening_keep_the_findings_by_row_as_a_full_scan_finds_them() -> None:
+    ledger, did = underpaid(70_000)
+    assert ledger.account().open_at(month_key(JAN)) == (f"underpaid|{month_key(JAN)}",)  # built here, then kept
+    ledger.apply(act(DiscrepancyWaived, did, amount_cents=-8_412, reason="hardship", event_id="w1"))
+    _same_indexes_as_a_fresh_copy(ledger.account())
+    assert ledger.account().open_at(month_key(JAN)) == () and ledger.account().closed_at(month_key(JAN)) == (did,)
+    ledger.apply(act(DiscrepancyReopened, did, reason="waived the wrong month", event_id="r1"))
+    _same_indexes_as_a_fresh_copy(ledger.account())
+    reopened = ledger.one_open("underpaid")
+    assert ledger.account().closed_at(month_key(JAN)) == ()
+    ledger.apply(act(DiscrepancyDismissed, reopened.discrepancy_id, reason="agreed with the agency"))
+    _same_indexes_as_a_fresh_copy(ledger.account())
+    assert ledger.account().closed_at(month_key(JAN)) == (reopened.discrepancy_id,)
 
 
 def test_a_dismissed_finding_that_went_away_cannot_be_reopened() -> None:
