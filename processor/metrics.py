@@ -35,6 +35,10 @@ COMMIT_SECONDS = Histogram(
 LAG = Gauge("ledger_consumer_lag_records",
             "records between the applied position and the partition's high-water mark (from the fetch response)",
             ["topic", "partition"])
+GC_FULL_SECONDS = Histogram(
+    "ledger_gc_full_collection_seconds", "CPU of one full garbage collection, run on a timer (processor/collector.py)",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 CACHE_ACCOUNTS = Gauge("ledger_account_cache_accounts", "accounts held in the processor's cache")
 OUTBOX_BACKLOG = Gauge("ledger_outbox_backlog_rows", "outbox rows not yet published")
 OUTBOX_AGE = Gauge("ledger_outbox_oldest_age_seconds", "age of the oldest unpublished outbox row (0 when empty)")

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from events.publisher import SEQUENCE_HEADER
 from processor import metrics
 from processor.batch import BatchProcessor, BatchResult, Record
+from processor.collector import FullCollections
 from processor.dlq import HEADERS_BYTES_ALLOWANCE, dead_letter_record
 from processor.health import Health
 from processor.kafka_clients import CLIENT_STOP_TIMEOUT_S, aiokafka_options, kafka_python_options, stop_client
@@ -153,6 +154,7 @@ class ProcessorLoop:
         self._guard_task: asyncio.Task[None] | None = None
         self._main: asyncio.Task[Any] | None = None  # the task running run_once, to interrupt it
         self._fatal: BaseException | None = None  # why the guard interrupted it
+        self._collections = FullCollections(settings.gc_full_collect_interval_seconds)
 
     @property
     def fatal(self) -> BaseException | None:
@@ -189,6 +191,7 @@ class ProcessorLoop:
         """Check the log, then start the clients; the guard watches from here on (a client's start waits
         for a broker that may be gone)."""
         self._main = asyncio.current_task()
+        self._collections.start()
         try:
             await self._check_log_at_start()
             self._guard_task = asyncio.create_task(self._guard_loop())
@@ -288,6 +291,7 @@ class ProcessorLoop:
         self._gauges.close()
         if self.health is not None:
             self.health.unregister("processor")
+        self._collections.stop()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -450,6 +454,7 @@ class ProcessorLoop:
         self.batches += 1
         if self.on_batch is not None:
             self.on_batch(result)
+        self._collections.tick()
         return True
 
     def _warn_commit(self, exc: BaseException) -> None:

@@ -513,6 +513,12 @@ class Settings(BaseSettings):
         description="estimated bytes of account state a processor keeps in memory (processor/footprint.py);"
         " with the other defaults a processor stays within 1 GB (README, Memory)",
     )
+    gc_full_collect_interval_seconds: int = Field(
+        default=300, ge=0, le=86_400,
+        description="a processor runs the garbage collector's full collection on this timer instead of CPython's"
+        " allocation count, which with a large account cache visits the whole cache every few seconds"
+        " (processor/collector.py); 0 leaves CPython's default",
+    )
     key_partition_cache_max: int = Field(
         default=100_000, ge=1, description="record keys whose partition a processor remembers (about 150 bytes each)",
     )

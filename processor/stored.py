@@ -29,7 +29,7 @@ UNSPLIT = "_unsplit"  # in AccountState.__dict__: loaded from a whole-account sn
 ROWS_IN_HEADER = "_rows_in_header"
 
 
-class RowFindings(msgspec.Struct, kw_only=True):
+class RowFindings(msgspec.Struct, kw_only=True, gc=False):
     """The discrepancies of one row (a month or a remittance), stored with it, in the account's order."""
 
     open: list[OpenDiscrepancy] = msgspec.field(default_factory=list)
