@@ -1,8 +1,9 @@
 """Cost as history grows: fold and write cost per event and snapshot bytes at 12, 48 and 84 months of
 history, and the processor's resident memory at 10k, 100k and 1M cached accounts.
 
-    python bench/history.py [--members 1000] [--months 12,48,84] [--repeat 3]
-                            [--accounts 10000,100000,1000000] [--skip-history | --skip-rss] [--json]
+    python bench/history.py [--members 1000] [--months 12,48,84] [--repeat 3] [--cold-cache-mib 40]
+                            [--compare-gc] [--accounts 10000,100000,1000000] [--skip-history | --skip-rss]
+                            [--json]
 
 **Fold and write.** The demo program (``processor.entrypoints.demo.generate``: billing, payments,
 remittances, hires, terminations, tier and retroactive changes, COBRA, FSA, business-day and billing-cycle
@@ -18,6 +19,13 @@ reported:
 - ``snapshot_bytes``: mean bytes of fold state ``BatchWrite.freeze`` encodes per account written in that
   month: the account's header and the month rows it changed (processor/state.py, projections/model.py).
 
+The cache is the processor's default (``LEDGER_ACCOUNT_CACHE_BYTES_MAX``) and full garbage collections run
+on the processor's timer (processor/collector.py), as in ``benefits-ledger up``. The program is then folded
+again with a ``--cold-cache-mib`` cache (default 40 MiB), which holds fewer accounts the longer their
+history, so most events load their account: ``cold_fold_us_per_event`` (and ``cold_cached_accounts``, the
+accounts it held). ``--compare-gc`` folds it a third time with CPython's own full collections
+(``cold_cpython_gc_fold_us_per_event``), the baseline of the timer.
+
 **Memory.** For each of ``--accounts`` a fresh topic set and database are loaded with that many accounts
 (an enrollment, a bill and a payment each; ``--account-months`` bills and pays more months), then a fresh
 ``benefits-ledger up --role processor`` process (the deployed processor, default settings) applies them;
@@ -25,7 +33,7 @@ reported:
 seen while applying (sampled every 0.5 s). The 1M size takes a while: ``seconds`` says how long each took.
 
 With --json the last line is one JSON object: fold_us_per_event, freeze_us_per_event, write_us_per_event,
-snapshot_bytes (each keyed by months of history, "12", "48", "84"), processor_rss_mb and
+snapshot_bytes, cold_fold_us_per_event (each keyed by months of history, "12", "48", "84"), processor_rss_mb and
 processor_peak_rss_mb (keyed by accounts, "10000", "100000", "1000000"), seconds, and the settings used.
 A benchmark, never a timed test: the figures depend on the machine and on what else runs on it.
 """
@@ -63,6 +71,7 @@ from events.topics import TopicSettings, topic_for  # noqa: E402
 from events.types import EnrollmentChanged, Event, PaymentReceived, PremiumBilled, RatePublished  # noqa: E402
 from processor.app import ensure_database  # noqa: E402
 from processor.batch import BatchProcessor, Record, partition_for  # noqa: E402
+from processor.collector import FullCollections  # noqa: E402
 from processor.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from processor.settings import PlanSettings, Settings  # noqa: E402
 from projections.memory import MemoryStore  # noqa: E402
@@ -123,7 +132,7 @@ def history_store(memory: bool, workdir: Path) -> Iterator[tuple[LedgerStore, in
     from projections.postgres import PostgresStore
 
     with EmbeddedPostgres(workdir / "history-pg") as server:
-        store = PostgresStore(ensure_database(server.dsn, "bench_history"))
+        store = PostgresStore(ensure_database(server.dsn, "bench_history", reset=True))  # each run from nothing
         try:
             store.migrate()
             yield store, server.pid
@@ -132,17 +141,26 @@ def history_store(memory: bool, workdir: Path) -> Iterator[tuple[LedgerStore, in
 
 
 def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, batch: int, memory: bool,
-               workdir: Path) -> dict[str, Any]:
+               workdir: Path, *, cache_bytes_max: int, gc_interval_seconds: int,
+               per_month: list[list[Record]] | None = None) -> dict[str, Any]:
+    """Fold the program month by month as the processor does: the cache bounded by ``cache_bytes_max``
+    and full garbage collections on the processor's timer (processor/collector.py; 0: CPython's own)."""
     months = max(checkpoints) + repeat
     started = time.monotonic()
-    per_month = month_records(members, months, seed)
+    if per_month is None:
+        per_month = month_records(members, months, seed)
     _log(f"program: {members:,} members, {months} months, {sum(map(len, per_month)):,} records"
-         f" ({time.monotonic() - started:.0f} s)")
+         f" ({time.monotonic() - started:.0f} s); cache {cache_bytes_max / 2**20:,.0f} MiB, full collections"
+         + (f" every {gc_interval_seconds} s" if gc_interval_seconds else " by CPython's count"))
     measured = {m for n in checkpoints for m in range(n, n + repeat)}
     figures: dict[int, dict[str, float]] = {}
-    with history_store(memory, workdir) as (store, postmaster):
+    collections = FullCollections(gc_interval_seconds)
+    collections.start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(collections.stop)
+        store, postmaster = stack.enter_context(history_store(memory, workdir))
         proc = BatchProcessor(store, log_id="bench", plan=PlanSettings(), topics=TopicSettings(),
-                              partitions=PARTITIONS, clock=lambda: NOW)
+                              partitions=PARTITIONS, clock=lambda: NOW, account_cache_bytes_max=cache_bytes_max)
         for month, records in enumerate(per_month):
             fold_s = freeze_s = write_s = 0.0
             sizes: list[int] = []
@@ -169,11 +187,14 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
                 write_s += time.process_time() - t3 + ((postgres_cpu_s(postmaster) - server0) if postmaster else 0.0)
                 proc.committed(result)
                 fold_s += t1 - t0
+                t4 = time.process_time()
+                collections.tick()  # as the processor's loop does after each batch
+                fold_s += time.process_time() - t4
             if month in measured:
                 n = len(records)
                 figures[month] = {"fold": fold_s / n * 1e6, "freeze": freeze_s / n * 1e6,
                                   "write": write_s / n * 1e6, "bytes": statistics.fmean(sizes) if sizes else 0.0,
-                                  "records": n}
+                                  "records": n, "cached": len(proc._accounts)}
                 _log(f"month {month + 1} after {month} months of history: {n:,} records, fold"
                      f" {figures[month]['fold']:.1f} us/event (freeze {figures[month]['freeze']:.1f}), write"
                      f" {figures[month]['write']:.1f} us/event, snapshot {figures[month]['bytes']:,.0f} bytes")
@@ -189,6 +210,7 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
                                                            strict=True)),
         "snapshot_bytes": dict(zip(keys, (round(median(n, "bytes", 0)) for n in checkpoints), strict=True)),
         "records_per_month": dict(zip(keys, (int(median(n, "records", 0)) for n in checkpoints), strict=True)),
+        "cached_accounts": dict(zip(keys, (int(median(n, "cached", 0)) for n in checkpoints), strict=True)),
         "history_members": members,
         "history_seconds": round(time.monotonic() - started, 1),
     }
@@ -352,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=_sizes, default=[10_000, 100_000, 1_000_000],
                         help="cached accounts to measure the processor's RSS at (default 10000,100000,1000000)")
     parser.add_argument("--account-months", type=int, default=1, help="months billed and paid per account (default 1)")
+    parser.add_argument("--cold-cache-mib", type=int, default=40,
+                        help="fold again with an account cache of this many MiB, which holds only part of the"
+                        " accounts as history grows: the cost of loading evicted accounts (default 40; 0 skips)")
+    parser.add_argument("--compare-gc", action="store_true",
+                        help="and once more with CPython's own full collections instead of the processor's timer")
     parser.add_argument("--skip-history", action="store_true", help="only the memory figures")
     parser.add_argument("--skip-rss", action="store_true", help="only the fold and write figures")
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
@@ -363,8 +390,23 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-history-"))
     try:
         if not args.skip_history:
-            result.update(fold_costs(args.members, args.months, args.repeat, args.seed, Settings().batch_events_max,
-                                     args.memory, workdir))
+            settings = Settings()
+            per_month = month_records(args.members, max(args.months) + args.repeat, args.seed)
+
+            def costs(cache_bytes_max: int, gc_interval_seconds: int) -> dict[str, Any]:
+                return fold_costs(args.members, args.months, args.repeat, args.seed, settings.batch_events_max,
+                                  args.memory, workdir, cache_bytes_max=cache_bytes_max,
+                                  gc_interval_seconds=gc_interval_seconds, per_month=per_month)
+
+            result.update(costs(settings.account_cache_bytes_max, settings.gc_full_collect_interval_seconds))
+            if args.cold_cache_mib:
+                cold = costs(args.cold_cache_mib * 2**20, settings.gc_full_collect_interval_seconds)
+                result["cold_cache_mib"] = args.cold_cache_mib
+                result["cold_fold_us_per_event"] = cold["fold_us_per_event"]
+                result["cold_cached_accounts"] = cold["cached_accounts"]
+                if args.compare_gc:
+                    cpython = costs(args.cold_cache_mib * 2**20, 0)
+                    result["cold_cpython_gc_fold_us_per_event"] = cpython["fold_us_per_event"]
         if not args.skip_rss:
             result.update(processor_rss(args.accounts, args.account_months, workdir))
     finally:
@@ -380,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:>3} months of history: fold {fold:6.1f} us/event (freeze {freeze:.1f}),"
                   f" write {'n/a' if write is None else f'{write:.1f}'} us/event,"
                   f" snapshot {result['snapshot_bytes'][k]:,} bytes")
+    if "cold_fold_us_per_event" in result:
+        for k, fold in result["cold_fold_us_per_event"].items():
+            cpython = result.get("cold_cpython_gc_fold_us_per_event", {}).get(k)
+            print(f"{k:>3} months of history, {result['cold_cache_mib']} MiB cache"
+                  f" ({result['cold_cached_accounts'][k]:,} accounts cached): fold {fold:6.1f} us/event"
+                  + (f" ({cpython:.1f} with CPython's full collections)" if cpython is not None else ""))
     if "processor_rss_mb" in result:
         for k, mb in result["processor_rss_mb"].items():
             print(f"{int(k):>10,} accounts: processor RSS {mb:,.0f} MB (peak {result['processor_peak_rss_mb'][k]:,.0f}"
