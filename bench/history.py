@@ -17,7 +17,8 @@ reported:
 - ``freeze_us_per_event``: the ``BatchWrite.freeze`` part of it (encoded once more, apart, to time it);
 - ``write_us_per_event``: CPU of ``commit_batch`` per record, this process plus the PostgreSQL server;
 - ``snapshot_bytes``: mean bytes of fold state ``BatchWrite.freeze`` encodes per account written in that
-  month: the account's header and the month rows it changed (processor/state.py, projections/model.py).
+  month: the account's header and the month rows it changed (processor/state.py, projections/model.py);
+- ``accounts_written_per_event``: accounts a batch writes, per record (the write's cost is per account).
 
 The cache is the processor's default (``LEDGER_ACCOUNT_CACHE_BYTES_MAX``) and full garbage collections run
 on the processor's timer (processor/collector.py), as in ``benefits-ledger up``. The program is then folded
@@ -194,7 +195,7 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
                 n = len(records)
                 figures[month] = {"fold": fold_s / n * 1e6, "freeze": freeze_s / n * 1e6,
                                   "write": write_s / n * 1e6, "bytes": statistics.fmean(sizes) if sizes else 0.0,
-                                  "records": n, "cached": len(proc._accounts)}
+                                  "records": n, "cached": len(proc._accounts), "written": len(sizes) / n}
                 _log(f"month {month + 1} after {month} months of history: {n:,} records, fold"
                      f" {figures[month]['fold']:.1f} us/event (freeze {figures[month]['freeze']:.1f}), write"
                      f" {figures[month]['write']:.1f} us/event, snapshot {figures[month]['bytes']:,.0f} bytes")
@@ -211,6 +212,8 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
         "snapshot_bytes": dict(zip(keys, (round(median(n, "bytes", 0)) for n in checkpoints), strict=True)),
         "records_per_month": dict(zip(keys, (int(median(n, "records", 0)) for n in checkpoints), strict=True)),
         "cached_accounts": dict(zip(keys, (int(median(n, "cached", 0)) for n in checkpoints), strict=True)),
+        # accounts written (header and changed rows) per record: the write's cost is per account written
+        "accounts_written_per_event": dict(zip(keys, (median(n, "written", 3) for n in checkpoints), strict=True)),
         "history_members": members,
         "history_seconds": round(time.monotonic() - started, 1),
     }
