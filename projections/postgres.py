@@ -3,7 +3,8 @@
 One long-lived connection (autocommit off). Every method runs in its own short transaction, so no
 transaction is left idle between calls; a lock serialises callers from different threads (the
 processor and the outbox relay share the store through ``asyncio.to_thread``). The reads for people
-and reports are in projections/postgres_reads.py.
+and reports are in projections/postgres_reads.py, the SQL of the writes and the processor's lookups in
+projections/postgres_sql.py.
 """
 
 from __future__ import annotations
@@ -33,218 +34,35 @@ from projections.model import (
     PositionConflict,
     next_log_id,
 )
-from projections.postgres_reads import DISCREPANCY_COLUMNS, FSA_COLUMNS, PostgresReads
+from projections.postgres_reads import PostgresReads
+from projections.postgres_sql import (
+    ADD_PAYER_UNAPPLIED,
+    ADVANCE_POSITION,
+    ARCHIVE_COLUMNS,
+    ARCHIVE_TYPES,
+    CHAIN_COLUMNS,
+    CHAIN_TYPES,
+    CHANGE_DISCREPANCY,
+    CLOSE_DISCREPANCY,
+    CYCLE_ACCOUNTS,
+    DUE_ACCOUNTS,
+    ECHOED,
+    INSERT_COVERAGE,
+    INSERT_DEAD_LETTER,
+    INSERT_OUTBOX,
+    LOCK_CHAIN_HEADS,
+    MOVE_CHAIN_HEADS,
+    OPEN_DISCREPANCY,
+    POSITION_CONSTRAINTS,
+    UPSERT_ACCOUNTS,
+    UPSERT_FSA,
+    UPSERT_MONTH_STATES,
+    UPSERT_MONTHS,
+    UPSERT_PARTITION,
+)
 
 # Key of the transaction-scoped advisory lock taken while migrating ("ledger-migrate").
 MIGRATION_LOCK_KEY = 0x6C65_6467_6D69_67
-
-# Unique constraints whose violation means "this batch (or part of it) was already applied".
-_POSITION_CONSTRAINTS = frozenset({
-    "archive_dedupe_key_key", "archive_position_key", "dead_letter_position_key", "positions_pkey",
-})
-
-_ARCHIVE_COLUMNS = (
-    'log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
-    " occurred_at, recorded_at, body, body_hash, chain_hash"
-)
-_ARCHIVE_TYPES = [
-    "text", "text", "int4", "int8", "text", "text", "text", "text", "date",
-    "timestamptz", "timestamptz", "bytea", "bytea", "bytea",
-]  # fmt: skip
-
-# Lock (creating at genesis when new) and read the last chain link of each partition in the batch.
-# The row lock lasts until the batch commits: a second writer of the same partition waits, then reads
-# the link this batch leaves, so a partition's chain cannot fork (whatever the topic assignment).
-_LOCK_CHAIN_HEADS = """
-INSERT INTO archive_chain_head AS h (partition, chain_hash)
-SELECT * FROM unnest(%s::int[], %s::bytea[])
-ON CONFLICT (partition) DO UPDATE SET chain_hash = h.chain_hash
-RETURNING partition, chain_hash
-"""
-
-_MOVE_CHAIN_HEADS = """
-UPDATE archive_chain_head AS h SET chain_hash = u.chain_hash
-FROM unnest(%s::int[], %s::bytea[]) AS u(partition, chain_hash)
-WHERE h.partition = u.partition
-"""
-
-_CHAIN_COLUMNS = (
-    'seq, log_id, topic, partition, "offset", dedupe_key, event_id, event_type, account_id, effective_on,'
-    " occurred_at, recorded_at, body, body_hash, chain_hash"
-)
-_CHAIN_TYPES = ["int8", *_ARCHIVE_TYPES]
-
-_ADVANCE_POSITION = """
-INSERT INTO positions AS p
-    (log_id, topic, partition, next_offset, applied, duplicates, dead_lettered, updated_at)
-VALUES (%(log_id)s, %(topic)s, %(partition)s, %(next_offset)s, %(applied)s, %(duplicates)s,
-        %(dead_lettered)s, now())
-ON CONFLICT (log_id, topic, partition) DO UPDATE SET
-    next_offset = excluded.next_offset,
-    applied = p.applied + excluded.applied,
-    duplicates = p.duplicates + excluded.duplicates,
-    dead_lettered = p.dead_lettered + excluded.dead_lettered,
-    updated_at = excluded.updated_at
-WHERE p.next_offset = %(expected)s
-RETURNING (xmax = 0) AS inserted
-"""
-
-_UPSERT_ACCOUNTS = """
-INSERT INTO account_snapshot (account_id, partition, state, updated_at)
-SELECT u.account_id, u.partition, u.state, now()
-FROM unnest(%b::text[], %b::int[], %b::bytea[]) AS u(account_id, partition, state)
-ON CONFLICT (account_id) DO UPDATE SET
-    partition = excluded.partition, state = excluded.state, updated_at = excluded.updated_at
-"""
-
-_UPSERT_MONTH_STATES = """
-INSERT INTO account_month_state (account_id, month_key, ordinal, state, findings)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::bytea[], %b::bytea[])
-ON CONFLICT (account_id, month_key) DO UPDATE SET
-    ordinal = excluded.ordinal, state = excluded.state, findings = excluded.findings
-"""
-
-_UPSERT_MONTHS = """
-INSERT INTO member_month (account_id, coverage_month, partition, expected_cents, billed_cents,
-                          adjusted_cents, paid_cents, unapplied_cents, balance_cents, due_on, refunded_cents,
-                          post_tax_cents, imputed_income_cents, employee_share_cents, employer_share_cents)
-SELECT * FROM unnest(%b::text[], %b::date[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],
-                     %b::bigint[], %b::bigint[], %b::bigint[], %b::date[], %b::bigint[], %b::bigint[],
-                     %b::bigint[], %b::bigint[], %b::bigint[])
-ON CONFLICT (account_id, coverage_month) DO UPDATE SET
-    partition = excluded.partition, expected_cents = excluded.expected_cents,
-    billed_cents = excluded.billed_cents, adjusted_cents = excluded.adjusted_cents,
-    paid_cents = excluded.paid_cents, unapplied_cents = excluded.unapplied_cents,
-    balance_cents = excluded.balance_cents, due_on = excluded.due_on,
-    refunded_cents = excluded.refunded_cents, post_tax_cents = excluded.post_tax_cents,
-    imputed_income_cents = excluded.imputed_income_cents, employee_share_cents = excluded.employee_share_cents,
-    employer_share_cents = excluded.employer_share_cents
-"""
-
-_INSERT_COVERAGE = """
-INSERT INTO member_coverage (account_id, segment, member_id, relationship, coverage_line, plan, tier,
-                             status, begin_on, end_on, agency_id, event_id)
-SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                     %b::text[], %b::date[], %b::date[], %b::text[], %b::text[])
-"""
-
-_UPSERT_PARTITION = """
-INSERT INTO partition_state (partition, state) VALUES (%s, %s)
-ON CONFLICT (partition) DO UPDATE SET state = excluded.state
-"""
-
-# the work on a discrepancy (processor/workflow.py), written whenever the fold changes it
-_WORK_COLUMNS = (
-    "assignee", "work_status", "notes", "last_user", "last_reason", "last_event_id", "pending_action",
-    "pending_cents", "pending_by", "pending_event_id",
-)
-
-# Set-based writes (one statement per kind of change, arrays of columns): a row per statement costs the
-# client more than the fold of the event that made it. ``causes`` is each row's cause_event_ids as a JSON
-# array (an array of arrays cannot be unnested); WITH ORDINALITY keeps the ids in their order.
-_CAUSES = "ARRAY(SELECT e FROM jsonb_array_elements_text(u.causes::jsonb) WITH ORDINALITY AS c(e, n) ORDER BY n)"
-_WORK_TYPES = "%b::text[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[]," \
-              " %b::text[], %b::text[]"
-
-# An id opened again replaces the stored row, as the in-memory store does.
-_OPEN_DISCREPANCY = f"""
-INSERT INTO discrepancy ({DISCREPANCY_COLUMNS})
-SELECT u.discrepancy_id, u.kind, u.account_id, u.coverage_month, u.payer_id, u.expected_cents, u.actual_cents,
-       {_CAUSES}, u.explanation, u.action, u.actor, u.status, u.opened_by, u.resolved_by, u.opened_recorded_at,
-       u.resolved_recorded_at, {", ".join(f"u.{c}" for c in _WORK_COLUMNS)}
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::date[], %b::text[], %b::bigint[], %b::bigint[], %b::text[],
-            %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
-            %b::timestamptz[], {_WORK_TYPES})
-     AS u(discrepancy_id, kind, account_id, coverage_month, payer_id, expected_cents, actual_cents, causes,
-          explanation, action, actor, status, opened_by, resolved_by, opened_recorded_at, resolved_recorded_at,
-          {", ".join(_WORK_COLUMNS)})
-ON CONFLICT (discrepancy_id) DO UPDATE SET
-    kind = excluded.kind, account_id = excluded.account_id, coverage_month = excluded.coverage_month,
-    payer_id = excluded.payer_id, expected_cents = excluded.expected_cents,
-    actual_cents = excluded.actual_cents, cause_event_ids = excluded.cause_event_ids,
-    explanation = excluded.explanation, action = excluded.action, actor = excluded.actor,
-    status = excluded.status, opened_by = excluded.opened_by, resolved_by = excluded.resolved_by,
-    opened_recorded_at = excluded.opened_recorded_at, resolved_recorded_at = excluded.resolved_recorded_at,
-    {", ".join(f"{c} = excluded.{c}" for c in _WORK_COLUMNS)}
-"""
-
-_CHANGE_DISCREPANCY = f"""
-UPDATE discrepancy d SET expected_cents = u.expected_cents, actual_cents = u.actual_cents,
-    explanation = u.explanation, action = u.action, cause_event_ids = {_CAUSES},
-    {", ".join(f"{c} = u.{c}" for c in _WORK_COLUMNS)}
-FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], {_WORK_TYPES}, %b::text[])
-     AS u(expected_cents, actual_cents, explanation, action, causes, {", ".join(_WORK_COLUMNS)}, discrepancy_id)
-WHERE d.discrepancy_id = u.discrepancy_id
-"""
-
-
-_CLOSE_DISCREPANCY = """
-UPDATE discrepancy d SET status = u.status, resolved_by = u.resolved_by, resolved_recorded_at = u.recorded_at
-FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[])
-     AS u(status, resolved_by, recorded_at, discrepancy_id)
-WHERE d.discrepancy_id = u.discrepancy_id
-"""
-
-# seq follows the batch's order of the rows (the relay publishes in seq order)
-_INSERT_OUTBOX = """
-INSERT INTO outbox (event_id, key, body, stream)
-SELECT u.event_id, u.key, u.body, u.stream
-FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[]) WITH ORDINALITY AS u(event_id, key, body, stream, n)
-ORDER BY u.n
-"""
-
-# The processor saw these outbox events come back (issue 12): delivered.
-_ECHOED = """
-UPDATE outbox SET echoed_at = now()
-WHERE event_id = ANY(%s::text[]) AND stream = ANY(%s::text[]) AND echoed_at IS NULL
-"""
-
-
-_UPSERT_FSA = f"""
-INSERT INTO fsa_account ({FSA_COLUMNS})
-SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[],
-                     %b::bigint[], %b::bigint[], %b::bigint[], %b::bool[])
-ON CONFLICT (account_id, plan_year, account_type) DO UPDATE SET
-    member_id = excluded.member_id, election_cents = excluded.election_cents,
-    contributed_cents = excluded.contributed_cents, reimbursed_cents = excluded.reimbursed_cents,
-    carryover_in_cents = excluded.carryover_in_cents, carryover_out_cents = excluded.carryover_out_cents,
-    available_cents = excluded.available_cents, closed = excluded.closed
-"""
-
-_ADD_PAYER_UNAPPLIED = """
-INSERT INTO payer_unapplied AS p (payer_id, unapplied_cents)
-SELECT * FROM unnest(%b::text[], %b::bigint[])
-ON CONFLICT (payer_id) DO UPDATE SET unapplied_cents = p.unapplied_cents + excluded.unapplied_cents
-"""
-
-_INSERT_DEAD_LETTER = """
-INSERT INTO dead_letter (log_id, topic, partition, "offset", event_id, reason, field, key, raw, recorded_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-"""
-
-_DUE_ACCOUNTS = """
-SELECT DISTINCT m.account_id
-FROM member_month m
-WHERE m.partition = %s AND m.due_on < %s AND m.paid_cents = 0
-  AND m.billed_cents + m.adjusted_cents > 0
-  AND NOT EXISTS (
-      SELECT 1 FROM discrepancy d
-      WHERE d.account_id = m.account_id AND d.coverage_month = m.coverage_month
-        AND d.kind = 'missing_payment' AND d.status = 'open')
-ORDER BY m.account_id
-"""
-
-_CYCLE_ACCOUNTS = """
-SELECT c.account_id
-FROM member_coverage c JOIN account_snapshot s USING (account_id)
-WHERE s.partition = %(p)s AND c.begin_on <= %(last)s AND (c.end_on IS NULL OR c.end_on >= %(first)s)
-  AND NOT EXISTS (SELECT 1 FROM member_month m
-                  WHERE m.account_id = c.account_id AND m.coverage_month = %(first)s AND m.billed_cents <> 0)
-UNION
-SELECT account_id FROM member_month WHERE partition = %(p)s AND coverage_month = %(first)s AND billed_cents = 0
-ORDER BY 1
-"""
-
 
 class MigrationNeedsAdmin(RuntimeError):
     """A migration changes what only an administrator may change (the archive is not the ledger's)."""
@@ -387,7 +205,7 @@ class PostgresStore(PostgresReads):
     def due_accounts(self, partition: int, due_before: date) -> list[str]:
         """Accounts with a billed, wholly unpaid month due before the date and no open missing_payment."""
         with self._tx() as conn:
-            rows = conn.execute(_DUE_ACCOUNTS, (partition, due_before)).fetchall()
+            rows = conn.execute(DUE_ACCOUNTS, (partition, due_before)).fetchall()
         return [r[0] for r in rows]
 
     def agency_accounts(self, agency_ids: list[str]) -> list[str]:
@@ -424,7 +242,7 @@ class PostgresStore(PostgresReads):
         month and no bill for it, or a row for the month without a bill. Billed accounts are not loaded."""
         last = (month.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
         with self._tx() as conn:
-            rows = conn.execute(_CYCLE_ACCOUNTS, {"p": partition, "first": month, "last": last}).fetchall()
+            rows = conn.execute(CYCLE_ACCOUNTS, {"p": partition, "first": month, "last": last}).fetchall()
         return [r[0] for r in rows]
 
     def find_events(self, dedupe_keys: list[str]) -> dict[str, bytes]:
@@ -461,7 +279,7 @@ class PostgresStore(PostgresReads):
                 self._advance_positions(conn, batch)
                 self._write(conn, batch)
         except errors.UniqueViolation as exc:
-            if exc.diag.constraint_name in _POSITION_CONSTRAINTS:
+            if exc.diag.constraint_name in POSITION_CONSTRAINTS:
                 raise PositionConflict(f"batch already applied: {exc.diag.message_detail or exc}") from exc
             raise
 
@@ -476,7 +294,7 @@ class PostgresStore(PostgresReads):
             for a in batch.positions
         ]  # fmt: skip
         with conn.cursor() as cur:
-            cur.executemany(_ADVANCE_POSITION, params, returning=True)
+            cur.executemany(ADVANCE_POSITION, params, returning=True)
             for adv in batch.positions:
                 row = cur.fetchone()
                 if row is None or (row[0] and adv.expected_next is not None):
@@ -490,10 +308,10 @@ class PostgresStore(PostgresReads):
         with conn.cursor() as cur:
             if batch.archive:
                 parts = sorted({r.partition for r in batch.archive})
-                locked = cur.execute(_LOCK_CHAIN_HEADS, (parts, [GENESIS] * len(parts))).fetchall()
+                locked = cur.execute(LOCK_CHAIN_HEADS, (parts, [GENESIS] * len(parts))).fetchall()
                 heads = {int(p): bytes(h) for p, h in locked}
-                with cur.copy(f"COPY archive ({_ARCHIVE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(_ARCHIVE_TYPES)
+                with cur.copy(f"COPY archive ({ARCHIVE_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(ARCHIVE_TYPES)
                     write = copy.write_row
                     for r in batch.archive:
                         chained = link(
@@ -509,21 +327,21 @@ class PostgresStore(PostgresReads):
                 moved_heads = (parts, [heads[p] for p in parts])
             with conn.pipeline():
                 if batch.archive:
-                    cur.execute(_MOVE_CHAIN_HEADS, moved_heads)
+                    cur.execute(MOVE_CHAIN_HEADS, moved_heads)
                 self._write_accounts(cur, batch)
                 for p, part_bytes in batch.freeze().partitions:
-                    cur.execute(_UPSERT_PARTITION, (p, part_bytes))
+                    cur.execute(UPSERT_PARTITION, (p, part_bytes))
                 self._write_discrepancies(cur, batch)
                 if batch.outbox:
-                    cur.execute(_INSERT_OUTBOX, _columns([(o.event_id, o.key, o.body, o.stream) for o in batch.outbox],
+                    cur.execute(INSERT_OUTBOX, _columns([(o.event_id, o.key, o.body, o.stream) for o in batch.outbox],
                                                          4))
                 if batch.echoed:
-                    cur.execute(_ECHOED, (batch.echoed, sorted(ECHO_STREAMS)))
+                    cur.execute(ECHOED, (batch.echoed, sorted(ECHO_STREAMS)))
                 deltas = [(p, d) for p, d in batch.payer_unapplied_delta.items() if d]
                 if deltas:
-                    cur.execute(_ADD_PAYER_UNAPPLIED, ([p for p, _ in deltas], [d for _, d in deltas]))
+                    cur.execute(ADD_PAYER_UNAPPLIED, ([p for p, _ in deltas], [d for _, d in deltas]))
                 if batch.dead_letters:
-                    cur.executemany(_INSERT_DEAD_LETTER, [
+                    cur.executemany(INSERT_DEAD_LETTER, [
                         (d.log_id, d.topic, d.partition, d.offset, d.event_id, d.reason, d.field, d.key,
                          d.raw, d.recorded_at)
                         for d in batch.dead_letters
@@ -542,11 +360,11 @@ class PostgresStore(PostgresReads):
         coverage: list[tuple[int, CoverageRow]] = [
             pair for rows in frozen.coverage.values() for pair in enumerate(rows)
         ]
-        cur.execute(_UPSERT_ACCOUNTS, (ids, parts, states))
+        cur.execute(UPSERT_ACCOUNTS, (ids, parts, states))
         if frozen.month_states:
-            cur.execute(_UPSERT_MONTH_STATES, tuple(map(list, zip(*frozen.month_states, strict=True))))
+            cur.execute(UPSERT_MONTH_STATES, tuple(map(list, zip(*frozen.month_states, strict=True))))
         if months:
-            cur.execute(_UPSERT_MONTHS, (
+            cur.execute(UPSERT_MONTHS, (
                 [m.account_id for m in months], [m.coverage_month for m in months],
                 [m.partition for m in months], [m.expected_cents for m in months],
                 [m.billed_cents for m in months], [m.adjusted_cents for m in months],
@@ -559,7 +377,7 @@ class PostgresStore(PostgresReads):
         if rewritten:
             cur.execute("DELETE FROM member_coverage WHERE account_id = ANY(%s)", (rewritten,))
         if coverage:
-            cur.execute(_INSERT_COVERAGE, (
+            cur.execute(INSERT_COVERAGE, (
                 [c.account_id for _, c in coverage], [i for i, _ in coverage],
                 [c.member_id for _, c in coverage], [c.relationship for _, c in coverage],
                 [c.coverage_line for _, c in coverage], [c.plan for _, c in coverage],
@@ -569,7 +387,7 @@ class PostgresStore(PostgresReads):
             ))  # fmt: skip
         fsa = frozen.fsa
         if fsa:
-            cur.execute(_UPSERT_FSA, (
+            cur.execute(UPSERT_FSA, (
                 [f.account_id for f in fsa], [f.member_id for f in fsa], [f.plan_year for f in fsa],
                 [f.account_type for f in fsa], [f.election_cents for f in fsa], [f.contributed_cents for f in fsa],
                 [f.reimbursed_cents for f in fsa], [f.carryover_in_cents for f in fsa],
@@ -581,7 +399,7 @@ class PostgresStore(PostgresReads):
         # one statement per kind: a row changed twice in the batch is written as it ended (the last)
         opened = _last_by_id(batch.discrepancies_opened, lambda d: d.discrepancy_id)
         if opened:
-            cur.execute(_OPEN_DISCREPANCY, _columns([
+            cur.execute(OPEN_DISCREPANCY, _columns([
                 (d.discrepancy_id, d.kind, d.account_id, d.coverage_month, d.payer_id, d.expected_cents,
                  d.actual_cents, _causes(d), d.explanation, d.action, d.actor, d.status, d.opened_by, d.resolved_by,
                  d.opened_recorded_at, d.resolved_recorded_at, *_work(d))
@@ -589,13 +407,13 @@ class PostgresStore(PostgresReads):
             ], 26))  # fmt: skip
         changed = _last_by_id(batch.discrepancies_changed, lambda d: d.discrepancy_id)
         if changed:
-            cur.execute(_CHANGE_DISCREPANCY, _columns([
+            cur.execute(CHANGE_DISCREPANCY, _columns([
                 (d.expected_cents, d.actual_cents, d.explanation, d.action, _causes(d), *_work(d), d.discrepancy_id)
                 for d in changed
             ], 16))  # fmt: skip
         closed = _last_by_id(batch.discrepancies_closed, lambda c: c.discrepancy_id)
         if closed:
-            cur.execute(_CLOSE_DISCREPANCY, _columns([
+            cur.execute(CLOSE_DISCREPANCY, _columns([
                 (c.status, c.resolved_by, c.recorded_at, c.discrepancy_id) for c in closed
             ], 4))  # fmt: skip
 
@@ -698,9 +516,9 @@ class PostgresStore(PostgresReads):
     def verify_archive(self) -> ChainReport:
         """Recompute the hash chain of every partition over the whole archive (streamed, in seq order)."""
         with self._tx() as conn, conn.cursor() as cur:
-            query = f"COPY (SELECT {_CHAIN_COLUMNS} FROM archive ORDER BY seq) TO STDOUT (FORMAT BINARY)"
+            query = f"COPY (SELECT {CHAIN_COLUMNS} FROM archive ORDER BY seq) TO STDOUT (FORMAT BINARY)"
             with cur.copy(query) as copy:
-                copy.set_types(_CHAIN_TYPES)
+                copy.set_types(CHAIN_TYPES)
                 report = verify_chain(
                     ChainedRow(seq, lg, t, p, o, dk, e, et, a, eff, occ, rec, bytes(body), bytes(bh),
                                None if ch is None else bytes(ch))
