@@ -403,34 +403,34 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
 
     # Both indexes are built on first use and kept beside the state (never encoded with it).
     def _open_index(self) -> dict[str, dict[str, None]]:
-        index: dict[str, dict[str, None]] | None = self.__dict__.get("_open_at")
-        if index is None:
-            index = self.__dict__["_open_at"] = _index((k, k) for k in self.open)
-        return index
+        return self._findings_index(OPEN_AT)
 
     def _closed_index(self) -> dict[str, dict[str, None]]:
-        index: dict[str, dict[str, None]] | None = self.__dict__.get("_closed_at")
+        return self._findings_index(CLOSED_AT)
+
+    def _findings_index(self, name: str) -> dict[str, dict[str, None]]:
+        index: dict[str, dict[str, None]] | None = self.__dict__.get(name)
         if index is None:
-            index = self.__dict__["_closed_at"] = _index((i, d.key) for i, d in self.closed.items())
+            index = self.__dict__[name] = scan_findings(self, name)
         return index
 
     # Every change of ``open`` and ``closed`` goes through these four, which keep the indexes above.
     def put_open(self, d: OpenDiscrepancy) -> None:
         self.open[d.key] = d
-        _index_add(self.__dict__.get("_open_at"), d.key, d.key)
+        _index_add(self.__dict__.get(OPEN_AT), d.key, d.key)
 
     def pop_open(self, dkey: str) -> OpenDiscrepancy:
         d = self.open.pop(dkey)
-        _index_drop(self.__dict__.get("_open_at"), dkey, dkey)
+        _index_drop(self.__dict__.get(OPEN_AT), dkey, dkey)
         return d
 
     def put_closed(self, d: OpenDiscrepancy) -> None:
         self.closed[d.discrepancy_id] = d
-        _index_add(self.__dict__.get("_closed_at"), d.discrepancy_id, d.key)
+        _index_add(self.__dict__.get(CLOSED_AT), d.discrepancy_id, d.key)
 
     def pop_closed(self, discrepancy_id: str) -> OpenDiscrepancy:
         d = self.closed.pop(discrepancy_id)
-        _index_drop(self.__dict__.get("_closed_at"), discrepancy_id, d.key)
+        _index_drop(self.__dict__.get(CLOSED_AT), discrepancy_id, d.key)
         return d
 
     def forget_indexes(self) -> None:
@@ -442,12 +442,19 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
         self.__dict__.pop("_waiting_books", None)
         self.__dict__.pop("_unpaid_months", None)
         self.__dict__.pop(MONTH_LINES, None)
-        self.__dict__.pop("_open_at", None)
-        self.__dict__.pop("_closed_at", None)
+        self.__dict__.pop(OPEN_AT, None)
+        self.__dict__.pop(CLOSED_AT, None)
 
 
-def _index(entries: Iterable[tuple[str, str]]) -> dict[str, dict[str, None]]:
-    """(id, discrepancy key) pairs by the row each key names, in their order."""
+# in AccountState.__dict__: the open discrepancies' keys and the closed ones' ids, by the row they are about
+OPEN_AT = "_open_at"
+CLOSED_AT = "_closed_at"
+
+
+def scan_findings(account: AccountState, name: str) -> dict[str, dict[str, None]]:
+    """The findings index ``name`` (OPEN_AT or CLOSED_AT) built from scratch, in the account's order."""
+    entries: Iterable[tuple[str, str]] = (
+        ((k, k) for k in account.open) if name == OPEN_AT else ((i, d.key) for i, d in account.closed.items()))
     index: dict[str, dict[str, None]] = {}
     for ident, dkey in entries:
         index.setdefault(month_of_key(dkey), {})[ident] = None

@@ -17,7 +17,17 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from processor.state import BOOK_ROW, AccountState, MonthState, RemittanceBook, month_of_key, unpaid, waiting
+from processor.state import (
+    BOOK_ROW,
+    CLOSED_AT,
+    OPEN_AT,
+    AccountState,
+    MonthState,
+    RemittanceBook,
+    scan_findings,
+    unpaid,
+    waiting,
+)
 from processor.stored import (
     ROWS_IN_HEADER,
     UNSPLIT,
@@ -93,9 +103,8 @@ def _ordinals(account: AccountState, name: str, rows: dict[str, Any]) -> dict[st
 
 def check_months_marked(account: AccountState, dirty: set[str], whole: bool) -> None:
     # the findings indexes first: the rows' findings are read through them
-    _check_order(account, "_open_at", "the open discrepancies by row", ((k, k) for k in account.open))
-    _check_order(account, "_closed_at", "the closed discrepancies by row",
-                 ((i, d.key) for i, d in account.closed.items()))
+    _check_order(account, OPEN_AT, "the open discrepancies by row")
+    _check_order(account, CLOSED_AT, "the closed discrepancies by row")
     written: dict[str, tuple[bytes, bytes | None]] = account.__dict__.setdefault(_WRITTEN, {})
     findings = findings_by_row(account)
     for key, _, row in _rows(account, row_keys(account)):
@@ -118,15 +127,13 @@ def _check_index(account: AccountState, name: str, what: str, scan: Callable[[],
                              f" {sorted(fresh)}")
 
 
-def _check_order(account: AccountState, name: str, what: str, entries: Iterable[tuple[str, str]]) -> None:
+def _check_order(account: AccountState, name: str, what: str) -> None:
     """A findings index (if built) must hold what a full scan finds, in the same order."""
     kept: dict[str, dict[str, None]] | None = account.__dict__.get(name)
     if kept is None:
         return
-    fresh: dict[str, list[str]] = {}
-    for ident, dkey in entries:
-        fresh.setdefault(month_of_key(dkey), []).append(ident)
-    if {row: list(ids) for row, ids in kept.items()} != fresh:
+    fresh = scan_findings(account, name)
+    if {row: list(ids) for row, ids in kept.items()} != {row: list(ids) for row, ids in fresh.items()}:
         raise AssertionError(f"account {account.account_id}: the index {name} is not {what}: {kept} != {fresh}")
 
 
