@@ -13,16 +13,36 @@ import msgspec
 
 from events.money import AMOUNT_CENTS_MAX
 from events.types import (
+    BROADCAST_ACCOUNT,
     INPUT_TYPES,
+    NOTE_CHARS_MAX,
     OUTPUT_TYPES,
+    REASON_CHARS_MAX,
+    USER_CHARS_MAX,
     AnyEvent,
+    BillingCycleClosed,
     CashApplied,
+    DiscrepancyAction,
+    DiscrepancyAssigned,
+    DiscrepancyDismissed,
+    DiscrepancyNoted,
+    DiscrepancyReopened,
+    DiscrepancyWaived,
+    DiscrepancyWrittenOff,
+    EnrollmentChanged,
     Event,
+    FsaClaimSubmitted,
+    FsaContributionReceived,
+    FsaElectionMade,
     InputEvent,
     OutputEvent,
     PaymentReceived,
+    PremiumBilled,
+    RatePublished,
     RemittanceLinePosted,
     RemittanceReceived,
+    RetroChangeRejected,
+    WaiverRejected,
     tag_of,
 )
 
@@ -196,19 +216,6 @@ def to_builtins(event: Event) -> dict[str, Any]:
 
 def _check_invariants(event: InputEvent) -> None:
     """Rules the type system cannot say; each names its field."""
-    from events.types import (
-        BROADCAST_ACCOUNT,
-        BillingCycleClosed,
-        DiscrepancyAction,
-        EnrollmentChanged,
-        FsaClaimSubmitted,
-        FsaContributionReceived,
-        FsaElectionMade,
-        PaymentReceived,
-        PremiumBilled,
-        RatePublished,
-    )
-
     if not event.event_id:
         raise EventDecodeError("event_id is empty", field="event_id")
     if not event.account_id:
@@ -273,20 +280,6 @@ def _check_plan_year(year: int) -> None:
 
 def _check_action(event: Any) -> None:
     """A person's action on a discrepancy: who and why are present and bounded; closing needs a reason."""
-    from events.types import (
-        NOTE_CHARS_MAX,
-        REASON_CHARS_MAX,
-        USER_CHARS_MAX,
-        DiscrepancyAssigned,
-        DiscrepancyDismissed,
-        DiscrepancyNoted,
-        DiscrepancyReopened,
-        DiscrepancyWaived,
-        DiscrepancyWrittenOff,
-        RetroChangeRejected,
-        WaiverRejected,
-    )
-
     if not event.discrepancy_id.strip():
         raise EventDecodeError("discrepancy_id is empty", field="discrepancy_id")
     for name in ("user", "agency_id"):
@@ -370,48 +363,62 @@ def _bad_text(value: str, limit: int) -> str | None:
 def check_bounds(obj: Any) -> None:
     """Raise EventDecodeError naming the first field of ``obj`` (an event) out of bounds.
 
-    The hot path makes one C-level pass over each kind of field; only a record that fails it (or one
-    with nested values, such as remittance adjustments) is walked field by field to name the culprit."""
+    The hot path makes one C-level pass over each kind of field, erring on the strict side (any string
+    longer than an id may be); only a record that fails it (or one with nested values, such as
+    remittance adjustments) is walked field by field, which applies the exact limits and names the culprit."""
     fast = _FAST.get(type(obj))
     if fast is None:
         fast = _FAST[type(obj)] = _fast_plan(type(obj))
-    ids, texts, ints, dates, nested = fast
-    id_values = [v for v in ids(obj) if v]
-    text_values = [v for v in texts(obj) if v]
-    int_values = [v for v in ints(obj) if v]
-    if (
-        any(nested(obj))
-        or (id_values and max(map(len, id_values)) > ID_CHARS_MAX)
-        or (text_values and max(map(len, text_values)) > TEXT_CHARS_MAX)
-        or _CONTROL.search("".join(id_values) + "".join(text_values)) is not None
-        or (int_values and max(map(abs, int_values)) >= AMOUNT_CENTS_MAX)
-        or any(not DATE_MIN <= (d.date() if isinstance(d, datetime) else d) <= DATE_MAX
-               for d in dates(obj) if d is not None)
-    ):
+    strs, ints, dates, stamps, nested = fast
+    if nested is not None and any(nested(obj)):
         _walk_bounds(obj, "")
+        return
+    if strs is not None:
+        texts = [v for v in strs(obj) if v]
+        # isprintable() is stricter than _CONTROL (it also refuses, say, a no-break space), and C-fast
+        if texts and (max(map(len, texts)) > ID_CHARS_MAX or not (joined := "".join(texts)).isprintable()
+                      and _CONTROL.search(joined) is not None):
+            _walk_bounds(obj, "")
+            return
+    if ints is not None:
+        amounts = [v for v in ints(obj) if v]
+        if amounts and max(map(abs, amounts)) >= AMOUNT_CENTS_MAX:
+            _walk_bounds(obj, "")
+            return
+    if dates is not None:
+        for d in dates(obj):
+            if d is not None and not DATE_MIN <= d <= DATE_MAX:
+                _walk_bounds(obj, "")
+                return
+    if stamps is not None:
+        for t in stamps(obj):
+            if t is not None and not DATE_MIN <= t.date() <= DATE_MAX:
+                _walk_bounds(obj, "")
+                return
 
 
 _Getter = Callable[[Any], tuple[Any, ...]]
-_FAST: dict[type, tuple[_Getter, _Getter, _Getter, _Getter, _Getter]] = {}
+_FAST: dict[type, tuple[_Getter | None, _Getter | None, _Getter | None, _Getter | None, _Getter | None]] = {}
 
 
-def _getter(names: list[str]) -> _Getter:
-    """All the named attributes as one tuple, fetched at C speed."""
+def _getter(names: list[str]) -> _Getter | None:
+    """All the named attributes as one tuple, fetched at C speed (None: there are none)."""
     if not names:
-        return lambda obj: ()
+        return None
     if len(names) == 1:
         one = operator.attrgetter(names[0])
         return lambda obj: (one(obj),)
     return operator.attrgetter(*names)
 
 
-def _fast_plan(cls: type) -> tuple[_Getter, _Getter, _Getter, _Getter, _Getter]:
+def _fast_plan(cls: type) -> tuple[_Getter | None, _Getter | None, _Getter | None, _Getter | None, _Getter | None]:
+    """The getters of the hot path: strings, integers, dates, timestamps and nested values."""
     plan = _plan(cls)
     return (
-        _getter([n for n, k, limit, _ in plan if k == _STR and limit == ID_CHARS_MAX]),
-        _getter([n for n, k, limit, _ in plan if k == _STR and limit == TEXT_CHARS_MAX]),
+        _getter([n for n, k, _, _ in plan if k == _STR]),
         _getter([n for n, k, _, _ in plan if k == _INT]),
-        _getter([n for n, k, _, _ in plan if k in (_DATE, _DATETIME)]),
+        _getter([n for n, k, _, _ in plan if k == _DATE]),
+        _getter([n for n, k, _, _ in plan if k == _DATETIME]),
         _getter([n for n, k, _, _ in plan if k in (_STRS, _STRUCTS)]),
     )
 
