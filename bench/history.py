@@ -180,7 +180,7 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
                     assert frozen is not None
                     written: dict[str, int] = {a: len(header) for a, _, header in frozen.snapshots}
                     for a, _, _, state, findings in frozen.month_states:
-                        written[a] += len(state) + len(findings or b"")
+                        written[a] = written.get(a, 0) + len(state) + len(findings or b"")
                     sizes.extend(written.values())
                 server0 = postgres_cpu_s(postmaster) if postmaster else 0.0
                 t3 = time.process_time()

@@ -321,7 +321,6 @@ class AccountState(msgspec.Struct, kw_only=True, dict=True):
     open: dict[str, OpenDiscrepancy] = msgspec.field(default_factory=dict)  # by key
     refund_ids: list[str] = msgspec.field(default_factory=list)
     application_ids: list[str] = msgspec.field(default_factory=list)  # cash_applied events folded here
-    events_applied: int = 0
     fsa: FsaState | None = None  # flexible spending accounts, once the member has any (older snapshots: None)
     # Terminations, changes and reinstatements that arrived before the coverage they change: kept, in
     # arrival order, and applied when that coverage arrives (the books do not depend on arrival order).

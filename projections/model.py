@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from processor.rules.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 from processor.stops import DataIntegrityStop
-from processor.stored import encode_header
+from processor.stored import header_to_write
 from projections.fold_state import MonthStateRow, changed_months, check_month_writes
 
 
@@ -208,7 +208,9 @@ class BatchWrite:
                 keys = self.dirty_months.get(account_id) or set()
                 if keys:
                     months.extend(month_rows(account, keys))
-                snapshots.append((account_id, account.partition, encode_header(account)))
+                header = header_to_write(account)
+                if header is not None:
+                    snapshots.append((account_id, account.partition, header))
                 month_states.extend(changed_months(account, keys, check=check))
             self.frozen = FrozenState(
                 snapshots=snapshots,

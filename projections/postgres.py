@@ -349,18 +349,14 @@ class PostgresStore(PostgresReads):
 
     @staticmethod
     def _write_accounts(cur: psycopg.Cursor[tuple[Any, ...]], batch: BatchWrite) -> None:
-        frozen = batch.freeze()
-        if not frozen.snapshots:
-            return
-        ids = [a for a, _, _ in frozen.snapshots]
-        parts = [p for _, p, _ in frozen.snapshots]
-        states = [b for _, _, b in frozen.snapshots]
+        frozen = batch.freeze()  # a header the store holds already is not among the snapshots
         months: list[MonthRow] = frozen.months
         rewritten = list(frozen.coverage)
         coverage: list[tuple[int, CoverageRow]] = [
             pair for rows in frozen.coverage.values() for pair in enumerate(rows)
         ]
-        cur.execute(UPSERT_ACCOUNTS, (ids, parts, states))
+        if frozen.snapshots:
+            cur.execute(UPSERT_ACCOUNTS, tuple(map(list, zip(*frozen.snapshots, strict=True))))
         if frozen.month_states:
             cur.execute(UPSERT_MONTH_STATES, tuple(map(list, zip(*frozen.month_states, strict=True))))
         if months:

@@ -122,7 +122,6 @@ def fold_event(
         out = handler(account, part, event, plan)
         for key in out.touched:
             reconcile(account, part, plan, key, event, out)
-        account.events_applied += 1
         return [(account, out)]
     broadcast = BROADCAST_HANDLERS.get(type(event))
     if broadcast is None:

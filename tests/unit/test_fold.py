@@ -691,14 +691,6 @@ def test_a_duplicate_adjustment_id_is_rejected_without_mutating_state() -> None:
     assert led.snapshot() == before
 
 
-def test_every_applied_account_event_is_counted_and_rejected_ones_are_not() -> None:
-    led = enrolled()
-    led.apply(bill(UMP_EMP), pay(UMP_EMP, payment_id="P1"))
-    with pytest.raises(Rejected):
-        led.apply(reverse("P-unknown"))
-    assert led.account().events_applied == 3
-
-
 # -- enrollment changes ---------------------------------------------------------------------------
 
 
