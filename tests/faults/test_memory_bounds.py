@@ -13,6 +13,8 @@ import gc
 import tracemalloc
 from datetime import timedelta
 
+import pytest
+
 from processor import footprint
 from processor.batch import BatchProcessor, Record
 from processor.entrypoints.demo import generate
@@ -42,8 +44,11 @@ def _run(records: list[Record], **bounds: int) -> tuple[MemoryStore, BatchProces
     return store, proc, most_accounts, most_bytes
 
 
-def test_the_size_estimate_of_an_account_is_close_to_what_it_really_takes_and_errs_on_the_large_side() -> None:
-    store, _, _, _ = _run(_records(members=120, months=12, seed=4))
+@pytest.mark.parametrize(("members", "months"), [(120, 12), (30, 60)])
+def test_the_size_estimate_of_an_account_is_close_to_what_it_really_takes_and_errs_on_the_large_side(
+    members: int, months: int,
+) -> None:
+    store, _, _, _ = _run(_records(members=members, months=months, seed=4))
     ratios = []
     kept = []  # kept alive, so each decode's allocation stays in the traced total
     gc.collect()
@@ -52,15 +57,16 @@ def test_the_size_estimate_of_an_account_is_close_to_what_it_really_takes_and_er
         for account_id in store._accounts:
             before = tracemalloc.get_traced_memory()[0]
             (account,) = store.load_accounts([account_id]).values()
+            account.payment_months, account.bill_months  # noqa: B018 - the lookups a bill or payment builds
             real = tracemalloc.get_traced_memory()[0] - before
             kept.append(account)
             ratios.append(footprint.account_bytes(account) / real)
     finally:
         tracemalloc.stop()
-    assert len(ratios) > 100
+    assert len(ratios) > members * 0.8
     ratios.sort()
     assert ratios[len(ratios) // 20] >= 0.95, f"underestimates: {ratios[:5]}"  # 95% of accounts at or above
-    assert ratios[-1] <= 1.5, f"overestimates: {ratios[-5:]}"
+    assert ratios[-1] <= 1.35, f"overestimates: {ratios[-5:]}"
 
 
 def test_the_account_cache_stays_within_its_byte_bound_and_the_books_are_the_same_as_unbounded() -> None:
