@@ -6,7 +6,7 @@ Below all the rules, so no rule module imports another one's internals to get th
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -35,21 +35,27 @@ class Rejected(Exception):
         self.field = field
 
 
-@dataclass(slots=True)
 class Outcome:
     """What one event changed on one account: months to reconcile and re-project, payer cash deltas,
-    output events. A handler names the months it touched (``touch``); the fold reconciles them."""
+    output events. A handler names the months it touched (``touch``); the fold reconciles them.
 
-    touched: dict[str, None] = field(default_factory=dict)  # month keys to reconcile, in order
-    dirty_months: set[str] = field(default_factory=set)  # stored rows changed: months, "remittance:<id>" books
-    coverage_changed: bool = False
-    payer_unapplied_delta: dict[str, int] = field(default_factory=dict)
-    emitted: list[OutputEvent] = field(default_factory=list)
-    changed_discrepancies: list[OpenDiscrepancy] = field(default_factory=list)
-    fsa_changed: bool = False  # the account's flexible spending accounts moved (projection fsa_account)
-    # events the ledger posts itself, through the outbox (a cash application's payment, remittance lines)
-    derived: list[InputEvent] = field(default_factory=list)
-    partition_changed: bool = False  # an account event moved the partition's state (an index of due dates)
+    A plain class, not a dataclass: the fold makes one per event, and compiled (mypyc) a dataclass's
+    generated ``__init__`` stays an interpreted function, about ten times slower."""
+
+    __slots__ = ("changed_discrepancies", "coverage_changed", "derived", "dirty_months", "emitted", "fsa_changed",
+                 "partition_changed", "payer_unapplied_delta", "touched")
+
+    def __init__(self, *, coverage_changed: bool = False) -> None:
+        self.touched: dict[str, None] = {}  # month keys to reconcile, in order
+        self.dirty_months: set[str] = set()  # stored rows changed: months, "remittance:<id>" books
+        self.coverage_changed = coverage_changed
+        self.payer_unapplied_delta: dict[str, int] = {}
+        self.emitted: list[OutputEvent] = []
+        self.changed_discrepancies: list[OpenDiscrepancy] = []
+        self.fsa_changed = False  # the account's flexible spending accounts moved (projection fsa_account)
+        # events the ledger posts itself, through the outbox (a cash application's payment, remittance lines)
+        self.derived: list[InputEvent] = []
+        self.partition_changed = False  # an account event moved the partition's state (an index of due dates)
 
     def touch(self, key: str) -> None:
         self.touched[key] = None
@@ -101,21 +107,25 @@ def month_state(account: AccountState, month: date | None) -> MonthState:
     return state
 
 
-@dataclass(slots=True)
 class MonthView:
-    """One month as the finders see it, computed once per reconcile."""
+    """One month as the finders see it, computed once per reconcile (a plain class, as Outcome is)."""
 
-    account: AccountState
-    part: PartitionState
-    plan: PlanSettings
-    key: str
-    month: MonthState
-    m: date | None  # the coverage month (None: payments that named no month)
-    priced: list[CoverageSegment]  # the subscriber's coverage that prices the month
-    cobra: CoverageSegment | None  # its COBRA continuation coverage, if priced as COBRA
-    net_billed: int  # billed + adjustments
-    applied: list[PaymentLine]  # payments applied to the month
-    paid: int  # their sum
+    __slots__ = ("account", "applied", "cobra", "key", "m", "month", "net_billed", "paid", "part", "plan", "priced")
+
+    def __init__(self, *, account: AccountState, part: PartitionState, plan: PlanSettings, key: str,
+                 month: MonthState, m: date | None, priced: list[CoverageSegment], cobra: CoverageSegment | None,
+                 net_billed: int, applied: list[PaymentLine], paid: int) -> None:
+        self.account = account
+        self.part = part
+        self.plan = plan
+        self.key = key
+        self.month = month
+        self.m = m  # the coverage month (None: payments that named no month)
+        self.priced = priced  # the subscriber's coverage that prices the month
+        self.cobra = cobra  # its COBRA continuation coverage, if priced as COBRA
+        self.net_billed = net_billed  # billed + adjustments
+        self.applied = applied  # payments applied to the month
+        self.paid = paid  # their sum
 
     @staticmethod
     def of(account: AccountState, part: PartitionState, plan: PlanSettings, key: str,
