@@ -47,8 +47,11 @@ def month_gross(month: MonthState | None) -> int:
     unapplied, refunded and the balance at once."""
     if month is None:
         return 0
-    return (sum(abs(b.amount_cents) for b in month.bills) + sum(abs(a.amount_cents) for a in month.adjustments)
-            + sum(abs(p.amount_cents) for p in month.payments) + sum(abs(r.amount_cents) for r in month.refunds))
+    total = 0
+    for lines in (month.bills, month.adjustments, month.payments, month.refunds):  # loops: every money event asks
+        for line in lines:
+            total += abs(line.amount_cents)
+    return total
 
 
 def sum_rejection(
