@@ -72,6 +72,10 @@ def postgres_cpu_s(postmaster: int, exclude: Iterable[int] = ()) -> float:
     for child in psutil.Process(postmaster).children():
         if child.pid in skip:
             continue
+        own = _cpu_clock_s(child.pid)
+        if own is not None:
+            total += own
+            continue
         try:
             t = child.cpu_times()
         except psutil.NoSuchProcess:  # exited between listing and reading: the postmaster counts it now

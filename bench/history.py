@@ -16,6 +16,9 @@ reported:
   collecting the rows, and ``BatchWrite.freeze`` encoding the snapshots);
 - ``freeze_us_per_event``: the ``BatchWrite.freeze`` part of it (encoded once more, apart, to time it);
 - ``write_us_per_event``: CPU of ``commit_batch`` per record, this process plus the PostgreSQL server;
+- ``fold_server_us_per_event``: the server's CPU while ``process`` runs, per record: the fold's own
+  queries (the dedupe lookup, loading accounts, the candidates of business days and billing cycles),
+  which neither figure above counts;
 - ``snapshot_bytes``: mean bytes of fold state ``BatchWrite.freeze`` encodes per account written in that
   month: the account's header and the month rows it changed (processor/state.py, projections/model.py);
 - ``accounts_written_per_event``: accounts a batch writes, per record (the write's cost is per account).
@@ -34,8 +37,9 @@ accounts it held). ``--compare-gc`` folds it a third time with CPython's own ful
 seen while applying (sampled every 0.5 s). The 1M size takes a while: ``seconds`` says how long each took.
 
 With --json the last line is one JSON object: fold_us_per_event, freeze_us_per_event, write_us_per_event,
-snapshot_bytes, cold_fold_us_per_event (each keyed by months of history, "12", "48", "84"), processor_rss_mb and
-processor_peak_rss_mb (keyed by accounts, "10000", "100000", "1000000"), seconds, and the settings used.
+fold_server_us_per_event, snapshot_bytes, cold_fold_us_per_event (each keyed by months of history, "12",
+"48", "84"), processor_rss_mb and processor_peak_rss_mb (keyed by accounts, "10000", "100000", "1000000"),
+seconds, and the settings used.
 A benchmark, never a timed test: the figures depend on the machine and on what else runs on it.
 """
 
@@ -163,12 +167,14 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
         proc = BatchProcessor(store, log_id="bench", plan=PlanSettings(), topics=TopicSettings(),
                               partitions=PARTITIONS, clock=lambda: NOW, account_cache_bytes_max=cache_bytes_max)
         for month, records in enumerate(per_month):
-            fold_s = freeze_s = write_s = 0.0
+            fold_s = freeze_s = write_s = fold_server_s = 0.0
             sizes: list[int] = []
             for i in range(0, len(records), batch):
+                before = postgres_cpu_s(postmaster) if postmaster else 0.0
                 t0 = time.process_time()
                 result = proc.process(records[i:i + batch])
                 t1 = time.process_time()
+                fold_server_s += (postgres_cpu_s(postmaster) - before) if postmaster else 0.0
                 if month in measured:
                     write = result.write
                     frozen = write.frozen
@@ -194,11 +200,13 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
             if month in measured:
                 n = len(records)
                 figures[month] = {"fold": fold_s / n * 1e6, "freeze": freeze_s / n * 1e6,
-                                  "write": write_s / n * 1e6, "bytes": statistics.fmean(sizes) if sizes else 0.0,
+                                  "write": write_s / n * 1e6, "fold_server": fold_server_s / n * 1e6,
+                                  "bytes": statistics.fmean(sizes) if sizes else 0.0,
                                   "records": n, "cached": len(proc._accounts), "written": len(sizes) / n}
                 _log(f"month {month + 1} after {month} months of history: {n:,} records, fold"
-                     f" {figures[month]['fold']:.1f} us/event (freeze {figures[month]['freeze']:.1f}), write"
-                     f" {figures[month]['write']:.1f} us/event, snapshot {figures[month]['bytes']:,.0f} bytes")
+                     f" {figures[month]['fold']:.1f} us/event (freeze {figures[month]['freeze']:.1f}, its queries'"
+                     f" server CPU {figures[month]['fold_server']:.1f}), write {figures[month]['write']:.1f}"
+                     f" us/event, snapshot {figures[month]['bytes']:,.0f} bytes")
 
     def median(n: int, key: str, digits: int = 2) -> float:
         return round(statistics.median(figures[m][key] for m in range(n, n + repeat)), digits)
@@ -207,6 +215,8 @@ def fold_costs(members: int, checkpoints: list[int], repeat: int, seed: int, bat
     return {
         "fold_us_per_event": dict(zip(keys, (median(n, "fold") for n in checkpoints), strict=True)),
         "freeze_us_per_event": dict(zip(keys, (median(n, "freeze") for n in checkpoints), strict=True)),
+        "fold_server_us_per_event": None if memory else dict(
+            zip(keys, (median(n, "fold_server") for n in checkpoints), strict=True)),
         "write_us_per_event": None if memory else dict(zip(keys, (median(n, "write") for n in checkpoints),
                                                            strict=True)),
         "snapshot_bytes": dict(zip(keys, (round(median(n, "bytes", 0)) for n in checkpoints), strict=True)),
@@ -421,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     if "fold_us_per_event" in result:
         for k, fold in result["fold_us_per_event"].items():
             write = result["write_us_per_event"][k] if result["write_us_per_event"] else None
+            server = result["fold_server_us_per_event"][k] if result["fold_server_us_per_event"] else None
             freeze = result["freeze_us_per_event"][k]
             print(f"{k:>3} months of history: fold {fold:6.1f} us/event (freeze {freeze:.1f}),"
+                  f" its queries' server CPU {'n/a' if server is None else f'{server:.1f}'} us/event,"
                   f" write {'n/a' if write is None else f'{write:.1f}'} us/event,"
                   f" snapshot {result['snapshot_bytes'][k]:,} bytes")
     if "cold_fold_us_per_event" in result:

@@ -17,7 +17,8 @@ def test_history_bench_reports_fold_write_and_snapshot_by_months_and_processor_r
 ) -> None:
     assert main(["--members", "40", "--months", "1,3", "--repeat", "1", "--accounts", "300", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("fold_us_per_event", "freeze_us_per_event", "write_us_per_event", "snapshot_bytes"):
+    for key in ("fold_us_per_event", "freeze_us_per_event", "write_us_per_event", "fold_server_us_per_event",
+                "snapshot_bytes"):
         assert set(result[key]) == {"1", "3"}, key
         assert all(v > 0 for v in result[key].values()), key
     # an account with three months of history encodes more than one with one month

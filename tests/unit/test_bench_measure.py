@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from bench._measure import process_cpu_s
+from bench._measure import _cpu_clock_s, postgres_cpu_s, process_cpu_s
 
 
 def _burn(seconds: float) -> None:
@@ -38,6 +38,27 @@ def test_another_process_cpu_is_read_while_it_runs_and_grows_with_its_work() -> 
         assert child.stdout is not None and child.stdout.readline().strip() == "done"
         spent = process_cpu_s(child.pid)
         assert 0.2 <= spent < 5.0  # its burn, plus the interpreter's start
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_server_reading_counts_each_live_child_to_well_under_a_clock_tick() -> None:
+    # postgres_cpu_s walks the postmaster's children; here this process stands for the postmaster
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                              "end = time.process_time() + 0.137\n"
+                              "while time.process_time() < end: pass\n"
+                              "print('done', flush=True)\nsys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "done"
+        # the reading holds this process's own CPU as of some moment between the two around it
+        before = process_cpu_s(os.getpid())
+        with_children = postgres_cpu_s(os.getpid())
+        after = process_cpu_s(os.getpid())
+        spent = _cpu_clock_s(child.pid)
+        assert spent is not None and spent >= 0.137
+        assert with_children - after - 0.0005 <= spent <= with_children - before + 0.0005
     finally:
         child.kill()
         child.wait()
