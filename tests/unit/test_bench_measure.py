@@ -44,21 +44,26 @@ def test_another_process_cpu_is_read_while_it_runs_and_grows_with_its_work() -> 
 
 
 def test_the_server_reading_counts_each_live_child_to_well_under_a_clock_tick() -> None:
-    # postgres_cpu_s walks the postmaster's children; here this process stands for the postmaster
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                              "end = time.process_time() + 0.137\n"
-                              "while time.process_time() < end: pass\n"
-                              "print('done', flush=True)\nsys.stdin.read()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # postgres_cpu_s walks the postmaster's children: here an idle parent stands for the postmaster (a
+    # process of its own, so nothing else it runs counts), with one child that burned CPU and then waits
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys\n"
+                               "child = subprocess.Popen([sys.executable, '-c', 'import sys, time\\n"
+                               "end = time.process_time() + 0.137\\n"
+                               "while time.process_time() < end: pass\\n"
+                               "print(1, flush=True)\\nsys.stdin.read()'], stdout=subprocess.PIPE,"
+                               " stdin=subprocess.PIPE)\n"
+                               "child.stdout.readline()\n"
+                               "print(child.pid, flush=True)\n"
+                               "sys.stdin.read()\n"
+                               "child.kill()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "done"
-        # the reading holds this process's own CPU as of some moment between the two around it
-        before = process_cpu_s(os.getpid())
-        with_children = postgres_cpu_s(os.getpid())
-        after = process_cpu_s(os.getpid())
-        spent = _cpu_clock_s(child.pid)
-        assert spent is not None and spent >= 0.137
-        assert with_children - after - 0.0005 <= spent <= with_children - before + 0.0005
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        reading = postgres_cpu_s(parent.pid)
+        own, child = _cpu_clock_s(parent.pid), _cpu_clock_s(child_pid)
+        assert own is not None and child is not None and child >= 0.137
+        assert abs(reading - (own + child)) < 0.0005  # both wait: nothing moves between the readings
     finally:
-        child.kill()
-        child.wait()
+        parent.kill()
+        parent.wait()
