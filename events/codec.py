@@ -376,8 +376,8 @@ def check_bounds(obj: Any) -> None:
     if strs is not None:
         texts = [v for v in strs(obj) if v]
         # isprintable() is stricter than _CONTROL (it also refuses, say, a no-break space), and C-fast
-        if texts and (max(map(len, texts)) > ID_CHARS_MAX or not (joined := "".join(texts)).isprintable()
-                      and _CONTROL.search(joined) is not None):
+        if texts and (max(map(len, texts)) > ID_CHARS_MAX or (not (joined := "".join(texts)).isprintable()
+                                                               and _CONTROL.search(joined) is not None)):
             _walk_bounds(obj, "")
             return
     if ints is not None:
