@@ -47,6 +47,7 @@ class Publisher:
       before anything of its chunk is sent (a call of at most ``chunk_events`` events is all or nothing);
     - batching: kafka-python batches per partition (``linger_ms``, ``batch_size``); ``publish`` takes
       any iterable and sends it in chunks of ``chunk_events``;
+    - order: one request in flight per broker, so the client's retries never reorder a partition;
     - retries: the client retries transient errors itself (``retries``, ``retry_backoff_ms``); a record
       that still fails is sent again by ``flush`` up to ``max_attempts`` times with exponential backoff
       (``backoff_s`` doubling), then ``flush`` raises PublishError;
@@ -66,8 +67,12 @@ class Publisher:
         self.chunk_events = max(1, chunk_events)
         self._failed: list[tuple[str, bytes | None, bytes | None, int | None, int, str]] = []
         self._failed_lock = threading.Lock()
+        # One request in flight per broker: with more, a retried batch lands after the ones sent behind it
+        # and a partition holds records out of their send order, which the ledger's merge of the topics
+        # takes as their order (Kafka keeps the order then only with an idempotent producer, which some
+        # brokers, Tansu among them, do not support properly).
         options: dict[str, Any] = {"linger_ms": 20, "batch_size": 512 * 1024, "acks": "all", "retries": 5,
-                                   "retry_backoff_ms": 200}
+                                   "retry_backoff_ms": 200, "max_in_flight_requests_per_connection": 1}
         options.update(producer)
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, **options)
         self._closed = False

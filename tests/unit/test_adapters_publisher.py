@@ -123,3 +123,11 @@ def test_every_send_carries_the_next_sequence_so_the_ledger_can_order_a_burst(
     with pub:
         pub.publish([pay(100, event_id="s1"), day(pay(1).effective_on, event_id="d-1"), pay(300, event_id="s3")])
     assert fake.sequences == [1, 2, 3, 4, 5, 6]  # the broadcast day takes one per partition
+
+
+def test_one_request_is_in_flight_per_broker_so_a_retry_cannot_reorder_a_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, producer = make(monkeypatch)
+    assert producer.options["max_in_flight_requests_per_connection"] == 1
+    assert producer.options["retries"] > 0  # the client retries: hence the one request in flight
