@@ -6,6 +6,9 @@ what HR sends before the month (``hr_before``) and late in it (``hr_late``, ``la
 billing sends (``billing``, ``catch_up_months``), what the payer pays (``payment``,
 ``catch_up_payments``) and what follows the payment (``after_payment``). Every finding is recorded with
 the status each of its rows must end in and the event that closes it.
+
+The placing is here; what each injected error makes billing, the payers and HR send month by month is
+in injections_billing.py and injections_enrollment.py, whose functions this module re-exports.
 """
 
 from __future__ import annotations
@@ -15,18 +18,24 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from events.types import (
-    AdjustmentPosted,
-    CashApplied,
-    EnrollmentChanged,
-    Event,
-    PaymentReceived,
-    PaymentReversed,
-    RefundIssued,
-    RefundReturned,
-)
+from processor.entrypoints.demo.injections_billing import after_payment as after_payment
+from processor.entrypoints.demo.injections_billing import billing as billing
+from processor.entrypoints.demo.injections_billing import misdirect as misdirect
+from processor.entrypoints.demo.injections_billing import payment as payment
+from processor.entrypoints.demo.injections_billing import recover as recover
+from processor.entrypoints.demo.injections_billing import refund as refund
+from processor.entrypoints.demo.injections_billing import strangers as strangers
+from processor.entrypoints.demo.injections_enrollment import catch_up_months as catch_up_months
+from processor.entrypoints.demo.injections_enrollment import catch_up_payments as catch_up_payments
+from processor.entrypoints.demo.injections_enrollment import caught_up as caught_up
+from processor.entrypoints.demo.injections_enrollment import hired as hired
+from processor.entrypoints.demo.injections_enrollment import hired_late as hired_late
+from processor.entrypoints.demo.injections_enrollment import hr_before as hr_before
+from processor.entrypoints.demo.injections_enrollment import hr_late as hr_late
+from processor.entrypoints.demo.injections_enrollment import late_change as late_change
+from processor.entrypoints.demo.injections_enrollment import pays_unmonthed as pays_unmonthed
 from processor.entrypoints.demo.model import add_months, last_day
-from processor.entrypoints.demo.records import INJECTED_KINDS, Coverage, Member, ProgramTooSmall
+from processor.entrypoints.demo.records import INJECTED_KINDS, Member, ProgramTooSmall
 
 if TYPE_CHECKING:
     from processor.entrypoints.demo.program import Builder
@@ -340,328 +349,3 @@ def several_at_once(b: Builder, pool: Pool) -> None:
             return
         month = add_months(start, rng.randrange(0, months - 1))
         b.retro[(p.account_id, month)] = Retro("mid_month", month + timedelta(days=rng.randint(5, 25) - 1))
-
-
-# ---------------------------------------------------------------------------------------------
-# Month by month
-
-
-def billing(b: Builder, p: Member, month: date, inject: str | None, due: list[tuple[str, str, str, int]]
-            ) -> list[tuple[str, str, str, int]]:
-    """What billing sends for the member's month: what is due, unless an error is injected there."""
-    found = (inject or "", p.account_id, month)
-    if inject == "enrolled_not_billed":
-        b.expect(found)  # billing missed the member; payroll follows billing and deducts nothing
-        return []
-    if inject == "billed_not_enrolled":
-        # the termination reached enrollment but not billing, which bills last month's coverage
-        assert not due, f"{p.account_id} is still covered in {month}"
-        b.expect(found)
-        return [(line, cov.plan, cov.tier, total) for line, cov in sorted(p.coverages.items())
-                if (total := b.pricing.rates.total(cov.plan, cov.tier, month)) is not None]
-    if inject == "wrong_rate":
-        b.expect(found)  # billing kept last period's rate, or the wrong tier
-        return [(line, plan_id, tier, amount + (b.rng.choice([-1, 1]) * b.rng.randrange(1_500, 9_000)
-                                                if line == "health" else 0))
-                for line, plan_id, tier, amount in due]
-    return due
-
-
-def payment(b: Builder, p: Member, month: date, inject: str | None, billed: int | None) -> int | None:
-    """What the payer pays for the member's month (None: nothing); ``billed``: the month's bills."""
-    found = (inject or "", p.account_id, month)
-    rng, rules = b.rng, b.rules
-    if inject == "paid_after_termination":
-        b.expect(found)  # payroll kept deducting after the termination
-        return sum(b.pricing.rates.total(c.plan, c.tier, month) or 0 for c in p.coverages.values())
-    if billed is None:
-        return None
-    if inject == "missing_payment":
-        b.expect(found)
-        return None
-    if inject == "underpaid":
-        b.expect(found)
-        return billed - rng.randrange(2_000, 30_000)
-    if inject in ("overpaid", "refund_due"):
-        pay = billed + rng.randrange(2_000, 30_000)
-        overpaid = ("overpaid", p.account_id, month)
-        b.expect(overpaid)
-        if inject == "refund_due":
-            # the coverage then ends with this month: the credit can pay no later premium, so the
-            # overpayment becomes a refund due when the termination arrives (closing the overpaid)
-            b.expect(overpaid, [("resolved", None)])
-            b.close_on_termination[p.account_id] = overpaid
-            b.expect(found, refund(b, p, month, pay - billed))
-        return pay
-    if inject == "refund_recovery":
-        recover(b, p, month, billed, pay := billed + rng.randrange(2_000, 30_000))
-        return pay
-    if inject == "cobra_shortfall":
-        # the COBRA member pays a little short: no more than the lesser of $50 and 10% of the premium,
-        # so it counts as paid and the member gets a notice (26 CFR 54.4980B-8)
-        limit = min(rules.cobra_shortfall_max_cents, billed * rules.cobra_shortfall_max_percent // 100)
-        if limit > 0:  # a plan may set no allowance at all: then the member pays in full
-            b.expect(found)
-            return billed - rng.randint(max(1, limit // 10), limit)
-    return billed
-
-
-def refund(b: Builder, p: Member, month: date, credit: int) -> list[tuple[str, str | None]]:
-    """The accounts staff act on the n-th refund due, in the month after the overpaid one (when the
-    termination that makes it a refund has arrived): one in three is refunded and the check comes back
-    (the credit is on the month again: refund_due opens anew), one in three is refunded, one in three is
-    left open. Returns (final status, closing event) of each refund_due row of the month."""
-    n = b.refunds_seen
-    b.refunds_seen += 1
-    if n % 3 == 2:
-        return [("open", None)]
-    payee = p.account_id if p.direct_pay else p.agency_id
-    refund_id = f"RF{month:%Y%m}-{p.account_id}"
-    issued_on = add_months(month, 1) + timedelta(days=6)
-    issued = RefundIssued(
-        event_id=b.eid("refund"), account_id=p.account_id, effective_on=issued_on, occurred_at=b.at(issued_on, 10),
-        source="accounts-staff", refund_id=refund_id, payee_id=payee, amount_cents=credit,
-        method="check" if p.direct_pay else "ach", reason="premium paid for a month after coverage ended",
-        coverage_month=month,
-    )
-    events: list[Event] = [issued]
-    if n % 3 == 0:
-        returned_on = issued_on + timedelta(days=12)
-        events.append(RefundReturned(
-            event_id=b.eid("refund-back"), account_id=p.account_id, effective_on=returned_on,
-            occurred_at=b.at(returned_on, 10), source="bank-returns", refund_id=refund_id,
-            reason="R03 no account/unable to locate account" if not p.direct_pay else "check returned: moved",
-        ))
-    b.scheduled.setdefault(add_months(month, 1), []).extend(events)
-    return [("resolved", issued.event_id), ("open", None)] if n % 3 == 0 else [("resolved", issued.event_id)]
-
-
-def recover(b: Builder, p: Member, month: date, billed: int, pay: int) -> None:
-    """A direct payer overpays the month; the month after, the accounts staff refund the credit
-    (resolving the overpaid) and then the payment comes back NSF: the refund was paid out of money the
-    ledger no longer has (refund_recovery, left open: the payee must pay it back), and the month is
-    unpaid (missing_payment, once its grace period has run out). The month after that, the member
-    pays the month again, which resolves the missing payment but not the refund to recover."""
-    following, after = add_months(month, 1), add_months(month, 2)
-    refunded_on, returned_on = following + timedelta(days=6), following + timedelta(days=12)
-    issued = RefundIssued(
-        event_id=b.eid("refund"), account_id=p.account_id, effective_on=refunded_on,
-        occurred_at=b.at(refunded_on, 10), source="accounts-staff", refund_id=f"RF{month:%Y%m}-{p.account_id}-over",
-        payee_id=p.account_id, amount_cents=pay - billed, method="check",
-        reason="credit on the account: premium paid twice", coverage_month=month,
-    )
-    bounced = PaymentReversed(
-        event_id=b.eid("nsf"), account_id=p.account_id, effective_on=returned_on, occurred_at=b.at(returned_on, 9),
-        source="bank-returns", payment_id=f"P{month:%Y%m}-{p.account_id}", reason="R01 insufficient funds",
-    )
-    again = b.payment_line(p, month, billed, None, suffix="-again", paid_in=after)
-    b.scheduled.setdefault(following, []).extend([issued, bounced])
-    b.scheduled.setdefault(after, []).append(again)
-    b.expect(("overpaid", p.account_id, month), [("resolved", issued.event_id)])
-    b.expect(("refund_recovery", p.account_id, month))
-    b.expect(("missing_payment", p.account_id, month), [("resolved", again.event_id)])
-
-
-def misdirect(b: Builder, p: Member, month: date, pay: int) -> str | None:
-    """The mistyped member id the payroll line goes to ("": the line names no month), if one is injected
-    on the month: the member's month stays unpaid until the cash is applied to it (two months on,
-    after its grace period ran out)."""
-    typo = b.misdirected.get((p.account_id, month))
-    if typo is None:
-        return None
-    applied_on = add_months(month, 2) + timedelta(days=20)
-    held_on = typo or p.account_id
-    application = CashApplied(
-        event_id=b.eid("apply"), account_id=held_on, effective_on=applied_on,
-        occurred_at=b.at(applied_on, 11), source="accounts-staff", application_id=f"CA{month:%Y%m}-{held_on}",
-        payment_id=f"P{month:%Y%m}-{held_on}", to_account_id=p.account_id, to_coverage_month=month,
-        amount_cents=pay, reason=f"member id {typo} keyed with a digit too many: {p.account_id}" if typo
-        else f"payroll line for {p.account_id} named no coverage month: {month:%Y-%m}",
-    )
-    for found in (("unmatched_payment", held_on, month if typo else None), ("missing_payment", p.account_id, month)):
-        b.expect(found, [("resolved", application.event_id)])
-    b.scheduled.setdefault(add_months(month, 2), []).append(application)
-    b.derived_payments += 1
-    return typo
-
-
-def after_payment(b: Builder, p: Member, month: date, inject: str | None, line: PaymentReceived) -> list[Event]:
-    """What follows the member's payment line: the same line resent under a new id."""
-    if inject == "tax_treatment":
-        b.expect(("tax_treatment", p.account_id, month))
-    if inject != "duplicate_payment":
-        return []
-    b.expect(("duplicate_payment", p.account_id, month))
-    return [PaymentReceived(
-        event_id=b.eid("pay"), account_id=p.account_id, effective_on=line.effective_on,
-        occurred_at=b.at(month + timedelta(days=6), 15), source=line.source,
-        payment_id=f"P{month:%Y%m}-{p.account_id}-resent", coverage_month=month, amount_cents=line.amount_cents,
-        method=line.method, payer_id=line.payer_id, remittance_id=line.remittance_id,
-        trace_number=line.trace_number,
-    )]
-
-
-def late_change(b: Builder, p: Member, month: date) -> list[Event]:
-    """The retroactive change HR reports 20 days into the month, after the month was billed and paid.
-
-    Every billed month whose premium the change moves (by the demo's own pricing) is a retroactive
-    change, whose premium "before" is the month's premium before the change's first event."""
-    r = b.retro.get((p.account_id, month))
-    if r is None:
-        return []
-    billed = sorted(m for a, m in b.billed if a == p.account_id)
-    before = {m: b.pricing.premium(p.account_id, m) for m in billed}
-    reported = last_day(month) - timedelta(days=1)  # after the agency's remittance of the month
-    if r.what == "tier":
-        assert r.tier is not None
-        events: list[Event] = list(b.change_tier(p, r.change, r.tier, reported))
-    else:
-        events = list(b.terminate(p, r.change, reported, r.lines))
-        if r.lines is None:
-            b.ended.add(p.account_id)
-    moved = [m for m in billed if b.pricing.premium(p.account_id, m) != before[m]]
-    following = add_months(month, 1)
-    for m in moved:
-        b.retro_changes[(p.account_id, m)] = events[0].event_id
-        found = ("retroactive_change", p.account_id, m)
-        if not r.settle:
-            b.expect(found)
-            continue
-        assert r.lines is not None
-        # billing credits the ended plans' bills; the month's premium is then what it owes, its credit
-        # (overpaid: the member keeps other coverage) is refunded to whoever paid
-        credits = [AdjustmentPosted(
-            event_id=b.eid("adj"), account_id=p.account_id, effective_on=following + timedelta(days=2),
-            occurred_at=b.at(following - timedelta(days=10), 13), source="billing-system",
-            adjustment_id=f"ADJ{m:%Y%m}-{p.account_id}-{line}", coverage_month=m,
-            amount_cents=-b.billed[(p.account_id, m)][line], plan=p.coverages[line].plan,
-            reason=f"{line} coverage ended {r.change} (enrollment change {events[0].event_id})",
-        ) for line in r.lines]
-        b.scheduled_bills.setdefault(following, []).extend(credits)
-        credit = -sum(c.amount_cents for c in credits)
-        assert b.paid[(p.account_id, m)] == sum(b.billed[(p.account_id, m)].values())
-        refunded_on = following + timedelta(days=8)
-        issued = RefundIssued(
-            event_id=b.eid("refund"), account_id=p.account_id, effective_on=refunded_on,
-            occurred_at=b.at(refunded_on, 10), source="accounts-staff", refund_id=f"RF{m:%Y%m}-{p.account_id}-retro",
-            payee_id=p.account_id if p.direct_pay else p.agency_id, amount_cents=credit,
-            method="check" if p.direct_pay else "ach", reason="premium for coverage ended retroactively",
-            coverage_month=m,
-        )
-        b.scheduled.setdefault(following, []).append(issued)
-        b.expect(found, [("resolved", credits[-1].event_id)])
-        b.expect(("overpaid", p.account_id, m), [("resolved", issued.event_id)])
-    return events
-
-
-def strangers(b: Builder, mi: int, month: date, traces: dict[str, str]) -> list[Event]:
-    """Payments for people nobody knows: unapplied cash on the agency's account."""
-    out: list[Event] = []
-    if not (mi % max(1, b.months // b.per_kind) == 0 or mi == b.months - 1):
-        return out
-    for _ in range(max(1, b.per_kind // b.months + 1)):
-        stranger = f"X{b.seed % 100:02d}{mi:02d}{b.rng.randrange(10**4):04d}{len(b.expected):05d}"
-        agency = b.rng.choice(b.agencies)
-        out.append(PaymentReceived(
-            event_id=b.eid("pay"), account_id=stranger, effective_on=month + timedelta(days=4),
-            occurred_at=b.at(month + timedelta(days=4), 14), source="bank-820",
-            payment_id=f"P{month:%Y%m}-{stranger}", coverage_month=month,
-            amount_cents=b.rng.randrange(5_000, 200_000), method="payroll", payer_id=agency,
-            remittance_id=f"R{month:%Y%m}-{agency}", trace_number=traces[agency],
-        ))
-        b.expect(("unmatched_payment", stranger, month))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# HR's 834s out of order, late or without the dependents' changes (Special), and what follows
-
-
-def hired_late(b: Builder, p: Member) -> bool:
-    """Is the member's 834 add sent late (not before the first month, as usual)?"""
-    sp = b.special.get(p.account_id)
-    return sp is not None and sp.what == "late_hire"
-
-
-def hr_before(b: Builder, p: Member, month: date, sends: dict[str, date]) -> list[Event]:
-    """What HR sends before the month besides the usual hires, terminations and tier changes."""
-    sp = b.special.get(p.account_id)
-    if sp is None or sp.month != month:
-        return []
-    if sp.what == "unknown_first":
-        # the 834 ending the line after the second month arrives first: the add was dead-lettered and is
-        # resent after it (hire, below)
-        assert sp.line is not None
-        cov = p.coverages[sp.line]
-        end = last_day(add_months(month, 1))
-        return [b.enrollment(p, "term", "terminate", sp.line, cov, sent_on=sends["terminate"], effective_on=end,
-                             begin=cov.begin, end=end)]
-    if sp.what == "unknown_never":
-        # a tier change of a vision coverage HR never enrolled the member in
-        health = p.coverages["health"]
-        vision = Coverage("VSP-VISION", health.tier, month)
-        return [b.enrollment(p, "chg", "change", "vision", vision, sent_on=sends["change"], effective_on=month,
-                             begin=month)]
-    if sp.what == "drop_to_emp":
-        return list(b.change_tier(p, month, "EMP", sends["change"], family_follows=False))
-    if sp.what == "partner_mid_month":
-        return list(b.change_tier(p, month + timedelta(days=sp.day - 1), "ESP", sends["change"]))
-    return []
-
-
-def hired(b: Builder, p: Member, events: list[EnrollmentChanged]) -> None:
-    """The hire's 834 is out: the termination that came before its add is applied now."""
-    sp = b.special.get(p.account_id)
-    if sp is not None and sp.what == "unknown_first":
-        add = next(e for e in events if e.coverage_line == sp.line and e.relationship == "self")
-        b.expect(("unknown_coverage", p.account_id, None), [("resolved", add.event_id)])
-
-
-def hr_late(b: Builder, p: Member, month: date) -> list[Event]:
-    """What HR sends late in the month, after its payments: a late hire's 834 (after the billing cycles
-    of its first two months closed), or the dependents' terminations a tier change left out."""
-    sp = b.special.get(p.account_id)
-    if sp is None:
-        return []
-    sent_on = last_day(month) - timedelta(days=1)
-    if sp.what == "late_hire" and month == add_months(sp.month, 1):
-        return list(b.hire(p, sent_on))
-    if sp.what == "drop_to_emp" and sp.settle and month == add_months(sp.month, 1):
-        # HR ends the dependents' coverage with the tier change: each month's eligibility is resolved
-        sent_at = b.at(sent_on)
-        events: list[Event] = []
-        for d in p.covered_family:
-            d.end = sp.month - timedelta(days=1)
-            events.append(b.dependent_event(p, d, "term", "terminate", sent_on=sent_on, sent_at=sent_at))
-        for m in (sp.month, month):
-            b.expect(("eligibility", p.account_id, m), [("resolved", events[-1].event_id)])
-        return events
-    return []
-
-
-def catch_up_months(b: Builder, p: Member, month: date) -> list[date]:
-    """Earlier months billing bills this month: those of a late hire it missed, when it catches up."""
-    sp = b.special.get(p.account_id)
-    if sp is not None and sp.what == "late_hire" and sp.settle and month == add_months(sp.month, 2):
-        return [sp.month, add_months(sp.month, 1)]
-    return []
-
-
-def caught_up(b: Builder, p: Member, missed: date, first_bill: str) -> None:
-    b.expect(("enrolled_not_billed", p.account_id, missed), [("resolved", first_bill)])
-
-
-def catch_up_payments(b: Builder, p: Member, month: date, trace: str) -> list[Event]:
-    """Payroll pays the months billing caught up on with this month's remittance."""
-    out: list[Event] = []
-    for missed in catch_up_months(b, p, month):
-        billed = sum(b.billed[(p.account_id, missed)].values())
-        b.paid[(p.account_id, missed)] = billed
-        out.append(b.payment_line(p, missed, billed, trace, paid_in=month))
-    return out
-
-
-def pays_unmonthed(b: Builder, p: Member, month: date) -> bool:
-    """Does the member's payment for the month name no month (a retiree's check without the stub)?"""
-    sp = b.special.get(p.account_id)
-    return sp is not None and sp.what == "unmonthed" and sp.month == month
