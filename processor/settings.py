@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(default=50, ge=0, le=10_000)
     merge_idle_ms: int = Field(
         default=1000, ge=0, le=60_000,
-        description="how old a record must be before it is folded while another input topic of its"
-        " partition has nothing buffered (bounded lateness across topics)",
+        description="the lateness allowed to producers' clocks and deliveries when the input topics of a"
+        " partition are folded in time order: a record waits until it is this old while another topic is"
+        " caught up, and while a topic behind holds no record this much younger than it",
     )
     relay_batch_max: int = Field(default=1000, ge=1, le=100_000)
     relay_interval_ms: int = Field(default=200, ge=10, le=60_000)
