@@ -39,6 +39,22 @@ def assigned_partitions(proc: UpProcess) -> set[int]:
     return found
 
 
+def _fold_order_evidence(dsn: str, detected: Counter[tuple], expected: Counter[tuple]) -> str:
+    """What to look at when the findings differ: for each account concerned, the order its events and its
+    partition's business days were applied in (a finding raised too early means a business day was folded
+    ahead of something made before it)."""
+    lines = [f"unexpected: {dict(detected - expected)}", f"missing: {dict(expected - detected)}"]
+    accounts = sorted({row[1] for row in (detected - expected) + (expected - detected)})[:3]
+    with psycopg.connect(dsn) as conn:
+        for account in accounts:
+            lines.append(f"applied order of {account} and its partition's business days (seq, topic, offset, type, id)")
+            lines.extend(f"  {row}" for row in conn.execute(
+                "SELECT seq, topic, \"offset\", event_type, event_id FROM archive WHERE account_id = %s"
+                " OR (event_type = 'day_closed' AND partition = (SELECT partition FROM archive WHERE account_id = %s"
+                " LIMIT 1)) ORDER BY seq", (account, account)))
+    return "\n".join(lines)
+
+
 # The whole program is published at once, so the ledger's remittance line reports come back after the
 # program's later business days: with a lines window longer than the program, each remittance is judged
 # once its lines are all in, whenever that is (the demo itself waits for them instead: demo/run.py).
@@ -110,7 +126,7 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
 
         # exactly what was injected, and how it ended, even across a takeover
         detected = Counter((d.kind, d.account_id, d.coverage_month, d.status) for d in store.discrepancies(limit=10**6))
-        assert detected == program.expected_rows
+        assert detected == program.expected_rows, _fold_order_evidence(ledger.dsn, detected, program.expected_rows)
 
         records = [Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                    for m in consume_all(ledger.bootstrap, *settings.topics.inputs())]
