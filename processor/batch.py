@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
 from kafka.partitioner.default import murmur2
 
 from events import codec
@@ -39,8 +40,7 @@ from projections.fold_state import remember_loaded_months
 from projections.model import ArchiveRow, BatchWrite, DeadLetterRow, LedgerStore, PositionAdvance
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True, gc=False):
     topic: str
     partition: int
     offset: int

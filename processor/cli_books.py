@@ -27,7 +27,8 @@ def cmd_balance(args: argparse.Namespace) -> int:
         return EXIT_FINDINGS
     if args.json:
         print_json({"account_id": bal.account_id, "balance_cents": bal.balance_cents,
-                     "coverages": [asdict(c) for c in bal.coverages], "months": [asdict(m) for m in bal.months],
+                     "coverages": [msgspec.structs.asdict(c) for c in bal.coverages],
+                     "months": [msgspec.structs.asdict(m) for m in bal.months],
                      "open_discrepancies": [asdict(d) for d in bal.open_discrepancies]})
         return EXIT_OK
     from rich.console import Console

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from processor.cli_support import load_settings, print_json
 from processor.exits import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE  # documented in processor/exits.py
@@ -53,7 +54,7 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
     with open_store(load_settings(), database=args.database) as store:
         rows = store.dead_letters(limit=args.limit)
     if args.json:
-        print_json([asdict(r) for r in rows])
+        print_json([msgspec.structs.asdict(r) for r in rows])
         return EXIT_OK
     for r in rows:
         print(f"{r.topic}[{r.partition}]@{r.offset} {r.event_id or '-'} {r.field or '-'}: {r.reason}")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Protocol
 
+import msgspec
+
 from processor.rules.fsa import available_cents
 from processor.state import AccountState, OpenDiscrepancy, PartitionState, encode_state
 from processor.stops import DataIntegrityStop
@@ -22,8 +24,7 @@ class LogTruncated(DataIntegrityStop):
     """A known log now ends before a position already applied (for example a restarted memory broker)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveRow:
+class ArchiveRow(msgspec.Struct, frozen=True, gc=False):
     log_id: str
     topic: str
     partition: int
@@ -39,8 +40,7 @@ class ArchiveRow:
     body_hash: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
+class DeadLetterRow(msgspec.Struct, frozen=True, gc=False):
     log_id: str
     topic: str
     partition: int
@@ -53,8 +53,7 @@ class DeadLetterRow:
     recorded_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class PositionAdvance:
+class PositionAdvance(msgspec.Struct, frozen=True, gc=False):
     """Move (log, topic, partition) from ``expected_next`` (None: never seen) to ``next_offset``."""
 
     log_id: str
@@ -76,8 +75,7 @@ PAYMENTS_STREAM = "payments"  # payments the ledger posts itself (cash applied t
 ECHO_STREAMS = frozenset({PAYMENTS_STREAM})
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(msgspec.Struct, frozen=True, gc=False):
     event_id: str
     key: str
     body: bytes
@@ -150,8 +148,7 @@ CHANGED_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DiscrepancyClose:
+class DiscrepancyClose(msgspec.Struct, frozen=True, gc=False):
     discrepancy_id: str
     resolved_by: str
     recorded_at: datetime
@@ -223,8 +220,7 @@ class BatchWrite:
         return self.frozen
 
 
-@dataclass(frozen=True, slots=True)
-class MonthRow:
+class MonthRow(msgspec.Struct, frozen=True, gc=False):
     account_id: str
     coverage_month: date
     partition: int
@@ -242,8 +238,7 @@ class MonthRow:
     employer_share_cents: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CoverageRow:
+class CoverageRow(msgspec.Struct, frozen=True, gc=False):
     account_id: str
     member_id: str
     relationship: str

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
+
+import msgspec
 
 from events.codec import encode
 from processor.batch import BatchResult
@@ -101,7 +102,7 @@ def test_a_resend_of_an_event_archived_before_a_defaulted_field_existed_is_a_dup
     for k in defaulted:
         del old[k]
     old_body = json.dumps(old, separators=(",", ":")).encode()
-    store.archive[-1] = replace(store.archive[-1], body=old_body, body_hash=body_hash(old_body))
+    store.archive[-1] = msgspec.structs.replace(store.archive[-1], body=old_body, body_hash=body_hash(old_body))
     store._dedupe["pay-1"] = body_hash(old_body)
     result = run(proc, store, [feed.record(p)])
     assert (result.received, result.applied, result.duplicates, result.write.dead_letters) == (1, 0, 1, [])

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from functools import cache
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -397,7 +398,7 @@ def relay_derived(rows: list[OutboxRow], pending: list[Record], log_end: dict[tu
             r = pending[i]
             tp = (r.topic, r.partition)
             ahead[tp] += 1
-            moved = replace(r, offset=r.offset + shift[tp]) if shift[tp] else r
+            moved = msgspec.structs.replace(r, offset=r.offset + shift[tp]) if shift[tp] else r
             last[tp] = moved.offset
             out.append(moved)
     return out
@@ -456,7 +457,7 @@ def books(store: MemoryStore, accounts: list[str]) -> Books:
     for a in accounts:
         bal = store.balance(a)
         if bal is not None:
-            months.extend(astuple(m) for m in bal.months)
+            months.extend(msgspec.structs.astuple(m) for m in bal.months)
     return Books(
         discrepancies=[
             (d.discrepancy_id, d.kind, d.account_id, d.coverage_month, d.status, d.expected_cents,
@@ -643,7 +644,7 @@ def test_the_oracle_notices_a_cent_off_in_a_finding_or_a_member_month_and_a_miss
     after = next(i for i, r in enumerate(rows) if r.kind == "paid_after_termination")
     rows[after] = replace(rows[after], action="refund $0.01 to AG-001")  # right cents, a stale action
     paid = next(i for i, m in enumerate(months) if m.paid_cents > 0)
-    months[paid] = replace(months[paid], paid_cents=months[paid].paid_cents - 1)
+    months[paid] = msgspec.structs.replace(months[paid], paid_cents=months[paid].paid_cents - 1)
     del months[-1]
     verdict = judge(program, rows, adjudications, months)  # type: ignore[arg-type]
     assert verdict.amounts_mismatched == clean.amounts_mismatched + 2

@@ -275,8 +275,8 @@ def get_account(request: Request, account_id: str) -> Account:
     agency = agency_of(state, None)
     _visible(user, agency)
     return Account(account_id=account_id, agency_id=agency, balance_cents=balance.balance_cents,
-                   coverages=[Coverage(**asdict(c)) for c in balance.coverages],
-                   months=[Month(**{k: v for k, v in asdict(m).items() if k in Month.model_fields})
+                   coverages=[Coverage(**msgspec.structs.asdict(c)) for c in balance.coverages],
+                   months=[Month(**{k: v for k, v in msgspec.structs.asdict(m).items() if k in Month.model_fields})
                            for m in balance.months],
                    open_discrepancies=[Discrepancy.of(d) for d in balance.open_discrepancies])
 
