@@ -22,6 +22,9 @@ class RateEntry(msgspec.Struct, kw_only=True, gc=False):
 
 
 _FOREVER = date.max
+_UNKNOWN = object()
+# answers rate_for remembers per partition (plans x tiers x months asked; about 100 bytes each)
+RATE_MEMO_ENTRIES_MAX = 65_536
 
 
 def _timeline(entries: list[RateEntry]) -> tuple[list[date], list[tuple[date, RateEntry]]]:
@@ -62,7 +65,22 @@ class PartitionState(msgspec.Struct, kw_only=True, dict=True):
         """The latest-published rate covering the month: a later publication overrides an earlier one.
 
         A binary search over the plan and tier's publications laid out as spans, built once per
-        publication (``rates_changed``) and kept beside the state, never encoded with it."""
+        publication (``rates_changed``) and kept beside the state, never encoded with it. The answers are
+        remembered by (plan, tier, month): the fold asks for the same few several times an event."""
+        memo: dict[tuple[str, str, date], RateEntry | None] | None = self.__dict__.get("_rate_memo")
+        if memo is None:
+            memo = self.__dict__["_rate_memo"] = {}
+        asked = (plan, tier, month)
+        found = memo.get(asked, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
+        entry = self._look_up(plan, tier, month)
+        if len(memo) >= RATE_MEMO_ENTRIES_MAX:
+            memo.clear()
+        memo[asked] = entry
+        return entry
+
+    def _look_up(self, plan: str, tier: str, month: date) -> RateEntry | None:
         key = f"{plan}|{tier}"
         cache: dict[str, tuple[list[date], list[tuple[date, RateEntry]]]] = self.__dict__.setdefault("_spans", {})
         found = cache.get(key)
@@ -78,3 +96,4 @@ class PartitionState(msgspec.Struct, kw_only=True, dict=True):
     def rates_changed(self, plan: str, tier: str) -> None:
         """A publication was added for the plan and tier: its spans are laid out again on next use."""
         self.__dict__.get("_spans", {}).pop(f"{plan}|{tier}", None)
+        self.__dict__.pop("_rate_memo", None)  # rare: every answer is looked up again

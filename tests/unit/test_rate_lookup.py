@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor import partition_state
 from processor.rules.pricing import add_rate
 from processor.state import PartitionState, RateEntry, decode_partition, encode_state
 from tests.unit.builders import rate
@@ -42,3 +44,14 @@ def test_the_latest_publication_covering_a_month_wins_whatever_the_order(pubs: P
     for month in MONTHS:
         assert again.rate_for("UMP-CLASSIC", "EMP", month) == part.rate_for("UMP-CLASSIC", "EMP", month)
     assert part.rate_for("UMP-CLASSIC", "ESP", MONTHS[0]) is None
+
+
+def test_remembered_rates_stay_within_their_bound_and_agree_with_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partition_state, "RATE_MEMO_ENTRIES_MAX", 5)
+    part = PartitionState(partition=0)
+    add_rate(part, rate(100, month_from=MONTHS[0], month_through=MONTHS[20], event_id="r0", rate_id="r0"))
+    add_rate(part, rate(200, month_from=MONTHS[10], event_id="r1", rate_id="r1"))
+    for _ in range(3):
+        for month in MONTHS:
+            assert part.rate_for("UMP-CLASSIC", "EMP", month) == naive(part.rates["UMP-CLASSIC|EMP"], month)
+            assert len(part.__dict__["_rate_memo"]) <= 5
