@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import msgspec
+
 GENESIS = bytes(32)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -41,8 +43,7 @@ def link(
     return hashlib.sha256(previous + body_hash + hashlib.sha256(fields.encode()).digest()).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class ChainedRow:
+class ChainedRow(msgspec.Struct, frozen=True, gc=False):
     """An archive row as the chain sees it (every column but seq, plus the body to re-hash)."""
 
     seq: int

@@ -7,18 +7,17 @@ hands over in chunks as they arrive, so a replay of the whole archive never hold
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import psycopg
 
 _COLUMNS = "seq, partition, event_id, event_type, account_id, recorded_at, body, body_hash"
 _TYPES = ["int8", "int4", "text", "text", "text", "timestamptz", "bytea", "bytea"]
 
 
-@dataclass(frozen=True, slots=True)
-class ArchivedEvent:
+class ArchivedEvent(msgspec.Struct, frozen=True, gc=False):
     """One archive row as replay needs it; ``body`` is the canonical JSON the processor stored."""
 
     seq: int
