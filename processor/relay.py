@@ -42,6 +42,16 @@ def _event_type(body: bytes) -> bytes:
     return msgspec.json.decode(body, type=_Tagged).type.encode()
 
 
+# keys whose partition the relay remembers (murmur2 is pure Python here, a few us a key; keys are account ids
+# and repeat)
+PARTITION_CACHE_ENTRIES_MAX = 65_536
+
+
+@functools.lru_cache(maxsize=PARTITION_CACHE_ENTRIES_MAX)
+def _partition_of(key: bytes, partitions: int) -> int:
+    return partition_for(key, partitions)
+
+
 RELAY_STOP_WAIT_SECONDS = 10.0  # how long stop waits for a publish in flight before closing the producer
 
 
@@ -191,7 +201,7 @@ class Relay:
             if ids is None:
                 ids = partitions[topic] = sorted(await producer.partitions_for(topic))
             key = row.key.encode()
-            partition = ids[partition_for(key, len(ids))]
+            partition = ids[_partition_of(key, len(ids))]
             headers = [("event_id", row.event_id.encode()), ("content-type", b"application/json"),
                        ("type", _event_type(row.body))]
             batch = open_batches.get((topic, partition))
