@@ -374,27 +374,35 @@ def check_bounds(obj: Any) -> None:
         _walk_bounds(obj, "")
         return
     if strs is not None:
-        texts = [v for v in strs(obj) if v]
-        # isprintable() is stricter than _CONTROL (it also refuses, say, a no-break space), and C-fast
-        if texts and (max(map(len, texts)) > ID_CHARS_MAX or (not (joined := "".join(texts)).isprintable()
-                                                               and _CONTROL.search(joined) is not None)):
-            _walk_bounds(obj, "")
-            return
+        texts = [*filter(None, strs(obj))]
+        if texts:
+            joined = "".join(texts)
+            # isprintable() is stricter than _CONTROL (it also refuses, say, a no-break space), and C-fast;
+            # no text is longer than an id if all of them together are not
+            if (len(joined) > ID_CHARS_MAX and max(map(len, texts)) > ID_CHARS_MAX) or (
+                    not joined.isprintable() and _CONTROL.search(joined) is not None):
+                _walk_bounds(obj, "")
+                return
     if ints is not None:
-        amounts = [v for v in ints(obj) if v]
-        if amounts and max(map(abs, amounts)) >= AMOUNT_CENTS_MAX:
+        amounts = [*filter(None, ints(obj))]
+        if amounts and (max(amounts) >= AMOUNT_CENTS_MAX or min(amounts) <= -AMOUNT_CENTS_MAX):
             _walk_bounds(obj, "")
             return
+    # DATE_MIN is a first of January and DATE_MAX a 31 December: comparing years is the same test, cheaper
     if dates is not None:
         for d in dates(obj):
-            if d is not None and not DATE_MIN <= d <= DATE_MAX:
+            if d is not None and not _YEAR_MIN <= d.year <= _YEAR_MAX:
                 _walk_bounds(obj, "")
                 return
     if stamps is not None:
         for t in stamps(obj):
-            if t is not None and not DATE_MIN <= t.date() <= DATE_MAX:
+            if t is not None and not _YEAR_MIN <= t.year <= _YEAR_MAX:
                 _walk_bounds(obj, "")
                 return
+
+
+_YEAR_MIN, _YEAR_MAX = DATE_MIN.year, DATE_MAX.year
+assert (DATE_MIN.month, DATE_MIN.day, DATE_MAX.month, DATE_MAX.day) == (1, 1, 12, 31)
 
 
 _Getter = Callable[[Any], tuple[Any, ...]]
