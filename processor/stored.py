@@ -60,7 +60,11 @@ def _has_row(state: AccountState, key: str) -> bool:
 
 def encode_header(state: AccountState) -> bytes:
     """The account without its rows and their findings (a shallow copy: the live state is not touched)."""
-    loose = {row for row in state.finding_rows() if not _has_row(state, row)}  # findings about no row
+    loose: set[str] = set()  # rows some finding is about that the account does not have
+    if state.open or state.closed:
+        loose = state.finding_rows() - state.months.keys()  # in C: most findings are about a month
+        if loose:
+            loose = {row for row in loose if not _has_row(state, row)}
     return _encoder.encode(msgspec.structs.replace(
         state, months={}, remittances={},
         open={k: d for k, d in state.open.items() if month_of_key(k) in loose} if loose else {},
