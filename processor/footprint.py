@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from processor.state import MONTH_LINES, AccountState, MonthState
+from processor.stored import STORED_HEADER
 
 ACCOUNT_BYTES = 700  # the AccountState and its empty containers
 # a MonthState and its dict entry (1020, fitted), plus its entry in the line counts kept for the estimate
@@ -83,5 +84,6 @@ def account_bytes(account: AccountState, changed: Collection[str] | None = None)
         + REMITTANCE_BYTES * len(account.remittances)
         + ID_ENTRY_BYTES * sum(len(r.advice_lines) for r in account.remittances.values())
         + RECORD_BYTES * (len(account.closed) + len(account.notices) + len(account.pending_enrollments))
+        + len(built.get(STORED_HEADER, b""))  # the header as the store holds it (processor/stored.py)
     )
     return int(estimate * MARGIN)

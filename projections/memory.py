@@ -98,7 +98,10 @@ class MemoryStore:
 
     def _assemble(self, account_id: str) -> AccountState:
         rows = sorted(self._account_months.get(account_id, {}).items(), key=lambda kv: kv[1][0])
-        return assemble_account(self._accounts[account_id], [(k, raw, found) for k, (_, raw, found) in rows])
+        # a copy of the header, as a server's would be: the loaded account keeps it (processor/stored.py
+        # STORED_HEADER), and its estimated size counts it
+        header = bytes(bytearray(self._accounts[account_id]))
+        return assemble_account(header, [(k, raw, found) for k, (_, raw, found) in rows])
 
     def load_partitions(self, partitions: list[int]) -> dict[int, PartitionState]:
         return {p: decode_partition(self._partitions[p]) for p in partitions if p in self._partitions}
