@@ -23,8 +23,9 @@ class RateEntry(msgspec.Struct, kw_only=True, gc=False):
 
 _FOREVER = date.max
 _UNKNOWN = object()
-# answers rate_for remembers per partition (plans x tiers x months asked; about 100 bytes each)
-RATE_MEMO_ENTRIES_MAX = 65_536
+# answers rate_for remembers per partition: plans x tiers x months asked, a few thousand in practice;
+# about 200 bytes each, so at most about 1.6 MB a partition
+RATE_MEMO_ENTRIES_MAX = 8_192
 
 
 def _timeline(entries: list[RateEntry]) -> tuple[list[date], list[tuple[date, RateEntry]]]:
