@@ -59,7 +59,8 @@ class Collector:
                 continue
             write.outbox.append(OutboxRow(event_id=ev.event_id, key=account_id, body=codec.encode(ev)))
             if isinstance(ev, DiscrepancyOpened):
-                opened = next(d for d in account.open.values() if d.discrepancy_id == ev.discrepancy_id)
+                # just put in ``open``, so among the last: found from the end, not past every open finding
+                opened = next(d for d in reversed(account.open.values()) if d.discrepancy_id == ev.discrepancy_id)
                 row = DiscrepancyRow.from_open(account_id, opened, recorded_at)
                 write.discrepancies_opened.append(row)
                 self._opened[row.discrepancy_id] = row
